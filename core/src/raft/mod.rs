@@ -1,0 +1,3 @@
+//! Raft consensus. Placeholder until the Raft module lands.
+mod types;
+pub use types::*;

@@ -1,0 +1,1 @@
+//! Deterministic simulation of concord clusters. Placeholder until the simulator lands.
