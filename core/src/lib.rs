@@ -13,5 +13,5 @@ pub mod time;
 pub mod wire;
 
 pub use id::NodeId;
-pub use node::{Effect, Event, Input, Limits, Node, NodeConfig, PeerMessage, RaftConfig, ReqId};
+pub use node::{Effect, Event, Input, Limits, Mutation, Node, NodeConfig, PeerMessage, RaftConfig, ReqId};
 pub use time::Instant;

@@ -58,8 +58,9 @@ pub enum Event {
     LeaderChanged { term: u64, leader: Option<NodeId> },
     /// The configuration in force changed (the runtime updates its address book).
     MembershipChanged(Membership),
-    /// Entries up to `index` are applied to the state machine.
-    Applied { index: u64 },
+    /// Entries up to `index` (of term `term`) are applied. `digest` is a rolling hash of every entry applied
+    /// so far (carried across snapshots), so checkers can prove all nodes apply the same sequence.
+    Applied { index: u64, term: u64, digest: u64 },
     /// This node was removed from the configuration.
     Removed,
 }
@@ -140,6 +141,22 @@ pub struct NodeConfig {
     pub seed: u64,
     pub raft: RaftConfig,
     pub limits: Limits,
+    /// A deliberate bug, for the simulator's mutation test only (always `Mutation::None` in production; the
+    /// buggy code paths are compiled only with the `mutants` feature).
+    pub mutation: Mutation,
+}
+
+/// Deliberately wrong variants of the core, used to prove the simulator's checkers catch real bugs.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub enum Mutation {
+    #[default]
+    None,
+    /// The leader commits once it alone has an entry (ignores the quorum).
+    CommitOnMinority,
+    /// A voter grants its vote to every candidate of a term.
+    DoubleVote,
+    /// Vote grants and append acknowledgements leave before the write they depend on is durable.
+    AckBeforePersist,
 }
 
 /// A snapshot of Raft's state for `/v1/agent/self`, `concord info` and the simulator's checkers.

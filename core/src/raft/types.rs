@@ -73,6 +73,8 @@ pub struct SnapshotMeta {
     pub term: Term,
     /// The configuration in force at `index`.
     pub membership: Membership,
+    /// Rolling digest of every entry applied up to `index` (see `Event::Applied`).
+    pub digest: u64,
 }
 
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
