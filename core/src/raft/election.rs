@@ -12,7 +12,9 @@ impl Raft {
             return true;
         }
         self.leader.is_some()
-            && self.last_leader_contact.is_some_and(|t| now.saturating_since(t) < self.cfg.election_timeout)
+            && self
+                .last_leader_contact
+                .is_some_and(|t| now.saturating_since(t) < self.cfg.election_timeout)
     }
 
     pub(crate) fn start_pre_vote(&mut self, now: Instant) {
@@ -67,9 +69,19 @@ impl Raft {
         let granted = self
             .membership
             .voters()
-            .filter(|id| if *id == self.id { self_counts } else { self.votes.get(id) == Some(&true) })
+            .filter(|id| {
+                if *id == self.id {
+                    self_counts
+                } else {
+                    self.votes.get(id) == Some(&true)
+                }
+            })
             .count();
-        let rejected = self.membership.voters().filter(|id| self.votes.get(id) == Some(&false)).count();
+        let rejected = self
+            .membership
+            .voters()
+            .filter(|id| self.votes.get(id) == Some(&false))
+            .count();
         let quorum = self.membership.quorum();
         if granted >= quorum {
             match self.role {
@@ -108,7 +120,13 @@ impl Raft {
         // The response carries the term the candidate asked about when granted, else ours, so a stale
         // pre-candidate learns the real term.
         let reply_term = if granted { term } else { self.term };
-        self.send(from, Message::PreVoteResponse { term: reply_term, granted });
+        self.send(
+            from,
+            Message::PreVoteResponse {
+                term: reply_term,
+                granted,
+            },
+        );
     }
 
     pub(crate) fn handle_pre_vote_response(&mut self, now: Instant, from: NodeId, term: u64, granted: bool) {
@@ -137,9 +155,21 @@ impl Raft {
                 self.persist_hard_state();
             }
             self.reset_election_timer(now);
-            self.send_durable(from, Message::VoteResponse { term: self.term, granted: true });
+            self.send_durable(
+                from,
+                Message::VoteResponse {
+                    term: self.term,
+                    granted: true,
+                },
+            );
         } else {
-            self.send(from, Message::VoteResponse { term: self.term, granted: false });
+            self.send(
+                from,
+                Message::VoteResponse {
+                    term: self.term,
+                    granted: false,
+                },
+            );
         }
     }
 
@@ -201,7 +231,11 @@ impl Raft {
         if self.transfer.map(|(t, _)| t) != Some(peer) {
             return;
         }
-        if self.progress.get(&peer).is_some_and(|p| p.matched == self.log.last_index()) {
+        if self
+            .progress
+            .get(&peer)
+            .is_some_and(|p| p.matched == self.log.last_index())
+        {
             self.send(peer, Message::TimeoutNow { term: self.term });
         }
     }

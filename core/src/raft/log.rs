@@ -17,7 +17,11 @@ pub(crate) struct Log {
 
 impl Log {
     pub(crate) fn new(snapshot_index: Index, snapshot_term: Term, entries: Vec<Entry>) -> Self {
-        let mut log = Log { entries: VecDeque::new(), snapshot_index, snapshot_term };
+        let mut log = Log {
+            entries: VecDeque::new(),
+            snapshot_index,
+            snapshot_term,
+        };
         for e in entries {
             if e.index <= snapshot_index {
                 continue;

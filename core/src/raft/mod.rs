@@ -197,6 +197,10 @@ impl Raft {
         raft.recompute_membership();
         raft.role = raft.idle_or_follower();
         raft.reset_election_timer(now);
+        if raft.membership.voters().count() == 1 && raft.membership.is_voter(id) {
+            // The only voter: restart straight into an election rather than waiting out a timeout.
+            raft.election_deadline = now;
+        }
         raft
     }
 
@@ -207,7 +211,10 @@ impl Raft {
     }
 
     pub(crate) fn persist_hard_state(&mut self) {
-        self.persist(PersistOp::HardState(HardState { term: self.term, vote: self.vote }));
+        self.persist(PersistOp::HardState(HardState {
+            term: self.term,
+            vote: self.vote,
+        }));
     }
 
     /// Send now (requests, heartbeats: nothing promised about our own disk).
@@ -385,7 +392,11 @@ impl Raft {
         let first = self.log.first_index();
         let mut i = self.log.last_index();
         while i >= first && i > 0 {
-            if let Some(Entry { payload: Payload::Config(m), .. }) = self.log.get(i) {
+            if let Some(Entry {
+                payload: Payload::Config(m),
+                ..
+            }) = self.log.get(i)
+            {
                 self.membership = m.clone();
                 self.membership_index = i;
                 return;
@@ -401,7 +412,11 @@ impl Raft {
     /// Append an entry to our own log (leader, or bootstrap) and persist it.
     pub(crate) fn append_local(&mut self, payload: Payload) -> Index {
         let index = self.log.last_index() + 1;
-        let entry = Entry { term: self.term, index, payload };
+        let entry = Entry {
+            term: self.term,
+            index,
+            payload,
+        };
         if let Payload::Config(m) = &entry.payload {
             self.membership = m.clone();
             self.membership_index = index;
@@ -438,7 +453,10 @@ impl Raft {
         }
         let keep_from = index.saturating_sub(self.cfg.trailing_logs) + 1;
         self.log.compact(index, snapshot.meta.term, keep_from);
-        self.persist(PersistOp::Snapshot { snapshot: snapshot.clone(), keep_log: true });
+        self.persist(PersistOp::Snapshot {
+            snapshot: snapshot.clone(),
+            keep_log: true,
+        });
         self.snapshot = Some(snapshot);
     }
 

@@ -31,10 +31,6 @@ impl ReadQueue {
         out.extend(self.queued.drain(..).map(|(id, _)| (id, None)));
         self.in_flight = None;
     }
-
-    pub(crate) fn len(&self) -> usize {
-        self.waiting.len() + self.queued.len()
-    }
 }
 
 /// The answer to a read-index request.
@@ -91,7 +87,13 @@ impl Raft {
         let mut rounds: Vec<u64> = self
             .membership
             .voters()
-            .map(|id| if id == self.id { self.round } else { self.progress.get(&id).map_or(0, |p| p.acked_round) })
+            .map(|id| {
+                if id == self.id {
+                    self.round
+                } else {
+                    self.progress.get(&id).map_or(0, |p| p.acked_round)
+                }
+            })
             .collect();
         self.quorum_value(&mut rounds)
     }
@@ -132,9 +134,5 @@ impl Raft {
         if self.reads.in_flight.is_none() {
             self.start_read_round(now);
         }
-    }
-
-    pub(crate) fn pending_reads(&self) -> usize {
-        self.reads.len()
     }
 }

@@ -19,7 +19,13 @@ impl Raft {
             Message::Vote { transfer, .. } if term > self.term => {
                 if !*transfer && self.leader_is_fresh(now) {
                     // Leader stickiness: ignore a vote from a node that may be partitioned away.
-                    self.send(from, Message::VoteResponse { term: self.term, granted: false });
+                    self.send(
+                        from,
+                        Message::VoteResponse {
+                            term: self.term,
+                            granted: false,
+                        },
+                    );
                     return;
                 }
                 self.become_follower(now, term, None);
@@ -31,43 +37,95 @@ impl Raft {
             _ => {}
         }
         match msg {
-            Message::PreVote { term, last_index, last_term } => {
-                self.handle_pre_vote(now, from, term, last_index, last_term)
-            }
+            Message::PreVote {
+                term,
+                last_index,
+                last_term,
+            } => self.handle_pre_vote(now, from, term, last_index, last_term),
             Message::PreVoteResponse { term, granted } => self.handle_pre_vote_response(now, from, term, granted),
-            Message::Vote { term, last_index, last_term, .. } => {
+            Message::Vote {
+                term,
+                last_index,
+                last_term,
+                ..
+            } => {
                 if term < self.term {
-                    self.send(from, Message::VoteResponse { term: self.term, granted: false });
+                    self.send(
+                        from,
+                        Message::VoteResponse {
+                            term: self.term,
+                            granted: false,
+                        },
+                    );
                 } else {
                     self.handle_vote(now, from, last_index, last_term);
                 }
             }
             Message::VoteResponse { term, granted } => self.handle_vote_response(now, from, term, granted),
-            Message::Append { term, prev_index, prev_term, entries, commit, round } => {
+            Message::Append {
+                term,
+                prev_index,
+                prev_term,
+                entries,
+                commit,
+                round,
+            } => {
                 if term < self.term {
                     let index = self.log.last_index();
-                    self.send(from, Message::AppendResponse { term: self.term, success: false, index, round });
+                    self.send(
+                        from,
+                        Message::AppendResponse {
+                            term: self.term,
+                            success: false,
+                            index,
+                            round,
+                        },
+                    );
                 } else {
                     self.follow(now, from);
                     self.handle_append(from, prev_index, prev_term, entries, commit, round);
                 }
             }
-            Message::AppendResponse { term, success, index, round } => {
+            Message::AppendResponse {
+                term,
+                success,
+                index,
+                round,
+            } => {
                 if term == self.term && self.role == Role::Leader {
                     self.handle_append_response(now, from, success, index, round);
                 }
             }
-            Message::InstallSnapshot { term, meta, offset, data, done, round } => {
+            Message::InstallSnapshot {
+                term,
+                meta,
+                offset,
+                data,
+                done,
+                round,
+            } => {
                 if term < self.term {
                     let index = self.log.last_index();
-                    let msg = Message::InstallSnapshotResponse { term: self.term, offset: 0, done: false, index, round };
+                    let msg = Message::InstallSnapshotResponse {
+                        term: self.term,
+                        offset: 0,
+                        done: false,
+                        index,
+                        round,
+                    };
                     self.send(from, msg);
                 } else {
                     self.follow(now, from);
                     self.handle_install_snapshot(from, meta, offset, data, done, round);
                 }
             }
-            Message::InstallSnapshotResponse { term, offset, done, index, round } => {
+            Message::InstallSnapshotResponse {
+                term,
+                offset,
+                done,
+                index,
+                round,
+            } => {
                 if term == self.term && self.role == Role::Leader {
                     self.handle_snapshot_response(now, from, offset, done, index, round);
                 }
@@ -107,7 +165,12 @@ impl Raft {
         round: u64,
     ) {
         let term = self.term;
-        let reply = move |success, index| Message::AppendResponse { term, success, index, round };
+        let reply = move |success, index| Message::AppendResponse {
+            term,
+            success,
+            index,
+            round,
+        };
         // Everything up to our snapshot is committed and matches the leader: skip that part.
         let snap = self.log.snapshot_index();
         if prev_index < snap {
@@ -148,7 +211,12 @@ impl Raft {
                 match self.log.term_at(e.index) {
                     Some(t) if t == e.term => continue,
                     Some(_) => {
-                        assert!(e.index > self.commit, "conflict at committed index {} (commit {})", e.index, self.commit);
+                        assert!(
+                            e.index > self.commit,
+                            "conflict at committed index {} (commit {})",
+                            e.index,
+                            self.commit
+                        );
                         config_changed |= self.membership_index >= e.index;
                         self.log.truncate_from(e.index);
                         self.clamp_durable(e.index);
@@ -212,7 +280,13 @@ impl Raft {
         let mut matched: Vec<Index> = self
             .membership
             .voters()
-            .map(|id| if id == self.id { self.durable_index } else { self.progress.get(&id).map_or(0, |p| p.matched) })
+            .map(|id| {
+                if id == self.id {
+                    self.durable_index
+                } else {
+                    self.progress.get(&id).map_or(0, |p| p.matched)
+                }
+            })
             .collect();
         let mut candidate = self.quorum_value(&mut matched);
         if self.mutation == Mutation::CommitOnMinority && cfg!(feature = "mutants") {
@@ -234,8 +308,11 @@ impl Raft {
         let last = self.log.last_index();
         let first = self.log.first_index();
         let (term, commit, round) = (self.term, self.commit, self.round);
-        let (max_entries, max_bytes, window) =
-            (self.cfg.max_append_entries, self.cfg.max_append_bytes, self.cfg.max_inflight.max(1));
+        let (max_entries, max_bytes, window) = (
+            self.cfg.max_append_entries,
+            self.cfg.max_append_bytes,
+            self.cfg.max_inflight.max(1),
+        );
         let Some(p) = self.progress.get(&peer) else { return };
         if p.snapshot.is_some() || p.next < first || self.log.term_at(p.next - 1).is_none() {
             self.send_snapshot_chunk(now, peer, heartbeat);
@@ -252,7 +329,14 @@ impl Raft {
             let prev_term = self.log.term_at(prev_index).expect("prev is in the log");
             let entries = self.log.slice(p.next, last, max_entries, max_bytes);
             let end = prev_index + entries.len() as u64;
-            let msg = Message::Append { term, prev_index, prev_term, entries, commit, round };
+            let msg = Message::Append {
+                term,
+                prev_index,
+                prev_term,
+                entries,
+                commit,
+                round,
+            };
             let p = self.progress.get_mut(&peer).expect("checked above");
             p.inflight.push_back(end);
             p.next = end + 1;
@@ -263,9 +347,21 @@ impl Raft {
         if heartbeat && !sent {
             // Nothing new fits: an empty append anchored at what we know matches.
             let prev_index = p.matched.max(first - 1);
-            let Some(prev_term) = self.log.term_at(prev_index) else { return };
+            let Some(prev_term) = self.log.term_at(prev_index) else {
+                return;
+            };
             let commit = commit.min(prev_index);
-            self.send(peer, Message::Append { term, prev_index, prev_term, entries: Vec::new(), commit, round });
+            self.send(
+                peer,
+                Message::Append {
+                    term,
+                    prev_index,
+                    prev_term,
+                    entries: Vec::new(),
+                    commit,
+                    round,
+                },
+            );
         }
     }
 
@@ -307,16 +403,33 @@ impl Raft {
         };
         let (term, round, chunk) = (self.term, self.round, self.cfg.snapshot_chunk_bytes.max(1));
         let p = self.progress.get_mut(&peer).expect("caller checked");
-        let state = p.snapshot.get_or_insert(SnapshotSend { index: snapshot.meta.index, offset: 0, in_flight: false, sent_at: now });
+        let state = p.snapshot.get_or_insert(SnapshotSend {
+            index: snapshot.meta.index,
+            offset: 0,
+            in_flight: false,
+            sent_at: now,
+        });
         if state.index != snapshot.meta.index {
-            *state = SnapshotSend { index: snapshot.meta.index, offset: 0, in_flight: false, sent_at: now };
+            *state = SnapshotSend {
+                index: snapshot.meta.index,
+                offset: 0,
+                in_flight: false,
+                sent_at: now,
+            };
         }
         if state.in_flight {
             if heartbeat {
                 // Keep the follower's election timer quiet while a chunk is in flight.
                 let prev_index = p.matched;
                 if let Some(prev_term) = self.log.term_at(prev_index) {
-                    let msg = Message::Append { term, prev_index, prev_term, entries: Vec::new(), commit: self.commit.min(prev_index), round };
+                    let msg = Message::Append {
+                        term,
+                        prev_index,
+                        prev_term,
+                        entries: Vec::new(),
+                        commit: self.commit.min(prev_index),
+                        round,
+                    };
                     self.send(peer, msg);
                 }
             }
@@ -338,7 +451,15 @@ impl Raft {
         self.send(peer, msg);
     }
 
-    fn handle_snapshot_response(&mut self, now: Instant, from: NodeId, offset: u64, done: bool, index: Index, round: u64) {
+    fn handle_snapshot_response(
+        &mut self,
+        now: Instant,
+        from: NodeId,
+        offset: u64,
+        done: bool,
+        index: Index,
+        round: u64,
+    ) {
         let Some(p) = self.progress.get_mut(&from) else { return };
         p.last_ack = Some(now);
         p.acked_round = p.acked_round.max(round);
@@ -359,9 +480,23 @@ impl Raft {
         }
     }
 
-    fn handle_install_snapshot(&mut self, from: NodeId, meta: SnapshotMeta, offset: u64, data: Bytes, done: bool, round: u64) {
+    fn handle_install_snapshot(
+        &mut self,
+        from: NodeId,
+        meta: SnapshotMeta,
+        offset: u64,
+        data: Bytes,
+        done: bool,
+        round: u64,
+    ) {
         let term = self.term;
-        let reply = |offset, done, index| Message::InstallSnapshotResponse { term, offset, done, index, round };
+        let reply = |offset, done, index| Message::InstallSnapshotResponse {
+            term,
+            offset,
+            done,
+            index,
+            round,
+        };
         if meta.index <= self.commit {
             // We already have everything it covers.
             let msg = reply(0, true, self.commit);
@@ -387,13 +522,19 @@ impl Raft {
             return;
         }
         let (meta, buf) = self.incoming.take().expect("checked above");
-        let snapshot = Snapshot { meta: meta.clone(), data: Bytes::from(buf) };
+        let snapshot = Snapshot {
+            meta: meta.clone(),
+            data: Bytes::from(buf),
+        };
         let keeps_log = self.log.term_at(meta.index) == Some(meta.term);
         self.log.compact(meta.index, meta.term, meta.index + 1);
         if !keeps_log {
             self.clamp_durable(meta.index + 1);
         }
-        self.persist(PersistOp::Snapshot { snapshot: snapshot.clone(), keep_log: keeps_log });
+        self.persist(PersistOp::Snapshot {
+            snapshot: snapshot.clone(),
+            keep_log: keeps_log,
+        });
         self.snapshot = Some(snapshot.clone());
         self.commit = self.commit.max(meta.index);
         self.recompute_membership();
@@ -422,7 +563,9 @@ impl Raft {
         let ready = self.membership.servers.iter().find(|(id, s)| {
             !s.voter
                 && self.progress.get(id).is_some_and(|p| {
-                    p.matched >= self.commit && p.last_ack.is_some_and(|t| now.saturating_since(t) < self.cfg.election_timeout)
+                    p.matched >= self.commit
+                        && p.last_ack
+                            .is_some_and(|t| now.saturating_since(t) < self.cfg.election_timeout)
                 })
         });
         if let Some((id, _)) = ready {

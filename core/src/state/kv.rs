@@ -36,10 +36,7 @@ struct KvSnapshot {
 }
 
 /// Entries of `map` whose key starts with `prefix`, in key order.
-fn prefixed<'a, V>(
-    map: &'a BTreeMap<String, V>,
-    prefix: &'a str,
-) -> impl Iterator<Item = (&'a String, &'a V)> + 'a {
+fn prefixed<'a, V>(map: &'a BTreeMap<String, V>, prefix: &'a str) -> impl Iterator<Item = (&'a String, &'a V)> + 'a {
     map.range::<str, _>((Bound::Included(prefix), Bound::Unbounded))
         .take_while(move |(k, _)| k.starts_with(prefix))
 }
@@ -50,15 +47,10 @@ impl KvStore {
     /// CAS). Reaping tombstones pushes nothing: it changes no entry and lowers no range index.
     pub fn apply(&mut self, index: u64, cmd: &Command, changed: &mut Vec<String>) -> CommandResult {
         match cmd {
-            Command::KvSet {
-                key,
-                value,
-                flags,
-                cas,
-            } => CommandResult::Bool(self.set(index, key, value, *flags, *cas, changed)),
-            Command::KvDelete { key, cas } => {
-                CommandResult::Bool(self.delete(index, key, *cas, changed))
+            Command::KvSet { key, value, flags, cas } => {
+                CommandResult::Bool(self.set(index, key, value, *flags, *cas, changed))
             }
+            Command::KvDelete { key, cas } => CommandResult::Bool(self.delete(index, key, *cas, changed)),
             Command::KvDeleteTree { prefix } => {
                 self.delete_tree(index, prefix, changed);
                 CommandResult::Bool(true)
@@ -111,13 +103,7 @@ impl KvStore {
         true
     }
 
-    fn delete(
-        &mut self,
-        index: u64,
-        key: &str,
-        cas: Option<u64>,
-        changed: &mut Vec<String>,
-    ) -> bool {
+    fn delete(&mut self, index: u64, key: &str, cas: Option<u64>, changed: &mut Vec<String>) -> bool {
         let Some(entry) = self.entries.get(key) else {
             // Consul answers true for a delete of an absent key, with or without cas.
             return true;
@@ -132,9 +118,7 @@ impl KvStore {
     }
 
     fn delete_tree(&mut self, index: u64, prefix: &str, changed: &mut Vec<String>) {
-        let doomed: Vec<String> = prefixed(&self.entries, prefix)
-            .map(|(k, _)| k.clone())
-            .collect();
+        let doomed: Vec<String> = prefixed(&self.entries, prefix).map(|(k, _)| k.clone()).collect();
         for key in doomed {
             self.entries.remove(&key);
             self.tombstones.insert(key.clone(), index);
@@ -155,9 +139,7 @@ impl KvStore {
 
     /// (index of the range `Prefix(prefix)`, its entries in key order)
     pub fn list(&self, prefix: &str) -> (u64, Vec<KvEntry>) {
-        let entries = prefixed(&self.entries, prefix)
-            .map(|(_, e)| e.clone())
-            .collect();
+        let entries = prefixed(&self.entries, prefix).map(|(_, e)| e.clone()).collect();
         (self.prefix_index(prefix), entries)
     }
 
@@ -200,10 +182,7 @@ impl KvStore {
             .map(|(_, e)| e.modify_index)
             .max()
             .unwrap_or(0);
-        let deleted = prefixed(&self.tombstones, prefix)
-            .map(|(_, i)| *i)
-            .max()
-            .unwrap_or(0);
+        let deleted = prefixed(&self.tombstones, prefix).map(|(_, i)| *i).max().unwrap_or(0);
         live.max(deleted).max(self.reap_floor).max(1)
     }
 
@@ -229,11 +208,7 @@ impl KvStore {
     pub fn encode(&self) -> Vec<u8> {
         let snapshot = KvSnapshot {
             entries: self.entries.values().cloned().collect(),
-            tombstones: self
-                .tombstones
-                .iter()
-                .map(|(k, i)| (k.clone(), *i))
-                .collect(),
+            tombstones: self.tombstones.iter().map(|(k, i)| (k.clone(), *i)).collect(),
             reap_floor: self.reap_floor,
         };
         postcard::to_allocvec(&snapshot).expect("a KV snapshot always encodes")

@@ -17,10 +17,7 @@ fn set(key: &str, value: &str, cas: Option<u64>) -> Command {
 }
 
 fn del(key: &str, cas: Option<u64>) -> Command {
-    Command::KvDelete {
-        key: key.into(),
-        cas,
-    }
+    Command::KvDelete { key: key.into(), cas }
 }
 
 /// Apply `cmd` and return (result as bool, changed keys).
@@ -39,15 +36,9 @@ fn strings(items: &[&str]) -> Vec<String> {
 #[test]
 fn keys_with_separator_lists_directories_once() {
     let mut kv = KvStore::default();
-    for (i, key) in [
-        "/web/bar",
-        "/web/foo",
-        "/web/subdir/x",
-        "/web/subdir/y",
-        "/other",
-    ]
-    .iter()
-    .enumerate()
+    for (i, key) in ["/web/bar", "/web/foo", "/web/subdir/x", "/web/subdir/y", "/other"]
+        .iter()
+        .enumerate()
     {
         apply(&mut kv, i as u64 + 1, &set(key, "v", None));
     }
@@ -61,34 +52,19 @@ fn keys_with_separator_lists_directories_once() {
         kv.keys("/web/", None).1,
         strings(&["/web/bar", "/web/foo", "/web/subdir/x", "/web/subdir/y"])
     );
-    assert_eq!(
-        kv.keys("/web/", Some("")).1.len(),
-        4,
-        "an empty separator means none"
-    );
+    assert_eq!(kv.keys("/web/", Some("")).1.len(), 4, "an empty separator means none");
     assert_eq!(kv.keys("", Some("/")).1, strings(&["/"]));
 }
 
 #[test]
 fn cas_zero_creates_only_if_absent() {
     let mut kv = KvStore::default();
-    assert_eq!(
-        apply(&mut kv, 5, &set("k", "one", Some(0))),
-        (true, strings(&["k"]))
-    );
-    assert_eq!(
-        apply(&mut kv, 6, &set("k", "two", Some(0))),
-        (false, vec![])
-    );
+    assert_eq!(apply(&mut kv, 5, &set("k", "one", Some(0))), (true, strings(&["k"])));
+    assert_eq!(apply(&mut kv, 6, &set("k", "two", Some(0))), (false, vec![]));
     let (index, entry) = kv.get("k");
     let entry = entry.expect("k exists");
     assert_eq!(
-        (
-            index,
-            entry.value.as_ref(),
-            entry.create_index,
-            entry.modify_index
-        ),
+        (index, entry.value.as_ref(), entry.create_index, entry.modify_index),
         (5, &b"one"[..], 5, 5)
     );
 }
@@ -97,20 +73,11 @@ fn cas_zero_creates_only_if_absent() {
 fn cas_set_needs_the_current_modify_index() {
     let mut kv = KvStore::default();
     apply(&mut kv, 3, &set("k", "one", None));
-    assert_eq!(
-        apply(&mut kv, 4, &set("missing", "x", Some(3))),
-        (false, vec![])
-    );
+    assert_eq!(apply(&mut kv, 4, &set("missing", "x", Some(3))), (false, vec![]));
     assert_eq!(apply(&mut kv, 5, &set("k", "x", Some(2))), (false, vec![]));
-    assert_eq!(
-        apply(&mut kv, 6, &set("k", "two", Some(3))),
-        (true, strings(&["k"]))
-    );
+    assert_eq!(apply(&mut kv, 6, &set("k", "two", Some(3))), (true, strings(&["k"])));
     let entry = kv.get("k").1.expect("k exists");
-    assert_eq!(
-        (entry.create_index, entry.modify_index, entry.lock_index),
-        (3, 6, 0)
-    );
+    assert_eq!((entry.create_index, entry.modify_index, entry.lock_index), (3, 6, 0));
     assert_eq!(entry.value.as_ref(), b"two");
 }
 
@@ -121,10 +88,7 @@ fn delete_cas_zero_on_existing_key_deletes_nothing() {
     assert_eq!(apply(&mut kv, 8, &del("k", Some(0))), (false, vec![]));
     assert_eq!(apply(&mut kv, 9, &del("k", Some(6))), (false, vec![]));
     assert!(kv.get("k").1.is_some());
-    assert_eq!(
-        apply(&mut kv, 10, &del("k", Some(7))),
-        (true, strings(&["k"]))
-    );
+    assert_eq!(apply(&mut kv, 10, &del("k", Some(7))), (true, strings(&["k"])));
     assert_eq!(
         kv.get("k"),
         (10, None),
@@ -138,13 +102,7 @@ fn delete_of_absent_key_is_true_and_changes_nothing() {
     assert_eq!(apply(&mut kv, 1, &del("nope", None)), (true, vec![]));
     assert_eq!(apply(&mut kv, 2, &del("nope", Some(5))), (true, vec![]));
     assert_eq!(
-        apply(
-            &mut kv,
-            3,
-            &Command::KvDeleteTree {
-                prefix: "nope".into()
-            }
-        ),
+        apply(&mut kv, 3, &Command::KvDeleteTree { prefix: "nope".into() }),
         (true, vec![])
     );
     assert_eq!(kv.get("nope"), (1, None), "an index is never 0");
@@ -158,25 +116,13 @@ fn delete_tree_removes_exactly_the_prefix() {
         apply(&mut kv, i as u64 + 1, &set(key, "v", None));
     }
     assert_eq!(
-        apply(
-            &mut kv,
-            10,
-            &Command::KvDeleteTree {
-                prefix: "a/".into()
-            }
-        ),
+        apply(&mut kv, 10, &Command::KvDeleteTree { prefix: "a/".into() }),
         (true, strings(&["a/x", "a/y"]))
     );
     assert_eq!(kv.keys("", None).1, strings(&["a", "ab", "b"]));
     assert_eq!(kv.list("a/"), (10, vec![]));
     assert_eq!(
-        apply(
-            &mut kv,
-            11,
-            &Command::KvDeleteTree {
-                prefix: String::new()
-            }
-        ),
+        apply(&mut kv, 11, &Command::KvDeleteTree { prefix: String::new() }),
         (true, strings(&["a", "ab", "b"]))
     );
     assert!(kv.is_empty());
@@ -237,19 +183,10 @@ fn snapshot_with_trailing_bytes_or_duplicates_is_rejected() {
     bytes.push(0);
     assert!(KvStore::decode(&bytes).is_err());
     let entry = kv.get("a").1.expect("a exists");
-    let dup = postcard::to_allocvec(&(
-        vec![entry.clone(), entry],
-        Vec::<(String, u64)>::new(),
-        0u64,
-    ))
-    .unwrap();
+    let dup = postcard::to_allocvec(&(vec![entry.clone(), entry], Vec::<(String, u64)>::new(), 0u64)).unwrap();
     assert!(KvStore::decode(&dup).is_err());
-    let live_and_dead = postcard::to_allocvec(&(
-        vec![kv.get("a").1.unwrap()],
-        vec![("a".to_string(), 1u64)],
-        0u64,
-    ))
-    .unwrap();
+    let live_and_dead =
+        postcard::to_allocvec(&(vec![kv.get("a").1.unwrap()], vec![("a".to_string(), 1u64)], 0u64)).unwrap();
     assert!(KvStore::decode(&live_and_dead).is_err());
 }
 
@@ -272,11 +209,7 @@ fn exact_watches_fire_only_for_their_key() {
     assert_eq!(fire(&mut w, &["ab", "a/bc", "b"]), Vec::<u64>::new());
     assert_eq!(fire(&mut w, &["a"]), vec![1, 3]);
     assert_eq!(w.len(), 1);
-    assert_eq!(
-        fire(&mut w, &["a"]),
-        Vec::<u64>::new(),
-        "a fired watch is gone"
-    );
+    assert_eq!(fire(&mut w, &["a"]), Vec::<u64>::new(), "a fired watch is gone");
 }
 
 #[test]
@@ -341,12 +274,7 @@ impl Model {
     fn apply(&mut self, index: u64, cmd: &Command) -> (bool, BTreeSet<String>) {
         let mut changed = BTreeSet::new();
         let ok = match cmd {
-            Command::KvSet {
-                key,
-                value,
-                flags,
-                cas,
-            } => {
+            Command::KvSet { key, value, flags, cas } => {
                 let old = self.entries.get(key).cloned();
                 let ok = match cas {
                     None => true,
@@ -411,12 +339,12 @@ impl Model {
 
     fn keys(&self, prefix: &str, separator: Option<&str>) -> Vec<String> {
         let under = self.entries.keys().filter(|k| k.starts_with(prefix));
-        let cut = under.map(|k| {
-            match separator.and_then(|s| k[prefix.len()..].find(s).map(|at| at + s.len())) {
+        let cut = under.map(
+            |k| match separator.and_then(|s| k[prefix.len()..].find(s).map(|at| at + s.len())) {
                 Some(end) => k[..prefix.len() + end].to_string(),
                 None => k.clone(),
-            }
-        });
+            },
+        );
         cut.collect::<BTreeSet<_>>().into_iter().collect()
     }
 }
@@ -426,8 +354,7 @@ impl Model {
 const ALPHABET: [char; 4] = ['a', 'b', '/', 'é'];
 
 fn key() -> impl Strategy<Value = String> {
-    prop::collection::vec(prop::sample::select(ALPHABET.to_vec()), 0..=3)
-        .prop_map(String::from_iter)
+    prop::collection::vec(prop::sample::select(ALPHABET.to_vec()), 0..=3).prop_map(String::from_iter)
 }
 
 /// How a CAS value is picked; `Current` is resolved against the state when the op is applied, so that
@@ -484,12 +411,7 @@ fn command(op: &Op, index: u64, model: &Model) -> Command {
         Cas::Any(n) => Some(*n),
     };
     match op {
-        Op::Set {
-            key,
-            value,
-            flags,
-            cas,
-        } => Command::KvSet {
+        Op::Set { key, value, flags, cas } => Command::KvSet {
             key: key.clone(),
             value: Bytes::from(value.clone()),
             flags: *flags,
@@ -499,9 +421,7 @@ fn command(op: &Op, index: u64, model: &Model) -> Command {
             key: key.clone(),
             cas: resolve(key, cas),
         },
-        Op::DeleteTree { prefix } => Command::KvDeleteTree {
-            prefix: prefix.clone(),
-        },
+        Op::DeleteTree { prefix } => Command::KvDeleteTree { prefix: prefix.clone() },
         Op::Reap { back } => Command::KvReapTombstones {
             up_to: (index - 1).saturating_sub(*back),
         },

@@ -80,10 +80,7 @@ impl Watches {
             if self.prefixes.is_empty() {
                 continue;
             }
-            let boundaries = key
-                .char_indices()
-                .map(|(at, _)| at)
-                .chain(std::iter::once(key.len()));
+            let boundaries = key.char_indices().map(|(at, _)| at).chain(std::iter::once(key.len()));
             for at in boundaries {
                 if let Some(ids) = self.prefixes.remove(&key[..at]) {
                     self.take(ids, fired);
