@@ -39,6 +39,7 @@ fn snapshot(term: Term, index: Index) -> Snapshot {
             index,
             term,
             membership,
+            digest: 0,
         },
         data: Bytes::from(format!("state machine at {index}").repeat(10)),
     }
