@@ -40,7 +40,13 @@ impl Backend for AgentBackend {
             return Ok(());
         }
         tracing::info!(target: "agent", "Graceful leave: removing this server from the Raft configuration");
-        let resp = self.handle.call(Request::RemovePeer { id: Some(self.handle.id()), address: None }).await;
+        let resp = self
+            .handle
+            .call(Request::RemovePeer {
+                id: Some(self.handle.id()),
+                address: None,
+            })
+            .await;
         let removed = matches!(resp, Response::Done) || self.wait_removed().await;
         if !removed {
             let why = match resp {

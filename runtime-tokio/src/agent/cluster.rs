@@ -55,9 +55,14 @@ pub async fn form(plan: Plan, book: Arc<AddressBook>, handle: DriverHandle) {
 }
 
 async fn bootstrap(handle: &DriverHandle, servers: Vec<ServerEntry>) {
-    let names: Vec<String> = servers.iter().map(|(_, name, addr)| format!("{name} ({addr})")).collect();
+    let names: Vec<String> = servers
+        .iter()
+        .map(|(_, name, addr)| format!("{name} ({addr})"))
+        .collect();
     match handle.call(Request::Bootstrap { servers }).await {
-        Response::Done => tracing::info!(target: "agent.server", "bootstrapping the cluster with: {}", names.join(", ")),
+        Response::Done => {
+            tracing::info!(target: "agent.server", "bootstrapping the cluster with: {}", names.join(", "))
+        }
         other => tracing::error!(target: "agent.server", "bootstrap failed: {other:?}"),
     }
 }
@@ -99,7 +104,11 @@ async fn join(plan: &Plan, book: &AddressBook, handle: &DriverHandle, myself: Se
         }
         attempt += 1;
         for target in &plan.join {
-            let req = Request::AddServer { id, name: name.clone(), address: address.clone() };
+            let req = Request::AddServer {
+                id,
+                name: name.clone(),
+                address: address.clone(),
+            };
             match rpc::call(target, book, req, plan.max_frame, Duration::from_secs(10)).await {
                 Ok(Response::Done) => {
                     tracing::info!(target: "agent", "Join completed. Added to the cluster through {target}");
@@ -109,7 +118,11 @@ async fn join(plan: &Plan, book: &AddressBook, handle: &DriverHandle, myself: Se
                 Err(e) => tracing::warn!(target: "agent", "join through {target} failed: {e}"),
             }
         }
-        let wait = if attempt < 5 { Duration::from_secs(1) } else { plan.retry_interval };
+        let wait = if attempt < 5 {
+            Duration::from_secs(1)
+        } else {
+            plan.retry_interval
+        };
         tracing::info!(target: "agent", "Join failed, retrying in {wait:?}");
         tokio::time::sleep(wait).await;
     }

@@ -18,13 +18,20 @@ fn join_addresses_get_the_server_port() {
 #[test]
 fn bind_any_needs_exactly_one_private_ipv4() {
     let ip = |a, b, c, d| IpAddr::V4(Ipv4Addr::new(a, b, c, d));
-    let one = [ip(127, 0, 0, 1), ip(192, 168, 1, 5), ip(8, 8, 8, 8), "fe80::1".parse().unwrap()];
+    let one = [
+        ip(127, 0, 0, 1),
+        ip(192, 168, 1, 5),
+        ip(8, 8, 8, 8),
+        "fe80::1".parse().unwrap(),
+    ];
     assert_eq!(single_private_ipv4(&one).unwrap(), ip(192, 168, 1, 5));
     let two = [ip(10, 0, 0, 1), ip(172, 17, 0, 1)];
     let err = single_private_ipv4(&two).unwrap_err().to_string();
     assert!(err.starts_with("Multiple private IPv4 addresses found"), "{err}");
     assert!(err.contains("10.0.0.1") && err.contains("172.17.0.1"), "{err}");
-    let err = single_private_ipv4(&[ip(127, 0, 0, 1), ip(8, 8, 8, 8)]).unwrap_err().to_string();
+    let err = single_private_ipv4(&[ip(127, 0, 0, 1), ip(8, 8, 8, 8)])
+        .unwrap_err()
+        .to_string();
     assert!(err.starts_with("No private IPv4 address found"), "{err}");
     assert_eq!(single_private_ipv4(&[ip(100, 64, 3, 2)]).unwrap(), ip(100, 64, 3, 2));
 }
@@ -40,7 +47,9 @@ fn node_id_is_created_once_and_kept() {
     // The same ID given explicitly is fine; another one is refused with a clear message.
     assert_eq!(node_id(Some(&first.to_string()), Some(dir.path())).unwrap(), first);
     let other = random_node_id();
-    let err = node_id(Some(&other.to_string()), Some(dir.path())).unwrap_err().to_string();
+    let err = node_id(Some(&other.to_string()), Some(dir.path()))
+        .unwrap_err()
+        .to_string();
     assert!(err.contains("differs from the ID"), "{err}");
 }
 
@@ -66,7 +75,10 @@ fn timestamps_are_rfc3339_utc_with_millis() {
     let t = UNIX_EPOCH + Duration::from_millis(1_795_000_000_123);
     assert_eq!(utc_timestamp(t), "2026-11-18T11:06:40.123Z");
     assert_eq!(utc_timestamp(UNIX_EPOCH), "1970-01-01T00:00:00.000Z");
-    assert_eq!(utc_timestamp(UNIX_EPOCH + Duration::from_secs(951_782_400)), "2000-02-29T00:00:00.000Z");
+    assert_eq!(
+        utc_timestamp(UNIX_EPOCH + Duration::from_secs(951_782_400)),
+        "2000-02-29T00:00:00.000Z"
+    );
 }
 
 #[test]
@@ -75,7 +87,10 @@ fn log_levels_use_consul_names() {
     assert_eq!(logging::parse_level("err").unwrap(), LevelFilter::ERROR);
     assert_eq!(logging::parse_level("WARN").unwrap(), LevelFilter::WARN);
     assert_eq!(logging::parse_level("trace").unwrap(), LevelFilter::TRACE);
-    assert!(logging::parse_level("loud").unwrap_err().to_string().contains("invalid log level"));
+    assert!(logging::parse_level("loud")
+        .unwrap_err()
+        .to_string()
+        .contains("invalid log level"));
 }
 
 #[test]

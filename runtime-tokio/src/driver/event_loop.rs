@@ -233,8 +233,7 @@ impl<C: Clock, T: Transport> Driver<C, T> {
             }
             Wake::PersistedClosed => {
                 self.open.persisted = false;
-                self.storage_lost
-                    .get_or_insert("the storage writer stopped".into());
+                self.storage_lost.get_or_insert("the storage writer stopped".into());
             }
             Wake::PeerClosed => self.open.peer = false,
             Wake::ClientClosed => self.open.client = false,
@@ -288,16 +287,8 @@ impl<C: Clock, T: Transport> Driver<C, T> {
                 self.transport.set_membership(&membership);
                 self.published.membership.send_replace(membership);
             }
-            Effect::Event(Event::Applied {
-                index,
-                term,
-                digest,
-            }) => {
-                self.published.applied.send_replace(Applied {
-                    index,
-                    term,
-                    digest,
-                });
+            Effect::Event(Event::Applied { index, term, digest }) => {
+                self.published.applied.send_replace(Applied { index, term, digest });
             }
             Effect::Event(Event::Removed) => {
                 self.exit = Some(DriverExit::Removed);
@@ -313,8 +304,7 @@ impl<C: Clock, T: Transport> Driver<C, T> {
         let ops = std::mem::take(&mut self.batch_ops);
         let seq = self.batch_seq.max(self.sent_seq);
         if self.persist_tx.send((seq, ops)).is_err() {
-            self.storage_lost
-                .get_or_insert("the storage writer stopped".into());
+            self.storage_lost.get_or_insert("the storage writer stopped".into());
             return;
         }
         self.sent_seq = seq;

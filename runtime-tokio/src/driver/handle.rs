@@ -68,9 +68,7 @@ impl Drop for CancelOnDrop<'_> {
     fn drop(&mut self) {
         if self.armed {
             // The driver may be gone already; then there is nothing to cancel.
-            let _ = self.control_tx.send(Control::Cancel {
-                req_id: self.req_id,
-            });
+            let _ = self.control_tx.send(Control::Cancel { req_id: self.req_id });
         }
     }
 }

@@ -63,9 +63,7 @@ struct BookInner {
 impl AddressBook {
     pub fn new(me: LocalServer) -> Self {
         let mut inner = BookInner::default();
-        inner
-            .known
-            .insert(me.id, (me.name.clone(), me.address.clone()));
+        inner.known.insert(me.id, (me.name.clone(), me.address.clone()));
         AddressBook {
             me,
             inner: Mutex::new(inner),
@@ -89,9 +87,7 @@ impl AddressBook {
         if id == self.me.id || address.is_empty() {
             return;
         }
-        self.lock()
-            .known
-            .insert(id, (name.to_string(), address.to_string()));
+        self.lock().known.insert(id, (name.to_string(), address.to_string()));
     }
 
     /// Record a peer's hello: the peer itself and every server it knows of.
@@ -158,12 +154,7 @@ impl AddressBook {
             .iter()
             .filter(|(id, _)| ids.contains(id))
             .all(|(_, servers)| {
-                servers.len() >= expect
-                    && servers
-                        .iter()
-                        .take(expect)
-                        .map(|s| s.0)
-                        .eq(ids.iter().copied())
+                servers.len() >= expect && servers.iter().take(expect).map(|s| s.0).eq(ids.iter().copied())
             });
         agree.then_some(set)
     }

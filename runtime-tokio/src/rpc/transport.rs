@@ -83,11 +83,7 @@ impl Transport for TcpTransport {
 }
 
 /// Dial `to` at its current address, introduce ourselves, and check the other side is who we expect.
-async fn connect(
-    to: NodeId,
-    book: &AddressBook,
-    max_frame: usize,
-) -> Result<OwnedWriteHalf, RpcError> {
+async fn connect(to: NodeId, book: &AddressBook, max_frame: usize) -> Result<OwnedWriteHalf, RpcError> {
     let address = book
         .address(to)
         .ok_or_else(|| RpcError::Protocol(format!("no address for {to}")))?;
@@ -107,9 +103,7 @@ async fn connect(
             ..
         } => {
             if id != to {
-                return Err(RpcError::Protocol(format!(
-                    "{address} is server {id}, not {to}"
-                )));
+                return Err(RpcError::Protocol(format!("{address} is server {id}, not {to}")));
             }
             book.learn_hello(id, &name, &their_address, &servers);
         }
@@ -124,12 +118,7 @@ async fn connect(
     Ok(wr)
 }
 
-async fn run_link(
-    to: NodeId,
-    book: Arc<AddressBook>,
-    mut rx: mpsc::Receiver<Frame>,
-    max_frame: usize,
-) {
+async fn run_link(to: NodeId, book: Arc<AddressBook>, mut rx: mpsc::Receiver<Frame>, max_frame: usize) {
     let mut conn: Option<OwnedWriteHalf> = None;
     let mut retry_at = Instant::now();
     let mut backoff = MIN_BACKOFF;
