@@ -150,6 +150,8 @@ impl Raft {
         if self.role != Role::Follower && self.role != Role::Idle {
             self.become_follower(now, self.term, Some(leader));
         }
+        // A server added by the leader learns the configuration from its appends.
+        self.role = Role::Follower;
         self.leader = Some(leader);
         self.last_leader_contact = Some(now);
         self.reset_election_timer(now);
