@@ -775,6 +775,7 @@ fn measure_append_throughput() {
     let mut store = open(dir.path());
     let payload = Bytes::from(vec![0xab; 200]);
     let start = std::time::Instant::now();
+    let mut in_sync = Duration::ZERO;
     for batch in 0..1000u64 {
         let batch_entries = (1..=100).map(|i| Entry {
             term: 1,
@@ -784,16 +785,20 @@ fn measure_append_throughput() {
         store
             .stage(&PersistOp::Append(batch_entries.collect()))
             .unwrap();
+        let sync_start = std::time::Instant::now();
         store.sync().unwrap();
+        in_sync += sync_start.elapsed();
     }
     let elapsed = start.elapsed();
     drop(store);
     let reopen_start = std::time::Instant::now();
     let (recovered, _) = reopen(dir.path());
     println!(
-        "100k 200-byte appends, one sync per 100: {:.3} s ({:.0} entries/s); recovery of {} entries: {:.3} s",
+        "100k 200-byte appends, one sync per 100: {:.3} s ({:.0} entries/s, {:.3} s of it in the 1000 syncs); \
+         recovery of {} entries: {:.3} s",
         elapsed.as_secs_f64(),
         100_000.0 / elapsed.as_secs_f64(),
+        in_sync.as_secs_f64(),
         recovered.entries.len(),
         reopen_start.elapsed().as_secs_f64()
     );
