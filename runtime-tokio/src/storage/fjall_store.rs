@@ -214,7 +214,9 @@ impl FjallStore {
 
     /// Last index of the log, or of the snapshot when the log is empty.
     fn last_index(&self) -> Index {
-        self.stored.map_or(self.snapshot_index, |(_, last)| last)
+        self.stored.map_or(self.snapshot_index, |(_, last)| {
+            last.max(self.snapshot_index)
+        })
     }
 
     /// Delete stored entries in `from..=to` (clamped to what is stored) and update the stored range.
@@ -246,18 +248,27 @@ impl FjallStore {
             return Ok(());
         };
         let mut batch = self.db.batch();
-        if let Some((_, last)) = self.stored {
-            for index in tail.index + 1..=last {
+        let mut first = head.index;
+        if let Some((old_first, last)) = self.stored {
+            // Stored entries that do not reach `head` all lie at or below the snapshot (`check_append`
+            // saw no gap): drop them so the stored range stays contiguous.
+            let keep_old = head.index <= last + 1;
+            let doomed = if keep_old {
+                tail.index + 1..=last
+            } else {
+                old_first..=last
+            };
+            for index in doomed {
                 batch.remove(&self.log, key(index));
+            }
+            if keep_old {
+                first = old_first.min(head.index);
             }
         }
         for entry in entries {
             batch.insert(&self.log, key(entry.index), encode_checked(entry));
         }
         batch.commit().map_err(fjall_err)?;
-        let first = self
-            .stored
-            .map_or(head.index, |(first, _)| first.min(head.index));
         self.stored = Some((first, tail.index));
         Ok(())
     }

@@ -46,8 +46,8 @@ impl LogStore for MemStore {
                     .log
                     .keys()
                     .next_back()
-                    .copied()
-                    .unwrap_or(self.snapshot_index());
+                    .map_or(0, |i| *i)
+                    .max(self.snapshot_index());
                 check_append(entries, last_index)?;
                 if let Some(first) = entries.first() {
                     self.log.split_off(&first.index);

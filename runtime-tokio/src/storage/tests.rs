@@ -803,3 +803,28 @@ fn measure_append_throughput() {
         reopen_start.elapsed().as_secs_f64()
     );
 }
+
+#[test]
+fn entries_below_the_snapshot_never_leave_a_gap() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut store = open(dir.path());
+    let mut mem = MemStore::new();
+    let ops = [
+        PersistOp::Snapshot {
+            snapshot: snapshot(2, 20),
+            keep_log: false,
+        },
+        // Entries the snapshot already covers (useless, but not a gap) ...
+        PersistOp::Append(entries(1, 5..=6)),
+        // ... and the log going on after the snapshot.
+        PersistOp::Append(entries(2, 21..=22)),
+    ];
+    stage_sync(&mut store, &ops);
+    stage_sync(&mut mem, &ops);
+    assert_eq!(stored_keys(&store), vec![21, 22]);
+    drop(store);
+    let (recovered, report) = reopen(dir.path());
+    assert_eq!(recovered.entries, entries(2, 21..=22));
+    assert_eq!(report, RecoveryReport::default());
+    assert_eq!(mem.recover().unwrap(), recovered);
+}
