@@ -10,7 +10,7 @@
 //! delete) without scanning.
 
 use super::check_append;
-use super::codec::{decode_checked, encode_checked, DecodeError};
+use super::codec::{decode_checked, encode_checked};
 use super::snapshot_file::SnapshotDir;
 use crate::driver::{LogStore, StorageError};
 use ::fjall::{Database, Keyspace, KeyspaceCreateOptions, PersistMode};
@@ -181,9 +181,9 @@ impl FjallStore {
                     Some(format!("expected index {expected}, found {i}: a gap"))
                 }
                 (Some(_), Err(e)) => Some(e.to_string()),
-                (Some(i), Ok(entry)) if entry.index != i => Some(
-                    DecodeError::Decode(format!("key {i} holds entry {}", entry.index)).to_string(),
-                ),
+                (Some(i), Ok(entry)) if entry.index != i => {
+                    Some(format!("key {i} holds entry {}", entry.index))
+                }
                 (Some(_), Ok(entry)) => {
                     entries.push(entry);
                     None
@@ -212,7 +212,7 @@ impl FjallStore {
         Ok(entries)
     }
 
-    /// Last index of the log, or of the snapshot when the log is empty.
+    /// Last index of the log or of the snapshot, whichever is higher: the next append may start after it.
     fn last_index(&self) -> Index {
         self.stored.map_or(self.snapshot_index, |(_, last)| {
             last.max(self.snapshot_index)
