@@ -69,10 +69,7 @@ fn lock_data_dir(data_dir: &Path) -> Result<File, StorageError> {
     match file.try_lock() {
         Ok(()) => Ok(file),
         Err(TryLockError::WouldBlock) => Err(StorageError::Locked(data_dir.display().to_string())),
-        Err(TryLockError::Error(e)) => Err(StorageError::Io(format!(
-            "cannot lock {}: {e}",
-            path.display()
-        ))),
+        Err(TryLockError::Error(e)) => Err(StorageError::Io(format!("cannot lock {}: {e}", path.display()))),
     }
 }
 
@@ -81,12 +78,8 @@ impl FjallStore {
     /// result is handed out by the first [`LogStore::recover`] call, and what recovery repaired is in
     /// [`FjallStore::recovery_report`].
     pub fn open(data_dir: &Path) -> Result<FjallStore, StorageError> {
-        std::fs::create_dir_all(data_dir).map_err(|e| {
-            StorageError::Io(format!(
-                "cannot create data dir {}: {e}",
-                data_dir.display()
-            ))
-        })?;
+        std::fs::create_dir_all(data_dir)
+            .map_err(|e| StorageError::Io(format!("cannot create data dir {}: {e}", data_dir.display())))?;
         let lock = lock_data_dir(data_dir)?;
         let raft_dir = data_dir.join("raft");
         let db_dir = raft_dir.join("log");
@@ -131,10 +124,7 @@ impl FjallStore {
         self.report.discarded_snapshots.extend(discarded);
         self.snapshot_index = snapshot.as_ref().map_or(0, |s| s.meta.index);
         let entries = self.load_log()?;
-        self.stored = entries
-            .first()
-            .zip(entries.last())
-            .map(|(f, l)| (f.index, l.index));
+        self.stored = entries.first().zip(entries.last()).map(|(f, l)| (f.index, l.index));
         Ok(Recovered {
             hard_state,
             snapshot,
@@ -172,18 +162,12 @@ impl FjallStore {
                 covered.push(k.to_vec());
                 continue;
             }
-            let expected = entries
-                .last()
-                .map_or(self.snapshot_index + 1, |e| e.index + 1);
+            let expected = entries.last().map_or(self.snapshot_index + 1, |e| e.index + 1);
             let problem = match (index, decode_checked::<Entry>(&v)) {
                 (None, _) => Some(format!("a key of {} bytes is not a log index", k.len())),
-                (Some(i), _) if i != expected => {
-                    Some(format!("expected index {expected}, found {i}: a gap"))
-                }
+                (Some(i), _) if i != expected => Some(format!("expected index {expected}, found {i}: a gap")),
                 (Some(_), Err(e)) => Some(e.to_string()),
-                (Some(i), Ok(entry)) if entry.index != i => {
-                    Some(format!("key {i} holds entry {}", entry.index))
-                }
+                (Some(i), Ok(entry)) if entry.index != i => Some(format!("key {i} holds entry {}", entry.index)),
                 (Some(_), Ok(entry)) => {
                     entries.push(entry);
                     None
@@ -214,9 +198,8 @@ impl FjallStore {
 
     /// Last index of the log or of the snapshot, whichever is higher: the next append may start after it.
     fn last_index(&self) -> Index {
-        self.stored.map_or(self.snapshot_index, |(_, last)| {
-            last.max(self.snapshot_index)
-        })
+        self.stored
+            .map_or(self.snapshot_index, |(_, last)| last.max(self.snapshot_index))
     }
 
     /// Delete stored entries in `from..=to` (clamped to what is stored) and update the stored range.
@@ -277,11 +260,7 @@ impl FjallStore {
         // The file is durable before any entry it covers is deleted.
         self.snapshots.write(snapshot)?;
         self.snapshot_index = snapshot.meta.index;
-        let up_to = if keep_log {
-            snapshot.meta.index
-        } else {
-            Index::MAX
-        };
+        let up_to = if keep_log { snapshot.meta.index } else { Index::MAX };
         self.delete_range(0, up_to)
     }
 
