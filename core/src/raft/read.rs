@@ -72,14 +72,15 @@ impl Raft {
         if self.reads.in_flight.is_some() || self.reads.queued.is_empty() {
             return;
         }
-        self.broadcast_heartbeat(now);
-        let round = self.round;
+        // Mark the round in flight before sending it: the broadcast itself re-checks acknowledgements.
+        let round = self.round + 1;
         self.reads.in_flight = Some(round);
         let commit = self.commit;
         for (id, index) in self.reads.queued.drain(..) {
-            // A read queued before our no-op committed reads at least the current commit.
             self.reads.waiting.push_back((id, index.max(commit), round));
         }
+        self.broadcast_heartbeat(now);
+        debug_assert_eq!(self.round, round);
     }
 
     /// The highest round a quorum of voters (counting ourselves) has acknowledged.
@@ -99,7 +100,8 @@ impl Raft {
     }
 
     pub(crate) fn lease_valid(&self, now: Instant) -> bool {
-        if self.role != Role::Leader || self.commit < self.term_start {
+        // During a transfer the target may win at once (it skips stickiness): no lease.
+        if self.role != Role::Leader || self.commit < self.term_start || self.transfer.is_some() {
             return false;
         }
         let r = self.quorum_round();
