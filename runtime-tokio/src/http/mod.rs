@@ -19,7 +19,7 @@ mod kv;
 mod params;
 mod reply;
 #[cfg(test)]
-mod tests;
+pub(crate) mod tests;
 
 use axum::http::HeaderValue;
 use axum::routing::{any, get, post};
