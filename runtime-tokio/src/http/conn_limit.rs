@@ -119,7 +119,7 @@ impl LimitedListener {
 }
 
 const TOO_MANY: &[u8] = b"HTTP/1.1 429 Too Many Requests\r\nContent-Type: text/plain; charset=utf-8\r\n\
-Content-Length: 60\r\nConnection: close\r\n\r\nToo many open connections from this client (http_max_conns)\n";
+Content-Length: 60\r\nX-Consul-Default-ACL-Policy: allow\r\nConnection: close\r\n\r\nToo many open connections from this client (http_max_conns)\n";
 
 impl Listener for LimitedListener {
     type Io = LimitedStream;

@@ -19,7 +19,7 @@ mod kv;
 mod params;
 mod reply;
 #[cfg(test)]
-mod tests;
+pub(crate) mod tests;
 
 use axum::http::HeaderValue;
 use axum::routing::{any, get, post};
@@ -204,17 +204,36 @@ pub async fn serve<B: Backend>(
         shutdown.await;
         let _ = stop_tx.send(true);
     });
+    // A client stalled half-way through a request would hold graceful shutdown open forever; after a
+    // grace period the servers are dropped and their remaining connections die with the runtime.
+    let mut stopping = stop_rx;
+    let grace = async move {
+        let _ = stopping.wait_for(|stopping| *stopping).await;
+        tokio::time::sleep(SHUTDOWN_GRACE).await;
+    };
+    tokio::pin!(grace);
     let mut result = Ok(());
-    while let Some(joined) = servers.join_next().await {
-        match joined {
-            Ok(Ok(())) => {}
-            Ok(Err(e)) => result = result.and(Err(e)),
-            Err(e) => result = result.and(Err(std::io::Error::other(e))),
+    loop {
+        tokio::select! {
+            joined = servers.join_next() => match joined {
+                None => break,
+                Some(Ok(Ok(()))) => {}
+                Some(Ok(Err(e))) => result = result.and(Err(e)),
+                Some(Err(e)) => result = result.and(Err(std::io::Error::other(e))),
+            },
+            _ = &mut grace => {
+                tracing::warn!("HTTP connections still open {SHUTDOWN_GRACE:?} after shutdown; dropping them");
+                servers.abort_all();
+                break;
+            }
         }
     }
     signal.abort();
     result
 }
+
+/// How long shutdown waits for open connections to finish their current response.
+const SHUTDOWN_GRACE: Duration = Duration::from_secs(5);
 
 fn router<B: Backend>(state: AppState<B>) -> Router {
     Router::new()

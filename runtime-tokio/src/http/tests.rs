@@ -663,3 +663,21 @@ fn connections_per_client_are_limited() {
         answer.starts_with("HTTP/1.1 200")
     });
 }
+
+#[test]
+fn a_stalled_client_does_not_hold_shutdown_forever() {
+    let mut s = TestServer::start(HttpSettings::default());
+    let mut tcp = TcpStream::connect(s.addr).unwrap();
+    tcp.write_all(b"GET /v1/kv/x HTTP/1.1\r\nHost:").unwrap();
+    // Make sure the connection was accepted and is being read before shutting down.
+    let mut other = TcpStream::connect(s.addr).unwrap();
+    other
+        .write_all(b"GET /v1/status/leader HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n")
+        .unwrap();
+    let mut answer = String::new();
+    other.read_to_string(&mut answer).unwrap();
+    let started = Instant::now();
+    s.shutdown().unwrap();
+    assert!(started.elapsed() < Duration::from_secs(9));
+    drop(tcp);
+}
