@@ -390,17 +390,3 @@ fn validate_encrypt(key: &str) -> Result<(), ConfigError> {
         ))),
     }
 }
-
-// --- TEMPORARY STUB (added by the http/cli helper so `concord agent` compiles) ---------------------------
-// The config module's real `parse_agent_args` and `ConfigError` replace everything below this line.
-/// Why the agent's flags or config files were rejected.
-#[derive(Debug, thiserror::Error)]
-#[error("{0}")]
-pub struct ConfigError(pub String);
-
-/// Parse `concord agent` arguments (Go-style flags) into an [`AgentConfig`]. Stub: always fails.
-pub fn parse_agent_args(_args: &[String]) -> Result<AgentConfig, ConfigError> {
-    Err(ConfigError(
-        "agent configuration is not implemented yet".to_string(),
-    ))
-}
