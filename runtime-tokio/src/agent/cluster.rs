@@ -78,7 +78,8 @@ async fn expect_servers(plan: &Plan, expect: usize, book: &AddressBook, handle: 
             }
         }
         if !handle.membership().servers.is_empty() {
-            return true; // A founder's leader reached us first.
+            tracing::info!(target: "agent.server", "the cluster was bootstrapped by another server");
+            return true;
         }
         if let Some(set) = book.bootstrap_set(expect) {
             if !set.iter().any(|(id, ..)| *id == me) {

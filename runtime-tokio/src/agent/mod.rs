@@ -254,6 +254,7 @@ impl Agent {
                 _ = form_stop.wait_for(|s| *s) => {}
             }
         });
+        tasks.spawn(log_leader_changes(handle.clone(), book.clone()));
         tracing::info!(target: "agent", "Consul agent running!");
         Ok(Agent {
             handle,
@@ -308,6 +309,25 @@ impl Agent {
                 Ok(())
             }
             _ => Ok(()),
+        }
+    }
+}
+
+/// Consul's leadership log lines. Ends when the driver does.
+async fn log_leader_changes(handle: DriverHandle, book: Arc<AddressBook>) {
+    let mut leader = handle.subscribe_leader();
+    while leader.changed().await.is_ok() {
+        let current = *leader.borrow_and_update();
+        match current {
+            Some(id) => {
+                if id == handle.id() {
+                    let address = &book.me().address;
+                    tracing::info!(target: "agent.server.raft", "entering leader state: leader=\"Node at {address} [Leader]\"");
+                }
+                let name = book.name(id).unwrap_or_else(|| id.to_string());
+                tracing::info!(target: "agent.server", "New leader elected: payload={name}");
+            }
+            None => tracing::warn!(target: "agent.server", "No cluster leader"),
         }
     }
 }

@@ -102,6 +102,11 @@ impl AddressBook {
         self.lock().reported.insert(id, reported);
     }
 
+    /// The node name of a known server.
+    pub fn name(&self, id: NodeId) -> Option<String> {
+        self.lock().known.get(&id).map(|(name, _)| name.clone())
+    }
+
     pub fn address(&self, id: NodeId) -> Option<String> {
         self.lock().known.get(&id).map(|(_, addr)| addr.clone())
     }
