@@ -86,6 +86,7 @@ struct Started {
     exit: tokio::task::JoinHandle<DriverExit>,
     memberships: Arc<Mutex<Vec<Membership>>>,
     disk: Option<FakeDisk>,
+    events: mpsc::UnboundedReceiver<concord_core::Event>,
 }
 
 fn start_with(limits: Limits, real_disk: bool) -> Started {
@@ -99,12 +100,14 @@ fn start_with(limits: Limits, real_disk: bool) -> Started {
         let (disk, (tx, rx)) = fake_disk();
         (Some(disk), tx, rx)
     };
+    let (events_tx, events) = mpsc::unbounded_channel();
     let devices = Devices {
         clock: TokioClock::new(),
         transport,
         peer_rx,
         persist_tx,
         persisted_rx,
+        events: Some(events_tx),
     };
     let (handle, driver) = start(node(limits), devices);
     Started {
@@ -112,6 +115,7 @@ fn start_with(limits: Limits, real_disk: bool) -> Started {
         exit: tokio::spawn(driver),
         memberships,
         disk,
+        events,
     }
 }
 
@@ -164,9 +168,23 @@ fn poll_once<F: Future>(f: &mut Pin<Box<F>>) -> Poll<F::Output> {
 
 #[tokio::test]
 async fn bootstrap_write_and_read_through_call() {
-    let s = start_with(Limits::default(), true);
+    let mut s = start_with(Limits::default(), true);
     elected(&s.handle).await;
     assert_eq!(s.handle.leader(), Some(NodeId(1)));
+    let mut tapped = Vec::new();
+    while let Ok(event) = s.events.try_recv() {
+        tapped.push(event);
+    }
+    assert!(
+        tapped.iter().any(|e| matches!(
+            e,
+            concord_core::Event::LeaderChanged {
+                leader: Some(NodeId(1)),
+                ..
+            }
+        )),
+        "the event tap saw the election: {tapped:?}"
+    );
     assert!(s.handle.membership().servers.contains_key(&NodeId(1)));
     assert!(
         s.memberships
@@ -245,6 +263,7 @@ async fn a_full_request_queue_answers_overloaded_at_once() {
         peer_rx,
         persist_tx,
         persisted_rx,
+        events: None,
     };
     let (handle, _driver) = start(node(Limits::default()), devices);
     let mut queued = Vec::with_capacity(CLIENT_QUEUE);
