@@ -86,6 +86,13 @@ async fn expect_servers(plan: &Plan, expect: usize, book: &AddressBook, handle: 
                 tracing::info!(target: "agent", "{expect} servers are already known without this one; joining instead");
                 return false;
             }
+            if let Some(peers) = existing_cluster(plan, book).await {
+                if peers.contains(&book.me().address) {
+                    return true; // Another founder bootstrapped first; its leader will reach us.
+                }
+                tracing::info!(target: "agent", "a cluster of {} servers already exists; joining it", peers.len());
+                return false;
+            }
             bootstrap(handle, set).await;
             return true;
         }
@@ -93,6 +100,18 @@ async fn expect_servers(plan: &Plan, expect: usize, book: &AddressBook, handle: 
         tracing::info!(target: "agent.server", "waiting for {expect} servers to bootstrap ({known} known)");
         tokio::time::sleep(Duration::from_secs(1)).await;
     }
+}
+
+/// The voters of a cluster one of the join addresses already belongs to, if any: a server started with
+/// `-bootstrap-expect` after the cluster formed must join it, not found a second one.
+async fn existing_cluster(plan: &Plan, book: &AddressBook) -> Option<Vec<String>> {
+    for address in &plan.join {
+        match rpc::call(address, book, Request::Peers, plan.max_frame, Duration::from_secs(2)).await {
+            Ok(Response::Peers(peers)) if !peers.is_empty() => return Some(peers),
+            _ => {}
+        }
+    }
+    None
 }
 
 async fn join(plan: &Plan, book: &AddressBook, handle: &DriverHandle, myself: ServerEntry) {

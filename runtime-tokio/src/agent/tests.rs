@@ -262,7 +262,35 @@ async fn three_servers_bootstrap_expect_replicate_and_survive_the_leader() {
         .clone();
     assert_eq!(body, format!("\"{leader_addr}\""));
 
-    // Stop the leader: the other two elect a new one and keep serving writes.
+    // A late server with -bootstrap-expect 3 and the lowest ID joins the existing cluster rather than
+    // founding a second one with the first two.
+    let late_dir = tempfile::tempdir().unwrap();
+    let mut late_flags = join.clone();
+    late_flags.extend(strings(&["-node-id", "00000000-0000-4000-8000-000000000001"]));
+    let late = Agent::start(server_config("s3", late_dir.path(), free_port(), &late_flags))
+        .await
+        .unwrap();
+    let late_id = late.handle.id();
+    eventually("the late server in the configuration", || async {
+        agents[0]
+            .handle
+            .membership()
+            .servers
+            .contains_key(&late_id)
+            .then_some(())
+    })
+    .await;
+    assert_eq!(
+        eventually("the late server's leader", || async { late.handle.leader() }).await,
+        leader
+    );
+    assert_eq!(
+        eventually("the data on the late server", || read(&late, "color")).await,
+        "blue"
+    );
+    agents.push(late);
+
+    // Stop the leader: the others elect a new one and keep serving writes.
     let position = agents.iter().position(|a| a.handle.id() == leader).unwrap();
     let old = agents.remove(position);
     old.run_until(async {}).await.unwrap();
@@ -279,7 +307,9 @@ async fn three_servers_bootstrap_expect_replicate_and_survive_the_leader() {
     })
     .await;
     assert!(matches!(resp, Response::Written { .. }));
-    assert_eq!(eventually("the new write", || read(&agents[1], "color")).await, "green");
+    for a in &agents {
+        assert_eq!(eventually("the new write", || read(a, "color")).await, "green");
+    }
     for a in agents {
         a.run_until(async {}).await.unwrap();
     }
@@ -315,6 +345,21 @@ async fn retry_join_adds_a_server_and_leave_removes_it() {
     })
     .await;
     first.run_until(async {}).await.unwrap();
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_only_server_leaves_by_shutting_down() {
+    let dir = tempfile::tempdir().unwrap();
+    let agent = Agent::start(server_config("s0", dir.path(), free_port(), &strings(&["-bootstrap"])))
+        .await
+        .unwrap();
+    agreed_leader(&[&agent]).await;
+    let (status, body) = http(agent.http_addrs[0], "PUT", "/v1/agent/leave").await;
+    assert_eq!(status, 200, "{body}");
+    tokio::time::timeout(DEADLINE, agent.run_until(std::future::pending()))
+        .await
+        .unwrap()
+        .unwrap();
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -96,6 +96,9 @@ impl AddressBook {
         for (sid, sname, saddr) in servers {
             self.learn(*sid, sname, saddr);
         }
+        if id == self.me.id {
+            return; // Our own hello (a join list that includes this server): nothing to learn.
+        }
         let mut reported: Vec<ServerEntry> = servers.to_vec();
         reported.sort_by_key(|s| s.0);
         reported.dedup_by_key(|s| s.0);
