@@ -214,6 +214,11 @@ impl<C: Clock, T: Transport> Driver<C, T> {
             Wake::Tick => {} // `step` ticks whenever a deadline is due.
             Wake::Peer(from, msg) => self.inputs.push(Input::Peer { from, msg }),
             Wake::Client(ClientCall { req_id, req, reply }) => {
+                if reply.is_closed() {
+                    // The caller left while the request was queued; its cancel may already have been
+                    // seen (and ignored), so the node must never hear of this request.
+                    return;
+                }
                 self.pending.insert(req_id, reply);
                 self.inputs.push(Input::Client { req_id, req });
             }

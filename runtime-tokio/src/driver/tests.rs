@@ -311,6 +311,31 @@ async fn dropping_a_call_cancels_it_inside_the_node() {
 }
 
 #[tokio::test]
+async fn a_call_dropped_while_still_queued_never_reaches_the_node() {
+    let s = start_with(
+        Limits {
+            max_watches: 1,
+            ..Limits::default()
+        },
+        true,
+    );
+    elected(&s.handle).await;
+    // Queued, then dropped before the driver looked: its cancel overtakes it on the control channel.
+    let mut gone = Box::pin(s.handle.call(parked_read()));
+    assert!(poll_once(&mut gone).is_pending());
+    drop(gone);
+    s.handle.status().await.unwrap();
+    let mut parked = Box::pin(s.handle.call(parked_read()));
+    assert!(poll_once(&mut parked).is_pending());
+    s.handle.status().await.unwrap();
+    assert!(poll_once(&mut parked).is_pending(), "the watch slot was free");
+    assert!(matches!(
+        s.handle.call(parked_read()).await,
+        Response::Error(ApiError::Overloaded(_))
+    ));
+}
+
+#[tokio::test]
 async fn a_storage_failure_stops_the_driver_and_fails_pending_requests() {
     let s = start_with(Limits::default(), false);
     elected(&s.handle).await;
