@@ -116,13 +116,11 @@ async fn existing_cluster(plan: &Plan, book: &AddressBook) -> Option<Vec<String>
 
 async fn join(plan: &Plan, book: &AddressBook, handle: &DriverHandle, myself: ServerEntry) {
     let (id, name, address) = myself;
-    let mut attempt = 0u64;
     loop {
         if handle.membership().servers.contains_key(&id) {
             tracing::info!(target: "agent", "Join completed: this server is in the cluster configuration");
             return;
         }
-        attempt += 1;
         for target in &plan.join {
             let req = Request::AddServer {
                 id,
@@ -138,11 +136,8 @@ async fn join(plan: &Plan, book: &AddressBook, handle: &DriverHandle, myself: Se
                 Err(e) => tracing::warn!(target: "agent", "join through {target} failed: {e}"),
             }
         }
-        let wait = if attempt < 5 {
-            Duration::from_secs(1)
-        } else {
-            plan.retry_interval
-        };
+        // Until joined, retry every second (or faster if -retry-interval says so).
+        let wait = plan.retry_interval.min(Duration::from_secs(1));
         tracing::info!(target: "agent", "Join failed, retrying in {wait:?}");
         tokio::time::sleep(wait).await;
     }

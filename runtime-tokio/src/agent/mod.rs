@@ -237,6 +237,7 @@ impl Agent {
             tracing::info!(target: "agent", "Started HTTP server: address={addr} network=tcp");
         }
 
+        tracing::info!(target: "agent", "Consul agent running!");
         let plan = cluster::Plan {
             bootstrap: config.bootstrap || config.dev,
             bootstrap_expect: config.bootstrap_expect,
@@ -256,7 +257,6 @@ impl Agent {
             }
         });
         tasks.spawn(log_leader_changes(handle.clone(), book.clone()));
-        tracing::info!(target: "agent", "Consul agent running!");
         Ok(Agent {
             handle,
             book,
