@@ -521,14 +521,7 @@ fn export(args: &[String], io: &mut Io<'_>) -> i32 {
         })
         .collect();
     // Go's json.MarshalIndent(…, "", "\t").
-    let mut buf = Vec::new();
-    let mut ser = serde_json::Serializer::with_formatter(
-        &mut buf,
-        serde_json::ser::PrettyFormatter::with_indent(b"\t"),
-    );
-    if let Err(e) = entries.serialize(&mut ser) {
-        return io.error(format!("Error exporting KV data: {e}"));
-    }
+    let buf = crate::http::reply::go_json(&entries, Some(b"\t"));
     io.info(buf);
     0
 }

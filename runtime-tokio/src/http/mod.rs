@@ -17,7 +17,7 @@ mod conn_limit;
 pub(crate) mod fake;
 mod kv;
 mod params;
-mod reply;
+pub(crate) mod reply;
 #[cfg(test)]
 pub(crate) mod tests;
 
