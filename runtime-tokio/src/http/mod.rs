@@ -172,13 +172,18 @@ impl<B: Backend> AppState<B> {
 }
 
 /// Serve the HTTP API on every listener until `shutdown` completes, then stop accepting, end in-flight
-/// blocking queries and wait for open connections to finish their current response.
+/// blocking queries (they answer 503 "Agent is shutting down") and wait for open connections to finish
+/// their current response (at most [`SHUTDOWN_GRACE`]). Returns after shutdown, also with no listeners.
 pub async fn serve<B: Backend>(
     listeners: Vec<tokio::net::TcpListener>,
     backend: B,
     settings: HttpSettings,
     shutdown: impl Future<Output = ()> + Send + 'static,
 ) -> std::io::Result<()> {
+    if listeners.is_empty() {
+        shutdown.await;
+        return Ok(());
+    }
     let (stop_tx, stop_rx) = watch::channel(false);
     let limits = conn_limit::PerClientLimit::new(settings.http_max_conns_per_client);
     let state = AppState {
@@ -233,7 +238,7 @@ pub async fn serve<B: Backend>(
 }
 
 /// How long shutdown waits for open connections to finish their current response.
-const SHUTDOWN_GRACE: Duration = Duration::from_secs(5);
+pub const SHUTDOWN_GRACE: Duration = Duration::from_secs(5);
 
 fn router<B: Backend>(state: AppState<B>) -> Router {
     Router::new()
