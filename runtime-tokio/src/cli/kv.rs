@@ -80,19 +80,11 @@ fn pretty_pair(pair: &KvPair, base64: bool) -> Vec<u8> {
             out.push(b'\n');
         }
     };
-    row(
-        "CreateIndex",
-        pair.create_index.to_string().as_bytes(),
-        false,
-    );
+    row("CreateIndex", pair.create_index.to_string().as_bytes(), false);
     row("Flags", pair.flags.to_string().as_bytes(), false);
     row("Key", pair.key.as_bytes(), false);
     row("LockIndex", pair.lock_index.to_string().as_bytes(), false);
-    row(
-        "ModifyIndex",
-        pair.modify_index.to_string().as_bytes(),
-        false,
-    );
+    row("ModifyIndex", pair.modify_index.to_string().as_bytes(), false);
     row(
         "Session",
         pair.session
@@ -119,10 +111,7 @@ const GET_HELP: &str = "Usage: concord kv get [options] [KEY_OR_PREFIX]
 fn get(args: &[String], io: &mut Io<'_>) -> i32 {
     let mut fs = server_flags(
         FlagSet::new()
-            .bool(
-                "base64",
-                "Base64 encode the value. The default value is false.",
-            )
+            .bool("base64", "Base64 encode the value. The default value is false.")
             .bool(
                 "detailed",
                 "Provide additional metadata about the key in addition to the value.",
@@ -131,10 +120,7 @@ fn get(args: &[String], io: &mut Io<'_>) -> i32 {
                 "keys",
                 "List keys which start with the given prefix, but not their values.",
             )
-            .bool(
-                "recurse",
-                "Recursively look at all keys prefixed with the given path.",
-            )
+            .bool("recurse", "Recursively look at all keys prefixed with the given path.")
             .string(
                 "separator",
                 "/",
@@ -147,12 +133,7 @@ fn get(args: &[String], io: &mut Io<'_>) -> i32 {
     let key = match fs.args() {
         [] => "",
         [key] => strip_slash(key),
-        more => {
-            return io.error(format!(
-                "Too many arguments (expected 1, got {})",
-                more.len()
-            ))
-        }
+        more => return io.error(format!("Too many arguments (expected 1, got {})", more.len())),
     };
     let (keys, recurse, detailed, base64) = (
         fs.get_bool("keys"),
@@ -167,11 +148,7 @@ fn get(args: &[String], io: &mut Io<'_>) -> i32 {
         Ok(c) => c,
         Err(e) => return io.error(format!("Error connecting to Consul agent: {e}")),
     };
-    let stale: &[(&str, &str)] = if client.stale() {
-        &[("stale", "")]
-    } else {
-        &[]
-    };
+    let stale: &[(&str, &str)] = if client.stale() { &[("stale", "")] } else { &[] };
     let path = format!("/v1/kv/{key}");
     let mut query: Vec<(&str, &str)> = stale.to_vec();
     if keys {
@@ -192,11 +169,7 @@ fn get(args: &[String], io: &mut Io<'_>) -> i32 {
         let list: Vec<String> = if found {
             match serde_json::from_slice(&reply.body) {
                 Ok(l) => l,
-                Err(e) => {
-                    return io.error(format!(
-                        "Error querying Consul agent: invalid response: {e}"
-                    ))
-                }
+                Err(e) => return io.error(format!("Error querying Consul agent: invalid response: {e}")),
             }
         } else {
             Vec::new()
@@ -272,25 +245,15 @@ fn put(args: &[String], io: &mut Io<'_>) -> i32 {
                 "cas",
                 "Perform a Check-And-Set operation. Requires the -modify-index flag.",
             )
-            .u64(
-                "flags",
-                "Unsigned integer value to assign to this key-value pair.",
-            )
+            .u64("flags", "Unsigned integer value to assign to this key-value pair.")
             .bool("base64", "Treat the data as base 64 encoded.")
             .u64(
                 "modify-index",
                 "Unsigned integer representing the ModifyIndex of the key (with -cas).",
             )
-            .string(
-                "session",
-                "",
-                "User-defined identifier for this session as a string.",
-            )
+            .string("session", "", "User-defined identifier for this session as a string.")
             .bool("acquire", "Obtain a lock on the key (requires -session).")
-            .bool(
-                "release",
-                "Forfeit the lock on the key (requires -session).",
-            ),
+            .bool("release", "Forfeit the lock on the key (requires -session)."),
     );
     if let Err(code) = parse_flags(&mut fs, args, PUT_HELP, io) {
         return code;
@@ -317,11 +280,7 @@ fn put(args: &[String], io: &mut Io<'_>) -> i32 {
     } else {
         data
     };
-    let (cas, acquire, release) = (
-        fs.get_bool("cas"),
-        fs.get_bool("acquire"),
-        fs.get_bool("release"),
-    );
+    let (cas, acquire, release) = (fs.get_bool("cas"), fs.get_bool("acquire"), fs.get_bool("release"));
     let session = fs.get_str("session");
     if (acquire || release) && session.is_empty() {
         return io.error("Error! Missing -session (required with -acquire and -release)");
@@ -399,25 +358,14 @@ fn delete(args: &[String], io: &mut Io<'_>) -> i32 {
     let key = match fs.args() {
         [] => "",
         [key] => strip_slash(key),
-        more => {
-            return io.error(format!(
-                "Too many arguments (expected 1, got {})",
-                more.len()
-            ))
-        }
+        more => return io.error(format!("Too many arguments (expected 1, got {})", more.len())),
     };
-    let (cas, recurse, modify_index) = (
-        fs.get_bool("cas"),
-        fs.get_bool("recurse"),
-        fs.get_u64("modify-index"),
-    );
+    let (cas, recurse, modify_index) = (fs.get_bool("cas"), fs.get_bool("recurse"), fs.get_u64("modify-index"));
     if key.is_empty() && !recurse {
         return io.error("Error! Missing KEY argument");
     }
     if cas && modify_index == 0 {
-        return io.error(
-            "Cannot delete a key that does not exist. Provide a -modify-index greater than than 0.",
-        );
+        return io.error("Cannot delete a key that does not exist. Provide a -modify-index greater than than 0.");
     }
     if modify_index != 0 && !cas {
         return io.error("Cannot specify -modify-index without -cas!");
@@ -485,12 +433,7 @@ fn export(args: &[String], io: &mut Io<'_>) -> i32 {
     let key = match fs.args() {
         [] => "",
         [key] => strip_slash(key),
-        more => {
-            return io.error(format!(
-                "Too many arguments (expected 1, got {})",
-                more.len()
-            ))
-        }
+        more => return io.error(format!("Too many arguments (expected 1, got {})", more.len())),
     };
     let client = match Client::new(&fs, io.env) {
         Ok(c) => c,
@@ -543,12 +486,7 @@ fn import(args: &[String], io: &mut Io<'_>) -> i32 {
             Ok(d) => d,
             Err(e) => return io.error(format!("Error! {e}")),
         },
-        more => {
-            return io.error(format!(
-                "Error! Too many arguments (expected 1, got {})",
-                more.len()
-            ))
-        }
+        more => return io.error(format!("Error! Too many arguments (expected 1, got {})", more.len())),
     };
     let client = match Client::new(&fs, io.env) {
         Ok(c) => c,
@@ -561,12 +499,7 @@ fn import(args: &[String], io: &mut Io<'_>) -> i32 {
     for entry in entries {
         let value = match B64.decode(&entry.value) {
             Ok(v) => v,
-            Err(e) => {
-                return io.error(format!(
-                    "Error base 64 decoding value for key {}: {e}",
-                    entry.key
-                ))
-            }
+            Err(e) => return io.error(format!("Error base 64 decoding value for key {}: {e}", entry.key)),
         };
         let flags = entry.flags.to_string();
         let query: Vec<(&str, &str)> = if entry.flags != 0 {
@@ -574,16 +507,8 @@ fn import(args: &[String], io: &mut Io<'_>) -> i32 {
         } else {
             Vec::new()
         };
-        if let Err(e) = client.request_ok(
-            "PUT",
-            &format!("/v1/kv/{}", entry.key),
-            &query,
-            Some(&value),
-        ) {
-            return io.error(format!(
-                "Error! Failed writing data for key {}: {e}",
-                entry.key
-            ));
+        if let Err(e) = client.request_ok("PUT", &format!("/v1/kv/{}", entry.key), &query, Some(&value)) {
+            return io.error(format!("Error! Failed writing data for key {}: {e}", entry.key));
         }
         io.info(format!("Imported: {}", entry.key));
     }

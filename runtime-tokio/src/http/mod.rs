@@ -246,10 +246,7 @@ fn router<B: Backend>(state: AppState<B>) -> Router {
         .route("/v1/kv/{*key}", any(kv::kv_key::<B>))
         .route("/v1/status/leader", get(agent::status_leader::<B>))
         .route("/v1/status/peers", get(agent::status_peers::<B>))
-        .route(
-            "/v1/operator/raft/configuration",
-            get(agent::raft_configuration::<B>),
-        )
+        .route("/v1/operator/raft/configuration", get(agent::raft_configuration::<B>))
         .route(
             "/v1/operator/raft/peer",
             axum::routing::delete(agent::raft_remove_peer::<B>),
@@ -259,19 +256,14 @@ fn router<B: Backend>(state: AppState<B>) -> Router {
             post(agent::raft_transfer_leader::<B>).put(agent::raft_transfer_leader::<B>),
         )
         .route("/v1/agent/self", get(agent::agent_self::<B>))
-        .route(
-            "/v1/agent/leave",
-            axum::routing::put(agent::agent_leave::<B>),
-        )
+        .route("/v1/agent/leave", axum::routing::put(agent::agent_leave::<B>))
         .fallback(reply::not_found)
         .layer(axum::middleware::map_response(add_common_headers))
         .with_state(state)
 }
 
 async fn add_common_headers(mut resp: axum::response::Response) -> axum::response::Response {
-    resp.headers_mut().insert(
-        "X-Consul-Default-ACL-Policy",
-        HeaderValue::from_static("allow"),
-    );
+    resp.headers_mut()
+        .insert("X-Consul-Default-ACL-Policy", HeaderValue::from_static("allow"));
     resp
 }

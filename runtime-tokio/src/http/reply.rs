@@ -46,9 +46,7 @@ impl HttpError {
 impl From<ApiError> for HttpError {
     fn from(e: ApiError) -> Self {
         let status = match e {
-            ApiError::NoLeader | ApiError::Timeout | ApiError::StorageFailed => {
-                StatusCode::INTERNAL_SERVER_ERROR
-            }
+            ApiError::NoLeader | ApiError::Timeout | ApiError::StorageFailed => StatusCode::INTERNAL_SERVER_ERROR,
             ApiError::BadRequest(_) => StatusCode::BAD_REQUEST,
             ApiError::NotFound(_) => StatusCode::NOT_FOUND,
             ApiError::Overloaded(_) => StatusCode::TOO_MANY_REQUESTS,
@@ -89,19 +87,15 @@ pub(crate) fn go_json<T: Serialize + ?Sized>(value: &T, indent: Option<&[u8]>) -
     let mut buf = Vec::new();
     let fmt = GoJson(indent.map(PrettyFormatter::with_indent));
     let mut ser = serde_json::Serializer::with_formatter(&mut buf, fmt);
-    value
-        .serialize(&mut ser)
-        .expect("HTTP responses always encode");
+    value.serialize(&mut ser).expect("HTTP responses always encode");
     buf
 }
 
 pub(crate) fn json<T: Serialize + ?Sized>(value: &T, pretty: bool) -> Response {
     let body = encode_json(value, pretty);
     let mut resp = Response::new(Body::from(body));
-    resp.headers_mut().insert(
-        header::CONTENT_TYPE,
-        HeaderValue::from_static("application/json"),
-    );
+    resp.headers_mut()
+        .insert(header::CONTENT_TYPE, HeaderValue::from_static("application/json"));
     resp
 }
 
@@ -120,10 +114,7 @@ pub(crate) fn with_meta(mut resp: Response, meta: &QueryMeta) -> Response {
         "X-Consul-KnownLeader",
         HeaderValue::from_static(if meta.known_leader { "true" } else { "false" }),
     );
-    h.insert(
-        "X-Consul-LastContact",
-        HeaderValue::from(meta.last_contact_ms),
-    );
+    h.insert("X-Consul-LastContact", HeaderValue::from(meta.last_contact_ms));
     h.insert(
         "X-Consul-Effective-Consistency",
         HeaderValue::from_static(meta.consistency.header_value()),
@@ -164,11 +155,7 @@ impl Formatter for GoJson<'_> {
         end_object_value();
     }
 
-    fn write_string_fragment<W: ?Sized + io::Write>(
-        &mut self,
-        writer: &mut W,
-        fragment: &str,
-    ) -> io::Result<()> {
+    fn write_string_fragment<W: ?Sized + io::Write>(&mut self, writer: &mut W, fragment: &str) -> io::Result<()> {
         let mut start = 0;
         for (i, c) in fragment.char_indices() {
             let escaped = match c {
