@@ -244,7 +244,13 @@ async fn read_value(headers: &HeaderMap, mut body: Body, limit: usize) -> Result
         .get(header::CONTENT_LENGTH)
         .and_then(|v| v.to_str().ok()?.parse::<u64>().ok());
     if let Some(len) = declared.filter(|&len| len > limit as u64) {
-        drain(body).await;
+        // A client waiting for `100 Continue` has not sent the body: polling it would ask for it.
+        let expects_continue = headers
+            .get(header::EXPECT)
+            .is_some_and(|v| v.as_bytes().eq_ignore_ascii_case(b"100-continue"));
+        if !expects_continue {
+            drain(body).await;
+        }
         return Err(too_large(Some(len), limit));
     }
     let mut buf = Vec::with_capacity(declared.map_or(0, |len| len as usize));

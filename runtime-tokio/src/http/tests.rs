@@ -287,6 +287,12 @@ fn oversized_values_get_413_without_buffering() {
     let mut head = [0u8; 12];
     tcp.read_exact(&mut head).unwrap();
     assert_eq!(&head, b"HTTP/1.1 413");
+    // With `Expect: 100-continue` the refusal comes before any body is asked for.
+    let mut tcp = TcpStream::connect(s.addr).unwrap();
+    tcp.write_all(b"PUT /v1/kv/big HTTP/1.1\r\nHost: x\r\nContent-Length: 2000\r\nExpect: 100-continue\r\n\r\n")
+        .unwrap();
+    tcp.read_exact(&mut head).unwrap();
+    assert_eq!(&head, b"HTTP/1.1 413");
 }
 
 #[test]
