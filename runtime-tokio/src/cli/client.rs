@@ -24,7 +24,11 @@ pub(crate) fn client_flags(fs: FlagSet) -> FlagSet {
         "ACL token to use in the request. This can also be specified via the CONSUL_HTTP_TOKEN environment \
          variable.",
     )
-    .string("token-file", "", "File containing the ACL token to use in the request (CONSUL_HTTP_TOKEN_FILE).")
+    .string(
+        "token-file",
+        "",
+        "File containing the ACL token to use in the request (CONSUL_HTTP_TOKEN_FILE).",
+    )
 }
 
 /// Client flags plus Consul's `ServerFlags` (`-datacenter`, `-stale`).
@@ -144,16 +148,14 @@ impl Client {
                     Some(source) => source.to_string(),
                     None => t.to_string(),
                 };
-                return Err(ClientError::Transport(format!(
-                    "{method} \"{url}\": {reason}"
-                )));
+                return Err(ClientError::Transport(format!("{method} \"{url}\": {reason}")));
             }
         };
         let status = resp.status();
         let mut body = Vec::new();
-        resp.into_reader().read_to_end(&mut body).map_err(|e| {
-            ClientError::Transport(format!("{method} \"{url}\": reading the response: {e}"))
-        })?;
+        resp.into_reader()
+            .read_to_end(&mut body)
+            .map_err(|e| ClientError::Transport(format!("{method} \"{url}\": reading the response: {e}")))?;
         if status == 404 || (200..300).contains(&status) {
             Ok(Reply { status, body })
         } else {
@@ -196,8 +198,8 @@ pub(crate) fn base_url(addr: &str) -> Result<String, String> {
         Some(("http", rest)) => rest,
         Some((scheme, _)) => {
             return Err(format!(
-            "unsupported address scheme {scheme:?} in {addr:?}: concord's CLI speaks plain http"
-        ))
+                "unsupported address scheme {scheme:?} in {addr:?}: concord's CLI speaks plain http"
+            ))
         }
     };
     let rest = rest.trim_end_matches('/');
@@ -218,11 +220,7 @@ pub(crate) fn escape_path(path: &str) -> String {
 
 /// Go's `url.QueryEscape`: spaces become `+`.
 fn escape_query(v: &str) -> String {
-    escape(
-        v,
-        |b| b.is_ascii_alphanumeric() || b"-._~".contains(&b),
-        true,
-    )
+    escape(v, |b| b.is_ascii_alphanumeric() || b"-._~".contains(&b), true)
 }
 
 fn escape(s: &str, keep: impl Fn(u8) -> bool, plus_for_space: bool) -> String {
@@ -246,31 +244,20 @@ mod tests {
     #[test]
     fn addresses() {
         assert_eq!(base_url("127.0.0.1:8500").unwrap(), "http://127.0.0.1:8500");
-        assert_eq!(
-            base_url("http://10.0.0.1:8500/").unwrap(),
-            "http://10.0.0.1:8500"
-        );
+        assert_eq!(base_url("http://10.0.0.1:8500/").unwrap(), "http://10.0.0.1:8500");
         assert!(base_url("https://10.0.0.1:8501").is_err());
         assert!(base_url("unix:///tmp/consul.sock").is_err());
     }
 
     #[test]
     fn escaping_matches_go() {
-        assert_eq!(
-            escape_path("/v1/kv/a b/c?d#e%"),
-            "/v1/kv/a%20b/c%3Fd%23e%25"
-        );
+        assert_eq!(escape_path("/v1/kv/a b/c?d#e%"), "/v1/kv/a%20b/c%3Fd%23e%25");
         assert_eq!(escape_path("/v1/kv/x:y@z"), "/v1/kv/x:y@z");
         assert_eq!(escape_query("a b/c&d"), "a+b%2Fc%26d");
     }
 
     fn env_of(pairs: &'static [(&'static str, &'static str)]) -> impl Fn(&str) -> Option<String> {
-        move |k| {
-            pairs
-                .iter()
-                .find(|(n, _)| *n == k)
-                .map(|(_, v)| v.to_string())
-        }
+        move |k| pairs.iter().find(|(n, _)| *n == k).map(|(_, v)| v.to_string())
     }
 
     fn flags(args: &[&str]) -> FlagSet {
@@ -291,19 +278,12 @@ mod tests {
             (c.base.as_str(), c.token.as_deref()),
             ("http://10.1.1.1:8500", Some("envtok"))
         );
-        let c = Client::new(
-            &flags(&["-http-addr=127.0.0.2:9500", "-token", "flagtok"]),
-            &env,
-        )
-        .unwrap();
+        let c = Client::new(&flags(&["-http-addr=127.0.0.2:9500", "-token", "flagtok"]), &env).unwrap();
         assert_eq!(
             (c.base.as_str(), c.token.as_deref()),
             ("http://127.0.0.2:9500", Some("flagtok"))
         );
         let c = Client::new(&flags(&[]), &env_of(&[])).unwrap();
-        assert_eq!(
-            (c.base.as_str(), c.token.as_deref()),
-            ("http://127.0.0.1:8500", None)
-        );
+        assert_eq!((c.base.as_str(), c.token.as_deref()), ("http://127.0.0.1:8500", None));
     }
 }

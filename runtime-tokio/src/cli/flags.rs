@@ -43,13 +43,7 @@ impl FlagSet {
         FlagSet::default()
     }
 
-    fn add(
-        mut self,
-        name: &'static str,
-        kind: Kind,
-        default: &'static str,
-        help: &'static str,
-    ) -> Self {
+    fn add(mut self, name: &'static str, kind: Kind, default: &'static str, help: &'static str) -> Self {
         debug_assert!(self.spec(name).is_none(), "flag -{name} defined twice");
         self.specs.push(Spec {
             name,
@@ -64,12 +58,7 @@ impl FlagSet {
         self.add(name, Kind::Bool, "false", help)
     }
 
-    pub(crate) fn string(
-        self,
-        name: &'static str,
-        default: &'static str,
-        help: &'static str,
-    ) -> Self {
+    pub(crate) fn string(self, name: &'static str, default: &'static str, help: &'static str) -> Self {
         self.add(name, Kind::Str, default, help)
     }
 
@@ -104,9 +93,7 @@ impl FlagSet {
                 if name == "h" || name == "help" {
                     return Err(FlagError::Help);
                 }
-                return Err(FlagError::Bad(format!(
-                    "flag provided but not defined: -{name}"
-                )));
+                return Err(FlagError::Bad(format!("flag provided but not defined: -{name}")));
             };
             let (key, kind) = (spec.name, spec.kind);
             let value = match (kind, inline) {
@@ -124,9 +111,7 @@ impl FlagSet {
                     i += 1;
                     args[i - 1].clone()
                 }
-                (_, None) => {
-                    return Err(FlagError::Bad(format!("flag needs an argument: -{name}")))
-                }
+                (_, None) => return Err(FlagError::Bad(format!("flag needs an argument: -{name}"))),
             };
             if kind == Kind::U64 && value.parse::<u64>().is_err() {
                 return Err(FlagError::Bad(format!(
@@ -266,9 +251,7 @@ mod tests {
     fn go_error_messages() {
         assert_eq!(
             parse(&["-nope"]).err(),
-            Some(FlagError::Bad(
-                "flag provided but not defined: -nope".into()
-            ))
+            Some(FlagError::Bad("flag provided but not defined: -nope".into()))
         );
         assert_eq!(
             parse(&["-separator"]).err(),

@@ -80,19 +80,11 @@ fn pretty_pair(pair: &KvPair, base64: bool) -> Vec<u8> {
             out.push(b'\n');
         }
     };
-    row(
-        "CreateIndex",
-        pair.create_index.to_string().as_bytes(),
-        false,
-    );
+    row("CreateIndex", pair.create_index.to_string().as_bytes(), false);
     row("Flags", pair.flags.to_string().as_bytes(), false);
     row("Key", pair.key.as_bytes(), false);
     row("LockIndex", pair.lock_index.to_string().as_bytes(), false);
-    row(
-        "ModifyIndex",
-        pair.modify_index.to_string().as_bytes(),
-        false,
-    );
+    row("ModifyIndex", pair.modify_index.to_string().as_bytes(), false);
     row(
         "Session",
         pair.session
@@ -119,10 +111,7 @@ const GET_HELP: &str = "Usage: concord kv get [options] [KEY_OR_PREFIX]
 fn get(args: &[String], io: &mut Io<'_>) -> i32 {
     let mut fs = server_flags(
         FlagSet::new()
-            .bool(
-                "base64",
-                "Base64 encode the value. The default value is false.",
-            )
+            .bool("base64", "Base64 encode the value. The default value is false.")
             .bool(
                 "detailed",
                 "Provide additional metadata about the key in addition to the value.",
@@ -131,10 +120,7 @@ fn get(args: &[String], io: &mut Io<'_>) -> i32 {
                 "keys",
                 "List keys which start with the given prefix, but not their values.",
             )
-            .bool(
-                "recurse",
-                "Recursively look at all keys prefixed with the given path.",
-            )
+            .bool("recurse", "Recursively look at all keys prefixed with the given path.")
             .string(
                 "separator",
                 "/",
@@ -147,19 +133,9 @@ fn get(args: &[String], io: &mut Io<'_>) -> i32 {
     let key = match fs.args() {
         [] => "",
         [key] => strip_slash(key),
-        more => {
-            return io.error(format!(
-                "Too many arguments (expected 1, got {})",
-                more.len()
-            ))
-        }
+        more => return io.error(format!("Too many arguments (expected 1, got {})", more.len())),
     };
-    let (keys, recurse, detailed, base64) = (
-        fs.get_bool("keys"),
-        fs.get_bool("recurse"),
-        fs.get_bool("detailed"),
-        fs.get_bool("base64"),
-    );
+    let (keys, recurse) = (fs.get_bool("keys"), fs.get_bool("recurse"));
     if key.is_empty() && !(recurse || keys) {
         return io.error("Error! Missing KEY argument");
     }
@@ -167,13 +143,11 @@ fn get(args: &[String], io: &mut Io<'_>) -> i32 {
         Ok(c) => c,
         Err(e) => return io.error(format!("Error connecting to Consul agent: {e}")),
     };
-    let stale: &[(&str, &str)] = if client.stale() {
-        &[("stale", "")]
+    let mut query: Vec<(&str, &str)> = if client.stale() {
+        vec![("stale", "")]
     } else {
-        &[]
+        Vec::new()
     };
-    let path = format!("/v1/kv/{key}");
-    let mut query: Vec<(&str, &str)> = stale.to_vec();
     if keys {
         query.push(("keys", ""));
         let sep = fs.get_str("separator");
@@ -183,65 +157,68 @@ fn get(args: &[String], io: &mut Io<'_>) -> i32 {
     } else if recurse {
         query.push(("recurse", ""));
     }
-    let reply = match client.request("GET", &path, &query, None) {
-        Ok(r) => r,
+    // 404 means "nothing there": an empty list, or the missing-key error for a single get.
+    let body = match client.request("GET", &format!("/v1/kv/{key}"), &query, None) {
+        Ok(reply) if reply.status == 404 => None,
+        Ok(reply) => Some(reply.body),
         Err(e) => return io.error(format!("Error querying Consul agent: {e}")),
     };
-    let found = reply.status != 404;
-    if keys {
-        let list: Vec<String> = if found {
-            match serde_json::from_slice(&reply.body) {
-                Ok(l) => l,
-                Err(e) => {
-                    return io.error(format!(
-                        "Error querying Consul agent: invalid response: {e}"
-                    ))
-                }
+    let (detailed, base64) = (fs.get_bool("detailed"), fs.get_bool("base64"));
+    let printed = if keys {
+        print_keys(body.as_deref(), io)
+    } else if recurse {
+        print_pairs(body.as_deref(), detailed, base64, io)
+    } else {
+        print_single(body.as_deref(), key, detailed, base64, io)
+    };
+    match printed {
+        Ok(code) => code,
+        Err(e) => io.error(format!("Error querying Consul agent: {e}")),
+    }
+}
+
+fn print_keys(body: Option<&[u8]>, io: &mut Io<'_>) -> Result<i32, String> {
+    let keys: Vec<String> = match body {
+        Some(body) => serde_json::from_slice(body).map_err(|e| format!("invalid response from the agent: {e}"))?,
+        None => Vec::new(),
+    };
+    for k in keys {
+        io.info(k);
+    }
+    Ok(0)
+}
+
+/// `kv get -recurse`: `key:value` lines, or detailed blocks separated by blank lines.
+fn print_pairs(body: Option<&[u8]>, detailed: bool, base64: bool, io: &mut Io<'_>) -> Result<i32, String> {
+    let pairs = body.map(parse_pairs).transpose()?.unwrap_or_default();
+    for (i, pair) in pairs.iter().enumerate() {
+        if detailed {
+            io.info(pretty_pair(pair, base64));
+            if i + 1 < pairs.len() {
+                io.info("");
             }
         } else {
-            Vec::new()
-        };
-        for k in list {
-            io.info(k);
-        }
-        return 0;
-    }
-    let pairs = if found {
-        match parse_pairs(&reply.body) {
-            Ok(p) => p,
-            Err(e) => return io.error(format!("Error querying Consul agent: {e}")),
-        }
-    } else {
-        Vec::new()
-    };
-    if recurse {
-        for (i, pair) in pairs.iter().enumerate() {
-            if detailed {
-                io.info(pretty_pair(pair, base64));
-                if i + 1 < pairs.len() {
-                    io.info("");
-                }
-            } else {
-                let mut line = format!("{}:", pair.key).into_bytes();
-                if base64 {
-                    line.extend_from_slice(B64.encode(pair.value()).as_bytes());
-                } else {
-                    line.extend_from_slice(&pair.value());
-                }
-                io.info(line);
+            let mut line = format!("{}:", pair.key).into_bytes();
+            match base64 {
+                true => line.extend_from_slice(B64.encode(pair.value()).as_bytes()),
+                false => line.extend_from_slice(&pair.value()),
             }
+            io.info(line);
         }
-        return 0;
     }
+    Ok(0)
+}
+
+fn print_single(body: Option<&[u8]>, key: &str, detailed: bool, base64: bool, io: &mut Io<'_>) -> Result<i32, String> {
+    let pairs = body.map(parse_pairs).transpose()?.unwrap_or_default();
     let Some(pair) = pairs.first() else {
-        return io.error(format!("Error! No key exists at: {key}"));
+        return Ok(io.error(format!("Error! No key exists at: {key}")));
     };
-    if detailed {
-        io.info(pretty_pair(pair, base64));
-    } else {
-        io.info(pair.value());
+    match detailed {
+        true => io.info(pretty_pair(pair, base64)),
+        false => io.info(pair.value()),
     }
-    0
+    Ok(0)
 }
 
 const PUT_HELP: &str = "Usage: concord kv put [options] KEY [DATA]
@@ -272,62 +249,30 @@ fn put(args: &[String], io: &mut Io<'_>) -> i32 {
                 "cas",
                 "Perform a Check-And-Set operation. Requires the -modify-index flag.",
             )
-            .u64(
-                "flags",
-                "Unsigned integer value to assign to this key-value pair.",
-            )
+            .u64("flags", "Unsigned integer value to assign to this key-value pair.")
             .bool("base64", "Treat the data as base 64 encoded.")
             .u64(
                 "modify-index",
                 "Unsigned integer representing the ModifyIndex of the key (with -cas).",
             )
-            .string(
-                "session",
-                "",
-                "User-defined identifier for this session as a string.",
-            )
+            .string("session", "", "User-defined identifier for this session as a string.")
             .bool("acquire", "Obtain a lock on the key (requires -session).")
-            .bool(
-                "release",
-                "Forfeit the lock on the key (requires -session).",
-            ),
+            .bool("release", "Forfeit the lock on the key (requires -session)."),
     );
     if let Err(code) = parse_flags(&mut fs, args, PUT_HELP, io) {
         return code;
     }
-    let (key, data) = match fs.args() {
-        [] => return io.error("Error! Missing KEY argument"),
-        [key] => (key.clone(), Vec::new()),
-        [key, data] => match data_arg(data, io) {
-            Ok(d) => (key.clone(), d),
-            Err(e) => return io.error(format!("Error! {e}")),
-        },
-        more => {
-            return io.error(format!(
-                "Error! Too many arguments (expected 1 or 2, got {})",
-                more.len()
-            ))
-        }
+    let (key, data) = match put_args(&fs, io) {
+        Ok(kd) => kd,
+        Err(e) => return io.error(e),
     };
-    let data = if fs.get_bool("base64") {
-        match B64.decode(&data) {
-            Ok(d) => d,
-            Err(e) => return io.error(format!("Error! Cannot base 64 decode data: {e}")),
-        }
-    } else {
-        data
-    };
-    let (cas, acquire, release) = (
-        fs.get_bool("cas"),
-        fs.get_bool("acquire"),
-        fs.get_bool("release"),
-    );
+    let (cas, acquire, release) = (fs.get_bool("cas"), fs.get_bool("acquire"), fs.get_bool("release"));
     let session = fs.get_str("session");
     if (acquire || release) && session.is_empty() {
         return io.error("Error! Missing -session (required with -acquire and -release)");
     }
-    let modify_index = fs.get_u64("modify-index");
-    if cas && modify_index == 0 {
+    let modify_index = fs.get_u64("modify-index").to_string();
+    if cas && modify_index == "0" {
         return io.error("Must specify -modify-index with -cas!");
     }
     let client = match Client::new(&fs, io.env) {
@@ -340,39 +285,55 @@ fn put(args: &[String], io: &mut Io<'_>) -> i32 {
         ));
     }
     let flags = fs.get_u64("flags").to_string();
-    let index = modify_index.to_string();
-    let mut query: Vec<(&str, &str)> = Vec::new();
-    if flags != "0" {
-        query.push(("flags", &flags));
+    let mut query: Vec<(&str, &str)> = if flags != "0" {
+        vec![("flags", &flags)]
+    } else {
+        Vec::new()
+    };
+    match (cas, acquire, release) {
+        (true, _, _) => query.push(("cas", &modify_index)),
+        (_, true, _) => query.push(("acquire", session)),
+        (_, _, true) => query.push(("release", session)),
+        _ => {}
     }
-    if cas {
-        query.push(("cas", &index));
-    } else if acquire {
-        query.push(("acquire", session));
-    } else if release {
-        query.push(("release", session));
-    }
-    let result = client.request_ok("PUT", &format!("/v1/kv/{key}"), &query, Some(&data));
-    let written = result.map(|body| body.trim_ascii() == b"true");
-    match (cas, acquire, release, written) {
-        (true, _, _, Err(e)) => io.error(format!("Error! Did not write to {key}: {e}")),
-        (true, _, _, Ok(false)) => io.error(format!("Error! Did not write to {key}: CAS failed")),
-        (_, true, _, Ok(false)) => io.error("Error! Did not acquire lock"),
-        (_, true, _, Ok(true)) => {
-            io.info(format!("Success! Lock acquired on: {key}"));
-            0
-        }
-        (_, _, true, Ok(false)) => io.error("Error! Did not release lock"),
-        (_, _, true, Ok(true)) => {
-            io.info(format!("Success! Lock released on: {key}"));
-            0
-        }
-        (_, _, _, Err(e)) => io.error(format!("Error! Failed writing data: {e}")),
-        (_, _, _, Ok(_)) => {
-            io.info(format!("Success! Data written to: {key}"));
+    let written = client.request_ok("PUT", &format!("/v1/kv/{key}"), &query, Some(&data));
+    match written.map(|body| body.trim_ascii() == b"true") {
+        Err(e) if cas => io.error(format!("Error! Did not write to {key}: {e}")),
+        Err(e) => io.error(format!("Error! Failed writing data: {e}")),
+        Ok(false) if cas => io.error(format!("Error! Did not write to {key}: CAS failed")),
+        Ok(false) if acquire => io.error("Error! Did not acquire lock"),
+        Ok(false) if release => io.error("Error! Did not release lock"),
+        // A plain PUT always succeeds once the agent accepted it.
+        Ok(_) => {
+            io.info(match (acquire, release) {
+                (true, _) => format!("Success! Lock acquired on: {key}"),
+                (_, true) => format!("Success! Lock released on: {key}"),
+                _ => format!("Success! Data written to: {key}"),
+            });
             0
         }
     }
+}
+
+/// `KEY [DATA]`, with DATA read from `@file` or stdin and base64-decoded under `-base64`.
+fn put_args(fs: &FlagSet, io: &mut Io<'_>) -> Result<(String, Vec<u8>), String> {
+    let (key, data) = match fs.args() {
+        [] => return Err("Error! Missing KEY argument".into()),
+        [key] => (key.clone(), Vec::new()),
+        [key, data] => (key.clone(), data_arg(data, io).map_err(|e| format!("Error! {e}"))?),
+        more => {
+            return Err(format!(
+                "Error! Too many arguments (expected 1 or 2, got {})",
+                more.len()
+            ))
+        }
+    };
+    if !fs.get_bool("base64") {
+        return Ok((key, data));
+    }
+    B64.decode(&data)
+        .map(|d| (key, d))
+        .map_err(|e| format!("Error! Cannot base 64 decode data: {e}"))
 }
 
 const DELETE_HELP: &str = "Usage: concord kv delete [options] KEY_OR_PREFIX
@@ -399,25 +360,14 @@ fn delete(args: &[String], io: &mut Io<'_>) -> i32 {
     let key = match fs.args() {
         [] => "",
         [key] => strip_slash(key),
-        more => {
-            return io.error(format!(
-                "Too many arguments (expected 1, got {})",
-                more.len()
-            ))
-        }
+        more => return io.error(format!("Too many arguments (expected 1, got {})", more.len())),
     };
-    let (cas, recurse, modify_index) = (
-        fs.get_bool("cas"),
-        fs.get_bool("recurse"),
-        fs.get_u64("modify-index"),
-    );
+    let (cas, recurse, modify_index) = (fs.get_bool("cas"), fs.get_bool("recurse"), fs.get_u64("modify-index"));
     if key.is_empty() && !recurse {
         return io.error("Error! Missing KEY argument");
     }
     if cas && modify_index == 0 {
-        return io.error(
-            "Cannot delete a key that does not exist. Provide a -modify-index greater than than 0.",
-        );
+        return io.error("Cannot delete a key that does not exist. Provide a -modify-index greater than than 0.");
     }
     if modify_index != 0 && !cas {
         return io.error("Cannot specify -modify-index without -cas!");
@@ -485,12 +435,7 @@ fn export(args: &[String], io: &mut Io<'_>) -> i32 {
     let key = match fs.args() {
         [] => "",
         [key] => strip_slash(key),
-        more => {
-            return io.error(format!(
-                "Too many arguments (expected 1, got {})",
-                more.len()
-            ))
-        }
+        more => return io.error(format!("Too many arguments (expected 1, got {})", more.len())),
     };
     let client = match Client::new(&fs, io.env) {
         Ok(c) => c,
@@ -521,14 +466,7 @@ fn export(args: &[String], io: &mut Io<'_>) -> i32 {
         })
         .collect();
     // Go's json.MarshalIndent(…, "", "\t").
-    let mut buf = Vec::new();
-    let mut ser = serde_json::Serializer::with_formatter(
-        &mut buf,
-        serde_json::ser::PrettyFormatter::with_indent(b"\t"),
-    );
-    if let Err(e) = entries.serialize(&mut ser) {
-        return io.error(format!("Error exporting KV data: {e}"));
-    }
+    let buf = crate::http::reply::go_json(&entries, Some(b"\t"));
     io.info(buf);
     0
 }
@@ -550,12 +488,7 @@ fn import(args: &[String], io: &mut Io<'_>) -> i32 {
             Ok(d) => d,
             Err(e) => return io.error(format!("Error! {e}")),
         },
-        more => {
-            return io.error(format!(
-                "Error! Too many arguments (expected 1, got {})",
-                more.len()
-            ))
-        }
+        more => return io.error(format!("Error! Too many arguments (expected 1, got {})", more.len())),
     };
     let client = match Client::new(&fs, io.env) {
         Ok(c) => c,
@@ -568,12 +501,7 @@ fn import(args: &[String], io: &mut Io<'_>) -> i32 {
     for entry in entries {
         let value = match B64.decode(&entry.value) {
             Ok(v) => v,
-            Err(e) => {
-                return io.error(format!(
-                    "Error base 64 decoding value for key {}: {e}",
-                    entry.key
-                ))
-            }
+            Err(e) => return io.error(format!("Error base 64 decoding value for key {}: {e}", entry.key)),
         };
         let flags = entry.flags.to_string();
         let query: Vec<(&str, &str)> = if entry.flags != 0 {
@@ -581,16 +509,8 @@ fn import(args: &[String], io: &mut Io<'_>) -> i32 {
         } else {
             Vec::new()
         };
-        if let Err(e) = client.request_ok(
-            "PUT",
-            &format!("/v1/kv/{}", entry.key),
-            &query,
-            Some(&value),
-        ) {
-            return io.error(format!(
-                "Error! Failed writing data for key {}: {e}",
-                entry.key
-            ));
+        if let Err(e) = client.request_ok("PUT", &format!("/v1/kv/{}", entry.key), &query, Some(&value)) {
+            return io.error(format!("Error! Failed writing data for key {}: {e}", entry.key));
         }
         io.info(format!("Imported: {}", entry.key));
     }

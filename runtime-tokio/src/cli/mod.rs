@@ -42,8 +42,7 @@ impl Io<'_> {
 /// Run `concord` with `args` (without the program name) on the process's stdio. Returns the exit code.
 pub fn run(args: &[String]) -> i32 {
     let env = |k: &str| std::env::var(k).ok();
-    let (mut stdout, mut stderr, mut stdin) =
-        (std::io::stdout(), std::io::stderr(), std::io::stdin());
+    let (mut stdout, mut stderr, mut stdin) = (std::io::stdout(), std::io::stderr(), std::io::stdin());
     let mut io = Io {
         out: &mut stdout,
         err: &mut stderr,
@@ -95,12 +94,7 @@ fn run_agent(args: &[String], io: &mut Io<'_>) -> i32 {
 
 /// Parse `args` into `fs`. On `-help` prints the usage (exit 0), on a bad flag prints Go's message and
 /// the usage (exit 1); either way returns `Err(exit code)`.
-pub(crate) fn parse_flags(
-    fs: &mut FlagSet,
-    args: &[String],
-    help: &str,
-    io: &mut Io<'_>,
-) -> Result<(), i32> {
+pub(crate) fn parse_flags(fs: &mut FlagSet, args: &[String], help: &str, io: &mut Io<'_>) -> Result<(), i32> {
     match fs.parse(args) {
         Ok(()) => Ok(()),
         Err(FlagError::Help) => {

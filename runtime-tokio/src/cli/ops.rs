@@ -184,17 +184,12 @@ fn list_peers(args: &[String], io: &mut Io<'_>) -> i32 {
         Ok(c) => c,
         Err(e) => return io.error(format!("Error initializing client: {e}")),
     };
-    let query: &[(&str, &str)] = if client.stale() {
-        &[("stale", "")]
-    } else {
-        &[]
-    };
+    let query: &[(&str, &str)] = if client.stale() { &[("stale", "")] } else { &[] };
     let config = client
         .request_ok("GET", "/v1/operator/raft/configuration", query, None)
         .map_err(|e| e.to_string())
         .and_then(|body| {
-            serde_json::from_slice::<RaftConfiguration>(&body)
-                .map_err(|e| format!("invalid response: {e}"))
+            serde_json::from_slice::<RaftConfiguration>(&body).map_err(|e| format!("invalid response: {e}"))
         });
     let config = match config {
         Ok(c) => c,
@@ -234,11 +229,7 @@ const REMOVE_PEER_HELP: &str = "Usage: concord operator raft remove-peer [option
 fn remove_peer(args: &[String], io: &mut Io<'_>) -> i32 {
     let mut fs = server_flags(
         FlagSet::new()
-            .string(
-                "address",
-                "",
-                "The address to remove from the Raft configuration.",
-            )
+            .string("address", "", "The address to remove from the Raft configuration.")
             .string("id", "", "The ID to remove from the Raft configuration."),
     );
     if let Err(code) = parse_flags(&mut fs, args, REMOVE_PEER_HELP, io) {
@@ -250,13 +241,8 @@ fn remove_peer(args: &[String], io: &mut Io<'_>) -> i32 {
     };
     let (address, id) = (fs.get_str("address"), fs.get_str("id"));
     let query = match (address.is_empty(), id.is_empty()) {
-        (true, true) => {
-            return io
-                .error("Error removing peer: an address or id is required for the peer to remove")
-        }
-        (false, false) => {
-            return io.error("Error removing peer: cannot give both an address and id")
-        }
+        (true, true) => return io.error("Error removing peer: an address or id is required for the peer to remove"),
+        (false, false) => return io.error("Error removing peer: cannot give both an address and id"),
         (false, true) => ("address", address),
         (true, false) => ("id", id),
     };
@@ -276,11 +262,7 @@ const TRANSFER_HELP: &str = "Usage: concord operator raft transfer-leader [optio
   Transfer raft leadership to another node.";
 
 fn transfer_leader(args: &[String], io: &mut Io<'_>) -> i32 {
-    let mut fs = server_flags(FlagSet::new().string(
-        "id",
-        "",
-        "The ID of the node to transfer leadership to.",
-    ));
+    let mut fs = server_flags(FlagSet::new().string("id", "", "The ID of the node to transfer leadership to."));
     if let Err(code) = parse_flags(&mut fs, args, TRANSFER_HELP, io) {
         return code;
     }
@@ -289,11 +271,7 @@ fn transfer_leader(args: &[String], io: &mut Io<'_>) -> i32 {
         Err(e) => return io.error(format!("Error initializing client: {e}")),
     };
     let id = fs.get_str("id");
-    let query: Vec<(&str, &str)> = if id.is_empty() {
-        Vec::new()
-    } else {
-        vec![("id", id)]
-    };
+    let query: Vec<(&str, &str)> = if id.is_empty() { Vec::new() } else { vec![("id", id)] };
     #[derive(Deserialize)]
     struct Reply {
         #[serde(rename = "Success", default)]
@@ -303,8 +281,7 @@ fn transfer_leader(args: &[String], io: &mut Io<'_>) -> i32 {
         .request_ok("POST", "/v1/operator/raft/transfer-leader", &query, None)
         .map_err(|e| format!("Failed to transfer leadership {e}"))
         .and_then(|body| {
-            serde_json::from_slice::<Reply>(&body)
-                .map_err(|e| format!("Failed to transfer leadership {e}"))
+            serde_json::from_slice::<Reply>(&body).map_err(|e| format!("Failed to transfer leadership {e}"))
         });
     match result {
         Ok(Reply { success: true }) => {

@@ -39,9 +39,7 @@ fn run(s: &TestServer, args: &[&str]) -> Run {
 
 fn run_stdin(s: &TestServer, args: &[&str], stdin: &[u8]) -> Run {
     let addr = format!("http://{}", s.addr);
-    run_env(args, stdin, &move |k| {
-        (k == "CONSUL_HTTP_ADDR").then(|| addr.clone())
-    })
+    run_env(args, stdin, &move |k| (k == "CONSUL_HTTP_ADDR").then(|| addr.clone()))
 }
 
 fn ok(r: &Run) -> &str {
@@ -75,10 +73,7 @@ fn kv_put_and_get() {
         failed(&run(&s, &["kv", "get", "nope"])),
         "Error! No key exists at: nope\n"
     );
-    assert_eq!(
-        failed(&run(&s, &["kv", "get"])),
-        "Error! Missing KEY argument\n"
-    );
+    assert_eq!(failed(&run(&s, &["kv", "get"])), "Error! Missing KEY argument\n");
     assert_eq!(
         failed(&run(&s, &["kv", "get", "a", "b"])),
         "Too many arguments (expected 1, got 2)\n"
@@ -106,10 +101,7 @@ fn kv_get_detailed_recurse_keys_base64() {
         ok(&run(&s, &["kv", "get", "-recurse", "-base64", "web/"])),
         "web/a:MQ==\nweb/sub/b:Mg==\n"
     );
-    assert_eq!(
-        ok(&run(&s, &["kv", "get", "-keys", "web/"])),
-        "web/a\nweb/sub/\n"
-    );
+    assert_eq!(ok(&run(&s, &["kv", "get", "-keys", "web/"])), "web/a\nweb/sub/\n");
     assert_eq!(
         ok(&run(&s, &["kv", "get", "-keys", "-separator=", "web/"])),
         "web/a\nweb/sub/b\n"
@@ -132,9 +124,7 @@ fn kv_get_detailed_recurse_keys_base64() {
     assert_eq!(
         last_read,
         Request::KvRead {
-            query: KvQuery::Get {
-                key: "web/a".into()
-            },
+            query: KvQuery::Get { key: "web/a".into() },
             mode: ReadMode::Stale,
             block: None
         }
@@ -147,16 +137,9 @@ fn kv_put_sources_flags_and_cas() {
     let dir = tempfile::tempdir().unwrap();
     let file = dir.path().join("value.bin");
     std::fs::write(&file, b"from\nfile").unwrap();
-    ok(&run(
-        &s,
-        &["kv", "put", "f", &format!("@{}", file.display())],
-    ));
+    ok(&run(&s, &["kv", "put", "f", &format!("@{}", file.display())]));
     assert_eq!(s.fake.get("f").unwrap().value.as_ref(), b"from\nfile");
-    ok(&run_stdin(
-        &s,
-        &["kv", "put", "-flags", "9", "in", "-"],
-        b"from stdin",
-    ));
+    ok(&run_stdin(&s, &["kv", "put", "-flags", "9", "in", "-"], b"from stdin"));
     let entry = s.fake.get("in").unwrap();
     assert_eq!((entry.value.as_ref(), entry.flags), (&b"from stdin"[..], 9));
     ok(&run(&s, &["kv", "put", "-base64", "b", "aGVsbG8="]));
@@ -171,19 +154,13 @@ fn kv_put_sources_flags_and_cas() {
     let index = s.fake.get("b").unwrap().modify_index.to_string();
     let r = run(&s, &["kv", "put", "-cas", "-modify-index=999", "b", "x"]);
     assert_eq!(failed(&r), "Error! Did not write to b: CAS failed\n");
-    let r = run(
-        &s,
-        &["kv", "put", "-cas", "-modify-index", &index, "b", "x"],
-    );
+    let r = run(&s, &["kv", "put", "-cas", "-modify-index", &index, "b", "x"]);
     assert_eq!(ok(&r), "Success! Data written to: b\n");
     assert_eq!(
         failed(&run(&s, &["kv", "put", "-cas", "b", "x"])),
         "Must specify -modify-index with -cas!\n"
     );
-    assert_eq!(
-        failed(&run(&s, &["kv", "put"])),
-        "Error! Missing KEY argument\n"
-    );
+    assert_eq!(failed(&run(&s, &["kv", "put"])), "Error! Missing KEY argument\n");
     assert_eq!(
         failed(&run(&s, &["kv", "put", "a", "b", "c"])),
         "Error! Too many arguments (expected 1 or 2, got 3)\n"
@@ -204,10 +181,7 @@ fn kv_delete_variants() {
     for k in ["a", "t/1", "t/2"] {
         ok(&run(&s, &["kv", "put", k, "v"]));
     }
-    assert_eq!(
-        ok(&run(&s, &["kv", "delete", "a"])),
-        "Success! Deleted key: a\n"
-    );
+    assert_eq!(ok(&run(&s, &["kv", "delete", "a"])), "Success! Deleted key: a\n");
     assert!(s.fake.get("a").is_none());
     assert_eq!(
         ok(&run(&s, &["kv", "delete", "-recurse", "t/"])),
@@ -221,20 +195,14 @@ fn kv_delete_variants() {
         "Error! Did not delete key c: CAS failed\n"
     );
     assert_eq!(
-        ok(&run(
-            &s,
-            &["kv", "delete", "-cas", "-modify-index", &index, "c"]
-        )),
+        ok(&run(&s, &["kv", "delete", "-cas", "-modify-index", &index, "c"])),
         "Success! Deleted key: c\n"
     );
     assert_eq!(
         failed(&run(&s, &["kv", "delete", "-modify-index=3", "c"])),
         "Cannot specify -modify-index without -cas!\n"
     );
-    assert_eq!(
-        failed(&run(&s, &["kv", "delete"])),
-        "Error! Missing KEY argument\n"
-    );
+    assert_eq!(failed(&run(&s, &["kv", "delete"])), "Error! Missing KEY argument\n");
 }
 
 #[test]
@@ -255,14 +223,9 @@ fn kv_export_and_import_round_trip() {
     assert_eq!(ok(&r), "Imported: app/a\nImported: app/b\n");
     let a = target.fake.get("app/a").unwrap();
     assert_eq!((a.value.as_ref(), a.flags), (&b"one"[..], 3));
-    let r = run(
-        &target,
-        &["kv", "import", r#"[{"Key":"x","Flags":0,"Value":"eA=="}]"#],
-    );
+    let r = run(&target, &["kv", "import", r#"[{"Key":"x","Flags":0,"Value":"eA=="}]"#]);
     assert_eq!(ok(&r), "Imported: x\n");
-    assert!(
-        failed(&run(&target, &["kv", "import", "not json"])).starts_with("Cannot unmarshal data: ")
-    );
+    assert!(failed(&run(&target, &["kv", "import", "not json"])).starts_with("Cannot unmarshal data: "));
     assert_eq!(
         failed(&run(&target, &["kv", "import"])),
         "Error! Missing DATA argument\n"
@@ -274,10 +237,7 @@ fn info_prints_stats_sections_sorted() {
     let s = server();
     let out = ok(&run(&s, &["info"])).to_string();
     let sections: Vec<&str> = out.lines().filter(|l| !l.starts_with('\t')).collect();
-    assert_eq!(
-        sections,
-        ["agent:", "build:", "consul:", "raft:", "runtime:"]
-    );
+    assert_eq!(sections, ["agent:", "build:", "consul:", "raft:", "runtime:"]);
     for line in [
         "\tstate = Leader",
         "\tcommit_index = 42",
@@ -431,18 +391,14 @@ fn token_datacenter_and_escaping_reach_the_wire() {
         _ => None,
     };
     let r = run_env(&["kv", "delete", "-datacenter=dc1", "a b/c?d"], b"", &env);
-    assert_eq!(
-        (r.code, r.out.as_str()),
-        (0, "Success! Deleted key: a b/c?d\n")
-    );
+    assert_eq!((r.code, r.out.as_str()), (0, "Success! Deleted key: a b/c?d\n"));
     let head = server.join().unwrap();
     assert!(
         head.starts_with("DELETE /v1/kv/a%20b/c%3Fd?dc=dc1 HTTP/1.1\r\n"),
         "{head}"
     );
     assert!(
-        head.to_ascii_lowercase()
-            .contains("\r\nx-consul-token: s3cret\r\n"),
+        head.to_ascii_lowercase().contains("\r\nx-consul-token: s3cret\r\n"),
         "{head}"
     );
 }

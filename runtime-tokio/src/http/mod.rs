@@ -17,7 +17,7 @@ mod conn_limit;
 pub(crate) mod fake;
 mod kv;
 mod params;
-mod reply;
+pub(crate) mod reply;
 #[cfg(test)]
 pub(crate) mod tests;
 
@@ -172,13 +172,18 @@ impl<B: Backend> AppState<B> {
 }
 
 /// Serve the HTTP API on every listener until `shutdown` completes, then stop accepting, end in-flight
-/// blocking queries and wait for open connections to finish their current response.
+/// blocking queries (they answer 503 "Agent is shutting down") and wait for open connections to finish
+/// their current response (at most [`SHUTDOWN_GRACE`]). Returns after shutdown, also with no listeners.
 pub async fn serve<B: Backend>(
     listeners: Vec<tokio::net::TcpListener>,
     backend: B,
     settings: HttpSettings,
     shutdown: impl Future<Output = ()> + Send + 'static,
 ) -> std::io::Result<()> {
+    if listeners.is_empty() {
+        shutdown.await;
+        return Ok(());
+    }
     let (stop_tx, stop_rx) = watch::channel(false);
     let limits = conn_limit::PerClientLimit::new(settings.http_max_conns_per_client);
     let state = AppState {
@@ -233,7 +238,7 @@ pub async fn serve<B: Backend>(
 }
 
 /// How long shutdown waits for open connections to finish their current response.
-const SHUTDOWN_GRACE: Duration = Duration::from_secs(5);
+pub const SHUTDOWN_GRACE: Duration = Duration::from_secs(5);
 
 fn router<B: Backend>(state: AppState<B>) -> Router {
     Router::new()
@@ -241,10 +246,7 @@ fn router<B: Backend>(state: AppState<B>) -> Router {
         .route("/v1/kv/{*key}", any(kv::kv_key::<B>))
         .route("/v1/status/leader", get(agent::status_leader::<B>))
         .route("/v1/status/peers", get(agent::status_peers::<B>))
-        .route(
-            "/v1/operator/raft/configuration",
-            get(agent::raft_configuration::<B>),
-        )
+        .route("/v1/operator/raft/configuration", get(agent::raft_configuration::<B>))
         .route(
             "/v1/operator/raft/peer",
             axum::routing::delete(agent::raft_remove_peer::<B>),
@@ -254,19 +256,14 @@ fn router<B: Backend>(state: AppState<B>) -> Router {
             post(agent::raft_transfer_leader::<B>).put(agent::raft_transfer_leader::<B>),
         )
         .route("/v1/agent/self", get(agent::agent_self::<B>))
-        .route(
-            "/v1/agent/leave",
-            axum::routing::put(agent::agent_leave::<B>),
-        )
+        .route("/v1/agent/leave", axum::routing::put(agent::agent_leave::<B>))
         .fallback(reply::not_found)
         .layer(axum::middleware::map_response(add_common_headers))
         .with_state(state)
 }
 
 async fn add_common_headers(mut resp: axum::response::Response) -> axum::response::Response {
-    resp.headers_mut().insert(
-        "X-Consul-Default-ACL-Policy",
-        HeaderValue::from_static("allow"),
-    );
+    resp.headers_mut()
+        .insert("X-Consul-Default-ACL-Policy", HeaderValue::from_static("allow"));
     resp
 }
