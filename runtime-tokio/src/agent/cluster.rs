@@ -81,11 +81,9 @@ async fn expect_servers(plan: &Plan, expect: usize, book: &AddressBook, handle: 
             tracing::info!(target: "agent.server", "the cluster was bootstrapped by another server");
             return true;
         }
-        if let Some(set) = book.bootstrap_set(expect) {
-            if !set.iter().any(|(id, ..)| *id == me) {
-                tracing::info!(target: "agent", "{expect} servers are already known without this one; joining instead");
-                return false;
-            }
+        let known = book.known().len();
+        if known >= expect {
+            // Enough servers for a cluster: one may already exist (this server started late).
             if let Some(peers) = existing_cluster(plan, book).await {
                 if peers.contains(&book.me().address) {
                     return true; // Another founder bootstrapped first; its leader will reach us.
@@ -93,10 +91,15 @@ async fn expect_servers(plan: &Plan, expect: usize, book: &AddressBook, handle: 
                 tracing::info!(target: "agent", "a cluster of {} servers already exists; joining it", peers.len());
                 return false;
             }
-            bootstrap(handle, set).await;
-            return true;
+            if let Some(set) = book.bootstrap_set(expect) {
+                if !set.iter().any(|(id, ..)| *id == me) {
+                    tracing::info!(target: "agent", "{expect} servers are known without this one; joining instead");
+                    return false;
+                }
+                bootstrap(handle, set).await;
+                return true;
+            }
         }
-        let known = book.known().len();
         tracing::info!(target: "agent.server", "waiting for {expect} servers to bootstrap ({known} known)");
         tokio::time::sleep(Duration::from_secs(1)).await;
     }

@@ -117,14 +117,6 @@ use tokio::io::{AsyncReadExt, AsyncWriteExt};
 
 const DEADLINE: Duration = Duration::from_secs(20);
 
-fn free_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port()
-}
-
 fn server_config(name: &str, dir: &std::path::Path, port: u16, extra: &[String]) -> AgentConfig {
     let mut args: Vec<String> = [
         "-server",
@@ -219,16 +211,15 @@ async fn http(addr: SocketAddr, method: &str, path: &str) -> (u16, String) {
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn three_servers_bootstrap_expect_replicate_and_survive_the_leader() {
     let dirs: Vec<_> = (0..3).map(|_| tempfile::tempdir().unwrap()).collect();
-    let ports: Vec<u16> = (0..3).map(|_| free_port()).collect();
-    let join = strings(&[
-        "-bootstrap-expect",
-        "3",
-        "-retry-join",
-        &format!("127.0.0.1:{}", ports[0]),
-    ]);
-    let mut agents = Vec::new();
-    for i in 0..3 {
-        let config = server_config(&format!("s{i}"), dirs[i].path(), ports[i], &join);
+    // Port 0 everywhere: s0 starts first and the others join the RPC address it actually got.
+    let expect = strings(&["-bootstrap-expect", "3"]);
+    let mut agents = vec![Agent::start(server_config("s0", dirs[0].path(), 0, &expect))
+        .await
+        .unwrap()];
+    let mut join = expect.clone();
+    join.extend(strings(&["-retry-join", &agents[0].rpc_addr.to_string()]));
+    for (i, dir) in dirs.iter().enumerate().skip(1) {
+        let config = server_config(&format!("s{i}"), dir.path(), 0, &join);
         agents.push(Agent::start(config).await.unwrap());
     }
     let refs: Vec<&Agent> = agents.iter().collect();
@@ -267,7 +258,7 @@ async fn three_servers_bootstrap_expect_replicate_and_survive_the_leader() {
     let late_dir = tempfile::tempdir().unwrap();
     let mut late_flags = join.clone();
     late_flags.extend(strings(&["-node-id", "00000000-0000-4000-8000-000000000001"]));
-    let late = Agent::start(server_config("s3", late_dir.path(), free_port(), &late_flags))
+    let late = Agent::start(server_config("s3", late_dir.path(), 0, &late_flags))
         .await
         .unwrap();
     let late_id = late.handle.id();
@@ -318,12 +309,11 @@ async fn three_servers_bootstrap_expect_replicate_and_survive_the_leader() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn retry_join_adds_a_server_and_leave_removes_it() {
     let dirs: Vec<_> = (0..2).map(|_| tempfile::tempdir().unwrap()).collect();
-    let ports: Vec<u16> = (0..2).map(|_| free_port()).collect();
-    let first = Agent::start(server_config("s0", dirs[0].path(), ports[0], &strings(&["-bootstrap"])))
+    let first = Agent::start(server_config("s0", dirs[0].path(), 0, &strings(&["-bootstrap"])))
         .await
         .unwrap();
-    let join = strings(&["-retry-join", &format!("127.0.0.1:{}", ports[0])]);
-    let second = Agent::start(server_config("s1", dirs[1].path(), ports[1], &join))
+    let join = strings(&["-retry-join", &first.rpc_addr.to_string()]);
+    let second = Agent::start(server_config("s1", dirs[1].path(), 0, &join))
         .await
         .unwrap();
     let second_id = second.handle.id();
@@ -350,7 +340,7 @@ async fn retry_join_adds_a_server_and_leave_removes_it() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_only_server_leaves_by_shutting_down() {
     let dir = tempfile::tempdir().unwrap();
-    let agent = Agent::start(server_config("s0", dir.path(), free_port(), &strings(&["-bootstrap"])))
+    let agent = Agent::start(server_config("s0", dir.path(), 0, &strings(&["-bootstrap"])))
         .await
         .unwrap();
     agreed_leader(&[&agent]).await;
@@ -365,7 +355,7 @@ async fn the_only_server_leaves_by_shutting_down() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_restarted_server_keeps_its_id_and_data() {
     let dir = tempfile::tempdir().unwrap();
-    let port = free_port();
+    let port = 0;
     let agent = Agent::start(server_config("s0", dir.path(), port, &strings(&["-bootstrap"])))
         .await
         .unwrap();
@@ -388,10 +378,10 @@ async fn a_restarted_server_keeps_its_id_and_data() {
 #[tokio::test]
 async fn a_second_agent_on_the_same_data_dir_is_refused() {
     let dir = tempfile::tempdir().unwrap();
-    let agent = Agent::start(server_config("s0", dir.path(), free_port(), &strings(&["-bootstrap"])))
+    let agent = Agent::start(server_config("s0", dir.path(), 0, &strings(&["-bootstrap"])))
         .await
         .unwrap();
-    let Err(err) = Agent::start(server_config("s0", dir.path(), free_port(), &strings(&["-bootstrap"]))).await else {
+    let Err(err) = Agent::start(server_config("s0", dir.path(), 0, &strings(&["-bootstrap"]))).await else {
         panic!("two agents on one data dir")
     };
     assert!(err.to_string().contains("in use"), "{err}");
