@@ -84,6 +84,10 @@ pub(crate) fn run_with(args: &[String], io: &mut Io<'_>) -> i32 {
 fn run_agent(args: &[String], io: &mut Io<'_>) -> i32 {
     let config = match crate::config::parse_agent_args(args) {
         Ok(config) => config,
+        Err(crate::config::ConfigError::Help(usage)) => {
+            io.info(usage);
+            return 0;
+        }
         Err(e) => return io.error(format!("==> {e}")),
     };
     match crate::agent::run(config) {
