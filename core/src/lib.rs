@@ -9,6 +9,7 @@ pub mod id;
 pub mod node;
 pub mod raft;
 pub mod state;
+pub mod template;
 pub mod time;
 pub mod wire;
 

@@ -1,0 +1,997 @@
+//! The functions a template can call: Go's builtins (`len`, `index`, `printf`, comparisons, …) and
+//! consul-template's (`service`, `key`, `tree`, `toJSON`, `split`, math, …), with consul-template's
+//! argument orders (the piped value is the last argument: `{{ key "x" | split "," }}`).
+
+use super::dep::{self, Dependency};
+use super::exec::Exec;
+use super::value::{format_float_g, Value};
+use base64::Engine as _;
+use std::cmp::Ordering;
+use std::fmt::Write as _;
+
+/// Every function name the parser accepts.
+const NAMES: &[&str] = &[
+    // Go builtins
+    "and",
+    "or",
+    "not",
+    "len",
+    "index",
+    "slice",
+    "print",
+    "printf",
+    "println",
+    "eq",
+    "ne",
+    "lt",
+    "le",
+    "gt",
+    "ge",
+    "html",
+    "js",
+    "urlquery",
+    // consul-template: Consul data
+    "service",
+    "services",
+    "key",
+    "keyOrDefault",
+    "keyExists",
+    "ls",
+    "safeLs",
+    "tree",
+    "safeTree",
+    "node",
+    "nodes",
+    "datacenters",
+    "env",
+    "envOrDefault",
+    "mustEnv",
+    "file",
+    // consul-template: helpers
+    "byTag",
+    "byKey",
+    "toJSON",
+    "toJSONPretty",
+    "parseJSON",
+    "split",
+    "join",
+    "contains",
+    "containsAll",
+    "containsAny",
+    "containsNone",
+    "containsNotAll",
+    "in",
+    "replaceAll",
+    "toLower",
+    "toUpper",
+    "toTitle",
+    "trimSpace",
+    "trim",
+    "trimPrefix",
+    "trimSuffix",
+    "timestamp",
+    "parseInt",
+    "parseUint",
+    "parseFloat",
+    "parseBool",
+    "add",
+    "subtract",
+    "multiply",
+    "divide",
+    "modulo",
+    "minimum",
+    "maximum",
+    "loop",
+    "indent",
+    "base64Encode",
+    "base64Decode",
+    "base64URLEncode",
+    "base64URLDecode",
+];
+
+/// Longest list `loop` may build.
+const MAX_LOOP: i64 = 1_000_000;
+
+pub(crate) fn is_defined(name: &str) -> bool {
+    NAMES.contains(&name)
+}
+
+fn arity(name: &str, args: &[Value], min: usize, max: usize) -> Result<(), String> {
+    if args.len() < min || args.len() > max {
+        let want = if min == max {
+            format!("{min}")
+        } else {
+            format!("{min} to {max}")
+        };
+        return Err(format!(
+            "wrong number of args for {name}: want {want} got {}",
+            args.len()
+        ));
+    }
+    Ok(())
+}
+
+fn string_arg<'v>(name: &str, v: &'v Value) -> Result<&'v str, String> {
+    v.as_str()
+        .ok_or_else(|| format!("{name}: expected string; found {}", v.to_text()))
+}
+
+/// A value used as a string: strings as they are, numbers and bools printed.
+fn text(v: &Value) -> String {
+    v.to_text()
+}
+
+pub(crate) fn call(ex: &mut Exec<'_>, name: &str, args: Vec<Value>) -> Result<Value, String> {
+    let a = &args;
+    Ok(match name {
+        "not" => {
+            arity(name, a, 1, 1)?;
+            Value::Bool(!a[0].truthy())
+        }
+        "len" => {
+            arity(name, a, 1, 1)?;
+            Value::Int(match &a[0] {
+                Value::Str(s) => s.len() as i64,
+                Value::List(l) => l.len() as i64,
+                Value::Map(m) => m.len() as i64,
+                other => return Err(format!("len of type {}", other.kind())),
+            })
+        }
+        "index" => index(a)?,
+        "slice" => slice(a)?,
+        "print" => Value::Str(sprint(a)),
+        "println" => {
+            let parts: Vec<String> = a.iter().map(text).collect();
+            Value::Str(parts.join(" ") + "\n")
+        }
+        "printf" => {
+            arity(name, a, 1, usize::MAX)?;
+            Value::Str(sprintf(string_arg(name, &a[0])?, &a[1..]))
+        }
+        "eq" => {
+            arity(name, a, 2, usize::MAX)?;
+            let mut any = false;
+            for other in &a[1..] {
+                if equal(&a[0], other)? {
+                    any = true;
+                }
+            }
+            Value::Bool(any)
+        }
+        "ne" => {
+            arity(name, a, 2, 2)?;
+            Value::Bool(!equal(&a[0], &a[1])?)
+        }
+        "lt" | "le" | "gt" | "ge" => {
+            arity(name, a, 2, 2)?;
+            let ord = compare(&a[0], &a[1])?;
+            Value::Bool(match name {
+                "lt" => ord == Ordering::Less,
+                "le" => ord != Ordering::Greater,
+                "gt" => ord == Ordering::Greater,
+                _ => ord != Ordering::Less,
+            })
+        }
+        "html" => Value::Str(escape_html(&sprint(a))),
+        "js" => Value::Str(escape_js(&sprint(a))),
+        "urlquery" => Value::Str(escape_query(&sprint(a))),
+        // Consul data
+        "service" => {
+            arity(name, a, 1, 2)?;
+            let filter = a.get(1).map(|f| string_arg(name, f)).transpose()?;
+            let d = dep::parse_service(string_arg(name, &a[0])?, filter)?;
+            ex.dependency(d).unwrap_or_else(|| Value::list(Vec::new()))
+        }
+        "services" => {
+            arity(name, a, 0, 1)?;
+            let q = a.first().map(|q| string_arg(name, q)).transpose()?.unwrap_or("");
+            let (_, dc, _) = dep::parse_catalog(q);
+            ex.dependency(Dependency::CatalogServices { dc })
+                .unwrap_or_else(|| Value::list(Vec::new()))
+        }
+        "node" => {
+            arity(name, a, 0, 1)?;
+            let q = a.first().map(|q| string_arg(name, q)).transpose()?.unwrap_or("");
+            let (node, dc, _) = dep::parse_catalog(q);
+            let name = Some(node).filter(|n| !n.is_empty());
+            ex.dependency(Dependency::CatalogNode { name, dc }).unwrap_or_default()
+        }
+        "nodes" => {
+            arity(name, a, 0, 1)?;
+            let q = a.first().map(|q| string_arg(name, q)).transpose()?.unwrap_or("");
+            let (_, dc, near) = dep::parse_catalog(q);
+            ex.dependency(Dependency::CatalogNodes { dc, near })
+                .unwrap_or_else(|| Value::list(Vec::new()))
+        }
+        "datacenters" => {
+            arity(name, a, 0, 1)?;
+            ex.dependency(Dependency::CatalogDatacenters)
+                .unwrap_or_else(|| Value::list(Vec::new()))
+        }
+        "key" | "keyExists" | "keyOrDefault" => {
+            arity(
+                name,
+                a,
+                if name == "keyOrDefault" { 2 } else { 1 },
+                if name == "keyOrDefault" { 2 } else { 1 },
+            )?;
+            let d = dep::parse_kv(string_arg(name, &a[0])?)?;
+            let got = ex.dependency(d.clone());
+            match (name, got) {
+                ("key", Some(Value::Str(s))) => Value::Str(s),
+                ("key", _) => {
+                    // A key that does not exist (yet) holds the render back, as in consul-template.
+                    ex.block_on(d);
+                    Value::Str(String::new())
+                }
+                ("keyExists", got) => Value::Bool(matches!(got, Some(Value::Str(_)))),
+                (_, Some(Value::Str(s))) => Value::Str(s),
+                (_, _) => Value::Str(text(&a[1])),
+            }
+        }
+        "ls" | "safeLs" | "tree" | "safeTree" => {
+            arity(name, a, 1, 1)?;
+            let d = dep::parse_kv_list(string_arg(name, &a[0])?);
+            let pairs = ex.dependency(d.clone());
+            let top_only = name.ends_with("Ls") || name == "ls";
+            let list: Vec<Value> = match &pairs {
+                Some(Value::List(l)) => l
+                    .iter()
+                    .filter(|p| {
+                        let key = p.field("Key").ok().map(|k| k.to_text()).unwrap_or_default();
+                        if top_only {
+                            !key.is_empty() && !key.contains('/')
+                        } else {
+                            !key.ends_with('/') && !key.is_empty()
+                        }
+                    })
+                    .cloned()
+                    .collect(),
+                _ => Vec::new(),
+            };
+            if name.starts_with("safe") && pairs.is_some() && list.is_empty() {
+                ex.block_on(d);
+            }
+            Value::list(list)
+        }
+        "env" | "mustEnv" => {
+            arity(name, a, 1, 1)?;
+            let var = string_arg(name, &a[0])?;
+            match (ex.ctx.env)(var) {
+                Some(v) => Value::Str(v),
+                None if name == "mustEnv" => return Err(format!("environment variable {var} not set")),
+                None => Value::Str(String::new()),
+            }
+        }
+        "envOrDefault" => {
+            arity(name, a, 2, 2)?;
+            let var = string_arg(name, &a[0])?;
+            Value::Str((ex.ctx.env)(var).unwrap_or_else(|| text(&a[1])))
+        }
+        "file" => {
+            arity(name, a, 1, 1)?;
+            let path = string_arg(name, &a[0])?.to_string();
+            ex.dependency(Dependency::File { path }).unwrap_or_default()
+        }
+        "timestamp" => {
+            arity(name, a, 0, 1)?;
+            let layout = a.first().map(|l| string_arg(name, l)).transpose()?;
+            Value::Str(timestamp(
+                ex.ctx.now_unix,
+                layout.unwrap_or("2006-01-02T15:04:05Z07:00"),
+            ))
+        }
+        _ => helper(name, a)?,
+    })
+}
+
+/// The helpers that need nothing but their arguments.
+fn helper(name: &str, a: &[Value]) -> Result<Value, String> {
+    Ok(match name {
+        "byTag" => {
+            arity(name, a, 1, 1)?;
+            dep::by_tag(&a[0])?
+        }
+        "byKey" => {
+            arity(name, a, 1, 1)?;
+            dep::by_key(&a[0])?
+        }
+        "toJSON" | "toJSONPretty" => {
+            arity(name, a, 1, 1)?;
+            let json = a[0].to_json();
+            let s = if name == "toJSON" {
+                serde_json::to_string(&json)
+            } else {
+                serde_json::to_string_pretty(&json)
+            };
+            Value::Str(s.map_err(|e| e.to_string())?)
+        }
+        "parseJSON" => {
+            arity(name, a, 1, 1)?;
+            let s = string_arg(name, &a[0])?;
+            if s.trim().is_empty() {
+                return Ok(Value::map(Vec::<(String, Value)>::new()));
+            }
+            let json: serde_json::Value = serde_json::from_str(s).map_err(|e| e.to_string())?;
+            Value::from_json(&json)
+        }
+        "split" => {
+            arity(name, a, 2, 2)?;
+            let (sep, s) = (string_arg(name, &a[0])?, string_arg(name, &a[1])?);
+            if s.is_empty() {
+                Value::list(Vec::new())
+            } else if sep.is_empty() {
+                Value::list(s.chars().map(|c| Value::Str(c.to_string())).collect())
+            } else {
+                Value::list(s.split(sep).map(Value::str).collect())
+            }
+        }
+        "join" => {
+            arity(name, a, 2, 2)?;
+            let sep = string_arg(name, &a[0])?;
+            let Value::List(items) = &a[1] else {
+                return Err(format!("join: expected a list; found {}", a[1].kind()));
+            };
+            let parts: Vec<String> = items.iter().map(text).collect();
+            Value::Str(parts.join(sep))
+        }
+        "contains" => {
+            arity(name, a, 2, 2)?;
+            Value::Bool(contains(&a[1], &a[0])?)
+        }
+        "in" => {
+            arity(name, a, 2, 2)?;
+            Value::Bool(contains(&a[0], &a[1])?)
+        }
+        "containsAll" | "containsAny" | "containsNone" | "containsNotAll" => {
+            arity(name, a, 2, 2)?;
+            let Value::List(wanted) = &a[0] else {
+                return Err(format!("{name}: expected a list; found {}", a[0].kind()));
+            };
+            let mut hits = 0;
+            for w in wanted.iter() {
+                if contains(&a[1], w)? {
+                    hits += 1;
+                }
+            }
+            Value::Bool(match name {
+                "containsAll" => hits == wanted.len(),
+                "containsAny" => hits > 0,
+                "containsNone" => hits == 0,
+                _ => hits < wanted.len(),
+            })
+        }
+        "replaceAll" => {
+            arity(name, a, 3, 3)?;
+            let (from, to, s) = (
+                string_arg(name, &a[0])?,
+                string_arg(name, &a[1])?,
+                string_arg(name, &a[2])?,
+            );
+            Value::Str(if from.is_empty() {
+                s.to_string()
+            } else {
+                s.replace(from, to)
+            })
+        }
+        "toLower" | "toUpper" | "toTitle" | "trimSpace" => {
+            arity(name, a, 1, 1)?;
+            let s = string_arg(name, &a[0])?;
+            Value::Str(match name {
+                "toLower" => s.to_lowercase(),
+                "toUpper" => s.to_uppercase(),
+                "trimSpace" => s.trim().to_string(),
+                _ => title(s),
+            })
+        }
+        "trim" | "trimPrefix" | "trimSuffix" => {
+            arity(name, a, 2, 2)?;
+            let (cut, s) = (string_arg(name, &a[0])?, string_arg(name, &a[1])?);
+            Value::str(match name {
+                "trim" => s.trim_matches(|c| cut.contains(c)),
+                "trimPrefix" => s.strip_prefix(cut).unwrap_or(s),
+                _ => s.strip_suffix(cut).unwrap_or(s),
+            })
+        }
+        "parseInt" | "parseUint" => {
+            arity(name, a, 1, 1)?;
+            let s = string_arg(name, &a[0])?;
+            let n: i64 = s
+                .parse()
+                .map_err(|_| format!("strconv.ParseInt: parsing {s:?}: invalid syntax"))?;
+            if name == "parseUint" && n < 0 {
+                return Err(format!("strconv.ParseUint: parsing {s:?}: invalid syntax"));
+            }
+            Value::Int(n)
+        }
+        "parseFloat" => {
+            arity(name, a, 1, 1)?;
+            let s = string_arg(name, &a[0])?;
+            Value::Float(
+                s.parse()
+                    .map_err(|_| format!("strconv.ParseFloat: parsing {s:?}: invalid syntax"))?,
+            )
+        }
+        "parseBool" => {
+            arity(name, a, 1, 1)?;
+            let s = string_arg(name, &a[0])?;
+            Value::Bool(match s {
+                "1" | "t" | "T" | "TRUE" | "true" | "True" => true,
+                "0" | "f" | "F" | "FALSE" | "false" | "False" => false,
+                _ => return Err(format!("strconv.ParseBool: parsing {s:?}: invalid syntax")),
+            })
+        }
+        "add" | "subtract" | "multiply" | "divide" | "modulo" | "minimum" | "maximum" => {
+            arity(name, a, 2, 2)?;
+            math(name, &a[1], &a[0])?
+        }
+        "loop" => {
+            arity(name, a, 1, 2)?;
+            let int = |v: &Value| match v {
+                Value::Int(i) => Ok(*i),
+                other => Err(format!("loop: expected an integer; found {}", other.to_text())),
+            };
+            let (start, end) = if a.len() == 1 {
+                (0, int(&a[0])?)
+            } else {
+                (int(&a[0])?, int(&a[1])?)
+            };
+            if end.saturating_sub(start) > MAX_LOOP {
+                return Err(format!("loop: more than {MAX_LOOP} iterations"));
+            }
+            Value::list((start..end).map(Value::Int).collect())
+        }
+        "indent" => {
+            arity(name, a, 2, 2)?;
+            let n = match &a[0] {
+                Value::Int(n) if (0..=1024).contains(n) => *n as usize,
+                other => return Err(format!("indent: invalid spaces {}", other.to_text())),
+            };
+            let pad = " ".repeat(n);
+            let s = string_arg(name, &a[1])?;
+            let lines: Vec<String> = s.split('\n').map(|l| format!("{pad}{l}")).collect();
+            Value::Str(lines.join("\n"))
+        }
+        "base64Encode" | "base64URLEncode" => {
+            arity(name, a, 1, 1)?;
+            let s = string_arg(name, &a[0])?;
+            Value::Str(engine(name).encode(s))
+        }
+        "base64Decode" | "base64URLDecode" => {
+            arity(name, a, 1, 1)?;
+            let s = string_arg(name, &a[0])?;
+            let bytes = engine(name).decode(s).map_err(|e| e.to_string())?;
+            Value::Str(String::from_utf8_lossy(&bytes).into_owned())
+        }
+        other => return Err(format!("function {other:?} not defined")),
+    })
+}
+
+fn engine(name: &str) -> base64::engine::GeneralPurpose {
+    if name.contains("URL") {
+        base64::engine::general_purpose::URL_SAFE
+    } else {
+        base64::engine::general_purpose::STANDARD
+    }
+}
+
+/// Go's `fmt.Sprint`: spaces between operands when neither is a string.
+fn sprint(a: &[Value]) -> String {
+    let mut out = String::new();
+    for (i, v) in a.iter().enumerate() {
+        if i > 0 && !matches!(v, Value::Str(_)) && !matches!(a[i - 1], Value::Str(_)) {
+            out.push(' ');
+        }
+        v.write_text(&mut out, false);
+    }
+    out
+}
+
+fn index(a: &[Value]) -> Result<Value, String> {
+    arity("index", a, 1, usize::MAX)?;
+    let mut v = a[0].clone();
+    for key in &a[1..] {
+        v = match (&v, key) {
+            (Value::List(l), Value::Int(i)) => match usize::try_from(*i).ok().and_then(|i| l.get(i)) {
+                Some(e) => e.clone(),
+                None => return Err(format!("error calling index: index out of range: {i}")),
+            },
+            (Value::Str(s), Value::Int(i)) => match usize::try_from(*i).ok().and_then(|i| s.as_bytes().get(i)) {
+                Some(b) => Value::Int(i64::from(*b)),
+                None => return Err(format!("error calling index: index out of range: {i}")),
+            },
+            (Value::Map(m), k) => m.get(&text(k)).cloned().unwrap_or_default(),
+            (Value::Null, _) => return Err("index of untyped nil".into()),
+            (other, k) => return Err(format!("can't index item of type {} with {}", other.kind(), k.kind())),
+        };
+    }
+    Ok(v)
+}
+
+fn slice(a: &[Value]) -> Result<Value, String> {
+    arity("slice", a, 1, 3)?;
+    let bound = |i: usize, len: usize, default: usize| -> Result<usize, String> {
+        match a.get(i) {
+            None => Ok(default),
+            Some(Value::Int(n)) if *n >= 0 && (*n as u64) <= len as u64 => Ok(*n as usize),
+            Some(other) => Err(format!("index out of range: {}", other.to_text())),
+        }
+    };
+    match &a[0] {
+        Value::Str(s) => {
+            let (lo, hi) = (bound(1, s.len(), 0)?, bound(2, s.len(), s.len())?);
+            match s.get(lo..hi) {
+                Some(sub) if lo <= hi => Ok(Value::str(sub)),
+                _ => Err(format!("invalid slice index: {lo} > {hi}")),
+            }
+        }
+        Value::List(l) => {
+            let (lo, hi) = (bound(1, l.len(), 0)?, bound(2, l.len(), l.len())?);
+            if lo > hi {
+                return Err(format!("invalid slice index: {lo} > {hi}"));
+            }
+            Ok(Value::list(l[lo..hi].to_vec()))
+        }
+        other => Err(format!("can't slice item of type {}", other.kind())),
+    }
+}
+
+fn number(v: &Value) -> Option<f64> {
+    match v {
+        Value::Int(i) => Some(*i as f64),
+        Value::Float(f) => Some(*f),
+        _ => None,
+    }
+}
+
+fn equal(x: &Value, y: &Value) -> Result<bool, String> {
+    Ok(match (x, y) {
+        (Value::Int(a), Value::Int(b)) => a == b,
+        (Value::Int(_) | Value::Float(_), Value::Int(_) | Value::Float(_)) => number(x) == number(y),
+        (Value::Str(a), Value::Str(b)) => a == b,
+        (Value::Bool(a), Value::Bool(b)) => a == b,
+        (Value::Null, Value::Null) => true,
+        (Value::Null, _) | (_, Value::Null) => false,
+        (Value::List(_) | Value::Map(_), _) | (_, Value::List(_) | Value::Map(_)) => {
+            return Err(format!(
+                "non-comparable type {}",
+                if matches!(x, Value::List(_) | Value::Map(_)) {
+                    x.kind()
+                } else {
+                    y.kind()
+                }
+            ))
+        }
+        _ => return Err("incompatible types for comparison".into()),
+    })
+}
+
+fn compare(x: &Value, y: &Value) -> Result<Ordering, String> {
+    match (x, y) {
+        (Value::Int(a), Value::Int(b)) => Ok(a.cmp(b)),
+        (Value::Str(a), Value::Str(b)) => Ok(a.cmp(b)),
+        _ => match (number(x), number(y)) {
+            (Some(a), Some(b)) => a.partial_cmp(&b).ok_or_else(|| "invalid comparison of NaN".to_string()),
+            _ if std::mem::discriminant(x) != std::mem::discriminant(y) => {
+                Err("incompatible types for comparison".into())
+            }
+            _ => Err(format!("invalid type for comparison: {}", x.kind())),
+        },
+    }
+}
+
+/// consul-template's `in(l, v)`: membership in a list, substring of a string.
+fn contains(haystack: &Value, needle: &Value) -> Result<bool, String> {
+    match haystack {
+        Value::List(items) => Ok(items.iter().any(|i| equal(i, needle).unwrap_or(false))),
+        Value::Str(s) => Ok(s.contains(&text(needle))),
+        Value::Null => Ok(false),
+        other => Err(format!("cannot search in type {}", other.kind())),
+    }
+}
+
+/// consul-template's math helpers: `{{ 5 | subtract 2 }}` is `subtract(2, 5)` = 5 - 2. Integers stay
+/// integers unless a float takes part.
+fn math(name: &str, a: &Value, b: &Value) -> Result<Value, String> {
+    let int = |v: &Value| match v {
+        Value::Int(i) => Some(*i),
+        Value::Str(s) => s.parse::<i64>().ok(),
+        _ => None,
+    };
+    let float = |v: &Value| match v {
+        Value::Float(f) => Some(*f),
+        Value::Str(s) => s.parse::<f64>().ok(),
+        other => number(other),
+    };
+    if let (Some(x), Some(y)) = (int(a), int(b)) {
+        let r = match name {
+            "add" => x.checked_add(y),
+            "subtract" => x.checked_sub(y),
+            "multiply" => x.checked_mul(y),
+            "divide" if y == 0 => return Err("division by zero".into()),
+            "divide" => x.checked_div(y),
+            "modulo" if y == 0 => return Err("division by zero".into()),
+            "modulo" => x.checked_rem(y),
+            "minimum" => Some(x.min(y)),
+            _ => Some(x.max(y)),
+        };
+        return r.map(Value::Int).ok_or_else(|| "integer overflow".to_string());
+    }
+    let (Some(x), Some(y)) = (float(a), float(b)) else {
+        return Err(format!("unknown type for {:?} ({})", a.to_text(), a.kind()));
+    };
+    Ok(Value::Float(match name {
+        "add" => x + y,
+        "subtract" => x - y,
+        "multiply" => x * y,
+        "divide" if y == 0.0 => return Err("division by zero".into()),
+        "divide" => x / y,
+        "modulo" => return Err("modulo of a float".into()),
+        "minimum" => x.min(y),
+        _ => x.max(y),
+    }))
+}
+
+fn title(s: &str) -> String {
+    let mut out = String::with_capacity(s.len());
+    let mut start = true;
+    for c in s.chars() {
+        if start && c.is_alphanumeric() {
+            out.extend(c.to_uppercase());
+        } else {
+            out.push(c);
+        }
+        start = !(c.is_alphanumeric() || c == '_' || c == '\'');
+    }
+    out
+}
+
+fn escape_html(s: &str) -> String {
+    let mut out = String::with_capacity(s.len());
+    for c in s.chars() {
+        match c {
+            '<' => out.push_str("&lt;"),
+            '>' => out.push_str("&gt;"),
+            '&' => out.push_str("&amp;"),
+            '\'' => out.push_str("&#39;"),
+            '"' => out.push_str("&#34;"),
+            '\0' => out.push('\u{FFFD}'),
+            c => out.push(c),
+        }
+    }
+    out
+}
+
+fn escape_js(s: &str) -> String {
+    let mut out = String::with_capacity(s.len());
+    for c in s.chars() {
+        match c {
+            '\\' => out.push_str("\\\\"),
+            '\'' => out.push_str("\\'"),
+            '"' => out.push_str("\\\""),
+            '<' => out.push_str("\\u003C"),
+            '>' => out.push_str("\\u003E"),
+            '&' => out.push_str("\\u0026"),
+            '=' => out.push_str("\\u003D"),
+            '\n' => out.push_str("\\u000A"),
+            '\r' => out.push_str("\\u000D"),
+            '\t' => out.push_str("\\u0009"),
+            c if (c as u32) < 0x20 => {
+                let _ = write!(out, "\\u{:04X}", c as u32);
+            }
+            c => out.push(c),
+        }
+    }
+    out
+}
+
+fn escape_query(s: &str) -> String {
+    let mut out = String::with_capacity(s.len());
+    for b in s.bytes() {
+        if b.is_ascii_alphanumeric() || b"-_.~".contains(&b) {
+            out.push(b as char);
+        } else if b == b' ' {
+            out.push('+');
+        } else {
+            let _ = write!(out, "%{b:02X}");
+        }
+    }
+    out
+}
+
+/// Go's `fmt.Sprintf` for the verbs templates use: `%v %s %d %q %f %e %g %x %X %o %b %t %c %%`, with
+/// flags `-+ 0#`, width and precision.
+pub(crate) fn sprintf(format: &str, args: &[Value]) -> String {
+    let mut out = String::new();
+    let mut next = 0;
+    let mut chars = format.chars().peekable();
+    while let Some(c) = chars.next() {
+        if c != '%' {
+            out.push(c);
+            continue;
+        }
+        let (mut minus, mut plus, mut zero, mut space, mut sharp) = (false, false, false, false, false);
+        while let Some(&f) = chars.peek() {
+            match f {
+                '-' => minus = true,
+                '+' => plus = true,
+                '0' => zero = true,
+                ' ' => space = true,
+                '#' => sharp = true,
+                _ => break,
+            }
+            chars.next();
+        }
+        let mut width = None;
+        while let Some(d) = chars.peek().and_then(|c| c.to_digit(10)) {
+            width = Some(
+                width
+                    .unwrap_or(0usize)
+                    .saturating_mul(10)
+                    .saturating_add(d as usize)
+                    .min(4096),
+            );
+            chars.next();
+        }
+        let mut prec = None;
+        if chars.peek() == Some(&'.') {
+            chars.next();
+            let mut p = 0usize;
+            while let Some(d) = chars.peek().and_then(|c| c.to_digit(10)) {
+                p = p.saturating_mul(10).saturating_add(d as usize).min(4096);
+                chars.next();
+            }
+            prec = Some(p);
+        }
+        let Some(verb) = chars.next() else {
+            out.push_str("%!(NOVERB)");
+            break;
+        };
+        if verb == '%' {
+            out.push('%');
+            continue;
+        }
+        let Some(arg) = args.get(next) else {
+            let _ = write!(out, "%!{verb}(MISSING)");
+            continue;
+        };
+        next += 1;
+        let body = format_verb(verb, arg, prec, plus, space, sharp);
+        let len = body.chars().count();
+        match width {
+            Some(w) if w > len => {
+                let pad = w - len;
+                if minus {
+                    out.push_str(&body);
+                    out.extend(std::iter::repeat_n(' ', pad));
+                } else if zero
+                    && matches!(verb, 'd' | 'f' | 'F' | 'e' | 'g' | 'x' | 'X' | 'o' | 'b')
+                    && matches!(arg, Value::Int(_) | Value::Float(_))
+                {
+                    let (sign, digits) = match body.strip_prefix(['-', '+']) {
+                        Some(d) => (&body[..1], d),
+                        None => ("", body.as_str()),
+                    };
+                    out.push_str(sign);
+                    out.extend(std::iter::repeat_n('0', pad));
+                    out.push_str(digits);
+                } else {
+                    out.extend(std::iter::repeat_n(' ', pad));
+                    out.push_str(&body);
+                }
+            }
+            _ => out.push_str(&body),
+        }
+    }
+    if next < args.len() {
+        out.push_str("%!(EXTRA ");
+        for (i, a) in args[next..].iter().enumerate() {
+            if i > 0 {
+                out.push_str(", ");
+            }
+            let _ = write!(out, "{}={}", go_type(a), a.to_text());
+        }
+        out.push(')');
+    }
+    out
+}
+
+fn go_type(v: &Value) -> &'static str {
+    match v {
+        Value::Null => "<nil>",
+        Value::Bool(_) => "bool",
+        Value::Int(_) => "int",
+        Value::Float(_) => "float64",
+        Value::Str(_) => "string",
+        Value::List(_) => "[]interface {}",
+        Value::Map(_) => "map[string]interface {}",
+    }
+}
+
+fn format_verb(verb: char, arg: &Value, prec: Option<usize>, plus: bool, space: bool, sharp: bool) -> String {
+    let bad = || format!("%!{verb}({}={})", go_type(arg), arg.to_text());
+    let signed = |s: String, neg: bool| {
+        if neg {
+            s
+        } else if plus {
+            format!("+{s}")
+        } else if space {
+            format!(" {s}")
+        } else {
+            s
+        }
+    };
+    match (verb, arg) {
+        ('v', Value::Null) | ('s', Value::Null) => "<nil>".into(),
+        ('v' | 's', Value::Str(s)) => match prec {
+            Some(p) => s.chars().take(p).collect(),
+            None => s.clone(),
+        },
+        ('v' | 'd', Value::Int(i)) => signed(i.to_string(), *i < 0),
+        ('v', Value::Float(f)) => signed(format_float_g(*f), *f < 0.0),
+        ('v' | 't', Value::Bool(b)) => b.to_string(),
+        ('v' | 's', Value::List(_) | Value::Map(_)) => {
+            let mut s = String::new();
+            arg.write_text(&mut s, false);
+            s
+        }
+        ('q', Value::Str(s)) => go_quote(s),
+        ('q', Value::Int(i)) => match u32::try_from(*i).ok().and_then(char::from_u32) {
+            Some(c) => format!("'{c}'"),
+            None => bad(),
+        },
+        ('c', Value::Int(i)) => u32::try_from(*i)
+            .ok()
+            .and_then(char::from_u32)
+            .map_or_else(bad, String::from),
+        ('x' | 'X', Value::Int(i)) => {
+            let s = format!("{:x}", i.unsigned_abs());
+            let s = if sharp { format!("0x{s}") } else { s };
+            let s = if verb == 'X' { s.to_uppercase() } else { s };
+            signed(if *i < 0 { format!("-{s}") } else { s }, *i < 0)
+        }
+        ('x' | 'X', Value::Str(s)) => {
+            let hex: String = s.bytes().map(|b| format!("{b:02x}")).collect();
+            if verb == 'X' {
+                hex.to_uppercase()
+            } else {
+                hex
+            }
+        }
+        ('o', Value::Int(i)) => signed(
+            format!("{}{:o}", if *i < 0 { "-" } else { "" }, i.unsigned_abs()),
+            *i < 0,
+        ),
+        ('b', Value::Int(i)) => signed(
+            format!("{}{:b}", if *i < 0 { "-" } else { "" }, i.unsigned_abs()),
+            *i < 0,
+        ),
+        ('f' | 'F' | 'e' | 'g', Value::Int(_) | Value::Float(_)) => {
+            let Some(f) = number(arg) else { return bad() };
+            if matches!(arg, Value::Int(_)) {
+                return bad();
+            }
+            let s = match verb {
+                'f' | 'F' => format!("{:.*}", prec.unwrap_or(6), f),
+                'e' => {
+                    let s = format!("{:.*e}", prec.unwrap_or(6), f);
+                    let (m, e) = s.split_once('e').unwrap_or((&s, "0"));
+                    let (sign, d) = match e.strip_prefix('-') {
+                        Some(d) => ('-', d),
+                        None => ('+', e),
+                    };
+                    format!("{m}e{sign}{d:0>2}")
+                }
+                _ => format_float_g(f),
+            };
+            signed(s, f < 0.0)
+        }
+        _ => bad(),
+    }
+}
+
+/// Go's `strconv.Quote`.
+fn go_quote(s: &str) -> String {
+    let mut out = String::from("\"");
+    for c in s.chars() {
+        match c {
+            '"' => out.push_str("\\\""),
+            '\\' => out.push_str("\\\\"),
+            '\n' => out.push_str("\\n"),
+            '\t' => out.push_str("\\t"),
+            '\r' => out.push_str("\\r"),
+            c if (c as u32) < 0x20 || c as u32 == 0x7f => {
+                let _ = write!(out, "\\x{:02x}", c as u32);
+            }
+            c => out.push(c),
+        }
+    }
+    out.push('"');
+    out
+}
+
+/// Unix seconds → civil UTC date (Howard Hinnant's algorithm).
+fn civil(secs: i64) -> (i64, u32, u32, u32, u32, u32, u32) {
+    let days = secs.div_euclid(86_400);
+    let rem = secs.rem_euclid(86_400) as u32;
+    let z = days + 719_468;
+    let era = z.div_euclid(146_097);
+    let doe = z.rem_euclid(146_097);
+    let yoe = (doe - doe / 1460 + doe / 36_524 - doe / 146_096) / 365;
+    let doy = doe - (365 * yoe + yoe / 4 - yoe / 100);
+    let mp = (5 * doy + 2) / 153;
+    let day = (doy - (153 * mp + 2) / 5 + 1) as u32;
+    let month = if mp < 10 { mp + 3 } else { mp - 9 } as u32;
+    let year = yoe + era * 400 + i64::from(month <= 2);
+    let weekday = (days + 4).rem_euclid(7) as u32; // 1970-01-01 was a Thursday
+    (year, month, day, rem / 3600, rem / 60 % 60, rem % 60, weekday)
+}
+
+/// `timestamp`: the time in UTC formatted with a Go layout (`2006-01-02T15:04:05Z07:00` by default).
+fn timestamp(now: i64, layout: &str) -> String {
+    const MONTHS: [&str; 12] = [
+        "January",
+        "February",
+        "March",
+        "April",
+        "May",
+        "June",
+        "July",
+        "August",
+        "September",
+        "October",
+        "November",
+        "December",
+    ];
+    const DAYS: [&str; 7] = [
+        "Sunday",
+        "Monday",
+        "Tuesday",
+        "Wednesday",
+        "Thursday",
+        "Friday",
+        "Saturday",
+    ];
+    let (y, mo, d, h, mi, s, wd) = civil(now);
+    let tokens: &[(&str, String)] = &[
+        ("2006", format!("{y:04}")),
+        ("January", MONTHS[mo as usize - 1].to_string()),
+        ("Monday", DAYS[wd as usize].to_string()),
+        ("Z07:00", "Z".into()),
+        ("-07:00", "+00:00".into()),
+        ("-0700", "+0000".into()),
+        ("Jan", MONTHS[mo as usize - 1][..3].to_string()),
+        ("Mon", DAYS[wd as usize][..3].to_string()),
+        ("MST", "UTC".into()),
+        ("01", format!("{mo:02}")),
+        ("02", format!("{d:02}")),
+        ("15", format!("{h:02}")),
+        ("03", format!("{:02}", if h % 12 == 0 { 12 } else { h % 12 })),
+        ("04", format!("{mi:02}")),
+        ("05", format!("{s:02}")),
+        ("06", format!("{:02}", y.rem_euclid(100))),
+        ("PM", if h >= 12 { "PM" } else { "AM" }.into()),
+        ("pm", if h >= 12 { "pm" } else { "am" }.into()),
+        ("_2", format!("{d:>2}")),
+        ("1", mo.to_string()),
+        ("2", d.to_string()),
+        ("3", (if h % 12 == 0 { 12 } else { h % 12 }).to_string()),
+        ("4", mi.to_string()),
+        ("5", s.to_string()),
+    ];
+    let mut out = String::new();
+    let mut rest = layout;
+    'outer: while !rest.is_empty() {
+        for (tok, val) in tokens {
+            if let Some(r) = rest.strip_prefix(tok) {
+                out.push_str(val);
+                rest = r;
+                continue 'outer;
+            }
+        }
+        let c = rest.chars().next().unwrap_or(' ');
+        out.push(c);
+        rest = &rest[c.len_utf8()..];
+    }
+    out
+}
