@@ -19,3 +19,5 @@ pub mod http;
 pub mod rpc;
 #[cfg(feature = "server")]
 pub mod storage;
+#[cfg(feature = "server")]
+pub mod template;

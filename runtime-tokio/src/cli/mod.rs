@@ -4,8 +4,8 @@
 //! Output rules, as Consul's `cli.Ui`: results go to stdout, errors are one line on stderr, and a
 //! failing command exits 1.
 
-mod client;
-mod flags;
+pub(crate) mod client;
+pub(crate) mod flags;
 mod kv;
 mod ops;
 #[cfg(test)]
@@ -60,6 +60,7 @@ Available commands are:
     kv             Interact with the key-value store
     leave          Gracefully leaves the cluster and shuts down
     operator       Provides cluster-level tools for operators
+    template       Renders templates from Consul data (consul-template)
     version        Prints the concord version";
 
 pub(crate) fn run_with(args: &[String], io: &mut Io<'_>) -> i32 {
@@ -72,6 +73,7 @@ pub(crate) fn run_with(args: &[String], io: &mut Io<'_>) -> i32 {
         "info" => ops::info(rest, io),
         "leave" => ops::leave(rest, io),
         "operator" => ops::operator(rest, io),
+        "template" => crate::template::run_cli(rest, io),
         "version" | "-v" | "-version" | "--version" => ops::version(rest, io),
         "-h" | "-help" | "--help" | "help" => {
             io.info(USAGE);
