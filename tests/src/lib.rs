@@ -72,11 +72,7 @@ pub fn run_concord(http_addr: Option<&str>, args: &[&str], stdin: Option<&[u8]>)
     cmd.args(args)
         .env_remove("CONSUL_HTTP_TOKEN")
         .env_remove("CONSUL_HTTP_ADDR")
-        .stdin(if stdin.is_some() {
-            Stdio::piped()
-        } else {
-            Stdio::null()
-        })
+        .stdin(if stdin.is_some() { Stdio::piped() } else { Stdio::null() })
         .stdout(Stdio::piped())
         .stderr(Stdio::piped());
     if let Some(addr) = http_addr {
@@ -118,11 +114,7 @@ pub fn poll<T>(timeout: Duration, what: &str, mut attempt: impl FnMut() -> Resul
 }
 
 /// [`poll`] with an absolute deadline.
-pub fn poll_until<T>(
-    deadline: Instant,
-    what: &str,
-    mut attempt: impl FnMut() -> Result<T, String>,
-) -> T {
+pub fn poll_until<T>(deadline: Instant, what: &str, mut attempt: impl FnMut() -> Result<T, String>) -> T {
     let start = Instant::now();
     loop {
         let last = match attempt() {
@@ -154,10 +146,7 @@ pub struct Resp {
 impl Resp {
     pub fn header(&self, name: &str) -> Option<&str> {
         let name = name.to_ascii_lowercase();
-        self.headers
-            .iter()
-            .find(|(k, _)| *k == name)
-            .map(|(_, v)| v.as_str())
+        self.headers.iter().find(|(k, _)| *k == name).map(|(_, v)| v.as_str())
     }
 
     pub fn text(&self) -> String {
@@ -165,17 +154,13 @@ impl Resp {
     }
 
     pub fn json(&self) -> Result<serde_json::Value, String> {
-        serde_json::from_slice(&self.body)
-            .map_err(|e| format!("body is not JSON ({e}): {}", self.text()))
+        serde_json::from_slice(&self.body).map_err(|e| format!("body is not JSON ({e}): {}", self.text()))
     }
 
     /// `X-Consul-Index` as a number.
     pub fn index(&self) -> Result<u64, String> {
-        let v = self
-            .header("X-Consul-Index")
-            .ok_or("no X-Consul-Index header")?;
-        v.parse()
-            .map_err(|_| format!("X-Consul-Index is not a number: {v:?}"))
+        let v = self.header("X-Consul-Index").ok_or("no X-Consul-Index header")?;
+        v.parse().map_err(|_| format!("X-Consul-Index is not a number: {v:?}"))
     }
 
     /// Errors unless the status is `want`.
@@ -183,11 +168,7 @@ impl Resp {
         if self.status == want {
             Ok(self)
         } else {
-            Err(format!(
-                "status {} (want {want}): {}",
-                self.status,
-                self.text()
-            ))
+            Err(format!("status {} (want {want}): {}", self.status, self.text()))
         }
     }
 
@@ -198,10 +179,7 @@ impl Resp {
             .as_array()
             .ok_or_else(|| format!("KV answer is not an array: {json}"))?;
         let [entry] = entries.as_slice() else {
-            return Err(format!(
-                "KV answer has {} entries, want 1: {json}",
-                entries.len()
-            ));
+            return Err(format!("KV answer has {} entries, want 1: {json}", entries.len()));
         };
         match &entry["Value"] {
             serde_json::Value::Null => Ok(Vec::new()),
@@ -214,12 +192,7 @@ impl Resp {
 }
 
 /// One HTTP request. `Err` only for transport failures (refused, reset, timed out); any status is `Ok`.
-pub fn http(
-    method: &str,
-    url: &str,
-    body: Option<&[u8]>,
-    timeout: Duration,
-) -> Result<Resp, String> {
+pub fn http(method: &str, url: &str, body: Option<&[u8]>, timeout: Duration) -> Result<Resp, String> {
     let agent = ureq::AgentBuilder::new()
         .timeout(timeout)
         .redirects(0)
@@ -239,21 +212,14 @@ pub fn http(
     let headers = resp
         .headers_names()
         .into_iter()
-        .filter_map(|n| {
-            resp.header(&n)
-                .map(|v| (n.to_ascii_lowercase(), v.to_string()))
-        })
+        .filter_map(|n| resp.header(&n).map(|v| (n.to_ascii_lowercase(), v.to_string())))
         .collect();
     let mut body = Vec::new();
     resp.into_reader()
         .take(64 << 20)
         .read_to_end(&mut body)
         .map_err(|e| format!("{method} {url}: reading body: {e}"))?;
-    Ok(Resp {
-        status,
-        headers,
-        body,
-    })
+    Ok(Resp { status, headers, body })
 }
 
 pub fn http_get(url: &str) -> Result<Resp, String> {

@@ -47,18 +47,11 @@ fn kv_put_get_delete() {
     let a = Some(addr.as_str());
 
     let out = run_concord(a, &["kv", "put", "cli/greeting", "hello world"], None);
-    assert_eq!(
-        ok(&out, "kv put").trim(),
-        "Success! Data written to: cli/greeting"
-    );
+    assert_eq!(ok(&out, "kv put").trim(), "Success! Data written to: cli/greeting");
     let out = run_concord(a, &["kv", "get", "cli/greeting"], None);
     assert_eq!(ok(&out, "kv get"), "hello world\n");
     // The CLI and the HTTP API see the same store, through any server.
-    let resp = c
-        .get(2, "/v1/kv/cli/greeting?raw")
-        .unwrap()
-        .expect_status(200)
-        .unwrap();
+    let resp = c.get(2, "/v1/kv/cli/greeting?raw").unwrap().expect_status(200).unwrap();
     assert_eq!(resp.body, b"hello world");
 
     // -http-addr overrides CONSUL_HTTP_ADDR.
@@ -71,10 +64,7 @@ fn kv_put_get_delete() {
     assert_eq!(ok(&out, "kv get -http-addr"), "hello world\n");
 
     let out = run_concord(a, &["kv", "delete", "cli/greeting"], None);
-    assert_eq!(
-        ok(&out, "kv delete").trim(),
-        "Success! Deleted key: cli/greeting"
-    );
+    assert_eq!(ok(&out, "kv delete").trim(), "Success! Deleted key: cli/greeting");
     let out = run_concord(a, &["kv", "get", "cli/greeting"], None);
     let line = fails_with_one_line(&out, "kv get <deleted key>");
     assert_eq!(line, "Error! No key exists at: cli/greeting");
@@ -95,10 +85,7 @@ fn kv_export_then_import_restores_the_keys() {
         ok(&run_concord(a, &["kv", "put", k, v], None), "kv put");
     }
 
-    let exported = ok(
-        &run_concord(a, &["kv", "export", "cli/exp/"], None),
-        "kv export",
-    );
+    let exported = ok(&run_concord(a, &["kv", "export", "cli/exp/"], None), "kv export");
     let json: serde_json::Value = serde_json::from_str(&exported).expect("export prints JSON");
     let entries = json.as_array().expect("export prints an array");
     assert_eq!(entries.len(), keys.len(), "export: {exported}");
@@ -112,9 +99,7 @@ fn kv_export_then_import_restores_the_keys() {
             .as_str()
             .unwrap_or_else(|| panic!("value of {k} is not a string: {exported}"));
         use base64::Engine as _;
-        let decoded = base64::engine::general_purpose::STANDARD
-            .decode(value)
-            .unwrap();
+        let decoded = base64::engine::general_purpose::STANDARD.decode(value).unwrap();
         assert_eq!(decoded, v.as_bytes(), "{k} in {exported}");
     }
 
@@ -127,10 +112,7 @@ fn kv_export_then_import_restores_the_keys() {
     let file = dir.path().join("export.json");
     std::fs::write(&file, &exported).unwrap();
     let arg = format!("@{}", file.display());
-    ok(
-        &run_concord(a, &["kv", "import", &arg], None),
-        "kv import @file",
-    );
+    ok(&run_concord(a, &["kv", "import", &arg], None), "kv import @file");
     for (k, v) in keys {
         let resp = c
             .get(2, &format!("/v1/kv/{k}?raw"))
@@ -184,11 +166,7 @@ fn operator_raft_list_peers_info_and_version() {
             .unwrap_or_else(|| panic!("no row for {}:\n{out}", s.name));
         assert_eq!(row.len(), 6, "{out}");
         assert_eq!(row[2], s.rpc_addr(), "{out}");
-        assert_eq!(
-            row[3],
-            if i == leader { "leader" } else { "follower" },
-            "{out}"
-        );
+        assert_eq!(row[3], if i == leader { "leader" } else { "follower" }, "{out}");
         assert_eq!(row[4], "true", "{out}");
     }
 
@@ -209,8 +187,7 @@ fn operator_raft_list_peers_info_and_version() {
         "no `server = true` in:\n{info}"
     );
     assert!(
-        info.lines()
-            .any(|l| l.trim().starts_with("commit_index = ")),
+        info.lines().any(|l| l.trim().starts_with("commit_index = ")),
         "no commit_index in:\n{info}"
     );
 
@@ -218,8 +195,7 @@ fn operator_raft_list_peers_info_and_version() {
     let out = ok(&run_concord(None, &["version"], None), "version");
     let first = out.lines().next().unwrap_or_default();
     assert!(
-        first.to_ascii_lowercase().starts_with("concord v")
-            && first.contains(env!("CARGO_PKG_VERSION")),
+        first.to_ascii_lowercase().starts_with("concord v") && first.contains(env!("CARGO_PKG_VERSION")),
         "version's first line: {first:?}"
     );
 }

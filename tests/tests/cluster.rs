@@ -16,9 +16,7 @@ fn kv_get(c: &Cluster, i: usize, key: &str, query: &str) -> Result<Resp, String>
 
 /// PUTs `value` at `key` through server `i` and checks the write was acknowledged (`200`, body `true`).
 fn kv_put(c: &Cluster, i: usize, key: &str, value: &[u8]) -> Result<(), String> {
-    let resp = c
-        .put(i, &format!("/v1/kv/{key}"), value)?
-        .expect_status(200)?;
+    let resp = c.put(i, &format!("/v1/kv/{key}"), value)?.expect_status(200)?;
     match resp.text().trim() {
         "true" => Ok(()),
         other => Err(format!(
@@ -49,11 +47,7 @@ fn three_servers_elect_one_leader_and_list_three_peers() {
     let leader = c.wait_leader(FIRST_LEADER);
     let want: BTreeSet<String> = c.servers.iter().map(|s| s.rpc_addr()).collect();
     for i in 0..c.len() {
-        let resp = c
-            .get(i, "/v1/status/leader")
-            .unwrap()
-            .expect_status(200)
-            .unwrap();
+        let resp = c.get(i, "/v1/status/leader").unwrap().expect_status(200).unwrap();
         assert_eq!(
             resp.json().unwrap(),
             c.servers[leader].rpc_addr(),
@@ -94,12 +88,7 @@ fn a_write_through_any_server_is_readable_through_every_server() {
             // acknowledging it: read-after-write holds immediately, no polling.
             for query in ["", "?consistent"] {
                 let got = read_value(&c, reader, &key, query).unwrap();
-                assert_eq!(
-                    got,
-                    value.as_bytes(),
-                    "GET {key}{query} via {}",
-                    c.servers[reader].name
-                );
+                assert_eq!(got, value.as_bytes(), "GET {key}{query} via {}", c.servers[reader].name);
             }
             // ?stale is served by the reader itself, which may lag the leader: eventually.
             poll(
@@ -144,8 +133,7 @@ fn leader_failover_within_two_election_timeouts_and_the_old_leader_catches_up() 
             let left = (killed_at + bound)
                 .saturating_duration_since(Instant::now())
                 .max(Duration::from_millis(50));
-            let resp =
-                concord_tests::http("PUT", &c.url(i, "/v1/kv/failover/during"), Some(b"2"), left)?;
+            let resp = concord_tests::http("PUT", &c.url(i, "/v1/kv/failover/during"), Some(b"2"), left)?;
             match (resp.status, resp.text().trim()) {
                 (200, "true") => Ok(i),
                 (s, b) => Err(format!("PUT via {}: {s} {b}", c.servers[i].name)),
@@ -162,10 +150,7 @@ fn leader_failover_within_two_election_timeouts_and_the_old_leader_catches_up() 
     let new = c.wait_leader(Duration::from_secs(5));
     assert_ne!(new, old, "the killed server cannot be the leader");
     for &i in &survivors {
-        assert_eq!(
-            read_value(&c, i, "failover/during", "?consistent").unwrap(),
-            b"2"
-        );
+        assert_eq!(read_value(&c, i, "failover/during", "?consistent").unwrap(), b"2");
     }
 
     c.restart(old);
@@ -181,10 +166,7 @@ fn leader_failover_within_two_election_timeouts_and_the_old_leader_catches_up() 
             }
         },
     );
-    assert_eq!(
-        read_value(&c, old, "failover/before", "?stale").unwrap(),
-        b"1"
-    );
+    assert_eq!(read_value(&c, old, "failover/before", "?stale").unwrap(), b"1");
     c.wait_leader(Duration::from_secs(10));
 }
 
@@ -196,13 +178,8 @@ fn every_acknowledged_write_survives_kill_9_of_the_whole_cluster() {
     c.wait_leader(FIRST_LEADER);
     for k in 0..KEYS {
         // Spread the writes over all servers so forwarded writes are covered too.
-        kv_put(
-            &c,
-            k % c.len(),
-            &format!("durable/{k:03}"),
-            format!("v{k}").as_bytes(),
-        )
-        .unwrap_or_else(|e| panic!("write {k}: {e}"));
+        kv_put(&c, k % c.len(), &format!("durable/{k:03}"), format!("v{k}").as_bytes())
+            .unwrap_or_else(|e| panic!("write {k}: {e}"));
     }
     for i in 0..c.len() {
         c.kill(i);
@@ -213,13 +190,8 @@ fn every_acknowledged_write_survives_kill_9_of_the_whole_cluster() {
     c.wait_leader(FIRST_LEADER);
     for k in 0..KEYS {
         let key = format!("durable/{k:03}");
-        let got =
-            read_value(&c, k % c.len(), &key, "").unwrap_or_else(|e| panic!("after restart: {e}"));
-        assert_eq!(
-            String::from_utf8_lossy(&got),
-            format!("v{k}"),
-            "{key} after restart"
-        );
+        let got = read_value(&c, k % c.len(), &key, "").unwrap_or_else(|e| panic!("after restart: {e}"));
+        assert_eq!(String::from_utf8_lossy(&got), format!("v{k}"), "{key} after restart");
     }
     let keys = c
         .get(0, "/v1/kv/durable/?keys")
@@ -228,11 +200,7 @@ fn every_acknowledged_write_survives_kill_9_of_the_whole_cluster() {
         .unwrap()
         .json()
         .unwrap();
-    assert_eq!(
-        keys.as_array().map(Vec::len),
-        Some(KEYS),
-        "?keys after restart: {keys}"
-    );
+    assert_eq!(keys.as_array().map(Vec::len), Some(KEYS), "?keys after restart: {keys}");
 }
 
 /// `GET ?index=X&wait=30s` on a key wakes as soon as that key changes, and not when another key does.
@@ -250,10 +218,7 @@ fn blocking_get_wakes_on_its_own_key_only() {
         .index()
         .unwrap();
 
-    let url = c.url(
-        follower,
-        &format!("/v1/kv/watch/mine?index={index}&wait=30s"),
-    );
+    let url = c.url(follower, &format!("/v1/kv/watch/mine?index={index}&wait=30s"));
     let (tx, rx) = std::sync::mpsc::channel();
     let started = Instant::now();
     let watcher = std::thread::spawn(move || {
@@ -304,10 +269,7 @@ fn blocking_get_wakes_on_its_own_key_only() {
         returned - started
     );
     assert_eq!(resp.kv_value().unwrap(), b"new");
-    assert!(
-        resp.index().unwrap() > index,
-        "index did not move past {index}"
-    );
+    assert!(resp.index().unwrap() > index, "index did not move past {index}");
 }
 
 /// `concord agent -dev -http-port P` is a working single-server KV store with no config file or data dir.
@@ -315,21 +277,14 @@ fn blocking_get_wakes_on_its_own_key_only() {
 fn dev_agent_serves_kv_without_config() {
     let dev = concord_tests::Agent::dev();
     let url = dev.url("/v1/kv/dev/hello");
-    poll(
-        Duration::from_secs(20),
-        "the -dev agent to acknowledge a PUT",
-        || {
-            let resp = concord_tests::http_put(&url, b"world")?.expect_status(200)?;
-            match resp.text().trim() {
-                "true" => Ok(()),
-                other => Err(format!("PUT answered {other:?}")),
-            }
-        },
-    );
-    let resp = concord_tests::http_get(&url)
-        .unwrap()
-        .expect_status(200)
-        .unwrap();
+    poll(Duration::from_secs(20), "the -dev agent to acknowledge a PUT", || {
+        let resp = concord_tests::http_put(&url, b"world")?.expect_status(200)?;
+        match resp.text().trim() {
+            "true" => Ok(()),
+            other => Err(format!("PUT answered {other:?}")),
+        }
+    });
+    let resp = concord_tests::http_get(&url).unwrap().expect_status(200).unwrap();
     assert_eq!(resp.kv_value().unwrap(), b"world");
     assert!(resp.index().unwrap() > 0);
     let raw = concord_tests::http_get(&format!("{url}?raw"))
@@ -337,10 +292,7 @@ fn dev_agent_serves_kv_without_config() {
         .expect_status(200)
         .unwrap();
     assert_eq!(raw.body, b"world");
-    let del = concord_tests::http_delete(&url)
-        .unwrap()
-        .expect_status(200)
-        .unwrap();
+    let del = concord_tests::http_delete(&url).unwrap().expect_status(200).unwrap();
     assert_eq!(del.text().trim(), "true");
     assert_eq!(concord_tests::http_get(&url).unwrap().status, 404);
 }

@@ -52,8 +52,7 @@ struct Args {
     read_mode: String,
 }
 
-const USAGE: &str =
-    "usage: kvbench --target concord|etcd --endpoints host:port[,…] --op put|get[,…] \
+const USAGE: &str = "usage: kvbench --target concord|etcd --endpoints host:port[,…] --op put|get[,…] \
 --clients 1,16,64 [--duration 10s] [--warmup 1s] [--value-size 100] [--keys 10000] \
 [--read-mode default|consistent|stale (concord) | linearizable|serializable (etcd)]";
 
@@ -72,10 +71,7 @@ fn main() {
 }
 
 fn parse_duration(s: &str) -> Result<Duration, String> {
-    let (num, unit) = s.split_at(
-        s.find(|c: char| !c.is_ascii_digit() && c != '.')
-            .unwrap_or(s.len()),
-    );
+    let (num, unit) = s.split_at(s.find(|c: char| !c.is_ascii_digit() && c != '.').unwrap_or(s.len()));
     let n: f64 = num.parse().map_err(|_| format!("bad duration {s:?}"))?;
     let secs = match unit {
         "ms" => n / 1000.0,
@@ -143,11 +139,7 @@ fn parse_args(argv: Vec<String>) -> Result<Args, String> {
             }
             "duration" => a.duration = parse_duration(&value()?)?,
             "warmup" => a.warmup = parse_duration(&value()?)?,
-            "value-size" => {
-                a.value_size = value()?
-                    .parse()
-                    .map_err(|_| "bad --value-size".to_string())?
-            }
+            "value-size" => a.value_size = value()?.parse().map_err(|_| "bad --value-size".to_string())?,
             "keys" => a.keys = value()?.parse().map_err(|_| "bad --keys".to_string())?,
             "read-mode" => a.read_mode = value()?,
             "h" | "help" => return Err("help".into()),
@@ -167,10 +159,7 @@ fn parse_args(argv: Vec<String>) -> Result<Args, String> {
     if a.read_mode.is_empty() {
         a.read_mode = modes[0].to_string();
     } else if !modes.contains(&a.read_mode.as_str()) {
-        return Err(format!(
-            "--read-mode for {:?} is one of {modes:?}",
-            a.target
-        ));
+        return Err(format!("--read-mode for {:?} is one of {modes:?}", a.target));
     }
     Ok(a)
 }
@@ -188,9 +177,7 @@ struct Client {
 
 impl Client {
     fn new(args: &Args, endpoint: &str) -> Client {
-        let value: Vec<u8> = (0..args.value_size)
-            .map(|i| b'a' + (i % 26) as u8)
-            .collect();
+        let value: Vec<u8> = (0..args.value_size).map(|i| b'a' + (i % 26) as u8).collect();
         Client {
             agent: ureq::AgentBuilder::new()
                 .timeout(Duration::from_secs(30))
@@ -219,9 +206,7 @@ impl Client {
                     "stale" => "?stale",
                     _ => "",
                 };
-                self.agent
-                    .get(&format!("{}/v1/kv/bench/{key}{q}", self.base))
-                    .call()
+                self.agent.get(&format!("{}/v1/kv/bench/{key}{q}", self.base)).call()
             }
             (Target::Etcd, Op::Put) => {
                 let body = format!(
@@ -229,9 +214,7 @@ impl Client {
                     B64.encode(format!("bench/{key}")),
                     self.value_b64
                 );
-                self.agent
-                    .post(&format!("{}/v3/kv/put", self.base))
-                    .send_string(&body)
+                self.agent.post(&format!("{}/v3/kv/put", self.base)).send_string(&body)
             }
             (Target::Etcd, Op::Get) => {
                 let serializable = if self.read_mode == "serializable" {
@@ -239,10 +222,7 @@ impl Client {
                 } else {
                     ""
                 };
-                let body = format!(
-                    r#"{{"key":"{}"{serializable}}}"#,
-                    B64.encode(format!("bench/{key}"))
-                );
+                let body = format!(r#"{{"key":"{}"{serializable}}}"#, B64.encode(format!("bench/{key}")));
                 self.agent
                     .post(&format!("{}/v3/kv/range", self.base))
                     .send_string(&body)
@@ -269,10 +249,7 @@ impl Client {
         if ok {
             Ok(())
         } else {
-            Err(format!(
-                "unexpected answer: {}",
-                String::from_utf8_lossy(&self.buf)
-            ))
+            Err(format!("unexpected answer: {}", String::from_utf8_lossy(&self.buf)))
         }
     }
 }
@@ -307,12 +284,7 @@ fn percentile(sorted: &[u32], p: f64) -> f64 {
     sorted[rank - 1] as f64 / 1000.0
 }
 
-fn run_level(
-    args: &Args,
-    op: Op,
-    clients: usize,
-    first_error: &Arc<std::sync::Mutex<Option<String>>>,
-) -> Level {
+fn run_level(args: &Args, op: Op, clients: usize, first_error: &Arc<std::sync::Mutex<Option<String>>>) -> Level {
     let start = Instant::now();
     let measure_from = start + args.warmup;
     let end = measure_from + args.duration;
