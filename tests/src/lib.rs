@@ -3,9 +3,10 @@
 //!
 //! Isolation: every server gets its own loopback address `127.A.B.N` (A from the process id, B from a
 //! per-process counter, N = 1..=n), so clusters of tests running in parallel threads (and other test
-//! processes) never share an address; the HTTP and RPC ports are also discovered free by binding port 0 on
-//! that address. Ports the harness does not set (gossip, DNS) keep their defaults, which cannot collide
-//! because the address is unique.
+//! processes) never share an address. The HTTP port is discovered free by binding port 0 on that address;
+//! the RPC port is Consul's default 8300 (passed explicitly), so a bare `-retry-join <ip>` reaches a peer
+//! whichever default port the agent assumes for it. Ports the harness does not set (gossip, DNS) keep their
+//! defaults too; none can collide because the address is unique.
 //!
 //! Every wait is a poll with a deadline ([`poll`]); nothing here sleeps and hopes. Processes are killed
 //! (SIGKILL) when the [`Cluster`]/[`Agent`] is dropped; if the test is panicking, their stdout/stderr are
@@ -29,6 +30,9 @@ pub const ELECTION_TIMEOUT: Duration = Duration::from_millis(1000);
 
 /// The `performance.raft_multiplier` the harness writes into every server's config file.
 pub const RAFT_MULTIPLIER: u32 = 1;
+
+/// Consul's default server RPC port, used by every cluster server on its own address.
+pub const DEFAULT_SERVER_PORT: u16 = 8300;
 
 /// How long one ordinary HTTP call may take before the harness gives up on it.
 pub const HTTP_TIMEOUT: Duration = Duration::from_secs(10);
@@ -365,7 +369,12 @@ impl Cluster {
             )
             .expect("write config");
             let http_port = free_port(*ip);
-            let server_port = free_port(*ip);
+            let server_port = DEFAULT_SERVER_PORT;
+            drop(
+                TcpListener::bind(SocketAddrV4::new(*ip, server_port)).unwrap_or_else(|e| {
+                    panic!("{ip}:{server_port} is taken (a wildcard listener on {server_port}?): {e}")
+                }),
+            );
             let mut args: Vec<String> = [
                 "agent",
                 "-server",
