@@ -128,11 +128,12 @@ fn leader_failover_within_two_election_timeouts_and_the_old_leader_catches_up() 
         || {
             let i = survivors[attempt % survivors.len()];
             attempt += 1;
-            // Never wait past the bound on one request: a write parked on a leaderless follower must not
-            // hide a later success.
+            // A retrying client: each attempt gets a quarter of an election timeout (ample for a
+            // forwarded commit on loopback), so one request parked during the election does not hide a
+            // later success. What happens to that parked request is the next test's subject.
             let left = (killed_at + bound)
                 .saturating_duration_since(Instant::now())
-                .max(Duration::from_millis(50));
+                .clamp(Duration::from_millis(50), ELECTION_TIMEOUT / 4);
             let resp = concord_tests::http("PUT", &c.url(i, "/v1/kv/failover/during"), Some(b"2"), left)?;
             match (resp.status, resp.text().trim()) {
                 (200, "true") => Ok(i),
@@ -168,6 +169,47 @@ fn leader_failover_within_two_election_timeouts_and_the_old_leader_catches_up() 
     );
     assert_eq!(read_value(&c, old, "failover/before", "?stale").unwrap(), b"1");
     c.wait_leader(Duration::from_secs(10));
+}
+
+/// A write sent to a surviving server right after the leader dies, before a new leader exists, is held and
+/// then carried out by the new leader: it succeeds within two election timeouts. Consul holds such requests
+/// up to `rpc_hold_timeout` (7 s) and retries the forward while it waits for the election, so a client with
+/// an ordinary timeout never sees the failover.
+#[test]
+fn a_write_sent_during_the_election_succeeds_once_a_new_leader_exists() {
+    let mut c = Cluster::start(3);
+    let old = c.wait_leader(FIRST_LEADER);
+    kv_put(&c, old, "inflight/before", b"1").unwrap();
+    let follower = (old + 1) % c.len();
+    c.kill(old);
+    let killed_at = Instant::now();
+    let bound = 2 * ELECTION_TIMEOUT;
+    let resp = concord_tests::http(
+        "PUT",
+        &c.url(follower, "/v1/kv/inflight/during"),
+        Some(b"2"),
+        Duration::from_secs(10),
+    )
+    .unwrap_or_else(|e| panic!("write sent during the election: {e}"));
+    let took = killed_at.elapsed();
+    eprintln!(
+        "write sent during the election answered {} {:?} after {took:?}",
+        resp.status,
+        resp.text()
+    );
+    assert_eq!(
+        (resp.status, resp.text().trim()),
+        (200, "true"),
+        "write sent during the election"
+    );
+    assert!(
+        took <= bound,
+        "write sent during the election took {took:?}, bound {bound:?}"
+    );
+    assert_eq!(
+        read_value(&c, follower, "inflight/during", "?consistent").unwrap(),
+        b"2"
+    );
 }
 
 /// 200 acknowledged writes, `kill -9` of every server, restart: every acknowledged write is there.
