@@ -127,7 +127,7 @@ run_concord() {
   done
   wait_for 60 "the concord servers to agree on a leader" concord_leader_agreed
   local eps="127.0.2.1:8500,127.0.2.2:8500,127.0.2.3:8500" mode
-  echo "### concord $("$CONCORD" version | head -1 | awk '{print $2}')"
+  echo "### concord $("$CONCORD" version | head -1 | awk '{print $NF}')"
   echo
   kvbench "$eps" --target concord --op put
   for mode in $CONCORD_READ_MODES; do
