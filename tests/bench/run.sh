@@ -76,6 +76,20 @@ machine_facts() {
   echo
 }
 
+# The client address of the etcd leader (the member whose own ID is the leader ID it reports).
+etcd_leader() {
+  local i status
+  for i in 1 2 3; do
+    status=$(curl -sf -X POST -d '{}' "http://127.0.1.$i:2379/v3/maintenance/status") || continue
+    if [[ "$(grep -o '"member_id":"[0-9]*"' <<<"$status" | cut -d'"' -f4)" == \
+          "$(grep -o '"leader":"[0-9]*"' <<<"$status" | cut -d'"' -f4)" ]]; then
+      echo "127.0.1.$i"
+      return
+    fi
+  done
+  echo unknown
+}
+
 run_etcd() {
   command -v etcd >/dev/null || die "etcd not found: apt-get install -y etcd-server (Debian's etcd 3.4)"
   log "$(etcd --version | head -1)"
@@ -94,8 +108,10 @@ run_etcd() {
   for i in 1 2 3; do
     wait_for 60 "etcd e$i to be healthy" sh -c "curl -sf http://127.0.1.$i:2379/health | grep -q '\"health\":\"true\"'"
   done
-  local eps="127.0.1.1:2379,127.0.1.2:2379,127.0.1.3:2379" first=1 mode
+  local eps="127.0.1.1:2379,127.0.1.2:2379,127.0.1.3:2379" mode
   echo "### etcd $(etcd --version | head -1 | awk '{print $3}')"
+  echo
+  echo "Leader: $(etcd_leader). Endpoint order: $eps (one client uses the first)."
   echo
   kvbench "$eps" --target etcd --op put
   for mode in $ETCD_READ_MODES; do
@@ -128,6 +144,8 @@ run_concord() {
   wait_for 60 "the concord servers to agree on a leader" concord_leader_agreed
   local eps="127.0.2.1:8500,127.0.2.2:8500,127.0.2.3:8500" mode
   echo "### concord $("$CONCORD" version | head -1 | awk '{print $NF}')"
+  echo
+  echo "Leader: $(curl -sf http://127.0.2.1:8500/v1/status/leader | tr -d '"' | cut -d: -f1). Endpoint order: $eps (one client uses the first)."
   echo
   kvbench "$eps" --target concord --op put
   for mode in $CONCORD_READ_MODES; do
