@@ -152,19 +152,26 @@ fn operator_raft_list_peers_info_and_version() {
     );
     let lines: Vec<&str> = out.lines().filter(|l| !l.trim().is_empty()).collect();
     assert_eq!(lines.len(), 4, "a header and three peers:\n{out}");
+    // Consul's documented table; since 1.14 it ends with "Commit Index" and "Trails Leader By" columns
+    // (leader: `<index> -`, follower: `<index> <n> commits`), which are accepted but not required.
     let header: Vec<&str> = lines[0].split_whitespace().collect();
-    assert_eq!(
-        header,
-        ["Node", "ID", "Address", "State", "Voter", "RaftProtocol"],
-        "{out}"
-    );
+    let columns = ["Node", "ID", "Address", "State", "Voter", "RaftProtocol"];
+    let trailing = ["Commit", "Index", "Trails", "Leader", "By"];
+    let with_commit = header.len() > columns.len();
+    assert!(header[..columns.len().min(header.len())] == columns, "header: {out}");
+    assert!(!with_commit || header[columns.len()..] == trailing, "header: {out}");
     for (i, s) in c.servers.iter().enumerate() {
         let row: Vec<&str> = lines
             .iter()
             .map(|l| l.split_whitespace().collect::<Vec<_>>())
             .find(|r| r.first() == Some(&s.name.as_str()))
             .unwrap_or_else(|| panic!("no row for {}:\n{out}", s.name));
-        assert_eq!(row.len(), 6, "{out}");
+        let want_len = match (with_commit, i == leader) {
+            (false, _) => 6,
+            (true, true) => 8,
+            (true, false) => 9,
+        };
+        assert_eq!(row.len(), want_len, "row of {}: {out}", s.name);
         assert_eq!(row[2], s.rpc_addr(), "{out}");
         assert_eq!(row[3], if i == leader { "leader" } else { "follower" }, "{out}");
         assert_eq!(row[4], "true", "{out}");
