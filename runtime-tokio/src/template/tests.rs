@@ -619,3 +619,109 @@ async fn commands_run_under_sh_with_a_timeout() {
         "{err}"
     );
 }
+
+#[test]
+fn a_404_is_missing_data_for_kv_and_an_error_elsewhere() {
+    use super::watch::{answer_body, Answer};
+    use concord_core::template::Dependency;
+    let not_found = Answer {
+        status: 404,
+        body: b"404 page not found".to_vec(),
+        index: None,
+    };
+    let kv = Dependency::Kv {
+        key: "a".into(),
+        dc: None,
+    };
+    assert_eq!(answer_body(&kv, &not_found), Ok(None));
+    let health = Dependency::CatalogServices { dc: None };
+    assert_eq!(
+        answer_body(&health, &not_found),
+        Err("Unexpected response code: 404 (404 page not found)".to_string())
+    );
+}
+
+#[test]
+fn quiescence_holds_a_render_for_the_minimum_wait() {
+    let agent = DevAgent::start();
+    agent.put("q/a", "1");
+    let dir = tempfile::tempdir().unwrap();
+    let (src, dest) = (dir.path().join("q.ctmpl"), dir.path().join("q.conf"));
+    write(&src, "{{ key \"q/a\" }}");
+    let mut config = config_for(agent.addr, vec![spec(&src, &dest, None)]);
+    config.wait = Some(config::parse_wait("600ms:3s").unwrap());
+    let daemon = Daemon::start(config);
+    eventually("the first render", || {
+        (read(&dest).as_deref() == Some("1")).then_some(())
+    });
+    let put_at = Instant::now();
+    agent.put("q/a", "2");
+    eventually("the quiet render", || {
+        (read(&dest).as_deref() == Some("2")).then_some(())
+    });
+    let took = put_at.elapsed();
+    assert!(
+        took >= Duration::from_millis(600),
+        "rendered {took:?} after the change, before the quiet period"
+    );
+    drop(daemon);
+}
+
+#[test]
+fn exec_child_starts_after_the_first_render_and_gets_the_reload_signal() {
+    let agent = DevAgent::start();
+    agent.put("e/a", "1");
+    let dir = tempfile::tempdir().unwrap();
+    let (src, dest, log) = (
+        dir.path().join("e.ctmpl"),
+        dir.path().join("e.conf"),
+        dir.path().join("child.log"),
+    );
+    write(&src, "{{ key \"e/a\" }}");
+    let mut config = config_for(agent.addr, vec![spec(&src, &dest, None)]);
+    let log_path = log.display().to_string();
+    config.exec = Some(config::ExecSpec {
+        // The child records what it saw of the rendered file at start and on each SIGHUP.
+        command: format!(
+            "trap 'echo hup $(cat {d}) >> {log_path}' HUP; echo start $(cat {d}) >> {log_path}; while true; do sleep 0.05; done",
+            d = dest.display()
+        ),
+        reload_signal: Some("SIGHUP".into()),
+        kill_signal: "SIGTERM".into(),
+        kill_timeout: Duration::from_secs(5),
+    });
+    let daemon = Daemon::start(config);
+    eventually("the child to start", || {
+        (read(&log).as_deref() == Some("start 1\n")).then_some(())
+    });
+    agent.put("e/a", "2");
+    eventually("the reload signal", || {
+        (read(&log).as_deref() == Some("start 1\nhup 2\n")).then_some(())
+    });
+    drop(daemon);
+}
+
+#[test]
+fn the_runner_exits_with_the_exec_childs_status() {
+    let agent = DevAgent::start();
+    agent.put("x/a", "1");
+    let dir = tempfile::tempdir().unwrap();
+    let (src, dest) = (dir.path().join("x.ctmpl"), dir.path().join("x.conf"));
+    write(&src, "{{ key \"x/a\" }}");
+    let template = format!("{}:{}", src.display(), dest.display());
+    // Exit 7 only if the file was rendered before the child started.
+    let child = format!("test \"$(cat {})\" = 1 && exit 7; exit 9", dest.display());
+    let r = cli(
+        &[
+            "-consul-addr",
+            &agent.addr.to_string(),
+            "-template",
+            &template,
+            "-exec",
+            &child,
+        ],
+        &[],
+    );
+    assert_eq!((r.code, r.err.as_str()), (7, ""));
+    assert_eq!(read(&dest).as_deref(), Some("1"));
+}

@@ -37,10 +37,10 @@ pub(crate) struct Consul {
     block_wait: Duration,
 }
 
-struct Answer {
-    status: u16,
-    body: Vec<u8>,
-    index: Option<u64>,
+pub(crate) struct Answer {
+    pub(crate) status: u16,
+    pub(crate) body: Vec<u8>,
+    pub(crate) index: Option<u64>,
 }
 
 impl Consul {
@@ -206,8 +206,11 @@ fn watch_consul(dep: &Dependency, consul: &Consul, tx: &UnboundedSender<Update>,
             _ => true,
         };
         if fresh {
-            let body = (answer.status != 404).then_some(answer.body.as_slice());
-            match dep.decode(body) {
+            let decoded = match answer_body(dep, &answer) {
+                Ok(body) => dep.decode(body),
+                Err(e) => Err(e),
+            };
+            match decoded {
                 Ok(value) if last.as_ref() != Some(&value) => {
                     tracing::debug!(target: "template.watch", "{dep}: new data (index {index})");
                     last = Some(value.clone());
@@ -232,6 +235,20 @@ fn watch_consul(dep: &Dependency, consul: &Consul, tx: &UnboundedSender<Update>,
         if !pause(stop, interval.saturating_sub(started.elapsed())) {
             return;
         }
+    }
+}
+
+/// The body to decode: `None` for a KV 404 (no such key, or nothing under the prefix). Any other
+/// endpoint never answers 404 in Consul, so a 404 there means the agent lacks the endpoint: an error,
+/// not an empty result.
+pub(crate) fn answer_body<'a>(dep: &Dependency, answer: &'a Answer) -> Result<Option<&'a [u8]>, String> {
+    match (answer.status, dep) {
+        (404, Dependency::Kv { .. } | Dependency::KvList { .. }) => Ok(None),
+        (404, _) => {
+            let body = String::from_utf8_lossy(&answer.body);
+            Err(format!("Unexpected response code: 404 ({})", body.trim()))
+        }
+        _ => Ok(Some(&answer.body)),
     }
 }
 
