@@ -220,6 +220,9 @@ impl<'a> Exec<'a> {
         self.step(cmd.pos)?;
         match &cmd.args[0] {
             Operand::Func(name, pos) => self.call(name, *pos, &cmd.args[1..], dot, piped),
+            Operand::Fields(fields) | Operand::Var(_, fields) if cmd.args.len() > 1 || piped.is_some() => {
+                self.method(cmd, fields, dot, piped)
+            }
             op => {
                 if piped.is_some() {
                     return Err(Fail {
@@ -229,6 +232,31 @@ impl<'a> Exec<'a> {
                 }
                 self.operand(op, dot, cmd.pos)
             }
+        }
+    }
+
+    /// `.Tags.Contains "x"`: the last field names a method of the value before it. consul-template's
+    /// `ServiceTags.Contains` is the one templates use.
+    fn method(&mut self, cmd: &Cmd, fields: &[String], dot: &Value, piped: Option<Value>) -> Result<Value, Fail> {
+        let fail = |msg: String| Fail { pos: cmd.pos, msg };
+        let (name, receiver_fields) = fields.split_last().ok_or_else(|| fail("missing method name".into()))?;
+        let receiver = match &cmd.args[0] {
+            Operand::Var(var, _) => self.operand(&Operand::Var(var.clone(), receiver_fields.to_vec()), dot, cmd.pos)?,
+            _ if receiver_fields.is_empty() => dot.clone(),
+            _ => self.operand(&Operand::Fields(receiver_fields.to_vec()), dot, cmd.pos)?,
+        };
+        let mut args = Vec::new();
+        for arg in &cmd.args[1..] {
+            args.push(self.operand(arg, dot, cmd.pos)?);
+        }
+        args.extend(piped);
+        match (name.as_str(), &receiver, args.as_slice()) {
+            ("Contains", Value::List(items), [needle]) => Ok(Value::Bool(items.iter().any(|i| i == needle))),
+            _ => Err(fail(format!(
+                "can't call method/function {name:?} with {} args on {}",
+                args.len(),
+                receiver.kind()
+            ))),
         }
     }
 

@@ -326,7 +326,10 @@ impl<'a> Parser<'a> {
             return Err(self.err(pos, format!("missing value for {context}")));
         }
         for cmd in pipe.cmds.iter().skip(1) {
-            if !matches!(cmd.args[0], Operand::Func(..)) {
+            if !matches!(
+                &cmd.args[0],
+                Operand::Func(..) | Operand::Fields(_) | Operand::Var(_, _)
+            ) {
                 return Err(self.err(cmd.pos, "non executable command in pipeline stage"));
             }
         }
@@ -398,7 +401,9 @@ impl<'a> Parser<'a> {
         if args.is_empty() {
             return Err(self.err(pos, format!("missing value for {context}")));
         }
-        if args.len() > 1 && !matches!(args[0], Operand::Func(..)) {
+        let method_like =
+            matches!(&args[0], Operand::Fields(_)) || matches!(&args[0], Operand::Var(_, f) if !f.is_empty());
+        if args.len() > 1 && !matches!(args[0], Operand::Func(..)) && !method_like {
             return Err(self.err(
                 pos,
                 format!("can't give argument to non-function {}", operand_text(&args[0])),

@@ -451,6 +451,11 @@ fn service_fields_status_and_filters() {
         render_with(fields, &health_data(&nginx(), &entries[..1])).output,
         "n1 id-n1 10.0.0.1 10.0.0.1 r1 [] nginx [a b] 1 1 c0"
     );
+    let method = "{{ range service \"nginx\" }}{{ if .Tags.Contains \"b\" }}b{{ end }}{{ if .Tags.Contains \"zz\" }}z{{ end }}{{ $s := . }}{{ $s.Tags.Contains \"a\" }}{{ end }}";
+    assert_eq!(
+        render_with(method, &health_data(&nginx(), &entries[..1])).output,
+        "btrue"
+    );
     let tagged = "{{ range $tag, $s := service \"nginx\" | byTag }}{{ $tag }}={{ len $s }} {{ end }}";
     assert_eq!(render_with(tagged, &health_data(&nginx(), &entries)).output, "a=1 b=1 ");
 }

@@ -106,6 +106,9 @@ pub(crate) async fn run(config: Config, mut env: Env, shutdown: impl Future<Outp
     let mut data: BTreeMap<Dependency, Value> = BTreeMap::new();
     let mut watches: BTreeMap<Dependency, Watch> = BTreeMap::new();
     let mut child: Option<Child> = None;
+    // SIGHUP re-reads the template files, as consul-template's reload does (for the templates; the
+    // configuration itself stays).
+    let mut hup = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::hangup()).ok();
     tokio::pin!(shutdown);
     loop {
         let now = Instant::now();
@@ -145,6 +148,7 @@ pub(crate) async fn run(config: Config, mut env: Env, shutdown: impl Future<Outp
                 apply(update, &mut data, &mut slots, &config);
             }
             _ = sleep_until(deadline) => {}
+            _ = next_hup(&mut hup) => reload(&mut slots),
             status = wait_child(&mut child) => {
                 let code = exit_code(status);
                 tracing::info!(target: "template.runner", "child process exited with code {code}");
@@ -156,6 +160,31 @@ pub(crate) async fn run(config: Config, mut env: Env, shutdown: impl Future<Outp
                 }
                 return Ok(0);
             }
+        }
+    }
+}
+
+async fn next_hup(hup: &mut Option<tokio::signal::unix::Signal>) {
+    match hup {
+        Some(s) => {
+            s.recv().await;
+        }
+        None => std::future::pending().await,
+    }
+}
+
+/// Re-read every template; a template that no longer parses keeps its previous version.
+fn reload(slots: &mut [Slot]) {
+    tracing::info!(target: "template.runner", "received SIGHUP: reloading templates");
+    for slot in slots.iter_mut() {
+        match load_templates(std::slice::from_ref(&slot.spec)) {
+            Ok(mut t) => {
+                if let Some(t) = t.pop() {
+                    slot.template = t;
+                    slot.dirty = true;
+                }
+            }
+            Err(e) => tracing::error!(target: "template.runner", "{e}"),
         }
     }
 }
