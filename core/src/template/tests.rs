@@ -738,6 +738,26 @@ proptest! {
     }
 
     #[test]
+    fn decoding_any_json_never_panics(v in arb_value(), raw in prop::collection::vec(any::<u8>(), 0..64)) {
+        let deps = [
+            kv("k"),
+            dep::parse_kv_list("p"),
+            dep::parse_service("web|any", None).unwrap(),
+            dep::parse_service("web", None).unwrap(),
+            Dependency::CatalogServices { dc: None },
+            Dependency::CatalogNode { name: None, dc: None },
+            Dependency::CatalogNodes { dc: None, near: None },
+            Dependency::CatalogDatacenters,
+        ];
+        let json = serde_json::to_vec(&v.to_json()).unwrap();
+        for d in &deps {
+            let _ = d.decode(Some(&json));
+            let _ = d.decode(Some(&raw));
+            let _ = d.decode(None);
+        }
+    }
+
+    #[test]
     fn text_without_delimiters_renders_verbatim(s in "[^{}]*") {
         prop_assert_eq!(r(&s), s);
     }

@@ -387,7 +387,13 @@ fn the_tutorial_template_follows_nginx_instances() {
     let dir = tempfile::tempdir().unwrap();
     let (src, dest) = (dir.path().join("nginx.ctmpl"), dir.path().join("vhost/test.conf"));
     write(&src, TUTORIAL);
-    let daemon = Daemon::start(config_for(addr, vec![spec(&src, &dest, None)]));
+    // A second template using the same service shares its watch.
+    let (src2, dest2) = (dir.path().join("count.ctmpl"), dir.path().join("count.txt"));
+    write(&src2, "{{ len (service \"nginx\") }}");
+    let daemon = Daemon::start(config_for(
+        addr,
+        vec![spec(&src, &dest, None), spec(&src2, &dest2, None)],
+    ));
     eventually("the first render", || {
         (read(&dest).as_deref() == Some("upstream http_backend {\n  \n  server 10.0.0.2:32768;\n  \n}\n")).then_some(())
     });
@@ -401,8 +407,14 @@ fn the_tutorial_template_follows_nginx_instances() {
             == Some("upstream http_backend {\n  \n  server 10.0.0.2:32768;\n  \n  server 10.0.0.3:32769;\n  \n}\n"))
         .then_some(())
     });
+    eventually("the count", || (read(&dest2).as_deref() == Some("2")).then_some(()));
     drop(daemon);
     let queries = fake.queries.lock().unwrap().clone();
+    assert_eq!(
+        queries.iter().filter(|q| !q.contains("index=")).count(),
+        1,
+        "one watch for both templates: {queries:?}"
+    );
     assert!(
         queries[0].starts_with("nginx?") && queries[0].contains("passing=1"),
         "{queries:?}"
