@@ -2,6 +2,7 @@
 //! (`CT:cli.go`, `CT:config/*.go`). Config files merge left to right; command-line flags win;
 //! templates from files and flags all run.
 
+use super::watch::Retry;
 use concord_core::api::parse_go_duration;
 use std::path::PathBuf;
 use std::time::Duration;
@@ -81,6 +82,7 @@ pub(crate) struct Config {
     pub(crate) max_stale: Duration,
     /// `wait=` of each blocking query.
     pub(crate) block_query_wait: Duration,
+    pub(crate) retry: Retry,
     pub(crate) exec: Option<ExecSpec>,
 }
 
@@ -97,6 +99,7 @@ impl Default for Config {
             log_level: "warn".into(),
             max_stale: Duration::from_secs(2),
             block_query_wait: Duration::from_secs(60),
+            retry: Retry::default(),
             exec: None,
         }
     }
@@ -273,6 +276,20 @@ fn apply_file(config: &mut Config, json: &serde_json::Value) -> Result<(), Strin
             }
             if let Some(token) = string(block, "token")? {
                 config.token = Some(token);
+            }
+            if let Some(retry) = blocks(block.get("retry")).first() {
+                if let Some(enabled) = boolean(retry, "enabled")? {
+                    config.retry.enabled = enabled;
+                }
+                if let Some(n) = retry.get("attempts").and_then(|n| n.as_u64()) {
+                    config.retry.attempts = u32::try_from(n).unwrap_or(u32::MAX);
+                }
+                if let Some(d) = duration(retry, "backoff")? {
+                    config.retry.backoff = d;
+                }
+                if let Some(d) = duration(retry, "max_backoff")? {
+                    config.retry.max_backoff = d;
+                }
             }
         }
         None => {}

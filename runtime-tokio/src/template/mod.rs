@@ -35,6 +35,9 @@ fn flag_set() -> FlagSet {
     FlagSet::new()
         .string("consul-addr", "", "Sets the address of the Consul instance (also CONSUL_HTTP_ADDR; default 127.0.0.1:8500).")
         .string("consul-token", "", "Sets the Consul API token (also CONSUL_TOKEN or CONSUL_HTTP_TOKEN).")
+        .string("consul-retry-attempts", "", "The number of attempts to use when retrying failed communications (default 12; 0 retries forever).")
+        .string("consul-retry-backoff", "", "The base amount to use for the backoff duration (default 250ms).")
+        .string("consul-retry-max-backoff", "", "The maximum limit of the retry backoff duration (default 1m).")
         .string("wait", "", "Sets the 'min(:max)' amount of time to wait before writing a template (max defaults to 4*min).")
         .bool("once", "Do not run the process as a daemon: render each template once and exit.")
         .bool("dry", "Print generated templates to stdout instead of rendering.")
@@ -126,6 +129,21 @@ fn parse_args(args: &[String], io: &mut Io<'_>) -> Result<Config, i32> {
     }
     if !fs.get_str("consul-token").is_empty() {
         config.token = Some(fs.get_str("consul-token").to_string());
+    }
+    if !fs.get_str("consul-retry-attempts").is_empty() {
+        config.retry.attempts = fs
+            .get_str("consul-retry-attempts")
+            .parse()
+            .map_err(|_| fail(io, "-consul-retry-attempts: expected a number".into()))?;
+    }
+    for (flag, slot) in [
+        ("consul-retry-backoff", &mut config.retry.backoff),
+        ("consul-retry-max-backoff", &mut config.retry.max_backoff),
+    ] {
+        if !fs.get_str(flag).is_empty() {
+            *slot = concord_core::api::parse_go_duration(fs.get_str(flag))
+                .map_err(|e| fail(io, format!("-{flag}: {e}")))?;
+        }
     }
     if !fs.get_str("wait").is_empty() {
         config.wait = Some(config::parse_wait(fs.get_str("wait")).map_err(|e| fail(io, e))?);

@@ -85,6 +85,7 @@ pub(crate) async fn run(config: Config, mut env: Env, shutdown: impl Future<Outp
         config.token.clone(),
         !config.max_stale.is_zero(),
         config.block_query_wait,
+        config.retry,
     )?);
     let mut slots: Vec<Slot> = config
         .templates
@@ -145,7 +146,10 @@ pub(crate) async fn run(config: Config, mut env: Env, shutdown: impl Future<Outp
         tokio::select! {
             update = rx.recv() => {
                 let Some(update) = update else { return Err("all watches ended".into()) };
-                apply(update, &mut data, &mut slots, &config);
+                match update {
+                    Update::Data(dep, value) => apply(dep, value, &mut data, &mut slots, &config),
+                    Update::GaveUp(e) => return Err(e),
+                }
             }
             _ = sleep_until(deadline) => {}
             _ = next_hup(&mut hup) => reload(&mut slots),
@@ -197,8 +201,7 @@ async fn sleep_until(deadline: Option<Instant>) {
 }
 
 /// Store new data and mark the templates that used it dirty (with their quiescence timers).
-fn apply(update: Update, data: &mut BTreeMap<Dependency, Value>, slots: &mut [Slot], config: &Config) {
-    let Update(dep, value) = update;
+fn apply(dep: Dependency, value: Value, data: &mut BTreeMap<Dependency, Value>, slots: &mut [Slot], config: &Config) {
     if data.get(&dep) == Some(&value) {
         return;
     }

@@ -478,6 +478,8 @@ fn template_flag_splits_like_consul_template() {
     );
     assert_eq!(t("C:\\in.tpl:D:\\out"), ("C:\\in.tpl".into(), "D:\\out".into(), None));
     assert!(config::parse_template_flag("  ").is_err());
+    // As consul-template's regexp reads it, a one-letter source is a drive letter.
+    assert_eq!(t("a:b"), ("a:b".into(), "".into(), None));
 }
 
 #[test]
@@ -497,7 +499,13 @@ fn flags_and_config_files_merge_with_flags_winning() {
     write(
         &hcl,
         r#"
-consul { address = "10.0.0.1:8500" }
+consul {
+  address = "10.0.0.1:8500"
+  retry {
+    attempts = 3
+    backoff = "1s"
+  }
+}
 wait { min = "2s" }
 log_level = "info"
 template {
@@ -527,6 +535,7 @@ template {
     config::load_file(&mut cfg, &json.display().to_string()).unwrap();
     assert_eq!(cfg.consul_addr, "10.0.0.2:8500", "later files win");
     assert_eq!(cfg.wait.unwrap().max, Duration::from_secs(8));
+    assert_eq!((cfg.retry.attempts, cfg.retry.backoff), (3, Duration::from_secs(1)));
     assert_eq!(cfg.templates.len(), 3);
     let a = &cfg.templates[0];
     assert_eq!(
@@ -736,4 +745,89 @@ fn the_runner_exits_with_the_exec_childs_status() {
     );
     assert_eq!((r.code, r.err.as_str()), (7, ""));
     assert_eq!(read(&dest).as_deref(), Some("1"));
+}
+
+#[test]
+fn an_unreachable_agent_gives_up_after_the_retry_attempts() {
+    // A port nothing listens on: bind, note the port, close.
+    let addr = std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap();
+    let dir = tempfile::tempdir().unwrap();
+    let (src, dest) = (dir.path().join("k.ctmpl"), dir.path().join("k.conf"));
+    write(&src, "{{ key \"a\" }}");
+    let mut config = config_for(addr, vec![spec(&src, &dest, None)]);
+    config.once = true;
+    config.retry.attempts = 2;
+    config.retry.backoff = Duration::from_millis(10);
+    let err = Daemon::start(config).finish().unwrap_err();
+    assert!(err.starts_with("kv.block(a): GET http://127.0.0.1:"), "{err}");
+    assert!(err.ends_with("(giving up after 3 attempts)"), "{err}");
+}
+
+#[test]
+fn command_line_flags_win_over_environment_and_config_files() {
+    let dir = tempfile::tempdir().unwrap();
+    let file = dir.path().join("c.hcl");
+    write(
+        &file,
+        "consul { address = \"10.9.9.9:8500\" }\nwait = \"9s\"\ntemplate {\n  source = \"f.ctmpl\"\n  destination = \"f.out\"\n}\n",
+    );
+    let parse = |args: &[&str], env: &[(&str, &str)]| {
+        let args: Vec<String> = args.iter().map(|s| s.to_string()).collect();
+        let env: Vec<(String, String)> = env.iter().map(|(k, v)| (k.to_string(), v.to_string())).collect();
+        let lookup = move |k: &str| env.iter().find(|(n, _)| n == k).map(|(_, v)| v.clone());
+        let (mut out, mut err) = (Vec::new(), Vec::new());
+        let mut stdin: &[u8] = b"";
+        let mut io = Io {
+            out: &mut out,
+            err: &mut err,
+            stdin: &mut stdin,
+            env: &lookup,
+        };
+        super::parse_args(&args, &mut io).map_err(|code| (code, String::from_utf8(err).unwrap()))
+    };
+    let cfg = parse(
+        &["-template", "in:out"],
+        &[("CONSUL_HTTP_ADDR", "10.1.1.1:8500"), ("CONSUL_HTTP_TOKEN", "t")],
+    )
+    .unwrap();
+    assert_eq!(
+        (cfg.consul_addr.as_str(), cfg.token.as_deref()),
+        ("10.1.1.1:8500", Some("t"))
+    );
+    assert_eq!(cfg.retry.attempts, 12);
+    let config_arg = format!("-config={}", file.display());
+    let cfg = parse(
+        &[
+            &config_arg,
+            "-template",
+            "in:out:c d",
+            "-wait",
+            "1s",
+            "-consul-retry-attempts",
+            "0",
+            "-once",
+            "-exec",
+            "my app",
+        ],
+        &[("CONSUL_HTTP_ADDR", "10.1.1.1:8500")],
+    )
+    .unwrap();
+    assert_eq!(cfg.consul_addr, "10.9.9.9:8500", "a config file beats the environment");
+    assert_eq!(cfg.wait.unwrap().min, Duration::from_secs(1), "flags beat config files");
+    assert_eq!((cfg.retry.attempts, cfg.once), (0, true));
+    assert_eq!(cfg.templates.len(), 2, "templates from files and flags all run");
+    assert_eq!(cfg.templates[1].command.as_deref(), Some("c d"));
+    assert_eq!(cfg.exec.unwrap().command, "my app");
+    let cfg = parse(&["-consul-addr", "127.0.0.9:1", &config_arg], &[]).unwrap();
+    assert_eq!(cfg.consul_addr, "127.0.0.9:1");
+    let (code, err) = parse(&["-template", "in.ctmpl"], &[]).unwrap_err();
+    assert_eq!(
+        (code, err.as_str()),
+        (1, "template in.ctmpl: a destination is required\n")
+    );
+    let (code, err) = parse(&["-wait", "x", "-template", "in:out"], &[]).unwrap_err();
+    assert!(code == 1 && err.starts_with("invalid wait \"x\""), "{err}");
 }

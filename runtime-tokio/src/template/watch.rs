@@ -4,8 +4,9 @@
 //! Client rules, as Consul's Go API client and consul-template apply them: the first query has no
 //! index; each next one sends the last `X-Consul-Index` with `wait=` and `stale` (when stale reads are
 //! allowed); the same index means nothing changed; an index that went backwards resets to 0. Errors
-//! retry with exponential backoff (250 ms doubling to 1 min); successive queries are at least 100 ms
-//! apart so a flapping key cannot make us hammer the agent.
+//! retry with exponential backoff (consul-template's `retry`: 250 ms doubling to 1 min, and after 12
+//! failures in a row the watch gives up, which stops the runner); successive queries are at least
+//! 100 ms apart so a flapping key cannot make us hammer the agent.
 //!
 //! A watch stops when its [`Watch`] is dropped: the thread notices after its in-flight query returns.
 
@@ -17,16 +18,77 @@ use std::time::{Duration, Instant, SystemTime};
 use tokio::sync::mpsc::UnboundedSender;
 
 const MIN_QUERY_INTERVAL: Duration = Duration::from_millis(100);
-const BACKOFF_START: Duration = Duration::from_millis(250);
-const BACKOFF_MAX: Duration = Duration::from_secs(60);
 /// consul-template polls non-blocking endpoints (`datacenters`) this often.
 const POLL_INTERVAL: Duration = Duration::from_secs(15);
 const FILE_POLL_INTERVAL: Duration = Duration::from_secs(1);
 
-/// What a watch tells the runner: new data for a dependency. Errors are logged and retried here; the
-/// runner keeps rendering with the data it has.
+/// What a watch tells the runner. Errors are logged and retried here (the runner keeps rendering with
+/// the data it has) until the retry budget is spent.
 #[derive(Debug)]
-pub(crate) struct Update(pub(crate) Dependency, pub(crate) Value);
+pub(crate) enum Update {
+    /// New data for a dependency.
+    Data(Dependency, Value),
+    /// The watch ran out of retries and stopped; the message says why.
+    GaveUp(String),
+}
+
+/// consul-template's `consul { retry { … } }`.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(crate) struct Retry {
+    /// Whether to retry at all; when off, the first error gives up.
+    pub(crate) enabled: bool,
+    /// Consecutive failures before giving up; 0 retries forever.
+    pub(crate) attempts: u32,
+    pub(crate) backoff: Duration,
+    pub(crate) max_backoff: Duration,
+}
+
+impl Default for Retry {
+    fn default() -> Self {
+        Retry {
+            enabled: true,
+            attempts: 12,
+            backoff: Duration::from_millis(250),
+            max_backoff: Duration::from_secs(60),
+        }
+    }
+}
+
+/// Failures in a row of one watch.
+struct Failures {
+    retry: Retry,
+    count: u32,
+    backoff: Duration,
+}
+
+impl Failures {
+    fn new(retry: Retry) -> Self {
+        Failures {
+            retry,
+            count: 0,
+            backoff: retry.backoff,
+        }
+    }
+
+    fn reset(&mut self) {
+        self.count = 0;
+        self.backoff = self.retry.backoff;
+    }
+
+    /// Log, back off, and say whether to try again (false when stopped or out of attempts).
+    fn fail(&mut self, dep: &Dependency, e: String, tx: &UnboundedSender<Update>, stop: &AtomicBool) -> bool {
+        self.count += 1;
+        if !self.retry.enabled || (self.retry.attempts > 0 && self.count > self.retry.attempts) {
+            let msg = format!("{dep}: {e} (giving up after {} attempts)", self.count);
+            let _ = tx.send(Update::GaveUp(msg));
+            return false;
+        }
+        tracing::warn!(target: "template.watch", "{dep}: {e} (retry attempt {} in {:?})", self.count, self.backoff);
+        let go_on = pause(stop, self.backoff);
+        self.backoff = (self.backoff * 2).min(self.retry.max_backoff);
+        go_on
+    }
+}
 
 /// How to reach Consul.
 pub(crate) struct Consul {
@@ -35,6 +97,7 @@ pub(crate) struct Consul {
     token: Option<String>,
     stale: bool,
     block_wait: Duration,
+    retry: Retry,
 }
 
 pub(crate) struct Answer {
@@ -44,7 +107,13 @@ pub(crate) struct Answer {
 }
 
 impl Consul {
-    pub(crate) fn new(addr: &str, token: Option<String>, stale: bool, block_wait: Duration) -> Result<Self, String> {
+    pub(crate) fn new(
+        addr: &str,
+        token: Option<String>,
+        stale: bool,
+        block_wait: Duration,
+        retry: Retry,
+    ) -> Result<Self, String> {
         let base = crate::cli::client::base_url(addr)?;
         // A blocking query may legitimately last `wait` plus Consul's jitter (wait/16).
         let read_timeout = block_wait + block_wait / 16 + Duration::from_secs(10);
@@ -60,6 +129,7 @@ impl Consul {
             token,
             stale,
             block_wait,
+            retry,
         })
     }
 
@@ -156,13 +226,7 @@ fn pause(stop: &AtomicBool, d: Duration) -> bool {
 }
 
 fn watch_consul(dep: &Dependency, consul: &Consul, tx: &UnboundedSender<Update>, stop: &AtomicBool) {
-    let mut backoff = BACKOFF_START;
-    let fail = |e: String, backoff: &mut Duration| -> bool {
-        tracing::warn!(target: "template.watch", "{dep}: {e} (retrying in {backoff:?})");
-        let go_on = pause(stop, *backoff);
-        *backoff = (*backoff * 2).min(BACKOFF_MAX);
-        go_on
-    };
+    let mut failures = Failures::new(consul.retry);
     let local_node = loop {
         if stop.load(Ordering::Relaxed) {
             return;
@@ -171,7 +235,7 @@ fn watch_consul(dep: &Dependency, consul: &Consul, tx: &UnboundedSender<Update>,
             Dependency::CatalogNode { name: None, .. } => match consul.local_node() {
                 Ok(n) => break n,
                 Err(e) => {
-                    if !fail(e, &mut backoff) {
+                    if !failures.fail(dep, e, tx, stop) {
                         return;
                     }
                 }
@@ -187,7 +251,7 @@ fn watch_consul(dep: &Dependency, consul: &Consul, tx: &UnboundedSender<Update>,
         let answer = match consul.get(&req, index) {
             Ok(a) => a,
             Err(e) => {
-                if !fail(e, &mut backoff) {
+                if !failures.fail(dep, e, tx, stop) {
                     return;
                 }
                 continue;
@@ -196,7 +260,6 @@ fn watch_consul(dep: &Dependency, consul: &Consul, tx: &UnboundedSender<Update>,
         if stop.load(Ordering::Relaxed) {
             return;
         }
-        backoff = BACKOFF_START;
         let fresh = match (req.blocking, answer.index) {
             (true, Some(new)) if new == index && last.is_some() => false,
             (true, Some(new)) => {
@@ -212,15 +275,16 @@ fn watch_consul(dep: &Dependency, consul: &Consul, tx: &UnboundedSender<Update>,
             };
             match decoded {
                 Ok(value) if last.as_ref() != Some(&value) => {
+                    failures.reset();
                     tracing::debug!(target: "template.watch", "{dep}: new data (index {index})");
                     last = Some(value.clone());
-                    if tx.send(Update(dep.clone(), value)).is_err() {
+                    if tx.send(Update::Data(dep.clone(), value)).is_err() {
                         return;
                     }
                 }
-                Ok(_) => {}
+                Ok(_) => failures.reset(),
                 Err(e) => {
-                    if !fail(e, &mut backoff) {
+                    if !failures.fail(dep, e, tx, stop) {
                         return;
                     }
                     continue;
@@ -265,7 +329,7 @@ fn watch_file(dep: &Dependency, path: String, tx: &UnboundedSender<Update>, stop
                         Ok(bytes) => {
                             seen = Some(stamp);
                             if let Ok(value) = dep.decode(Some(&bytes)) {
-                                if tx.send(Update(dep.clone(), value)).is_err() {
+                                if tx.send(Update::Data(dep.clone(), value)).is_err() {
                                     return;
                                 }
                             }
