@@ -62,13 +62,24 @@ impl Stored {
             PersistOp::Append(entries) => {
                 let Some(first) = entries.first() else { return };
                 self.entries.split_off(&first.index);
-                let last = self.entries.keys().next_back().copied().unwrap_or(self.snapshot_index());
+                let last = self
+                    .entries
+                    .keys()
+                    .next_back()
+                    .copied()
+                    .unwrap_or(self.snapshot_index());
                 if first.index > last + 1 && first.index > self.snapshot_index() + 1 {
-                    anomalies.push(format!("Append at index {} leaves a gap after index {last}", first.index));
+                    anomalies.push(format!(
+                        "Append at index {} leaves a gap after index {last}",
+                        first.index
+                    ));
                 }
                 for (i, e) in entries.iter().enumerate() {
                     if e.index != first.index + i as u64 {
-                        anomalies.push(format!("Append with non-contiguous entries at index {}", e.index));
+                        anomalies.push(format!(
+                            "Append with non-contiguous entries at index {}",
+                            e.index
+                        ));
                         return;
                     }
                     self.entries.insert(e.index, e.clone());
@@ -80,8 +91,10 @@ impl Stored {
             PersistOp::Snapshot { snapshot, keep_log } => {
                 // Entries the snapshot covers may stay until `Compact`; a conflicting entry at the snapshot's
                 // index means the whole stored log belongs to another history.
-                let matches =
-                    self.entries.get(&snapshot.meta.index).is_some_and(|e| e.term == snapshot.meta.term);
+                let matches = self
+                    .entries
+                    .get(&snapshot.meta.index)
+                    .is_some_and(|e| e.term == snapshot.meta.term);
                 if !keep_log || !matches {
                     self.entries.clear();
                 }
@@ -180,7 +193,10 @@ impl SimDisk {
         if let Some(PersistOp::Append(entries)) = pending.get(survive) {
             if entries.len() > 1 {
                 let keep = self.rng.gen_range(1..entries.len());
-                self.durable.apply(&PersistOp::Append(entries[..keep].to_vec()), &mut self.anomalies);
+                self.durable.apply(
+                    &PersistOp::Append(entries[..keep].to_vec()),
+                    &mut self.anomalies,
+                );
             }
         }
     }
@@ -201,13 +217,19 @@ impl LogStore for SimDisk {
             // Without a snapshot the log may start anywhere (a fresh log starts at 1); after that it must be
             // contiguous.
             if index != next && !(entries.is_empty() && snapshot.is_none()) {
-                self.anomalies.push(format!("stored log has a gap before index {index}; cut there"));
+                self.anomalies.push(format!(
+                    "stored log has a gap before index {index}; cut there"
+                ));
                 break;
             }
             entries.push(e.clone());
             next = index + 1;
         }
-        Ok(Recovered { hard_state: self.durable.hard_state, snapshot, entries })
+        Ok(Recovered {
+            hard_state: self.durable.hard_state,
+            snapshot,
+            entries,
+        })
     }
 
     fn stage(&mut self, op: &PersistOp) -> Result<(), StorageError> {
@@ -236,7 +258,13 @@ mod tests {
     use concord_core::NodeId;
 
     fn entries(range: std::ops::RangeInclusive<u64>, term: u64) -> Vec<Entry> {
-        range.map(|index| Entry { term, index, payload: Payload::Noop }).collect()
+        range
+            .map(|index| Entry {
+                term,
+                index,
+                payload: Payload::Noop,
+            })
+            .collect()
     }
 
     fn indexes(r: &Recovered) -> Vec<(u64, u64)> {
@@ -250,15 +278,29 @@ mod tests {
     #[test]
     fn synced_writes_survive_a_crash_and_unsynced_ones_do_not() {
         let mut d = disk();
-        d.stage(&PersistOp::HardState(HardState { term: 2, vote: Some(NodeId(1)) })).unwrap();
+        d.stage(&PersistOp::HardState(HardState {
+            term: 2,
+            vote: Some(NodeId(1)),
+        }))
+        .unwrap();
         d.stage(&PersistOp::Append(entries(1..=3, 2))).unwrap();
         d.sync().unwrap();
-        d.stage(&PersistOp::HardState(HardState { term: 3, vote: None })).unwrap();
+        d.stage(&PersistOp::HardState(HardState {
+            term: 3,
+            vote: None,
+        }))
+        .unwrap();
         d.stage(&PersistOp::Append(entries(4..=5, 3))).unwrap();
         assert_eq!(d.pending_len(), 2);
         d.crash_exactly(0, false);
         let r = d.recover().unwrap();
-        assert_eq!(r.hard_state, HardState { term: 2, vote: Some(NodeId(1)) });
+        assert_eq!(
+            r.hard_state,
+            HardState {
+                term: 2,
+                vote: Some(NodeId(1))
+            }
+        );
         assert_eq!(indexes(&r), vec![(1, 2), (2, 2), (3, 2)]);
         assert_eq!(d.pending_len(), 0);
     }
@@ -268,7 +310,11 @@ mod tests {
         let mut d = disk();
         d.stage(&PersistOp::Append(entries(1..=2, 1))).unwrap();
         d.sync().unwrap();
-        d.stage(&PersistOp::HardState(HardState { term: 2, vote: None })).unwrap();
+        d.stage(&PersistOp::HardState(HardState {
+            term: 2,
+            vote: None,
+        }))
+        .unwrap();
         d.stage(&PersistOp::Append(entries(3..=9, 2))).unwrap();
         // The hard state reached the disk; the append was torn part-way.
         d.crash_exactly(1, true);
@@ -276,14 +322,23 @@ mod tests {
         assert_eq!(r.hard_state.term, 2);
         let got = indexes(&r);
         assert!(got.len() > 2 && got.len() < 9, "{got:?}");
-        assert!(got.iter().enumerate().all(|(i, &(idx, _))| idx == i as u64 + 1), "contiguous: {got:?}");
+        assert!(
+            got.iter()
+                .enumerate()
+                .all(|(i, &(idx, _))| idx == i as u64 + 1),
+            "contiguous: {got:?}"
+        );
         assert_eq!(d.torn_writes, 1);
     }
 
     #[test]
     fn a_torn_hard_state_is_dropped_whole() {
         let mut d = disk();
-        d.stage(&PersistOp::HardState(HardState { term: 4, vote: Some(NodeId(2)) })).unwrap();
+        d.stage(&PersistOp::HardState(HardState {
+            term: 4,
+            vote: Some(NodeId(2)),
+        }))
+        .unwrap();
         d.crash_exactly(0, true);
         assert_eq!(d.recover().unwrap().hard_state, HardState::default());
     }
@@ -294,7 +349,10 @@ mod tests {
         d.stage(&PersistOp::Append(entries(1..=5, 1))).unwrap();
         d.stage(&PersistOp::Append(entries(3..=4, 2))).unwrap();
         d.sync().unwrap();
-        assert_eq!(indexes(&d.recover().unwrap()), vec![(1, 1), (2, 1), (3, 2), (4, 2)]);
+        assert_eq!(
+            indexes(&d.recover().unwrap()),
+            vec![(1, 1), (2, 1), (3, 2), (4, 2)]
+        );
         d.stage(&PersistOp::Truncate { from: 2 }).unwrap();
         d.sync().unwrap();
         assert_eq!(indexes(&d.recover().unwrap()), vec![(1, 1)]);
@@ -302,7 +360,12 @@ mod tests {
 
     fn snapshot(index: u64, term: u64) -> Snapshot {
         Snapshot {
-            meta: SnapshotMeta { index, term, membership: Default::default(), digest: 42 },
+            meta: SnapshotMeta {
+                index,
+                term,
+                membership: Default::default(),
+                digest: 42,
+            },
             data: Bytes::from_static(b"state"),
         }
     }
@@ -311,14 +374,22 @@ mod tests {
     fn snapshots_and_compaction() {
         let mut d = disk();
         d.stage(&PersistOp::Append(entries(1..=10, 1))).unwrap();
-        d.stage(&PersistOp::Snapshot { snapshot: snapshot(6, 1), keep_log: true }).unwrap();
+        d.stage(&PersistOp::Snapshot {
+            snapshot: snapshot(6, 1),
+            keep_log: true,
+        })
+        .unwrap();
         d.stage(&PersistOp::Compact { up_to: 4 }).unwrap();
         d.sync().unwrap();
         let r = d.recover().unwrap();
         assert_eq!(r.snapshot.as_ref().unwrap().meta.index, 6);
         assert_eq!(indexes(&r), (7..=10).map(|i| (i, 1)).collect::<Vec<_>>());
         // A follower installing the leader's snapshot drops its whole log.
-        d.stage(&PersistOp::Snapshot { snapshot: snapshot(20, 3), keep_log: false }).unwrap();
+        d.stage(&PersistOp::Snapshot {
+            snapshot: snapshot(20, 3),
+            keep_log: false,
+        })
+        .unwrap();
         d.sync().unwrap();
         let r = d.recover().unwrap();
         assert_eq!(r.snapshot.unwrap().meta.index, 20);
@@ -341,7 +412,14 @@ mod tests {
 
     #[test]
     fn a_failed_sync_makes_nothing_durable() {
-        let mut d = SimDisk::new(1, DiskFaults { fail_sync: 1.0, partial_survival: 0.0, ..Default::default() });
+        let mut d = SimDisk::new(
+            1,
+            DiskFaults {
+                fail_sync: 1.0,
+                partial_survival: 0.0,
+                ..Default::default()
+            },
+        );
         d.stage(&PersistOp::Append(entries(1..=2, 1))).unwrap();
         assert!(d.sync().is_err());
         d.crash();
@@ -351,12 +429,16 @@ mod tests {
 
     #[test]
     fn latency_and_crash_outcomes_follow_the_seed() {
-        let faults = DiskFaults { slow_sync: 0.3, ..Default::default() };
+        let faults = DiskFaults {
+            slow_sync: 0.3,
+            ..Default::default()
+        };
         let run = |seed| {
             let mut d = SimDisk::new(seed, faults.clone());
             let lat: Vec<Duration> = (0..20).map(|_| d.sync_latency()).collect();
             for i in 0..5 {
-                d.stage(&PersistOp::Append(entries(i * 4 + 1..=i * 4 + 4, 1))).unwrap();
+                d.stage(&PersistOp::Append(entries(i * 4 + 1..=i * 4 + 4, 1)))
+                    .unwrap();
             }
             d.crash();
             (lat, indexes(&d.recover().unwrap()))

@@ -55,7 +55,10 @@ impl std::fmt::Display for HistoryViolation {
 pub fn check(records: &[Record], keys: &[String]) -> Result<HistoryStats, HistoryViolation> {
     let mut h = Builder::new(records, keys);
     h.build()?;
-    let mut stats = HistoryStats { ops: records.len(), ..Default::default() };
+    let mut stats = HistoryStats {
+        ops: records.len(),
+        ..Default::default()
+    };
     stats.unknown_writes = h.unknown_writes;
     stats.linearizable_reads = h.linear_reads;
     stats.stale_reads = h.stale_reads;
@@ -70,7 +73,9 @@ pub fn check(records: &[Record], keys: &[String]) -> Result<HistoryStats, Histor
             Verdict::Linearizable => {}
             Verdict::Inconclusive => stats.inconclusive_keys.push(key.clone()),
             v @ Verdict::Violation { .. } => {
-                return Err(HistoryViolation { message: h.explain(key, &v) });
+                return Err(HistoryViolation {
+                    message: h.explain(key, &v),
+                });
             }
         }
     }
@@ -98,7 +103,11 @@ fn fail<T>(message: String) -> Result<T, HistoryViolation> {
 
 fn read_key(req: &Request) -> Option<(&str, ReadMode, bool)> {
     match req {
-        Request::KvRead { query: KvQuery::Get { key }, mode, block } => Some((key, *mode, block.is_some())),
+        Request::KvRead {
+            query: KvQuery::Get { key },
+            mode,
+            block,
+        } => Some((key, *mode, block.is_some())),
         _ => None,
     }
 }
@@ -125,7 +134,10 @@ impl<'a> Builder<'a> {
             if let Request::Write(Command::KvSet { value, .. }) = &rec.req {
                 let v = self.writer.len() as Val;
                 let fresh = self.vals.insert(value.clone(), v).is_none();
-                assert!(fresh, "the workload wrote {value:?} twice; values must be unique");
+                assert!(
+                    fresh,
+                    "the workload wrote {value:?} twice; values must be unique"
+                );
                 self.writer.push(r);
             }
         }
@@ -161,15 +173,28 @@ impl<'a> Builder<'a> {
             match (&rec.req, &rec.resp) {
                 (
                     Request::Write(Command::KvSet { value, .. }),
-                    Some(Response::Written { index, result: CommandResult::Bool(true) }),
+                    Some(Response::Written {
+                        index,
+                        result: CommandResult::Bool(true),
+                    }),
                 ) => {
                     let v = self.vals[value];
                     self.observe_index(v, *index, r)?;
                 }
-                (req, Some(Response::Kv { meta, result: KvResult::Entries(entries) })) => {
-                    let Some((key, _, _)) = read_key(req) else { continue };
+                (
+                    req,
+                    Some(Response::Kv {
+                        meta,
+                        result: KvResult::Entries(entries),
+                    }),
+                ) => {
+                    let Some((key, _, _)) = read_key(req) else {
+                        continue;
+                    };
                     if entries.len() > 1 || entries.iter().any(|e| e.key != key) {
-                        return fail(format!("record #{r}: a read of {key:?} returned {entries:?}"));
+                        return fail(format!(
+                            "record #{r}: a read of {key:?} returned {entries:?}"
+                        ));
                     }
                     for e in entries {
                         let Some(&v) = self.vals.get(&e.value) else {
@@ -206,7 +231,10 @@ impl<'a> Builder<'a> {
     fn push_write(&mut self, key: &str, r: usize, value: Option<Val>, cond: Cond) {
         let rec = &self.records[r];
         let applied = match &rec.resp {
-            Some(Response::Written { result: CommandResult::Bool(b), .. }) => Some(*b),
+            Some(Response::Written {
+                result: CommandResult::Bool(b),
+                ..
+            }) => Some(*b),
             _ => None,
         };
         if applied.is_none() {
@@ -214,7 +242,16 @@ impl<'a> Builder<'a> {
         }
         let ret = applied.map(|_| rec.ret);
         if let Some(ops) = self.per_key.get_mut(key) {
-            ops.push(KeyOp { call: rec.call, ret, op: RegOp::Write { value, cond, applied }, record: r });
+            ops.push(KeyOp {
+                call: rec.call,
+                ret,
+                op: RegOp::Write {
+                    value,
+                    cond,
+                    applied,
+                },
+                record: r,
+            });
         }
     }
 
@@ -224,7 +261,9 @@ impl<'a> Builder<'a> {
         for r in 0..self.records.len() {
             let rec = &self.records[r];
             match &rec.req {
-                Request::Write(Command::KvSet { key, value, cas, .. }) => {
+                Request::Write(Command::KvSet {
+                    key, value, cas, ..
+                }) => {
                     let v = self.vals[value];
                     if let Some(cond) = self.cond(*cas) {
                         self.push_write(&key.clone(), r, Some(v), cond);
@@ -236,21 +275,39 @@ impl<'a> Builder<'a> {
                     }
                 }
                 Request::Write(Command::KvDeleteTree { prefix }) => {
-                    let covered: Vec<String> = self.keys.iter().filter(|k| k.starts_with(prefix.as_str())).cloned().collect();
+                    let covered: Vec<String> = self
+                        .keys
+                        .iter()
+                        .filter(|k| k.starts_with(prefix.as_str()))
+                        .cloned()
+                        .collect();
                     for key in covered {
                         self.push_write(&key, r, None, Cond::Always);
                     }
                 }
                 req => {
-                    let Some((key, mode, _)) = read_key(req) else { continue };
-                    let Some(Response::Kv { result: KvResult::Entries(entries), .. }) = &rec.resp else { continue };
+                    let Some((key, mode, _)) = read_key(req) else {
+                        continue;
+                    };
+                    let Some(Response::Kv {
+                        result: KvResult::Entries(entries),
+                        ..
+                    }) = &rec.resp
+                    else {
+                        continue;
+                    };
                     if mode == ReadMode::Stale {
                         self.stale_reads += 1;
                         continue;
                     }
                     self.linear_reads += 1;
                     let seen = entries.first().map(|e| self.vals[&e.value]);
-                    let op = KeyOp { call: rec.call, ret: Some(rec.ret), op: RegOp::Read { seen }, record: r };
+                    let op = KeyOp {
+                        call: rec.call,
+                        ret: Some(rec.ret),
+                        op: RegOp::Read { seen },
+                        record: r,
+                    };
                     if let Some(ops) = self.per_key.get_mut(key) {
                         ops.push(op);
                     }
@@ -264,8 +321,16 @@ impl<'a> Builder<'a> {
     /// started before the read returned and that was not refused.
     fn check_stale_reads(&self) -> Result<(), HistoryViolation> {
         for (r, rec) in self.records.iter().enumerate() {
-            let Some((key, ReadMode::Stale, _)) = read_key(&rec.req) else { continue };
-            let Some(Response::Kv { result: KvResult::Entries(entries), .. }) = &rec.resp else { continue };
+            let Some((key, ReadMode::Stale, _)) = read_key(&rec.req) else {
+                continue;
+            };
+            let Some(Response::Kv {
+                result: KvResult::Entries(entries),
+                ..
+            }) = &rec.resp
+            else {
+                continue;
+            };
             for e in entries {
                 let w = self.writer[self.vals[&e.value] as usize];
                 let wrec = &self.records[w];
@@ -276,8 +341,14 @@ impl<'a> Builder<'a> {
                         wrec.call, rec.ret
                     ));
                 }
-                if let Some(Response::Written { result: CommandResult::Bool(false), .. }) = wrec.resp {
-                    return fail(format!("stale read #{r} of {key:?} returned the value of refused write #{w}"));
+                if let Some(Response::Written {
+                    result: CommandResult::Bool(false),
+                    ..
+                }) = wrec.resp
+                {
+                    return fail(format!(
+                        "stale read #{r} of {key:?} returned the value of refused write #{w}"
+                    ));
                 }
             }
         }
@@ -290,8 +361,13 @@ impl<'a> Builder<'a> {
         // (key) -> acknowledged value writes as (ack time, index), sorted by ack time.
         let mut acked: BTreeMap<&str, Vec<(u64, u64, usize)>> = BTreeMap::new();
         for (r, rec) in self.records.iter().enumerate() {
-            if let (Request::Write(Command::KvSet { key, .. }), Some(Response::Written { index, result: CommandResult::Bool(true) })) =
-                (&rec.req, &rec.resp)
+            if let (
+                Request::Write(Command::KvSet { key, .. }),
+                Some(Response::Written {
+                    index,
+                    result: CommandResult::Bool(true),
+                }),
+            ) = (&rec.req, &rec.resp)
             {
                 acked.entry(key).or_default().push((rec.ret, *index, r));
             }
@@ -301,11 +377,15 @@ impl<'a> Builder<'a> {
         }
         let mut last: BTreeMap<(usize, &str), (u64, usize)> = BTreeMap::new();
         for (r, rec) in self.records.iter().enumerate() {
-            let Some((key, mode, blocking)) = read_key(&rec.req) else { continue };
+            let Some((key, mode, blocking)) = read_key(&rec.req) else {
+                continue;
+            };
             if mode == ReadMode::Stale {
                 continue;
             }
-            let Some(Response::Kv { meta, .. }) = &rec.resp else { continue };
+            let Some(Response::Kv { meta, .. }) = &rec.resp else {
+                continue;
+            };
             if let Some(writes) = acked.get(key) {
                 let before = writes.partition_point(|&(t, _, _)| t < rec.call);
                 if let Some(&(_, w, wr)) = writes[..before].iter().max_by_key(|&&(_, w, _)| w) {
@@ -353,7 +433,10 @@ impl<'a> Builder<'a> {
                 rec.client,
                 rec.node,
                 rec.call as f64 / 1000.0,
-                op.ret.map_or("unknown".to_string(), |t| format!("{:.3}ms", t as f64 / 1000.0)),
+                op.ret.map_or("unknown".to_string(), |t| format!(
+                    "{:.3}ms",
+                    t as f64 / 1000.0
+                )),
                 describe(rec),
             );
         }
@@ -368,7 +451,9 @@ fn short(b: &Bytes) -> String {
 /// One line per operation for failure reports.
 pub fn describe(rec: &Record) -> String {
     let req = match &rec.req {
-        Request::Write(Command::KvSet { key, value, cas, .. }) => match cas {
+        Request::Write(Command::KvSet {
+            key, value, cas, ..
+        }) => match cas {
             None => format!("put {key}={}", short(value)),
             Some(n) => format!("cas {key}={} if index={n}", short(value)),
         },
@@ -378,17 +463,30 @@ pub fn describe(rec: &Record) -> String {
         },
         Request::Write(Command::KvDeleteTree { prefix }) => format!("delete-tree {prefix}"),
         Request::KvRead { query, mode, block } => {
-            let b = block.map_or(String::new(), |b| format!(" blocking(index>{})", b.min_index));
+            let b = block.map_or(String::new(), |b| {
+                format!(" blocking(index>{})", b.min_index)
+            });
             format!("get {query:?} {mode:?}{b}")
         }
         other => format!("{other:?}"),
     };
     let resp = match &rec.resp {
         None => "client timeout".to_string(),
-        Some(Response::Written { index, result: CommandResult::Bool(b) }) => format!("-> {b} @ {index}"),
-        Some(Response::Kv { meta, result: KvResult::Entries(e) }) => match e.first() {
+        Some(Response::Written {
+            index,
+            result: CommandResult::Bool(b),
+        }) => format!("-> {b} @ {index}"),
+        Some(Response::Kv {
+            meta,
+            result: KvResult::Entries(e),
+        }) => match e.first() {
             None => format!("-> absent (X-Consul-Index {})", meta.index),
-            Some(e) => format!("-> {} (ModifyIndex {}, X-Consul-Index {})", short(&e.value), e.modify_index, meta.index),
+            Some(e) => format!(
+                "-> {} (ModifyIndex {}, X-Consul-Index {})",
+                short(&e.value),
+                e.modify_index,
+                meta.index
+            ),
         },
         Some(other) => format!("-> {other:?}"),
     };

@@ -30,7 +30,11 @@ pub enum Cond {
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum RegOp {
     /// `value: None` deletes. `applied`: the reply's boolean, `None` if the outcome is unknown.
-    Write { value: Option<Val>, cond: Cond, applied: Option<bool> },
+    Write {
+        value: Option<Val>,
+        cond: Cond,
+        applied: Option<bool>,
+    },
     /// A read that saw `seen` (only reads with a reply are recorded).
     Read { seen: Option<Val> },
 }
@@ -50,7 +54,11 @@ impl KeyOp {
     fn step(&self, state: Option<Val>) -> Option<Option<Val>> {
         match self.op {
             RegOp::Read { seen } => (seen == state).then_some(state),
-            RegOp::Write { value, cond, applied } => {
+            RegOp::Write {
+                value,
+                cond,
+                applied,
+            } => {
                 let holds = holds(cond, state);
                 match applied {
                     Some(true) if holds => Some(value),
@@ -71,7 +79,10 @@ pub enum Verdict {
     Linearizable,
     /// No linearization exists. `stuck` is the record of a completed operation that could not be placed
     /// in the deepest partial linearization the search found.
-    Violation { stuck: usize, deepest: usize },
+    Violation {
+        stuck: usize,
+        deepest: usize,
+    },
     /// The search ran out of budget.
     Inconclusive,
 }
@@ -240,7 +251,9 @@ fn search(ops: &[KeyOp], budget: u64, pruned: bool) -> Verdict {
             let step = ops[i].step(state);
             // An operation of unknown outcome can take effect at any later time, so placing it is only worth
             // trying right before an operation that its effect enables (see `enables`).
-            let useful = |new: Option<Val>| ops[i].ret.is_some() || (pruned && enables(&ev, ops, i, state, new));
+            let useful = |new: Option<Val>| {
+                ops[i].ret.is_some() || (pruned && enables(&ev, ops, i, state, new))
+            };
             let step = step.filter(|&new| !pruned || useful(new));
             if let Some(new_state) = step {
                 linearized[i / 64] |= 1 << (i % 64);
@@ -283,8 +296,23 @@ fn search(ops: &[KeyOp], budget: u64, pruned: bool) -> Verdict {
 mod tests {
     use super::*;
 
-    fn w(call: u64, ret: Option<u64>, value: Option<Val>, cond: Cond, applied: Option<bool>) -> KeyOp {
-        KeyOp { call, ret, op: RegOp::Write { value, cond, applied }, record: 0 }
+    fn w(
+        call: u64,
+        ret: Option<u64>,
+        value: Option<Val>,
+        cond: Cond,
+        applied: Option<bool>,
+    ) -> KeyOp {
+        KeyOp {
+            call,
+            ret,
+            op: RegOp::Write {
+                value,
+                cond,
+                applied,
+            },
+            record: 0,
+        }
     }
     fn put(call: u64, ret: u64, v: Val) -> KeyOp {
         w(call, Some(ret), Some(v), Cond::Always, Some(true))
@@ -293,7 +321,12 @@ mod tests {
         w(call, None, Some(v), Cond::Always, None)
     }
     fn get(call: u64, ret: u64, seen: Option<Val>) -> KeyOp {
-        KeyOp { call, ret: Some(ret), op: RegOp::Read { seen }, record: 0 }
+        KeyOp {
+            call,
+            ret: Some(ret),
+            op: RegOp::Read { seen },
+            record: 0,
+        }
     }
     fn numbered(mut ops: Vec<KeyOp>) -> Vec<KeyOp> {
         for (i, op) in ops.iter_mut().enumerate() {
@@ -304,26 +337,46 @@ mod tests {
 
     #[test]
     fn sequential_history_is_linearizable() {
-        let h = vec![put(0, 1, 1), get(2, 3, Some(1)), put(4, 5, 2), get(6, 7, Some(2))];
+        let h = vec![
+            put(0, 1, 1),
+            get(2, 3, Some(1)),
+            put(4, 5, 2),
+            get(6, 7, Some(2)),
+        ];
         assert_eq!(check(&h), Verdict::Linearizable);
     }
 
     #[test]
     fn stale_read_after_a_completed_write_is_not() {
         let h = numbered(vec![put(0, 1, 1), put(2, 3, 2), get(4, 5, Some(1))]);
-        assert!(matches!(check(&h), Verdict::Violation { stuck: 2, .. }), "{:?}", check(&h));
+        assert!(
+            matches!(check(&h), Verdict::Violation { stuck: 2, .. }),
+            "{:?}",
+            check(&h)
+        );
     }
 
     #[test]
     fn concurrent_reads_may_see_either_side_of_a_write() {
-        let h = vec![put(0, 1, 1), put(2, 10, 2), get(3, 4, Some(1)), get(5, 6, Some(2)), get(11, 12, Some(2))];
+        let h = vec![
+            put(0, 1, 1),
+            put(2, 10, 2),
+            get(3, 4, Some(1)),
+            get(5, 6, Some(2)),
+            get(11, 12, Some(2)),
+        ];
         assert_eq!(check(&h), Verdict::Linearizable);
     }
 
     #[test]
     fn reads_must_not_go_back_in_time_within_a_write() {
         // Both reads overlap the write, but the second starts after the first returned the new value.
-        let h = vec![put(0, 1, 1), put(2, 10, 2), get(3, 4, Some(2)), get(5, 6, Some(1))];
+        let h = vec![
+            put(0, 1, 1),
+            put(2, 10, 2),
+            get(3, 4, Some(2)),
+            get(5, 6, Some(1)),
+        ];
         assert!(matches!(check(&h), Verdict::Violation { .. }));
     }
 
@@ -336,7 +389,12 @@ mod tests {
     #[test]
     fn unknown_outcome_may_take_effect_late() {
         // The timed-out write is seen long after its call.
-        let h = vec![put(0, 1, 1), put_unknown(2, 2), get(3, 4, Some(1)), get(50, 51, Some(2))];
+        let h = vec![
+            put(0, 1, 1),
+            put_unknown(2, 2),
+            get(3, 4, Some(1)),
+            get(50, 51, Some(2)),
+        ];
         assert_eq!(check(&h), Verdict::Linearizable);
     }
 
@@ -349,7 +407,12 @@ mod tests {
     #[test]
     fn unknown_outcome_cannot_take_effect_twice_or_before_its_call() {
         // Seen, then the older value again: the write cannot be undone.
-        let h = vec![put(0, 1, 1), put_unknown(2, 2), get(3, 4, Some(2)), get(5, 6, Some(1))];
+        let h = vec![
+            put(0, 1, 1),
+            put_unknown(2, 2),
+            get(3, 4, Some(2)),
+            get(5, 6, Some(1)),
+        ];
         assert!(matches!(check(&h), Verdict::Violation { .. }));
         // Seen before it was called.
         let h = vec![put(0, 1, 1), get(2, 3, Some(2)), put_unknown(4, 2)];
@@ -373,7 +436,11 @@ mod tests {
         ];
         assert!(matches!(check(&bad), Verdict::Violation { .. }));
         // A failed CAS while the expected value was certainly there.
-        let bad = vec![put(0, 1, 1), w(2, Some(3), Some(2), Cond::Is(1), Some(false)), get(4, 5, Some(1))];
+        let bad = vec![
+            put(0, 1, 1),
+            w(2, Some(3), Some(2), Cond::Is(1), Some(false)),
+            get(4, 5, Some(1)),
+        ];
         assert!(matches!(check(&bad), Verdict::Violation { .. }));
     }
 
@@ -387,7 +454,10 @@ mod tests {
             w(8, Some(9), Some(3), Cond::Absent, Some(true)),
         ];
         assert_eq!(check(&ok), Verdict::Linearizable);
-        let bad = vec![w(0, Some(1), None, Cond::Always, Some(true)), w(2, Some(3), Some(2), Cond::Absent, Some(false))];
+        let bad = vec![
+            w(0, Some(1), None, Cond::Always, Some(true)),
+            w(2, Some(3), Some(2), Cond::Absent, Some(false)),
+        ];
         assert!(matches!(check(&bad), Verdict::Violation { .. }));
     }
 
@@ -425,6 +495,9 @@ mod tests {
         h.push(get(100, 101, Some(999)));
         assert_eq!(search(&h, 1000, false), Verdict::Inconclusive);
         // The pruned search settles it at once.
-        assert!(matches!(check_with_budget(&h, 1000), Verdict::Violation { .. }));
+        assert!(matches!(
+            check_with_budget(&h, 1000),
+            Verdict::Violation { .. }
+        ));
     }
 }

@@ -42,7 +42,10 @@ impl SafetyChecker {
 
     /// The highest index any node applied, with its digest.
     pub fn highest_applied(&self) -> Option<(u64, u64)> {
-        self.applied.iter().next_back().map(|(&i, &(_, d, _))| (i, d))
+        self.applied
+            .iter()
+            .next_back()
+            .map(|(&i, &(_, d, _))| (i, d))
     }
 
     /// The digest every node must report for `index`, if some node applied it.
@@ -52,7 +55,10 @@ impl SafetyChecker {
 
     pub fn on_event(&mut self, at_us: u64, node: NodeId, event: &Event) {
         match *event {
-            Event::LeaderChanged { term, leader: Some(leader) } => {
+            Event::LeaderChanged {
+                term,
+                leader: Some(leader),
+            } => {
                 self.leader_changes += 1;
                 match self.leaders.get(&term) {
                     Some(&(l, by)) if l != leader => self.fail(format!(
@@ -65,7 +71,11 @@ impl SafetyChecker {
                     }
                 }
             }
-            Event::Applied { index, term, digest } => {
+            Event::Applied {
+                index,
+                term,
+                digest,
+            } => {
                 self.applied_events += 1;
                 self.on_applied(at_us, node, index, term, digest);
             }
@@ -77,7 +87,9 @@ impl SafetyChecker {
         let at = at_us as f64 / 1e6;
         if let Some(&prev) = self.last_applied.get(&node) {
             if index < prev {
-                self.fail(format!("{node:?} applied index {index} after {prev} (at {at:.3}s)"));
+                self.fail(format!(
+                    "{node:?} applied index {index} after {prev} (at {at:.3}s)"
+                ));
             }
         }
         self.last_applied.insert(node, index);
@@ -121,15 +133,40 @@ mod tests {
     const B: NodeId = NodeId(2);
 
     fn applied(index: u64, term: u64, digest: u64) -> Event {
-        Event::Applied { index, term, digest }
+        Event::Applied {
+            index,
+            term,
+            digest,
+        }
     }
 
     #[test]
     fn agreeing_nodes_pass() {
         let mut c = SafetyChecker::new();
-        c.on_event(0, A, &Event::LeaderChanged { term: 1, leader: Some(A) });
-        c.on_event(0, B, &Event::LeaderChanged { term: 1, leader: Some(A) });
-        c.on_event(0, B, &Event::LeaderChanged { term: 2, leader: None });
+        c.on_event(
+            0,
+            A,
+            &Event::LeaderChanged {
+                term: 1,
+                leader: Some(A),
+            },
+        );
+        c.on_event(
+            0,
+            B,
+            &Event::LeaderChanged {
+                term: 1,
+                leader: Some(A),
+            },
+        );
+        c.on_event(
+            0,
+            B,
+            &Event::LeaderChanged {
+                term: 2,
+                leader: None,
+            },
+        );
         for (i, t) in [(1, 1), (2, 1), (5, 2)] {
             c.on_event(0, A, &applied(i, t, i * 10));
             c.on_event(0, B, &applied(i, t, i * 10));
@@ -141,8 +178,22 @@ mod tests {
     #[test]
     fn two_leaders_in_one_term_fail() {
         let mut c = SafetyChecker::new();
-        c.on_event(0, A, &Event::LeaderChanged { term: 3, leader: Some(A) });
-        c.on_event(0, B, &Event::LeaderChanged { term: 3, leader: Some(B) });
+        c.on_event(
+            0,
+            A,
+            &Event::LeaderChanged {
+                term: 3,
+                leader: Some(A),
+            },
+        );
+        c.on_event(
+            0,
+            B,
+            &Event::LeaderChanged {
+                term: 3,
+                leader: Some(B),
+            },
+        );
         assert!(c.violation().unwrap().contains("two leaders in term 3"));
     }
 

@@ -1,0 +1,1 @@
+//! The madsim side of the simulator.
