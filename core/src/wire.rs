@@ -15,12 +15,24 @@ pub const DEFAULT_MAX_FRAME: usize = 8 * 1024 * 1024;
 pub enum Frame {
     /// First frame on every connection: who is calling. `servers` carries what the caller knows of other
     /// servers (id, name, address) so `-bootstrap-expect` discovery converges by gossip of hellos.
-    Hello { id: NodeId, name: String, address: String, datacenter: String, servers: Vec<(NodeId, String, String)> },
+    Hello {
+        id: NodeId,
+        name: String,
+        address: String,
+        datacenter: String,
+        servers: Vec<(NodeId, String, String)>,
+    },
     /// A one-way peer message (Raft, forwarding).
     Peer(PeerMessage),
     /// A client request from another process (a joining server asking to be added); answered by `Reply`.
-    Call { id: u64, req: Request },
-    Reply { id: u64, resp: Response },
+    Call {
+        id: u64,
+        req: Request,
+    },
+    Reply {
+        id: u64,
+        resp: Response,
+    },
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]

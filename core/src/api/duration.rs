@@ -21,12 +21,16 @@ pub fn parse_go_duration(s: &str) -> Result<Duration, BadDuration> {
     }
     let mut total_ns: u128 = 0;
     while !rest.is_empty() {
-        let num_len = rest.find(|c: char| !(c.is_ascii_digit() || c == '.')).unwrap_or(rest.len());
+        let num_len = rest
+            .find(|c: char| !(c.is_ascii_digit() || c == '.'))
+            .unwrap_or(rest.len());
         let (num, tail) = rest.split_at(num_len);
         if num.is_empty() || num == "." {
             return Err(bad());
         }
-        let unit_len = tail.find(|c: char| c.is_ascii_digit() || c == '.').unwrap_or(tail.len());
+        let unit_len = tail
+            .find(|c: char| c.is_ascii_digit() || c == '.')
+            .unwrap_or(tail.len());
         let (unit, tail) = tail.split_at(unit_len);
         let unit_ns: u128 = match unit {
             "ns" => 1,
@@ -41,8 +45,15 @@ pub fn parse_go_duration(s: &str) -> Result<Duration, BadDuration> {
         if frac.contains('.') {
             return Err(bad());
         }
-        let int: u128 = if int.is_empty() { 0 } else { int.parse().map_err(|_| bad())? };
-        total_ns = int.checked_mul(unit_ns).and_then(|v| total_ns.checked_add(v)).ok_or_else(bad)?;
+        let int: u128 = if int.is_empty() {
+            0
+        } else {
+            int.parse().map_err(|_| bad())?
+        };
+        total_ns = int
+            .checked_mul(unit_ns)
+            .and_then(|v| total_ns.checked_add(v))
+            .ok_or_else(bad)?;
         let mut scale = unit_ns;
         for d in frac.bytes().take(30) {
             scale /= 10;

@@ -55,7 +55,11 @@ pub enum KvQuery {
 
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub enum Request {
-    KvRead { query: KvQuery, mode: ReadMode, block: Option<Blocking> },
+    KvRead {
+        query: KvQuery,
+        mode: ReadMode,
+        block: Option<Blocking>,
+    },
     /// A write through Raft; answered after commit and apply.
     Write(Command),
     /// `GET /v1/status/leader`
@@ -65,7 +69,10 @@ pub enum Request {
     /// `GET /v1/operator/raft/configuration`
     RaftConfiguration { mode: ReadMode },
     /// `DELETE /v1/operator/raft/peer?id=|address=`
-    RemovePeer { id: Option<NodeId>, address: Option<String> },
+    RemovePeer {
+        id: Option<NodeId>,
+        address: Option<String>,
+    },
     /// A server asks to join the cluster (`-join`/`-retry-join`); it is added as a non-voter, then
     /// promoted once caught up.
     AddServer { id: NodeId, name: String, address: String },
@@ -104,12 +111,22 @@ pub struct RaftServer {
 
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub enum Response {
-    Kv { meta: QueryMeta, result: KvResult },
-    Written { index: Index, result: CommandResult },
+    Kv {
+        meta: QueryMeta,
+        result: KvResult,
+    },
+    Written {
+        index: Index,
+        result: CommandResult,
+    },
     /// `ip:port` of the leader's RPC address, or None.
     Leader(Option<String>),
     Peers(Vec<String>),
-    RaftConfiguration { meta: QueryMeta, servers: Vec<RaftServer>, index: Index },
+    RaftConfiguration {
+        meta: QueryMeta,
+        servers: Vec<RaftServer>,
+        index: Index,
+    },
     Done,
     Error(ApiError),
 }

@@ -92,13 +92,20 @@ pub enum PersistOp {
     /// Delete every stored entry with index >= `entries[0].index`, then store `entries` (contiguous).
     Append(Vec<Entry>),
     /// Delete every stored entry with index >= `from` (a conflicting suffix).
-    Truncate { from: Index },
+    Truncate {
+        from: Index,
+    },
     /// Store this snapshot (replacing any older one) and delete every entry with index <= `meta.index`
     /// that does not match it. When `keep_log` is false every stored entry is deleted (a follower that
     /// installed a snapshot from the leader); otherwise entries after `meta.index` stay.
-    Snapshot { snapshot: Snapshot, keep_log: bool },
+    Snapshot {
+        snapshot: Snapshot,
+        keep_log: bool,
+    },
     /// Delete entries with index <= `up_to`; a snapshot at or past `up_to` is already durable.
-    Compact { up_to: Index },
+    Compact {
+        up_to: Index,
+    },
 }
 
 /// What the runtime read back from disk at start, handed to `Node::new`.
@@ -114,21 +121,63 @@ pub struct Recovered {
 /// a quorum of responses to round r proves leadership as of the moment round r was sent (ReadIndex, lease).
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub enum Message {
-    PreVote { term: Term, last_index: Index, last_term: Term },
-    PreVoteResponse { term: Term, granted: bool },
+    PreVote {
+        term: Term,
+        last_index: Index,
+        last_term: Term,
+    },
+    PreVoteResponse {
+        term: Term,
+        granted: bool,
+    },
     /// `transfer` is set when the leader asked for this election (TimeoutNow): voters then ignore their
     /// leader stickiness.
-    Vote { term: Term, last_index: Index, last_term: Term, transfer: bool },
-    VoteResponse { term: Term, granted: bool },
-    Append { term: Term, prev_index: Index, prev_term: Term, entries: Vec<Entry>, commit: Index, round: u64 },
+    Vote {
+        term: Term,
+        last_index: Index,
+        last_term: Term,
+        transfer: bool,
+    },
+    VoteResponse {
+        term: Term,
+        granted: bool,
+    },
+    Append {
+        term: Term,
+        prev_index: Index,
+        prev_term: Term,
+        entries: Vec<Entry>,
+        commit: Index,
+        round: u64,
+    },
     /// On success `index` is the follower's last matching (and durable) index; on failure it is a hint:
     /// the follower's last index, so the leader can jump back rather than probe one entry at a time.
-    AppendResponse { term: Term, success: bool, index: Index, round: u64 },
-    InstallSnapshot { term: Term, meta: SnapshotMeta, offset: u64, data: Bytes, done: bool, round: u64 },
+    AppendResponse {
+        term: Term,
+        success: bool,
+        index: Index,
+        round: u64,
+    },
+    InstallSnapshot {
+        term: Term,
+        meta: SnapshotMeta,
+        offset: u64,
+        data: Bytes,
+        done: bool,
+        round: u64,
+    },
     /// `offset` is how many bytes of the snapshot the follower holds; `done` once installed and durable.
-    InstallSnapshotResponse { term: Term, offset: u64, done: bool, index: Index, round: u64 },
+    InstallSnapshotResponse {
+        term: Term,
+        offset: u64,
+        done: bool,
+        index: Index,
+        round: u64,
+    },
     /// Leadership transfer: the target starts an election at once.
-    TimeoutNow { term: Term },
+    TimeoutNow {
+        term: Term,
+    },
 }
 
 impl Message {

@@ -4,9 +4,9 @@
 //! blocking query wakes only when the range it reads changes and its index never goes backwards.
 
 mod kv;
-mod watch;
 #[cfg(test)]
 mod tests;
+mod watch;
 
 pub use kv::KvStore;
 pub use watch::{KeyRange, WatchId, Watches};
@@ -18,7 +18,12 @@ use serde::{Deserialize, Serialize};
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub enum Command {
     /// `PUT /v1/kv/<key>`. `cas: Some(0)` creates only if absent; `Some(n)` writes only if ModifyIndex == n.
-    KvSet { key: String, value: Bytes, flags: u64, cas: Option<u64> },
+    KvSet {
+        key: String,
+        value: Bytes,
+        flags: u64,
+        cas: Option<u64>,
+    },
     /// `DELETE /v1/kv/<key>`. `cas: Some(n)` deletes only if ModifyIndex == n (`Some(0)` deletes nothing).
     KvDelete { key: String, cas: Option<u64> },
     /// `DELETE /v1/kv/<prefix>?recurse`.
@@ -89,6 +94,8 @@ impl StateMachine {
 
     /// Decode a snapshot produced by [`StateMachine::snapshot`]. Never panics on corrupt input.
     pub fn restore(data: &[u8]) -> Result<Self, DecodeError> {
-        Ok(StateMachine { kv: KvStore::decode(data)? })
+        Ok(StateMachine {
+            kv: KvStore::decode(data)?,
+        })
     }
 }

@@ -17,38 +17,71 @@ pub type ReqId = u64;
 pub enum PeerMessage {
     Raft(raft::Message),
     /// A follower forwards a client request it cannot serve to the leader.
-    Forward { id: u64, req: Request },
-    ForwardReply { id: u64, resp: Response },
+    Forward {
+        id: u64,
+        req: Request,
+    },
+    ForwardReply {
+        id: u64,
+        resp: Response,
+    },
     /// A follower asks the leader for a read index (`lease`: a default-mode read, which the leader may
     /// answer from its lease; otherwise a quorum round first).
-    ReadIndex { id: u64, lease: bool },
+    ReadIndex {
+        id: u64,
+        lease: bool,
+    },
     /// The index the follower must apply up to before serving; None if the leader cannot confirm.
-    ReadIndexReply { id: u64, index: Option<u64> },
+    ReadIndexReply {
+        id: u64,
+        index: Option<u64>,
+    },
 }
 
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub enum Input {
     /// Time passed; due timers fire. Spurious ticks are harmless.
     Tick,
-    Peer { from: NodeId, msg: PeerMessage },
-    Client { req_id: ReqId, req: Request },
+    Peer {
+        from: NodeId,
+        msg: PeerMessage,
+    },
+    Client {
+        req_id: ReqId,
+        req: Request,
+    },
     /// Every `Effect::Persist` with `seq <= up_to` is durable.
-    Persisted { up_to: u64 },
+    Persisted {
+        up_to: u64,
+    },
     /// Storage failed; the node stops taking part (the runtime should exit or restart it).
     PersistFailed,
     /// The transport could not reach `peer`.
-    Unreachable { peer: NodeId },
+    Unreachable {
+        peer: NodeId,
+    },
     /// The client behind `req_id` went away (e.g. an HTTP blocking query's connection closed).
-    Cancel { req_id: ReqId },
+    Cancel {
+        req_id: ReqId,
+    },
 }
 
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub enum Effect {
-    Send { to: NodeId, msg: PeerMessage },
+    Send {
+        to: NodeId,
+        msg: PeerMessage,
+    },
     /// Make `ops` durable in order, then report `Input::Persisted { up_to: seq }` (batching is allowed:
     /// reporting a larger `up_to` covers every earlier seq).
-    Persist { seq: u64, ops: Vec<PersistOp> },
-    Reply { req_id: ReqId, resp: Response },
+    Persist {
+        seq: u64,
+        ops: Vec<PersistOp>,
+    },
+    Reply {
+        req_id: ReqId,
+        resp: Response,
+    },
     Event(Event),
 }
 
@@ -188,6 +221,18 @@ pub enum Role {
     Failed,
 }
 
+mod apply;
+mod client;
+#[cfg(test)]
+mod tests;
+
+use crate::raft::Raft;
+use crate::state::{StateMachine, Watches};
+use client::{Origin, Pending, Timer};
+use rand::rngs::SmallRng;
+use rand::SeedableRng;
+use std::collections::BTreeSet;
+
 /// A concord server: Raft, the replicated state machine, reads and watches, with no I/O.
 ///
 /// Driving contract: call [`Node::handle`] with each input and the current time (never going backwards);
@@ -197,31 +242,185 @@ pub enum Role {
 /// are released only then. Restart is `Node::new(config, recovered, now)` with what the disk held.
 pub struct Node {
     config: NodeConfig,
+    raft: Raft,
+    sm: StateMachine,
+    applied: u64,
+    applied_term: u64,
+    digest: u64,
+    applied_membership: Membership,
+    rng: SmallRng,
+    watches: Watches,
+    pending: Pending,
+    deadlines: BTreeSet<(Instant, Timer)>,
+    now: Instant,
+    seen_leader: (u64, Option<NodeId>),
+    seen_membership: Membership,
+    removed: bool,
 }
 
 impl Node {
-    pub fn new(config: NodeConfig, _recovered: Recovered, _now: Instant) -> Self {
-        Node { config }
+    pub fn new(config: NodeConfig, recovered: Recovered, now: Instant) -> Self {
+        let (sm, applied, applied_term, digest, applied_membership) = match &recovered.snapshot {
+            Some(s) => {
+                let sm = StateMachine::restore(&s.data)
+                    .unwrap_or_else(|e| panic!("snapshot at index {} passed its checksum but {e}", s.meta.index));
+                (sm, s.meta.index, s.meta.term, s.meta.digest, s.meta.membership.clone())
+            }
+            None => (StateMachine::default(), 0, 0, 0, Membership::default()),
+        };
+        let raft = Raft::new(
+            config.id,
+            config.raft.clone(),
+            config.mutation,
+            recovered,
+            now,
+            config.seed,
+        );
+        let seen_membership = raft.membership.clone();
+        Node {
+            rng: SmallRng::seed_from_u64(config.seed ^ 0x9e37_79b9_7f4a_7c15),
+            config,
+            raft,
+            sm,
+            applied,
+            applied_term,
+            digest,
+            applied_membership,
+            watches: Watches::default(),
+            pending: Pending::default(),
+            deadlines: BTreeSet::new(),
+            now,
+            seen_leader: (0, None),
+            seen_membership,
+            removed: false,
+        }
     }
 
-    pub fn handle(&mut self, _now: Instant, _input: Input, _out: &mut Vec<Effect>) {
-        unimplemented!("Node lands with the Raft module")
+    pub fn handle(&mut self, now: Instant, input: Input, out: &mut Vec<Effect>) {
+        let now = now.max(self.now);
+        self.now = now;
+        match input {
+            Input::Tick => {
+                self.raft.tick(now);
+                self.fire_timers(now, out);
+            }
+            Input::Peer { from, msg } => self.handle_peer(now, from, msg, out),
+            Input::Client { req_id, req } => self.request(now, Origin::Local(req_id), req, out),
+            Input::Persisted { up_to } => self.raft.persisted(now, up_to),
+            Input::PersistFailed => self.storage_failed(out),
+            Input::Unreachable { .. } => {}
+            Input::Cancel { req_id } => self.cancel(req_id),
+        }
+        self.after_step(now, out);
     }
 
     pub fn next_deadline(&self) -> Option<Instant> {
-        unimplemented!("Node lands with the Raft module")
+        crate::time::earliest(self.raft.next_deadline(), self.deadlines.first().map(|(t, _)| *t))
     }
 
     pub fn id(&self) -> NodeId {
         self.config.id
     }
 
-    pub fn status(&self, _now: Instant) -> NodeStatus {
-        unimplemented!("Node lands with the Raft module")
+    pub fn status(&self, now: Instant) -> NodeStatus {
+        let r = &self.raft;
+        NodeStatus {
+            id: self.config.id,
+            role: r.role,
+            term: r.term,
+            leader: r.leader,
+            commit_index: r.commit,
+            applied_index: self.applied,
+            last_log_index: r.log.last_index(),
+            last_log_term: r.log.last_term(),
+            last_snapshot_index: r.log.snapshot_index(),
+            num_peers: r.membership.servers.len().saturating_sub(1),
+            last_contact_ms: self.last_contact_ms(now),
+        }
     }
 
     /// The configuration in force (addresses of every server).
     pub fn membership(&self) -> &Membership {
-        unimplemented!("Node lands with the Raft module")
+        &self.raft.membership
+    }
+
+    /// The replicated state as applied on this node (for tests, checkers and stale diagnostics).
+    pub fn state(&self) -> &StateMachine {
+        &self.sm
+    }
+
+    fn last_contact_ms(&self, now: Instant) -> Option<u64> {
+        if self.raft.role == Role::Leader {
+            return Some(0);
+        }
+        self.raft
+            .last_leader_contact
+            .map(|t| now.saturating_since(t).as_millis() as u64)
+    }
+
+    fn handle_peer(&mut self, now: Instant, from: NodeId, msg: PeerMessage, out: &mut Vec<Effect>) {
+        match msg {
+            PeerMessage::Raft(m) => self.raft.step(now, from, m),
+            PeerMessage::Forward { id, req } => self.remote_request(now, from, id, req, out),
+            PeerMessage::ForwardReply { id, resp } => self.forward_reply(id, resp, out),
+            PeerMessage::ReadIndex { id, lease } => self.remote_read_index(now, from, id, lease, out),
+            PeerMessage::ReadIndexReply { id, index } => self.read_index_reply(now, id, index, out),
+        }
+    }
+
+    /// Everything that follows any input: apply what committed, release reads, take snapshots, report
+    /// leader and membership changes, and emit the step's persist batch and messages.
+    fn after_step(&mut self, now: Instant, out: &mut Vec<Effect>) {
+        let applied_before = self.applied;
+        if let Some(snapshot) = self.raft.out.installed_snapshot.take() {
+            self.restore_snapshot(now, snapshot, out);
+        }
+        self.apply_committed(now, out);
+        for (id, index) in std::mem::take(&mut self.raft.out.reads) {
+            self.read_confirmed(now, id, index, out);
+        }
+        self.release_apply_waiters(now, out);
+        self.maybe_snapshot();
+        self.report_changes(now, out);
+        if let Some((seq, ops)) = self.raft.flush() {
+            out.push(Effect::Persist { seq, ops });
+        }
+        for (to, msg) in self.raft.out.msgs.drain(..) {
+            out.push(Effect::Send {
+                to,
+                msg: PeerMessage::Raft(msg),
+            });
+        }
+        if self.applied > applied_before {
+            out.push(Effect::Event(Event::Applied {
+                index: self.applied,
+                term: self.applied_term,
+                digest: self.digest,
+            }));
+        }
+    }
+
+    fn report_changes(&mut self, now: Instant, out: &mut Vec<Effect>) {
+        let leader = (self.raft.term, self.raft.leader);
+        if leader != self.seen_leader {
+            let had_leader = self.seen_leader.1;
+            self.seen_leader = leader;
+            out.push(Effect::Event(Event::LeaderChanged {
+                term: leader.0,
+                leader: leader.1,
+            }));
+            if leader.1.is_some() && had_leader != leader.1 {
+                self.leader_known(now, out);
+            }
+        }
+        if self.raft.membership != self.seen_membership {
+            self.seen_membership = self.raft.membership.clone();
+            out.push(Effect::Event(Event::MembershipChanged(self.seen_membership.clone())));
+        }
+    }
+
+    fn storage_failed(&mut self, out: &mut Vec<Effect>) {
+        self.raft.fail();
+        self.fail_all_pending(crate::api::ApiError::StorageFailed, out);
     }
 }
