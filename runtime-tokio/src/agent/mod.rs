@@ -1,1 +1,353 @@
-//! Placeholder: lands with its module.
+//! `concord agent`: wires the node, its storage, the RPC transport and listener, the driver and the HTTP
+//! API together, forms or joins the cluster, and shuts everything down in order on a signal or a leave.
+//!
+//! Shutdown order: HTTP and RPC stop accepting, the driver stops (flushing what it sent to storage), the
+//! storage writer drains and closes the store (releasing the data-dir lock), then `run` returns.
+
+mod backend;
+mod clock;
+mod cluster;
+mod identity;
+mod logging;
+#[cfg(test)]
+mod tests;
+
+pub use backend::AgentBackend;
+pub use clock::TokioClock;
+pub use identity::{join_address, single_private_ipv4};
+pub use logging::utc_timestamp;
+
+use crate::config::AgentConfig;
+use crate::driver::{self, Clock, Devices, DriverExit, DriverHandle, LogStore, StorageError};
+use crate::http::{AgentPorts, AgentSelf, HttpSettings, CONSUL_COMPAT_VERSION};
+use crate::rpc::{self, AddressBook, LocalServer, TcpTransport};
+use crate::storage::{spawn_writer, FjallStore, MemStore};
+use concord_core::node::{Limits, NodeConfig, RaftConfig};
+use concord_core::wire::DEFAULT_MAX_FRAME;
+use concord_core::{Node, NodeId};
+use std::collections::BTreeMap;
+use std::net::{IpAddr, SocketAddr};
+use std::sync::Arc;
+use std::time::Duration;
+use tokio::net::TcpListener;
+use tokio::sync::{mpsc, watch};
+
+/// Why the agent could not start or had to stop. Its `Display` is one line a user can act on.
+#[derive(Debug, thiserror::Error)]
+pub enum AgentError {
+    #[error("{0}")]
+    Config(String),
+    #[error("{0}")]
+    Address(String),
+    #[error("{0}")]
+    DataDir(String),
+    #[error("{0}")]
+    Storage(#[from] StorageError),
+    #[error("cannot listen on {addr} for {what}: {err}")]
+    Listen { what: &'static str, addr: SocketAddr, err: std::io::Error },
+    #[error("cannot start the async runtime: {0}")]
+    Runtime(std::io::Error),
+    #[error("the server stopped: {0}")]
+    Stopped(String),
+}
+
+pub(crate) type DriverExitWatch = watch::Receiver<Option<DriverExit>>;
+
+/// Peer messages buffered between the RPC listener and the driver.
+const PEER_CHANNEL: usize = 8192;
+
+/// Run the agent until a signal, a leave or a fatal error. Builds its own multi-thread runtime.
+pub fn run(config: AgentConfig) -> Result<(), AgentError> {
+    logging::init(&config.log_level)?;
+    let runtime = tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .thread_name("concord")
+        .build()
+        .map_err(AgentError::Runtime)?;
+    runtime.block_on(async {
+        let agent = Agent::start(config).await?;
+        agent.run_until(shutdown_signal()).await
+    })
+}
+
+/// SIGINT or SIGTERM.
+async fn shutdown_signal() {
+    let mut term = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()).ok();
+    let name = tokio::select! {
+        _ = tokio::signal::ctrl_c() => "interrupt",
+        _ = async { match term.as_mut() { Some(t) => { t.recv().await; } None => std::future::pending().await } } => "terminated",
+    };
+    println!("==> Caught signal: {name}");
+}
+
+/// The Raft timings for this agent: Consul's `-dev` speeds, or the defaults scaled by `raft_multiplier`.
+pub fn raft_config(config: &AgentConfig) -> RaftConfig {
+    let base = RaftConfig::default();
+    if config.dev {
+        return RaftConfig {
+            heartbeat_interval: Duration::from_millis(50),
+            election_timeout: Duration::from_millis(300),
+            lease_timeout: Duration::from_millis(150),
+            ..base
+        };
+    }
+    let m = config.raft_multiplier.max(1);
+    RaftConfig {
+        heartbeat_interval: base.heartbeat_interval * m,
+        election_timeout: base.election_timeout * m,
+        lease_timeout: base.lease_timeout * m,
+        ..base
+    }
+}
+
+/// A started agent.
+pub struct Agent {
+    pub handle: DriverHandle,
+    pub book: Arc<AddressBook>,
+    /// The RPC listener's actual address (differs from the configured one with port 0).
+    pub rpc_addr: SocketAddr,
+    /// The HTTP listeners' actual addresses.
+    pub http_addrs: Vec<SocketAddr>,
+    stop: Arc<watch::Sender<bool>>,
+    exit: DriverExitWatch,
+    tasks: tokio::task::JoinSet<()>,
+    writer_thread: std::thread::JoinHandle<()>,
+}
+
+impl Agent {
+    /// Start every part of the agent; the cluster forms in the background.
+    pub async fn start(config: AgentConfig) -> Result<Agent, AgentError> {
+        if !config.server && !config.dev {
+            return Err(AgentError::Config(
+                "client agents are not supported yet: run concord agent with -server (or -dev)".into(),
+            ));
+        }
+        let advertise = identity::advertise_ip(config.bind_addr, config.advertise_addr)?;
+        let data_dir = if config.dev { None } else { config.data_dir.clone() };
+        if !config.dev && data_dir.is_none() {
+            return Err(AgentError::Config("Must specify data directory using -data-dir".into()));
+        }
+        if let Some(dir) = &data_dir {
+            std::fs::create_dir_all(dir)
+                .map_err(|e| AgentError::DataDir(format!("cannot create data dir {}: {e}", dir.display())))?;
+        }
+        let id = identity::node_id(config.node_id.as_deref(), data_dir.as_deref())?;
+
+        let mut store: Box<dyn LogStore> = match &data_dir {
+            Some(dir) => Box::new(FjallStore::open(dir)?),
+            None => Box::new(MemStore::new()),
+        };
+        let recovered = store.recover()?;
+        let writer = spawn_writer(store);
+
+        let rpc_bind = SocketAddr::new(config.bind_addr, config.ports.server);
+        let rpc_listener = bind(rpc_bind, "server RPC").await?;
+        let rpc_addr = rpc_listener.local_addr().map_err(|err| AgentError::Listen { what: "server RPC", addr: rpc_bind, err })?;
+        let address = identity::socket_string(advertise, rpc_addr.port());
+        let book = Arc::new(AddressBook::new(LocalServer {
+            id,
+            name: config.node_name.clone(),
+            address: address.clone(),
+            datacenter: config.datacenter.clone(),
+        }));
+
+        let clock = TokioClock::new();
+        let node_config = NodeConfig {
+            id,
+            name: config.node_name.clone(),
+            address: address.clone(),
+            seed: identity::random_seed(),
+            raft: raft_config(&config),
+            limits: Limits {
+                default_query_time: config.default_query_time,
+                max_query_time: config.max_query_time,
+                ..Limits::default()
+            },
+            mutation: Default::default(),
+        };
+        let node = Node::new(node_config, recovered, clock.now());
+        let (peer_tx, peer_rx) = mpsc::channel(PEER_CHANNEL);
+        let devices = Devices {
+            clock,
+            transport: TcpTransport::new(book.clone(), DEFAULT_MAX_FRAME),
+            peer_rx,
+            persist_tx: writer.tx,
+            persisted_rx: writer.done,
+        };
+        let (handle, driver) = driver::start(node, devices);
+
+        let (stop, _) = watch::channel(false);
+        let stop = Arc::new(stop);
+        let (exit_tx, exit) = watch::channel(None);
+        let mut tasks = tokio::task::JoinSet::new();
+        tasks.spawn(async move {
+            let why = driver.await;
+            exit_tx.send_replace(Some(why));
+        });
+        tasks.spawn(rpc::serve(rpc_listener, book.clone(), peer_tx, handle.clone(), DEFAULT_MAX_FRAME, stopped(&stop)));
+
+        let mut http_listeners = Vec::new();
+        for ip in &config.client_addr {
+            let addr = SocketAddr::new(*ip, config.ports.http);
+            http_listeners.push(bind(addr, "HTTP").await?);
+        }
+        let http_addrs: Vec<SocketAddr> = http_listeners.iter().filter_map(|l| l.local_addr().ok()).collect();
+        let backend = AgentBackend {
+            handle: handle.clone(),
+            info: Arc::new(agent_self(&config, id, advertise, &http_addrs, rpc_addr.port())),
+            stop: stop.clone(),
+            exit: exit.clone(),
+        };
+        let settings = HttpSettings {
+            datacenter: config.datacenter.clone(),
+            kv_max_value_size: config.kv_max_value_size,
+            default_query_time: config.default_query_time,
+            max_query_time: config.max_query_time,
+            http_max_conns_per_client: config.http_max_conns_per_client,
+        };
+        let http_stop = stopped(&stop);
+        tasks.spawn(async move {
+            if let Err(e) = crate::http::serve(http_listeners, backend, settings, http_stop).await {
+                tracing::error!(target: "agent.http", "HTTP server failed: {e}");
+            }
+        });
+
+        print!("{}", banner(&config, id, advertise, &http_addrs, rpc_addr.port()));
+        for warning in &config.warnings {
+            tracing::warn!(target: "agent", "{warning}");
+        }
+        tracing::info!(target: "agent.server.rpc", "RPC listening on {rpc_addr} (advertised as {address})");
+        for addr in &http_addrs {
+            tracing::info!(target: "agent", "Started HTTP server: address={addr} network=tcp");
+        }
+
+        let plan = cluster::Plan {
+            bootstrap: config.bootstrap || config.dev,
+            bootstrap_expect: config.bootstrap_expect,
+            join: config
+                .retry_join
+                .iter()
+                .map(|j| identity::join_address(j, config.ports.server, config.ports.serf_lan))
+                .collect(),
+            retry_interval: config.retry_interval,
+            max_frame: DEFAULT_MAX_FRAME,
+        };
+        let (form_book, form_handle, mut form_stop) = (book.clone(), handle.clone(), stop.subscribe());
+        tasks.spawn(async move {
+            tokio::select! {
+                _ = cluster::form(plan, form_book, form_handle) => {}
+                _ = form_stop.wait_for(|s| *s) => {}
+            }
+        });
+        tracing::info!(target: "agent", "Consul agent running!");
+        Ok(Agent { handle, book, rpc_addr, http_addrs, stop, exit, tasks, writer_thread: writer.thread })
+    }
+
+    /// Ask the agent to stop (what a leave does once the server is removed).
+    pub fn stop(&self) {
+        self.stop.send_replace(true);
+    }
+
+    /// Serve until `shutdown` resolves, the agent is asked to stop, or the driver ends; then shut down in
+    /// order. An error if the server stopped on its own for a reason other than being removed.
+    pub async fn run_until(mut self, shutdown: impl std::future::Future<Output = ()>) -> Result<(), AgentError> {
+        let mut stop = self.stop.subscribe();
+        let mut exit = self.exit.clone();
+        tokio::select! {
+            _ = shutdown => {}
+            _ = stop.wait_for(|s| *s) => {}
+            _ = exit.wait_for(|e| e.is_some()) => {}
+        }
+        tracing::info!(target: "agent", "Gracefully shutting down agent...");
+        self.stop.send_replace(true);
+        self.handle.shutdown();
+        let why = match self.exit.wait_for(|e| e.is_some()).await {
+            Ok(e) => e.clone(),
+            Err(_) => None,
+        };
+        // The driver held the storage queue; with it gone the writer drains, closes the store and ends.
+        let writer = self.writer_thread;
+        let _ = tokio::task::spawn_blocking(move || writer.join()).await;
+        let deadline = tokio::time::sleep(Duration::from_secs(5));
+        tokio::pin!(deadline);
+        loop {
+            tokio::select! {
+                next = self.tasks.join_next() => if next.is_none() { break },
+                _ = &mut deadline => { self.tasks.abort_all(); break }
+            }
+        }
+        tracing::info!(target: "agent", "shutdown complete");
+        match why {
+            Some(DriverExit::StorageFailed(e)) => Err(AgentError::Stopped(format!("storage failed: {e}"))),
+            Some(DriverExit::Removed) => {
+                tracing::info!(target: "agent", "this server was removed from the cluster");
+                Ok(())
+            }
+            _ => Ok(()),
+        }
+    }
+}
+
+fn stopped(stop: &watch::Sender<bool>) -> impl std::future::Future<Output = ()> + Send + 'static {
+    let mut rx = stop.subscribe();
+    async move {
+        let _ = rx.wait_for(|s| *s).await;
+    }
+}
+
+async fn bind(addr: SocketAddr, what: &'static str) -> Result<TcpListener, AgentError> {
+    TcpListener::bind(addr).await.map_err(|err| AgentError::Listen { what, addr, err })
+}
+
+fn agent_self(config: &AgentConfig, id: NodeId, advertise: IpAddr, http: &[SocketAddr], rpc_port: u16) -> AgentSelf {
+    AgentSelf {
+        datacenter: config.datacenter.clone(),
+        node_name: config.node_name.clone(),
+        node_id: id.to_string(),
+        server: config.server || config.dev,
+        bootstrap: config.bootstrap || config.dev,
+        bootstrap_expect: config.bootstrap_expect.unwrap_or(0),
+        bind_addr: if config.bind_addr.is_unspecified() { advertise } else { config.bind_addr },
+        advertise_addr: advertise,
+        client_addrs: config.client_addr.clone(),
+        ports: AgentPorts {
+            http: http.first().map_or(config.ports.http, |a| a.port()),
+            dns: config.ports.dns,
+            server: rpc_port,
+            serf_lan: config.ports.serf_lan,
+            serf_wan: config.ports.serf_wan,
+        },
+        domain: config.domain.clone(),
+        version: CONSUL_COMPAT_VERSION.to_string(),
+        concord_version: env!("CARGO_PKG_VERSION").to_string(),
+        revision: option_env!("CONCORD_REVISION").unwrap_or("").to_string(),
+        raft: None,
+        leader_addr: None,
+        known_datacenters: 1,
+        known_servers: 0,
+        services: 0,
+        checks: 0,
+        extra_stats: BTreeMap::new(),
+    }
+}
+
+fn banner(config: &AgentConfig, id: NodeId, advertise: IpAddr, http: &[SocketAddr], rpc_port: u16) -> String {
+    let client_addrs: Vec<String> = config.client_addr.iter().map(|ip| ip.to_string()).collect();
+    logging::Banner {
+        version: &format!("{} (Consul API {CONSUL_COMPAT_VERSION})", env!("CARGO_PKG_VERSION")),
+        node_id: id.to_string(),
+        node_name: &config.node_name,
+        datacenter: &config.datacenter,
+        server: config.server || config.dev,
+        bootstrap: config.bootstrap || config.dev,
+        client_addrs: client_addrs.join(" "),
+        http_port: http.first().map_or(config.ports.http, |a| a.port()),
+        dns_port: config.ports.dns,
+        cluster_addr: advertise.to_string(),
+        server_port: rpc_port,
+        serf_lan_port: config.ports.serf_lan,
+        serf_wan_port: config.ports.serf_wan,
+        encrypt: config.encrypt.is_some(),
+    }
+    .to_string()
+}

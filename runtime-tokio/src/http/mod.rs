@@ -1,1 +1,253 @@
-//! Placeholder: lands with its module.
+//! Consul's HTTP API (`/v1/...`) on axum over hyper 1, in front of a [`Backend`] (the node driver in
+//! production, an in-memory fake in tests).
+//!
+//! Invariants:
+//! - Every response carries `X-Consul-Default-ACL-Policy: allow`; reads carry the `X-Consul-*` meta headers
+//!   and `X-Consul-Index` is never 0.
+//! - A request body is read with a limit and never buffered beyond `kv_max_value_size + 1` bytes (plus at
+//!   most one transport frame).
+//! - Dropping a request (client gone, shutdown) drops the [`Backend::call`] future; that is how a parked
+//!   blocking query is released in the core.
+//! - Concurrent connections per client IP are capped at `http_max_conns_per_client`; the connection beyond
+//!   the cap gets a 429 and is closed.
+
+mod agent;
+mod conn_limit;
+#[cfg(test)]
+pub(crate) mod fake;
+mod kv;
+mod params;
+mod reply;
+#[cfg(test)]
+mod tests;
+
+use axum::http::HeaderValue;
+use axum::routing::{any, get, post};
+use axum::Router;
+use concord_core::api::{Request, Response};
+use concord_core::node::NodeStatus;
+use std::collections::BTreeMap;
+use std::future::Future;
+use std::net::IpAddr;
+use std::sync::Arc;
+use std::time::Duration;
+use tokio::sync::watch;
+
+/// The Consul version whose HTTP API concord matches. Client libraries gate features on
+/// `Config.Version` of `/v1/agent/self`, so this is what we report there.
+pub const CONSUL_COMPAT_VERSION: &str = "1.21.0";
+
+/// What the HTTP front end needs from the agent. Cloned per request; must be cheap to clone.
+pub trait Backend: Clone + Send + Sync + 'static {
+    /// Serve one typed request. Dropping the future cancels the request (a closed blocking-query
+    /// connection, or shutdown), so the implementation must release whatever it parked on drop.
+    fn call(&self, req: Request) -> impl Future<Output = Response> + Send;
+    /// A snapshot of the agent's identity, configuration and Raft status for `/v1/agent/self`.
+    fn agent_self(&self) -> impl Future<Output = AgentSelf> + Send;
+    /// Start a graceful leave (`PUT /v1/agent/leave`): a server removes itself from the Raft
+    /// configuration, then the agent shuts down. Returns once the leave is complete (or failed).
+    fn leave(&self) -> impl Future<Output = Result<(), String>> + Send;
+}
+
+/// The ports of an agent, as `/v1/agent/self` reports them.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct AgentPorts {
+    /// HTTP API port (`-http-port`, 8500).
+    pub http: u16,
+    /// DNS port (`-dns-port`, 8600); -1 when DNS is disabled.
+    pub dns: i32,
+    /// Server RPC (Raft) port (`-server-port`, 8300).
+    pub server: u16,
+    /// LAN gossip port (`-serf-lan-port`, 8301).
+    pub serf_lan: u16,
+    /// WAN gossip port (`-serf-wan-port`, 8302).
+    pub serf_wan: u16,
+}
+
+impl Default for AgentPorts {
+    fn default() -> Self {
+        AgentPorts {
+            http: 8500,
+            dns: 8600,
+            server: 8300,
+            serf_lan: 8301,
+            serf_wan: 8302,
+        }
+    }
+}
+
+/// Everything `/v1/agent/self` (and through it `concord info`) shows about the local agent.
+#[derive(Clone, Debug, PartialEq)]
+pub struct AgentSelf {
+    /// The agent's datacenter (`Config.Datacenter`, `Member.Tags.dc`).
+    pub datacenter: String,
+    /// The node name (`-node`; `Config.NodeName`, `Member.Name`).
+    pub node_name: String,
+    /// The node's 36-character UUID (`Config.NodeID`).
+    pub node_id: String,
+    /// Server mode (`-server`); client agents have no Raft section.
+    pub server: bool,
+    /// `-bootstrap` was given (`Stats.consul.bootstrap`).
+    pub bootstrap: bool,
+    /// `-bootstrap-expect`, 0 when unset (`Member.Tags.expect`).
+    pub bootstrap_expect: usize,
+    /// The cluster bind address (`-bind`, after resolving `0.0.0.0`).
+    pub bind_addr: IpAddr,
+    /// The address advertised to other agents (`-advertise`, or the bind address); `Member.Addr`.
+    pub advertise_addr: IpAddr,
+    /// HTTP/DNS bind addresses (`-client`).
+    pub client_addrs: Vec<IpAddr>,
+    /// Listening ports.
+    pub ports: AgentPorts,
+    /// The DNS domain (`-domain`, `consul.`).
+    pub domain: String,
+    /// The Consul API version reported as `Config.Version` (normally [`CONSUL_COMPAT_VERSION`]).
+    pub version: String,
+    /// concord's own version (e.g. `0.1.0`), reported in `Meta` and `Stats.build`.
+    pub concord_version: String,
+    /// The build's source revision (`Config.Revision`), empty when unknown.
+    pub revision: String,
+    /// Raft status on servers; `None` on client agents (or before the node started).
+    pub raft: Option<NodeStatus>,
+    /// RPC address (`ip:port`) of the current leader, if known (`Stats.consul.leader_addr`).
+    pub leader_addr: Option<String>,
+    /// Number of datacenters this agent knows (`Stats.consul.known_datacenters`).
+    pub known_datacenters: usize,
+    /// Servers a client agent knows (`Stats.consul.known_servers`); ignored on servers.
+    pub known_servers: usize,
+    /// Services registered on this agent (`Stats.agent.services`).
+    pub services: usize,
+    /// Checks registered on this agent (`Stats.agent.checks`).
+    pub checks: usize,
+    /// More `Stats` sections from other subsystems (e.g. `serf_lan`), merged over the generated ones.
+    pub extra_stats: BTreeMap<String, BTreeMap<String, String>>,
+}
+
+/// Settings of the HTTP front end, taken from the agent configuration.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct HttpSettings {
+    /// The local datacenter; a request with another `?dc=` gets 500 "No path to datacenter".
+    pub datacenter: String,
+    /// Largest KV value a PUT may carry (`limits.kv_max_value_size`); larger bodies get 413.
+    pub kv_max_value_size: usize,
+    /// `?wait` when a blocking query gives `index` without `wait` (`default_query_time`, 300 s).
+    pub default_query_time: Duration,
+    /// Cap on `?wait` (`max_query_time`, 600 s). The core adds the jitter.
+    pub max_query_time: Duration,
+    /// Most concurrent connections from one client IP (`limits.http_max_conns_per_client`); 0 = no limit.
+    pub http_max_conns_per_client: usize,
+}
+
+impl Default for HttpSettings {
+    /// Consul's defaults.
+    fn default() -> Self {
+        HttpSettings {
+            datacenter: "dc1".to_string(),
+            kv_max_value_size: 512 * 1024,
+            default_query_time: Duration::from_secs(300),
+            max_query_time: Duration::from_secs(600),
+            http_max_conns_per_client: 200,
+        }
+    }
+}
+
+/// What every handler shares.
+#[derive(Clone)]
+pub(crate) struct AppState<B> {
+    pub(crate) backend: B,
+    pub(crate) settings: Arc<HttpSettings>,
+    /// Becomes `true` when shutdown starts; in-flight backend calls stop waiting then.
+    pub(crate) shutdown: watch::Receiver<bool>,
+}
+
+impl<B: Backend> AppState<B> {
+    /// Call the backend unless shutdown starts first (then `None`; the call future is dropped).
+    pub(crate) async fn call(&self, req: Request) -> Option<Response> {
+        let mut shutdown = self.shutdown.clone();
+        tokio::select! {
+            resp = self.backend.call(req) => Some(resp),
+            _ = shutdown.wait_for(|stopping| *stopping) => None,
+        }
+    }
+}
+
+/// Serve the HTTP API on every listener until `shutdown` completes, then stop accepting, end in-flight
+/// blocking queries and wait for open connections to finish their current response.
+pub async fn serve<B: Backend>(
+    listeners: Vec<tokio::net::TcpListener>,
+    backend: B,
+    settings: HttpSettings,
+    shutdown: impl Future<Output = ()> + Send + 'static,
+) -> std::io::Result<()> {
+    let (stop_tx, stop_rx) = watch::channel(false);
+    let limits = conn_limit::PerClientLimit::new(settings.http_max_conns_per_client);
+    let state = AppState {
+        backend,
+        settings: Arc::new(settings),
+        shutdown: stop_rx.clone(),
+    };
+    let app = router(state);
+    let mut servers = tokio::task::JoinSet::new();
+    for listener in listeners {
+        let listener = conn_limit::LimitedListener::new(listener, limits.clone());
+        let mut stop = stop_rx.clone();
+        let app = app.clone();
+        servers.spawn(async move {
+            axum::serve(listener, app)
+                .with_graceful_shutdown(async move {
+                    let _ = stop.wait_for(|stopping| *stopping).await;
+                })
+                .await
+        });
+    }
+    let signal = tokio::spawn(async move {
+        shutdown.await;
+        let _ = stop_tx.send(true);
+    });
+    let mut result = Ok(());
+    while let Some(joined) = servers.join_next().await {
+        match joined {
+            Ok(Ok(())) => {}
+            Ok(Err(e)) => result = result.and(Err(e)),
+            Err(e) => result = result.and(Err(std::io::Error::other(e))),
+        }
+    }
+    signal.abort();
+    result
+}
+
+fn router<B: Backend>(state: AppState<B>) -> Router {
+    Router::new()
+        .route("/v1/kv/", any(kv::kv_root::<B>))
+        .route("/v1/kv/{*key}", any(kv::kv_key::<B>))
+        .route("/v1/status/leader", get(agent::status_leader::<B>))
+        .route("/v1/status/peers", get(agent::status_peers::<B>))
+        .route(
+            "/v1/operator/raft/configuration",
+            get(agent::raft_configuration::<B>),
+        )
+        .route(
+            "/v1/operator/raft/peer",
+            axum::routing::delete(agent::raft_remove_peer::<B>),
+        )
+        .route(
+            "/v1/operator/raft/transfer-leader",
+            post(agent::raft_transfer_leader::<B>).put(agent::raft_transfer_leader::<B>),
+        )
+        .route("/v1/agent/self", get(agent::agent_self::<B>))
+        .route(
+            "/v1/agent/leave",
+            axum::routing::put(agent::agent_leave::<B>),
+        )
+        .fallback(reply::not_found)
+        .layer(axum::middleware::map_response(add_common_headers))
+        .with_state(state)
+}
+
+async fn add_common_headers(mut resp: axum::response::Response) -> axum::response::Response {
+    resp.headers_mut().insert(
+        "X-Consul-Default-ACL-Policy",
+        HeaderValue::from_static("allow"),
+    );
+    resp
+}

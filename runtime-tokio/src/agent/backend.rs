@@ -1,0 +1,67 @@
+//! The HTTP front end's view of the agent: requests go to the driver, `/v1/agent/self` is assembled from
+//! the configuration and Raft status, and `/v1/agent/leave` removes this server, then stops the agent.
+
+use super::DriverExitWatch;
+use crate::driver::{DriverExit, DriverHandle};
+use crate::http::{AgentSelf, Backend};
+use concord_core::api::{Request, Response};
+use std::sync::Arc;
+use std::time::Duration;
+use tokio::sync::watch;
+
+#[derive(Clone)]
+pub struct AgentBackend {
+    pub(super) handle: DriverHandle,
+    /// Everything static in `/v1/agent/self`; `raft` and `leader_addr` are filled per request.
+    pub(super) info: Arc<AgentSelf>,
+    /// Set to true to stop the agent (after a leave).
+    pub(super) stop: Arc<watch::Sender<bool>>,
+    pub(super) exit: DriverExitWatch,
+}
+
+impl Backend for AgentBackend {
+    fn call(&self, req: Request) -> impl std::future::Future<Output = Response> + Send {
+        self.handle.call(req)
+    }
+
+    async fn agent_self(&self) -> AgentSelf {
+        let mut me = (*self.info).clone();
+        me.raft = self.handle.status().await;
+        me.leader_addr = self
+            .handle
+            .leader()
+            .and_then(|leader| self.handle.membership().servers.get(&leader).map(|s| s.address.clone()));
+        me
+    }
+
+    async fn leave(&self) -> Result<(), String> {
+        if !self.info.server {
+            self.stop.send_replace(true);
+            return Ok(());
+        }
+        tracing::info!(target: "agent", "Graceful leave: removing this server from the Raft configuration");
+        let resp = self.handle.call(Request::RemovePeer { id: Some(self.handle.id()), address: None }).await;
+        let removed = matches!(resp, Response::Done) || self.wait_removed().await;
+        if !removed {
+            let why = match resp {
+                Response::Error(e) => e.to_string(),
+                other => format!("unexpected answer {other:?}"),
+            };
+            tracing::error!(target: "agent", "Graceful leave failed: {why}");
+            return Err(why);
+        }
+        tracing::info!(target: "agent", "Graceful leave complete; shutting down");
+        self.stop.send_replace(true);
+        Ok(())
+    }
+}
+
+impl AgentBackend {
+    /// A follower may learn of its own removal (and its driver stop) before the leader's answer comes
+    /// back; that is a completed leave too.
+    async fn wait_removed(&self) -> bool {
+        let mut exit = self.exit.clone();
+        let done = tokio::time::timeout(Duration::from_secs(2), exit.wait_for(|e| e.is_some())).await;
+        matches!(done, Ok(Ok(e)) if *e == Some(DriverExit::Removed))
+    }
+}

@@ -1,0 +1,306 @@
+//! An in-memory [`Backend`] for HTTP- and CLI-layer tests: a small KV store with Consul's index rules
+//! (every write bumps the index; CAS on ModifyIndex), blocking reads that wake on any write, a log of
+//! every request it received, and a few knobs (injected errors, a read that hangs until dropped).
+
+use super::{AgentPorts, AgentSelf, Backend};
+use bytes::Bytes;
+use concord_core::api::{
+    ApiError, KvQuery, KvResult, QueryMeta, RaftServer, ReadMode, Request, Response,
+};
+use concord_core::node::{NodeStatus, Role};
+use concord_core::state::{Command, CommandResult, KvEntry};
+use concord_core::NodeId;
+use std::collections::BTreeMap;
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
+use std::sync::{Arc, Mutex};
+use tokio::sync::Notify;
+
+/// A key whose reads never answer; the fake flags when such a call future is dropped.
+pub(crate) const HANG_KEY: &str = "hang";
+
+#[derive(Default)]
+struct Inner {
+    kv: BTreeMap<String, KvEntry>,
+    index: u64,
+    requests: Vec<Request>,
+    fail_next: Option<ApiError>,
+}
+
+#[derive(Clone, Default)]
+pub(crate) struct FakeBackend {
+    inner: Arc<Mutex<Inner>>,
+    changed: Arc<Notify>,
+    /// Calls for [`HANG_KEY`] currently parked.
+    pub(crate) hanging: Arc<AtomicUsize>,
+    /// Set when a parked [`HANG_KEY`] call was dropped (the client went away).
+    pub(crate) hang_dropped: Arc<AtomicBool>,
+    pub(crate) left: Arc<AtomicBool>,
+}
+
+impl FakeBackend {
+    pub(crate) fn new() -> Self {
+        let fake = FakeBackend::default();
+        fake.inner.lock().unwrap().index = 1;
+        fake
+    }
+
+    pub(crate) fn requests(&self) -> Vec<Request> {
+        self.inner.lock().unwrap().requests.clone()
+    }
+
+    pub(crate) fn fail_next(&self, e: ApiError) {
+        self.inner.lock().unwrap().fail_next = Some(e);
+    }
+
+    pub(crate) fn put(&self, key: &str, value: &[u8], flags: u64) {
+        let mut inner = self.inner.lock().unwrap();
+        apply(
+            &mut inner,
+            Command::KvSet {
+                key: key.into(),
+                value: Bytes::copy_from_slice(value),
+                flags,
+                cas: None,
+            },
+        );
+        self.changed.notify_waiters();
+    }
+
+    pub(crate) fn get(&self, key: &str) -> Option<KvEntry> {
+        self.inner.lock().unwrap().kv.get(key).cloned()
+    }
+
+    fn meta(index: u64, mode: ReadMode) -> QueryMeta {
+        QueryMeta {
+            index,
+            known_leader: true,
+            last_contact_ms: 0,
+            consistency: mode,
+        }
+    }
+
+    async fn kv_read(
+        &self,
+        query: KvQuery,
+        mode: ReadMode,
+        block: Option<concord_core::api::Blocking>,
+    ) -> Response {
+        if let KvQuery::Get { key } = &query {
+            if key == HANG_KEY {
+                struct OnDrop(Arc<AtomicBool>, Arc<AtomicUsize>);
+                impl Drop for OnDrop {
+                    fn drop(&mut self) {
+                        self.1.fetch_sub(1, Ordering::SeqCst);
+                        self.0.store(true, Ordering::SeqCst);
+                    }
+                }
+                self.hanging.fetch_add(1, Ordering::SeqCst);
+                let _flag = OnDrop(self.hang_dropped.clone(), self.hanging.clone());
+                std::future::pending::<()>().await;
+            }
+        }
+        if let Some(block) = block {
+            let deadline = tokio::time::Instant::now() + block.wait;
+            loop {
+                let notified = self.changed.notified();
+                if self.inner.lock().unwrap().index > block.min_index {
+                    break;
+                }
+                tokio::select! {
+                    _ = notified => {}
+                    _ = tokio::time::sleep_until(deadline) => break,
+                }
+            }
+        }
+        let inner = self.inner.lock().unwrap();
+        let in_range = |k: &String, prefix: &str| k.starts_with(prefix);
+        let result = match &query {
+            KvQuery::Get { key } => {
+                KvResult::Entries(inner.kv.get(key).cloned().into_iter().collect())
+            }
+            KvQuery::Recurse { prefix } => KvResult::Entries(
+                inner
+                    .kv
+                    .iter()
+                    .filter(|(k, _)| in_range(k, prefix))
+                    .map(|(_, e)| e.clone())
+                    .collect(),
+            ),
+            KvQuery::Keys { prefix, separator } => {
+                let mut keys: Vec<String> = Vec::new();
+                for k in inner.kv.keys().filter(|k| in_range(k, prefix)) {
+                    let shown = match separator {
+                        Some(sep) => match k[prefix.len()..].find(sep.as_str()) {
+                            Some(at) => k[..prefix.len() + at + sep.len()].to_string(),
+                            None => k.clone(),
+                        },
+                        None => k.clone(),
+                    };
+                    if keys.last() != Some(&shown) {
+                        keys.push(shown);
+                    }
+                }
+                KvResult::Keys(keys)
+            }
+        };
+        Response::Kv {
+            meta: Self::meta(inner.index, mode),
+            result,
+        }
+    }
+}
+
+fn apply(inner: &mut Inner, cmd: Command) -> bool {
+    let next = inner.index + 1;
+    let ok = match cmd {
+        Command::KvSet {
+            key,
+            value,
+            flags,
+            cas,
+        } => {
+            let current = inner.kv.get(&key).map(|e| e.modify_index);
+            let allowed = match cas {
+                None => true,
+                Some(0) => current.is_none(),
+                Some(n) => current == Some(n),
+            };
+            if allowed {
+                let create_index = inner.kv.get(&key).map_or(next, |e| e.create_index);
+                inner.kv.insert(
+                    key.clone(),
+                    KvEntry {
+                        key,
+                        create_index,
+                        modify_index: next,
+                        lock_index: 0,
+                        flags,
+                        value,
+                        session: None,
+                    },
+                );
+            }
+            allowed
+        }
+        Command::KvDelete { key, cas } => {
+            let current = inner.kv.get(&key).map(|e| e.modify_index);
+            let allowed = match cas {
+                None => true,
+                Some(n) => current == Some(n),
+            };
+            if allowed {
+                inner.kv.remove(&key);
+            }
+            allowed
+        }
+        Command::KvDeleteTree { prefix } => {
+            inner.kv.retain(|k, _| !k.starts_with(&prefix));
+            true
+        }
+        Command::KvReapTombstones { .. } => true,
+    };
+    if ok {
+        inner.index = next;
+    }
+    ok
+}
+
+pub(crate) fn node_id(n: u128) -> NodeId {
+    NodeId(n)
+}
+
+impl Backend for FakeBackend {
+    async fn call(&self, req: Request) -> Response {
+        let injected = {
+            let mut inner = self.inner.lock().unwrap();
+            inner.requests.push(req.clone());
+            inner.fail_next.take()
+        };
+        if let Some(e) = injected {
+            return Response::Error(e);
+        }
+        match req {
+            Request::KvRead { query, mode, block } => self.kv_read(query, mode, block).await,
+            Request::Write(cmd) => {
+                let mut inner = self.inner.lock().unwrap();
+                let ok = apply(&mut inner, cmd);
+                let index = inner.index;
+                drop(inner);
+                self.changed.notify_waiters();
+                Response::Written {
+                    index,
+                    result: CommandResult::Bool(ok),
+                }
+            }
+            Request::Leader => Response::Leader(Some("127.0.0.1:8300".into())),
+            Request::Peers => {
+                Response::Peers(vec!["127.0.0.1:8300".into(), "127.0.0.2:8300".into()])
+            }
+            Request::RaftConfiguration { mode } => Response::RaftConfiguration {
+                meta: Self::meta(7, mode),
+                servers: vec![
+                    RaftServer {
+                        id: node_id(1),
+                        node: "server-1".into(),
+                        address: "127.0.0.1:8300".into(),
+                        leader: true,
+                        voter: true,
+                    },
+                    RaftServer {
+                        id: node_id(2),
+                        node: "server-2".into(),
+                        address: "127.0.0.2:8300".into(),
+                        leader: false,
+                        voter: false,
+                    },
+                ],
+                index: 7,
+            },
+            Request::RemovePeer { .. } | Request::TransferLeader { .. } => Response::Done,
+            Request::AddServer { .. } | Request::Bootstrap { .. } => Response::Done,
+        }
+    }
+
+    async fn agent_self(&self) -> AgentSelf {
+        AgentSelf {
+            datacenter: "dc1".into(),
+            node_name: "server-1".into(),
+            node_id: node_id(1).to_string(),
+            server: true,
+            bootstrap: true,
+            bootstrap_expect: 0,
+            bind_addr: "127.0.0.1".parse().unwrap(),
+            advertise_addr: "127.0.0.1".parse().unwrap(),
+            client_addrs: vec!["127.0.0.1".parse().unwrap()],
+            ports: AgentPorts::default(),
+            domain: "consul.".into(),
+            version: super::CONSUL_COMPAT_VERSION.into(),
+            concord_version: "0.1.0".into(),
+            revision: "abc123".into(),
+            raft: Some(NodeStatus {
+                id: node_id(1),
+                role: Role::Leader,
+                term: 3,
+                leader: Some(node_id(1)),
+                commit_index: 42,
+                applied_index: 41,
+                last_log_index: 42,
+                last_log_term: 3,
+                last_snapshot_index: 0,
+                num_peers: 1,
+                last_contact_ms: Some(0),
+            }),
+            leader_addr: Some("127.0.0.1:8300".into()),
+            known_datacenters: 1,
+            known_servers: 1,
+            services: 0,
+            checks: 0,
+            extra_stats: BTreeMap::new(),
+        }
+    }
+
+    async fn leave(&self) -> Result<(), String> {
+        self.left.store(true, Ordering::SeqCst);
+        Ok(())
+    }
+}

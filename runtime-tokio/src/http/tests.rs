@@ -1,0 +1,665 @@
+//! The HTTP API as a client sees it: `serve` on 127.0.0.1:0 in front of the in-memory fake backend,
+//! exercised with a real HTTP client (ureq) and raw TCP where the client's behaviour matters.
+
+use super::fake::{node_id, FakeBackend, HANG_KEY};
+use super::{serve, HttpSettings};
+use concord_core::api::{ApiError, Blocking, KvQuery, ReadMode, Request};
+use std::io::{Read, Write};
+use std::net::{SocketAddr, TcpStream};
+use std::sync::atomic::Ordering;
+use std::time::{Duration, Instant};
+
+pub(crate) struct TestServer {
+    pub(crate) addr: SocketAddr,
+    pub(crate) fake: FakeBackend,
+    stop: Option<tokio::sync::oneshot::Sender<()>>,
+    done: Option<std::sync::mpsc::Receiver<std::io::Result<()>>>,
+    _rt: tokio::runtime::Runtime,
+}
+
+impl TestServer {
+    pub(crate) fn start(settings: HttpSettings) -> Self {
+        let rt = tokio::runtime::Builder::new_multi_thread()
+            .worker_threads(2)
+            .enable_all()
+            .build()
+            .unwrap();
+        let fake = FakeBackend::new();
+        let listener = rt
+            .block_on(tokio::net::TcpListener::bind("127.0.0.1:0"))
+            .unwrap();
+        let addr = listener.local_addr().unwrap();
+        let (stop_tx, stop_rx) = tokio::sync::oneshot::channel::<()>();
+        let (done_tx, done_rx) = std::sync::mpsc::channel();
+        let backend = fake.clone();
+        rt.spawn(async move {
+            let result = serve(vec![listener], backend, settings, async move {
+                let _ = stop_rx.await;
+            })
+            .await;
+            let _ = done_tx.send(result);
+        });
+        TestServer {
+            addr,
+            fake,
+            stop: Some(stop_tx),
+            done: Some(done_rx),
+            _rt: rt,
+        }
+    }
+
+    pub(crate) fn url(&self, path: &str) -> String {
+        format!("http://{}{}", self.addr, path)
+    }
+
+    /// Fire shutdown and wait (bounded) for `serve` to return.
+    fn shutdown(&mut self) -> std::io::Result<()> {
+        let _ = self.stop.take().unwrap().send(());
+        self.done
+            .take()
+            .unwrap()
+            .recv_timeout(Duration::from_secs(10))
+            .expect("serve did not return after shutdown")
+    }
+}
+
+struct Reply {
+    status: u16,
+    headers: Vec<(String, String)>,
+    body: Vec<u8>,
+}
+
+impl Reply {
+    fn header(&self, name: &str) -> Option<&str> {
+        self.headers
+            .iter()
+            .find(|(k, _)| k.eq_ignore_ascii_case(name))
+            .map(|(_, v)| v.as_str())
+    }
+
+    fn text(&self) -> &str {
+        std::str::from_utf8(&self.body).unwrap()
+    }
+}
+
+fn agent() -> ureq::Agent {
+    ureq::AgentBuilder::new()
+        .redirects(0)
+        .timeout(Duration::from_secs(20))
+        .build()
+}
+
+fn into_reply(result: Result<ureq::Response, ureq::Error>) -> Reply {
+    let resp = match result {
+        Ok(r) => r,
+        Err(ureq::Error::Status(_, r)) => r,
+        Err(e) => panic!("transport error: {e}"),
+    };
+    let headers = resp
+        .headers_names()
+        .into_iter()
+        .map(|n| (n.clone(), resp.header(&n).unwrap().to_string()))
+        .collect();
+    let status = resp.status();
+    let mut body = Vec::new();
+    resp.into_reader().read_to_end(&mut body).unwrap();
+    Reply {
+        status,
+        headers,
+        body,
+    }
+}
+
+fn call(method: &str, url: &str, body: Option<&[u8]>) -> Reply {
+    let req = agent().request(method, url);
+    into_reply(match body {
+        Some(b) => req.send_bytes(b),
+        None => req.call(),
+    })
+}
+
+fn get(s: &TestServer, path: &str) -> Reply {
+    call("GET", &s.url(path), None)
+}
+
+fn put(s: &TestServer, path: &str, body: &[u8]) -> Reply {
+    call("PUT", &s.url(path), Some(body))
+}
+
+fn poll_until(what: &str, mut cond: impl FnMut() -> bool) {
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while !cond() {
+        assert!(Instant::now() < deadline, "timed out waiting for {what}");
+        std::thread::sleep(Duration::from_millis(10));
+    }
+}
+
+fn small_limits() -> HttpSettings {
+    HttpSettings {
+        kv_max_value_size: 1024,
+        ..HttpSettings::default()
+    }
+}
+
+#[test]
+fn kv_put_then_get_is_byte_exact() {
+    let s = TestServer::start(HttpSettings::default());
+    let r = put(&s, "/v1/kv/foo?flags=42", b"bar");
+    assert_eq!((r.status, r.text()), (200, "true"));
+    assert_eq!(r.header("X-Consul-Default-ACL-Policy"), Some("allow"));
+
+    let r = get(&s, "/v1/kv/foo");
+    assert_eq!(r.status, 200);
+    assert_eq!(
+        r.text(),
+        r#"[{"LockIndex":0,"Key":"foo","Flags":42,"Value":"YmFy","CreateIndex":2,"ModifyIndex":2}]"#
+    );
+    assert_eq!(r.header("Content-Type"), Some("application/json"));
+    assert_eq!(r.header("X-Consul-Index"), Some("2"));
+    assert_eq!(r.header("X-Consul-KnownLeader"), Some("true"));
+    assert_eq!(r.header("X-Consul-LastContact"), Some("0"));
+    assert_eq!(r.header("X-Consul-Effective-Consistency"), Some("leader"));
+    assert_eq!(r.header("X-Consul-Default-ACL-Policy"), Some("allow"));
+
+    // An empty value is null; ?stale and ?consistent show in the effective consistency.
+    put(&s, "/v1/kv/empty", b"");
+    let r = get(&s, "/v1/kv/empty?stale=");
+    assert_eq!(
+        r.text(),
+        r#"[{"LockIndex":0,"Key":"empty","Flags":0,"Value":null,"CreateIndex":3,"ModifyIndex":3}]"#
+    );
+    assert_eq!(r.header("X-Consul-Effective-Consistency"), Some("stale"));
+    assert_eq!(
+        get(&s, "/v1/kv/empty?consistent").header("X-Consul-Effective-Consistency"),
+        Some("consistent")
+    );
+}
+
+#[test]
+fn missing_key_is_404_with_empty_body_and_index() {
+    let s = TestServer::start(HttpSettings::default());
+    let r = get(&s, "/v1/kv/nope");
+    assert_eq!(r.status, 404);
+    assert!(r.body.is_empty());
+    assert_eq!(r.header("X-Consul-Index"), Some("1"));
+    assert_eq!(get(&s, "/v1/kv/nope?recurse").status, 404);
+    assert_eq!(get(&s, "/v1/kv/nope?keys").status, 404);
+    // The root lists as an empty array, never 404.
+    let r = get(&s, "/v1/kv/?keys");
+    assert_eq!((r.status, r.text()), (200, "[]"));
+    // A bare GET of the root needs a key.
+    let r = get(&s, "/v1/kv/");
+    assert_eq!((r.status, r.text()), (400, "Missing key name"));
+}
+
+#[test]
+fn raw_returns_the_bare_value_unsniffed() {
+    let s = TestServer::start(HttpSettings::default());
+    put(&s, "/v1/kv/page", b"<html><script>alert(1)</script>");
+    let r = get(&s, "/v1/kv/page?raw");
+    assert_eq!(r.status, 200);
+    assert_eq!(r.body, b"<html><script>alert(1)</script>");
+    assert_eq!(r.header("Content-Type"), Some("text/plain"));
+    assert_eq!(r.header("X-Content-Type-Options"), Some("nosniff"));
+    assert_eq!(r.header("Content-Security-Policy"), Some("sandbox"));
+    assert_eq!(r.header("X-Consul-Index"), Some("2"));
+    // ?raw with ?recurse is ignored, as in Consul.
+    assert!(get(&s, "/v1/kv/page?raw&recurse").text().starts_with("[{"));
+}
+
+#[test]
+fn recurse_keys_and_separator() {
+    let s = TestServer::start(HttpSettings::default());
+    for k in ["web/bar", "web/foo", "web/subdir/x", "web/subdir/y", "zzz"] {
+        put(&s, &format!("/v1/kv/{k}"), k.as_bytes());
+    }
+    let r = get(&s, "/v1/kv/web/?keys&separator=/");
+    assert_eq!(r.text(), r#"["web/bar","web/foo","web/subdir/"]"#);
+    let r = get(&s, "/v1/kv/web?keys");
+    assert_eq!(
+        r.text(),
+        r#"["web/bar","web/foo","web/subdir/x","web/subdir/y"]"#
+    );
+    let r = get(&s, "/v1/kv/web/subdir?recurse");
+    assert_eq!(
+        r.text(),
+        concat!(
+            r#"[{"LockIndex":0,"Key":"web/subdir/x","Flags":0,"Value":"d2ViL3N1YmRpci94","CreateIndex":4,"ModifyIndex":4},"#,
+            r#"{"LockIndex":0,"Key":"web/subdir/y","Flags":0,"Value":"d2ViL3N1YmRpci95","CreateIndex":5,"ModifyIndex":5}]"#
+        )
+    );
+    assert_eq!(
+        get(&s, "/v1/kv/?recurse").text().matches("\"Key\"").count(),
+        5
+    );
+    // Keys with encoded characters arrive decoded.
+    put(&s, "/v1/kv/a%20b%2Fc", b"v");
+    assert!(s.fake.get("a b/c").is_some());
+}
+
+#[test]
+fn pretty_indents_like_go() {
+    let s = TestServer::start(HttpSettings::default());
+    put(&s, "/v1/kv/k", b"v");
+    let r = get(&s, "/v1/kv/k?keys&pretty");
+    assert_eq!(r.text(), "[\n    \"k\"\n]\n");
+}
+
+#[test]
+fn cas_and_delete() {
+    let s = TestServer::start(HttpSettings::default());
+    assert_eq!(put(&s, "/v1/kv/c?cas=0", b"1").text(), "true");
+    assert_eq!(
+        put(&s, "/v1/kv/c?cas=0", b"2").text(),
+        "false",
+        "cas=0 only creates"
+    );
+    assert_eq!(put(&s, "/v1/kv/c?cas=99", b"2").text(), "false");
+    assert_eq!(put(&s, "/v1/kv/c?cas=2", b"2").text(), "true");
+    assert_eq!(s.fake.get("c").unwrap().value.as_ref(), b"2");
+    assert_eq!(
+        call("DELETE", &s.url("/v1/kv/c?cas=2"), None).text(),
+        "false"
+    );
+    assert_eq!(
+        call("DELETE", &s.url("/v1/kv/c?cas=3"), None).text(),
+        "true"
+    );
+    assert!(s.fake.get("c").is_none());
+    // A plain delete of a missing key is still `true`.
+    assert_eq!(call("DELETE", &s.url("/v1/kv/c"), None).text(), "true");
+    put(&s, "/v1/kv/t/a", b"");
+    put(&s, "/v1/kv/t/b", b"");
+    put(&s, "/v1/kv/u", b"");
+    assert_eq!(
+        call("DELETE", &s.url("/v1/kv/t/?recurse"), None).text(),
+        "true"
+    );
+    assert!(
+        s.fake.get("t/a").is_none() && s.fake.get("t/b").is_none() && s.fake.get("u").is_some()
+    );
+    let r = call("DELETE", &s.url("/v1/kv/t?recurse&cas=1"), None);
+    assert_eq!(
+        (r.status, r.text()),
+        (400, "Conflicting flags: recurse&cas=1")
+    );
+    assert_eq!(call("DELETE", &s.url("/v1/kv/"), None).status, 400);
+}
+
+#[test]
+fn oversized_values_get_413_without_buffering() {
+    let s = TestServer::start(small_limits());
+    let ok = vec![b'x'; 1024];
+    assert_eq!(
+        put(&s, "/v1/kv/big", &ok).status,
+        200,
+        "exactly the limit is fine"
+    );
+    let r = put(&s, "/v1/kv/big", &[b'y'; 1025]);
+    assert_eq!(r.status, 413);
+    assert_eq!(
+        r.text(),
+        "Request body(1025 bytes) too large, max size: 1024 bytes. See \
+         https://developer.hashicorp.com/docs/agent/config/config-files#kv_max_value_size."
+    );
+    // Chunked (no Content-Length): cut off while streaming.
+    let big = vec![b'z'; 200_000];
+    let r = into_reply(agent().put(&s.url("/v1/kv/big")).send(&big[..]));
+    assert_eq!(r.status, 413);
+    assert!(r
+        .text()
+        .starts_with("Request body(more than 1024 bytes) too large, max size: 1024 bytes."));
+    assert_eq!(
+        s.fake.get("big").unwrap().value.as_ref(),
+        &ok[..],
+        "nothing oversized was written"
+    );
+    // A huge declared length is refused from the headers alone.
+    let mut tcp = TcpStream::connect(s.addr).unwrap();
+    tcp.write_all(b"PUT /v1/kv/big HTTP/1.1\r\nHost: x\r\nContent-Length: 1000000000000\r\n\r\n")
+        .unwrap();
+    let mut head = [0u8; 12];
+    tcp.read_exact(&mut head).unwrap();
+    assert_eq!(&head, b"HTTP/1.1 413");
+}
+
+#[test]
+fn bad_requests_get_400_with_one_line() {
+    let s = TestServer::start(HttpSettings::default());
+    let cases = [
+        ("PUT", "/v1/kv/k?cas=abc", "Invalid cas value \"abc\": want an unsigned integer"),
+        ("PUT", "/v1/kv/k?flags=-1", "Invalid flags value \"-1\": want an unsigned integer"),
+        ("GET", "/v1/kv/k?index=-1", "Invalid index \"-1\": want an unsigned integer (X-Consul-Index)"),
+        (
+            "GET",
+            "/v1/kv/k?index=1&wait=5x",
+            "Invalid wait time: invalid duration \"5x\": use a Go duration such as 10s, 1500ms or 5m",
+        ),
+        ("GET", "/v1/kv/k?stale&consistent", "Cannot specify ?stale with ?consistent, conflicting semantics."),
+        ("PUT", "/v1/kv/k?acquire=abc", "sessions are not supported yet"),
+        ("PUT", "/v1/kv/k?release=abc", "sessions are not supported yet"),
+        ("PUT", "/v1/kv/k?cas=1&acquire=abc", "Conflicting flags: cas=1&acquire=abc"),
+        ("GET", "/v1/kv/a%0Ab", "Invalid key: must not contain a linefeed (%0A)"),
+        ("PUT", "/v1/kv/", "Missing key name"),
+    ];
+    for (method, path, message) in cases {
+        let r = call(
+            method,
+            &s.url(path),
+            if method == "PUT" { Some(b"v") } else { None },
+        );
+        assert_eq!((r.status, r.text()), (400, message), "{method} {path}");
+        assert!(!r.text().contains('\n'));
+        assert_eq!(r.header("X-Consul-Default-ACL-Policy"), Some("allow"));
+    }
+    assert!(
+        s.fake.requests().is_empty(),
+        "no bad request reached the backend"
+    );
+    let r = get(&s, "/v1/kv/k?dc=dc2");
+    assert_eq!((r.status, r.text()), (500, "No path to datacenter"));
+    assert_eq!(get(&s, "/v1/kv/k?dc=dc1").status, 404);
+    let r = call("POST", &s.url("/v1/kv/k"), Some(b""));
+    assert_eq!(r.status, 405);
+    let r = get(&s, "/v1/nothing/here");
+    assert_eq!(
+        (r.status, r.header("X-Consul-Default-ACL-Policy")),
+        (404, Some("allow"))
+    );
+}
+
+#[test]
+fn api_errors_map_to_consul_statuses() {
+    let s = TestServer::start(HttpSettings::default());
+    let cases = [
+        (ApiError::NoLeader, 500, "No cluster leader"),
+        (
+            ApiError::Timeout,
+            500,
+            "request timed out; the outcome is unknown",
+        ),
+        (ApiError::BadRequest("nope".into()), 400, "nope"),
+        (ApiError::NotFound("gone".into()), 404, "gone"),
+        (
+            ApiError::Overloaded("busy".into()),
+            429,
+            "rate limit exceeded: busy",
+        ),
+        (
+            ApiError::StorageFailed,
+            500,
+            "storage failure; this server is stopping",
+        ),
+    ];
+    for (e, status, text) in cases {
+        s.fake.fail_next(e);
+        let r = get(&s, "/v1/kv/x");
+        assert_eq!((r.status, r.text()), (status, text));
+    }
+    s.fake.fail_next(ApiError::NoLeader);
+    let r = put(&s, "/v1/kv/x", b"1");
+    assert_eq!((r.status, r.text()), (500, "No cluster leader"));
+}
+
+#[test]
+fn blocking_parameters_reach_the_backend_parsed() {
+    let s = TestServer::start(HttpSettings {
+        default_query_time: Duration::from_millis(300),
+        max_query_time: Duration::from_millis(400),
+        ..HttpSettings::default()
+    });
+    put(&s, "/v1/kv/w", b"1");
+    let r = get(&s, "/v1/kv/w?index=2&wait=100ms&stale=");
+    assert_eq!(
+        (r.status, r.header("X-Consul-Index")),
+        (200, Some("2")),
+        "timed out, same index"
+    );
+    let r = get(&s, "/v1/kv/w?index=2"); // default wait
+    assert_eq!(r.status, 200);
+    get(&s, "/v1/kv/w?index=2&wait=1h"); // capped
+    get(&s, "/v1/kv/w?wait=5s"); // no index: no blocking
+    let reads: Vec<_> = s
+        .fake
+        .requests()
+        .into_iter()
+        .filter(|r| matches!(r, Request::KvRead { .. }))
+        .collect();
+    let q = KvQuery::Get { key: "w".into() };
+    let expect = |mode, block| Request::KvRead {
+        query: q.clone(),
+        mode,
+        block,
+    };
+    assert_eq!(
+        reads,
+        vec![
+            expect(
+                ReadMode::Stale,
+                Some(Blocking {
+                    min_index: 2,
+                    wait: Duration::from_millis(100)
+                })
+            ),
+            expect(
+                ReadMode::Default,
+                Some(Blocking {
+                    min_index: 2,
+                    wait: Duration::from_millis(300)
+                })
+            ),
+            expect(
+                ReadMode::Default,
+                Some(Blocking {
+                    min_index: 2,
+                    wait: Duration::from_millis(400)
+                })
+            ),
+            expect(ReadMode::Default, None),
+        ]
+    );
+}
+
+#[test]
+fn blocking_query_returns_when_the_key_changes() {
+    let s = TestServer::start(HttpSettings::default());
+    put(&s, "/v1/kv/w", b"1");
+    let url = s.url("/v1/kv/w?index=2&wait=30s");
+    let waiter = std::thread::spawn(move || call("GET", &url, None));
+    poll_until("the blocking read to reach the backend", || {
+        s.fake.requests().len() == 2
+    });
+    s.fake.put("w", b"2", 0);
+    let r = waiter.join().unwrap();
+    assert_eq!(r.header("X-Consul-Index"), Some("3"));
+    assert!(r.text().contains(r#""Value":"Mg==""#));
+}
+
+#[test]
+fn closing_the_connection_cancels_the_backend_call() {
+    let s = TestServer::start(HttpSettings::default());
+    let mut tcp = TcpStream::connect(s.addr).unwrap();
+    write!(
+        tcp,
+        "GET /v1/kv/{HANG_KEY}?index=1&wait=10m HTTP/1.1\r\nHost: x\r\n\r\n"
+    )
+    .unwrap();
+    poll_until("the call to park", || {
+        s.fake.hanging.load(Ordering::SeqCst) == 1
+    });
+    assert!(!s.fake.hang_dropped.load(Ordering::SeqCst));
+    drop(tcp);
+    poll_until("the call future to be dropped", || {
+        s.fake.hang_dropped.load(Ordering::SeqCst)
+    });
+}
+
+#[test]
+fn shutdown_ends_in_flight_blocking_queries() {
+    let mut s = TestServer::start(HttpSettings::default());
+    let mut tcp = TcpStream::connect(s.addr).unwrap();
+    write!(
+        tcp,
+        "GET /v1/kv/{HANG_KEY}?index=1 HTTP/1.1\r\nHost: x\r\n\r\n"
+    )
+    .unwrap();
+    poll_until("the call to park", || {
+        s.fake.hanging.load(Ordering::SeqCst) == 1
+    });
+    s.shutdown().unwrap();
+    assert!(s.fake.hang_dropped.load(Ordering::SeqCst));
+    tcp.set_read_timeout(Some(Duration::from_secs(5))).unwrap();
+    let mut answer = String::new();
+    tcp.read_to_string(&mut answer).unwrap();
+    assert!(answer.starts_with("HTTP/1.1 503"), "{answer}");
+    assert!(answer.ends_with("Agent is shutting down"), "{answer}");
+    assert!(TcpStream::connect(s.addr).is_err(), "listener closed");
+}
+
+#[test]
+fn status_and_operator_endpoints() {
+    let s = TestServer::start(HttpSettings::default());
+    assert_eq!(get(&s, "/v1/status/leader").text(), r#""127.0.0.1:8300""#);
+    assert_eq!(
+        get(&s, "/v1/status/peers").text(),
+        r#"["127.0.0.1:8300","127.0.0.2:8300"]"#
+    );
+    let r = get(&s, "/v1/operator/raft/configuration?stale");
+    assert_eq!(
+        r.text(),
+        concat!(
+            r#"{"Servers":[{"ID":"00000000-0000-0000-0000-000000000001","Node":"server-1","Address":"127.0.0.1:8300","#,
+            r#""Leader":true,"ProtocolVersion":"3","Voter":true},"#,
+            r#"{"ID":"00000000-0000-0000-0000-000000000002","Node":"server-2","Address":"127.0.0.2:8300","#,
+            r#""Leader":false,"ProtocolVersion":"3","Voter":false}],"Index":7}"#
+        )
+    );
+    assert_eq!(r.header("X-Consul-Index"), Some("7"));
+    assert_eq!(r.header("X-Consul-Effective-Consistency"), Some("stale"));
+
+    let r = call(
+        "DELETE",
+        &s.url("/v1/operator/raft/peer?address=127.0.0.2:8300"),
+        None,
+    );
+    assert_eq!((r.status, r.text()), (200, ""));
+    let r = call(
+        "DELETE",
+        &s.url("/v1/operator/raft/peer?id=00000000-0000-0000-0000-000000000002"),
+        None,
+    );
+    assert_eq!(r.status, 200);
+    let r = call("DELETE", &s.url("/v1/operator/raft/peer"), None);
+    assert_eq!(r.status, 400);
+    let r = call("DELETE", &s.url("/v1/operator/raft/peer?id=nope"), None);
+    assert_eq!(r.status, 400);
+    let r = call(
+        "POST",
+        &s.url("/v1/operator/raft/transfer-leader?id=00000000-0000-0000-0000-000000000002"),
+        None,
+    );
+    assert_eq!((r.status, r.text()), (200, r#"{"Success":true}"#));
+    assert_eq!(
+        call(
+            "PUT",
+            &s.url("/v1/operator/raft/transfer-leader"),
+            Some(b"")
+        )
+        .status,
+        200
+    );
+    let reqs = s.fake.requests();
+    assert_eq!(
+        &reqs[3..],
+        &[
+            Request::RemovePeer {
+                id: None,
+                address: Some("127.0.0.2:8300".into())
+            },
+            Request::RemovePeer {
+                id: Some(node_id(2)),
+                address: None
+            },
+            Request::TransferLeader {
+                to: Some(node_id(2))
+            },
+            Request::TransferLeader { to: None },
+        ]
+    );
+}
+
+#[test]
+fn agent_self_and_leave() {
+    let s = TestServer::start(HttpSettings::default());
+    let r = get(&s, "/v1/agent/self");
+    assert_eq!(r.status, 200);
+    let v: serde_json::Value = serde_json::from_slice(&r.body).unwrap();
+    for key in [
+        "Config",
+        "DebugConfig",
+        "Coord",
+        "Member",
+        "Stats",
+        "Meta",
+        "xDS",
+    ] {
+        assert!(v.get(key).is_some(), "missing {key}");
+    }
+    assert_eq!(v["Config"]["Datacenter"], "dc1");
+    assert_eq!(v["Config"]["NodeName"], "server-1");
+    assert_eq!(v["Config"]["Version"], super::CONSUL_COMPAT_VERSION);
+    assert_eq!(v["Config"]["Server"], true);
+    assert_eq!(v["Member"]["Tags"]["role"], "consul");
+    assert_eq!(v["Stats"]["raft"]["state"], "Leader");
+    assert_eq!(v["Stats"]["raft"]["commit_index"], "42");
+    assert_eq!(v["Stats"]["raft"]["applied_index"], "41");
+    assert_eq!(v["Stats"]["raft"]["last_contact"], "0");
+    assert_eq!(v["Stats"]["consul"]["leader"], "true");
+    assert_eq!(v["Stats"]["consul"]["leader_addr"], "127.0.0.1:8300");
+    assert_eq!(v["Stats"]["consul"]["known_datacenters"], "1");
+    assert!(!s.fake.left.load(Ordering::SeqCst));
+    let r = call("PUT", &s.url("/v1/agent/leave"), Some(b""));
+    assert_eq!(r.status, 200);
+    assert!(s.fake.left.load(Ordering::SeqCst));
+}
+
+#[test]
+fn go_durations_print_like_go() {
+    use super::agent::go_duration_ms;
+    assert_eq!(go_duration_ms(0), "0s");
+    assert_eq!(go_duration_ms(23), "23ms");
+    assert_eq!(go_duration_ms(1500), "1.5s");
+    assert_eq!(go_duration_ms(123_456), "2m3.456s");
+    assert_eq!(go_duration_ms(3_600_000), "1h0m0s");
+}
+
+#[test]
+fn connections_per_client_are_limited() {
+    let s = TestServer::start(HttpSettings {
+        http_max_conns_per_client: 2,
+        ..HttpSettings::default()
+    });
+    let first = TcpStream::connect(s.addr).unwrap();
+    let _second = TcpStream::connect(s.addr).unwrap();
+    let mut third = TcpStream::connect(s.addr).unwrap();
+    third
+        .set_read_timeout(Some(Duration::from_secs(5)))
+        .unwrap();
+    let mut answer = String::new();
+    third.read_to_string(&mut answer).unwrap();
+    assert!(
+        answer.starts_with("HTTP/1.1 429 Too Many Requests\r\n"),
+        "{answer}"
+    );
+    drop(first);
+    // The slot comes back once the server notices the close.
+    poll_until("a slot to free up", || {
+        let mut tcp = TcpStream::connect(s.addr).unwrap();
+        tcp.set_read_timeout(Some(Duration::from_secs(5))).unwrap();
+        tcp.write_all(b"GET /v1/status/leader HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n")
+            .unwrap();
+        let mut answer = String::new();
+        let _ = tcp.read_to_string(&mut answer);
+        answer.starts_with("HTTP/1.1 200")
+    });
+}

@@ -1,0 +1,169 @@
+//! `TcpTransport`: the driver's outgoing side. One task per peer owns one outbound connection and a
+//! bounded queue. The task connects lazily (on the first message), with exponential backoff after a
+//! failure; while it backs off, messages for that peer are dropped rather than queued, so a dead peer
+//! costs no memory and a revived one gets fresh messages, not a backlog of stale heartbeats.
+
+use super::frames::{encode_batch, read_frame_within, write_frame, RpcError, HELLO_TIMEOUT};
+use super::AddressBook;
+use crate::driver::Transport;
+use concord_core::raft::Membership;
+use concord_core::wire::Frame;
+use concord_core::{NodeId, PeerMessage};
+use std::collections::HashMap;
+use std::sync::Arc;
+use std::time::Duration;
+use tokio::io::AsyncWriteExt;
+use tokio::net::tcp::OwnedWriteHalf;
+use tokio::net::TcpStream;
+use tokio::sync::mpsc;
+use tokio::time::Instant;
+
+/// Messages queued for one peer before new ones are dropped.
+pub const PEER_QUEUE: usize = 4096;
+const CONNECT_TIMEOUT: Duration = Duration::from_secs(2);
+const MIN_BACKOFF: Duration = Duration::from_millis(50);
+const MAX_BACKOFF: Duration = Duration::from_secs(2);
+
+pub struct TcpTransport {
+    book: Arc<AddressBook>,
+    max_frame: usize,
+    links: HashMap<NodeId, mpsc::Sender<Frame>>,
+}
+
+impl TcpTransport {
+    /// Must be created inside a tokio runtime: peer tasks are spawned on first use.
+    pub fn new(book: Arc<AddressBook>, max_frame: usize) -> Self {
+        TcpTransport {
+            book,
+            max_frame,
+            links: HashMap::new(),
+        }
+    }
+
+    pub fn address_book(&self) -> &Arc<AddressBook> {
+        &self.book
+    }
+
+    fn link(&mut self, to: NodeId) -> Option<&mpsc::Sender<Frame>> {
+        let closed = self.links.get(&to).is_some_and(|tx| tx.is_closed());
+        if closed || !self.links.contains_key(&to) {
+            self.book.address(to)?;
+            let (tx, rx) = mpsc::channel(PEER_QUEUE);
+            tokio::spawn(run_link(to, self.book.clone(), rx, self.max_frame));
+            self.links.insert(to, tx);
+        }
+        self.links.get(&to)
+    }
+}
+
+impl Transport for TcpTransport {
+    fn send(&mut self, to: NodeId, msg: PeerMessage) {
+        if to == self.book.me().id {
+            return;
+        }
+        let book = self.book.clone();
+        match self.link(to) {
+            Some(tx) => {
+                if tx.try_send(Frame::Peer(msg)).is_err() {
+                    book.count_dropped();
+                }
+            }
+            None => {
+                tracing::debug!(target: "rpc", "no address for server {to}; message dropped");
+                book.count_dropped();
+            }
+        }
+    }
+
+    fn set_membership(&mut self, membership: &Membership) {
+        for (id, server) in &membership.servers {
+            self.book.learn(*id, &server.name, &server.address);
+        }
+    }
+}
+
+/// Dial `to` at its current address, introduce ourselves, and check the other side is who we expect.
+async fn connect(
+    to: NodeId,
+    book: &AddressBook,
+    max_frame: usize,
+) -> Result<OwnedWriteHalf, RpcError> {
+    let address = book
+        .address(to)
+        .ok_or_else(|| RpcError::Protocol(format!("no address for {to}")))?;
+    let stream = tokio::time::timeout(CONNECT_TIMEOUT, TcpStream::connect(&address))
+        .await
+        .map_err(|_| RpcError::Timeout)??;
+    stream.set_nodelay(true)?;
+    let (mut rd, mut wr) = stream.into_split();
+    write_frame(&mut wr, &book.hello()).await?;
+    let mut buf = Vec::new();
+    match read_frame_within(&mut rd, &mut buf, max_frame, HELLO_TIMEOUT).await? {
+        Frame::Hello {
+            id,
+            name,
+            address: their_address,
+            servers,
+            ..
+        } => {
+            if id != to {
+                return Err(RpcError::Protocol(format!(
+                    "{address} is server {id}, not {to}"
+                )));
+            }
+            book.learn_hello(id, &name, &their_address, &servers);
+        }
+        _ => return Err(RpcError::Protocol("expected a hello".into())),
+    }
+    // Nothing else comes back on a transport connection; keep reading only to notice it closing.
+    tokio::spawn(async move {
+        let mut sink = [0u8; 512];
+        use tokio::io::AsyncReadExt;
+        while matches!(rd.read(&mut sink).await, Ok(n) if n > 0) {}
+    });
+    Ok(wr)
+}
+
+async fn run_link(
+    to: NodeId,
+    book: Arc<AddressBook>,
+    mut rx: mpsc::Receiver<Frame>,
+    max_frame: usize,
+) {
+    let mut conn: Option<OwnedWriteHalf> = None;
+    let mut retry_at = Instant::now();
+    let mut backoff = MIN_BACKOFF;
+    let mut buf = Vec::new();
+    while let Some(first) = rx.recv().await {
+        if conn.is_none() {
+            if Instant::now() < retry_at {
+                book.count_dropped();
+                continue;
+            }
+            match connect(to, &book, max_frame).await {
+                Ok(wr) => {
+                    tracing::debug!(target: "rpc", "connected to server {to}");
+                    conn = Some(wr);
+                    backoff = MIN_BACKOFF;
+                }
+                Err(e) => {
+                    tracing::debug!(target: "rpc", "cannot reach server {to}: {e}; retrying in {backoff:?}");
+                    retry_at = Instant::now() + backoff;
+                    backoff = (backoff * 2).min(MAX_BACKOFF);
+                    book.count_dropped();
+                    while rx.try_recv().is_ok() {
+                        book.count_dropped();
+                    }
+                    continue;
+                }
+            }
+        }
+        let Some(wr) = conn.as_mut() else { continue };
+        encode_batch(&first, &mut rx, &mut buf);
+        if let Err(e) = wr.write_all(&buf).await {
+            tracing::debug!(target: "rpc", "connection to server {to} lost: {e}");
+            conn = None;
+            book.count_dropped();
+        }
+    }
+}
