@@ -173,6 +173,7 @@ impl Agent {
             peer_rx,
             persist_tx: writer.tx,
             persisted_rx: writer.done,
+            events: None,
         };
         let (handle, driver) = driver::start(node, devices);
 

@@ -48,6 +48,7 @@ pub fn start<C: Clock, T: Transport>(
         peer_rx,
         persist_tx,
         persisted_rx,
+        events,
     } = devices;
     let driver = Driver {
         node,
@@ -56,6 +57,7 @@ pub fn start<C: Clock, T: Transport>(
         peer_rx,
         persist_tx,
         persisted_rx,
+        events,
         client_rx,
         control_rx,
         open: Open {
@@ -107,6 +109,7 @@ struct Driver<C: Clock, T: Transport> {
     peer_rx: mpsc::Receiver<(NodeId, PeerMessage)>,
     persist_tx: mpsc::UnboundedSender<(u64, Vec<PersistOp>)>,
     persisted_rx: mpsc::UnboundedReceiver<Result<u64, StorageError>>,
+    events: Option<mpsc::UnboundedSender<Event>>,
     client_rx: mpsc::Receiver<ClientCall>,
     control_rx: mpsc::UnboundedReceiver<Control>,
     open: Open,
@@ -268,6 +271,9 @@ impl<C: Clock, T: Transport> Driver<C, T> {
     }
 
     fn execute(&mut self, effect: Effect) {
+        if let (Some(tap), Effect::Event(event)) = (&self.events, &effect) {
+            let _ = tap.send(event.clone());
+        }
         match effect {
             Effect::Send { to, msg } => self.transport.send(to, msg),
             Effect::Persist { seq, ops } => {

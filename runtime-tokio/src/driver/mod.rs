@@ -65,4 +65,6 @@ pub struct Devices<C: Clock, T: Transport> {
     pub persist_tx: mpsc::UnboundedSender<(u64, Vec<PersistOp>)>,
     /// Storage completions: `Ok(up_to)` once every batch with seq `<= up_to` is durable.
     pub persisted_rx: mpsc::UnboundedReceiver<Result<u64, StorageError>>,
+    /// Every `Event` the node emits, in order (the simulator's checkers); `None` in production.
+    pub events: Option<mpsc::UnboundedSender<concord_core::Event>>,
 }
