@@ -76,10 +76,7 @@ impl Stored {
                 }
                 for (i, e) in entries.iter().enumerate() {
                     if e.index != first.index + i as u64 {
-                        anomalies.push(format!(
-                            "Append with non-contiguous entries at index {}",
-                            e.index
-                        ));
+                        anomalies.push(format!("Append with non-contiguous entries at index {}", e.index));
                         return;
                     }
                     self.entries.insert(e.index, e.clone());
@@ -193,10 +190,8 @@ impl SimDisk {
         if let Some(PersistOp::Append(entries)) = pending.get(survive) {
             if entries.len() > 1 {
                 let keep = self.rng.gen_range(1..entries.len());
-                self.durable.apply(
-                    &PersistOp::Append(entries[..keep].to_vec()),
-                    &mut self.anomalies,
-                );
+                self.durable
+                    .apply(&PersistOp::Append(entries[..keep].to_vec()), &mut self.anomalies);
             }
         }
     }
@@ -217,9 +212,8 @@ impl LogStore for SimDisk {
             // Without a snapshot the log may start anywhere (a fresh log starts at 1); after that it must be
             // contiguous.
             if index != next && !(entries.is_empty() && snapshot.is_none()) {
-                self.anomalies.push(format!(
-                    "stored log has a gap before index {index}; cut there"
-                ));
+                self.anomalies
+                    .push(format!("stored log has a gap before index {index}; cut there"));
                 break;
             }
             entries.push(e.clone());
@@ -285,11 +279,8 @@ mod tests {
         .unwrap();
         d.stage(&PersistOp::Append(entries(1..=3, 2))).unwrap();
         d.sync().unwrap();
-        d.stage(&PersistOp::HardState(HardState {
-            term: 3,
-            vote: None,
-        }))
-        .unwrap();
+        d.stage(&PersistOp::HardState(HardState { term: 3, vote: None }))
+            .unwrap();
         d.stage(&PersistOp::Append(entries(4..=5, 3))).unwrap();
         assert_eq!(d.pending_len(), 2);
         d.crash_exactly(0, false);
@@ -310,11 +301,8 @@ mod tests {
         let mut d = disk();
         d.stage(&PersistOp::Append(entries(1..=2, 1))).unwrap();
         d.sync().unwrap();
-        d.stage(&PersistOp::HardState(HardState {
-            term: 2,
-            vote: None,
-        }))
-        .unwrap();
+        d.stage(&PersistOp::HardState(HardState { term: 2, vote: None }))
+            .unwrap();
         d.stage(&PersistOp::Append(entries(3..=9, 2))).unwrap();
         // The hard state reached the disk; the append was torn part-way.
         d.crash_exactly(1, true);
@@ -323,9 +311,7 @@ mod tests {
         let got = indexes(&r);
         assert!(got.len() > 2 && got.len() < 9, "{got:?}");
         assert!(
-            got.iter()
-                .enumerate()
-                .all(|(i, &(idx, _))| idx == i as u64 + 1),
+            got.iter().enumerate().all(|(i, &(idx, _))| idx == i as u64 + 1),
             "contiguous: {got:?}"
         );
         assert_eq!(d.torn_writes, 1);
@@ -349,10 +335,7 @@ mod tests {
         d.stage(&PersistOp::Append(entries(1..=5, 1))).unwrap();
         d.stage(&PersistOp::Append(entries(3..=4, 2))).unwrap();
         d.sync().unwrap();
-        assert_eq!(
-            indexes(&d.recover().unwrap()),
-            vec![(1, 1), (2, 1), (3, 2), (4, 2)]
-        );
+        assert_eq!(indexes(&d.recover().unwrap()), vec![(1, 1), (2, 1), (3, 2), (4, 2)]);
         d.stage(&PersistOp::Truncate { from: 2 }).unwrap();
         d.sync().unwrap();
         assert_eq!(indexes(&d.recover().unwrap()), vec![(1, 1)]);
@@ -437,8 +420,7 @@ mod tests {
             let mut d = SimDisk::new(seed, faults.clone());
             let lat: Vec<Duration> = (0..20).map(|_| d.sync_latency()).collect();
             for i in 0..5 {
-                d.stage(&PersistOp::Append(entries(i * 4 + 1..=i * 4 + 4, 1)))
-                    .unwrap();
+                d.stage(&PersistOp::Append(entries(i * 4 + 1..=i * 4 + 4, 1))).unwrap();
             }
             d.crash();
             (lat, indexes(&d.recover().unwrap()))

@@ -134,10 +134,7 @@ impl<'a> Builder<'a> {
             if let Request::Write(Command::KvSet { value, .. }) = &rec.req {
                 let v = self.writer.len() as Val;
                 let fresh = self.vals.insert(value.clone(), v).is_none();
-                assert!(
-                    fresh,
-                    "the workload wrote {value:?} twice; values must be unique"
-                );
+                assert!(fresh, "the workload wrote {value:?} twice; values must be unique");
                 self.writer.push(r);
             }
         }
@@ -192,9 +189,7 @@ impl<'a> Builder<'a> {
                         continue;
                     };
                     if entries.len() > 1 || entries.iter().any(|e| e.key != key) {
-                        return fail(format!(
-                            "record #{r}: a read of {key:?} returned {entries:?}"
-                        ));
+                        return fail(format!("record #{r}: a read of {key:?} returned {entries:?}"));
                     }
                     for e in entries {
                         let Some(&v) = self.vals.get(&e.value) else {
@@ -218,13 +213,18 @@ impl<'a> Builder<'a> {
         Ok(())
     }
 
-    /// The condition of a write with `?cas=`; `None` if the index names no observed write (the workload
-    /// takes it from a read, so this does not happen; skipping is safer than guessing).
-    fn cond(&self, cas: Option<u64>) -> Option<Cond> {
+    /// The condition of a write with `?cas=` (Consul: a PUT with `cas=0` creates only; a DELETE with `cas=0`
+    /// deletes nothing and answers whether the key is absent; a DELETE of an absent key answers true); `None`
+    /// if the index names no observed write (the workload takes it from a read, so this does not happen;
+    /// skipping is safer than guessing).
+    fn cond(&self, cas: Option<u64>, delete: bool) -> Option<Cond> {
         match cas {
             None => Some(Cond::Always),
             Some(0) => Some(Cond::Absent),
-            Some(n) => self.index_val.get(&n).map(|&(v, _)| Cond::Is(v)),
+            Some(n) => self
+                .index_val
+                .get(&n)
+                .map(|&(v, _)| if delete { Cond::AbsentOr(v) } else { Cond::Is(v) }),
         }
     }
 
@@ -245,11 +245,7 @@ impl<'a> Builder<'a> {
             ops.push(KeyOp {
                 call: rec.call,
                 ret,
-                op: RegOp::Write {
-                    value,
-                    cond,
-                    applied,
-                },
+                op: RegOp::Write { value, cond, applied },
                 record: r,
             });
         }
@@ -261,16 +257,14 @@ impl<'a> Builder<'a> {
         for r in 0..self.records.len() {
             let rec = &self.records[r];
             match &rec.req {
-                Request::Write(Command::KvSet {
-                    key, value, cas, ..
-                }) => {
+                Request::Write(Command::KvSet { key, value, cas, .. }) => {
                     let v = self.vals[value];
-                    if let Some(cond) = self.cond(*cas) {
+                    if let Some(cond) = self.cond(*cas, false) {
                         self.push_write(&key.clone(), r, Some(v), cond);
                     }
                 }
                 Request::Write(Command::KvDelete { key, cas }) => {
-                    if let Some(cond) = self.cond(*cas) {
+                    if let Some(cond) = self.cond(*cas, true) {
                         self.push_write(&key.clone(), r, None, cond);
                     }
                 }
@@ -433,10 +427,8 @@ impl<'a> Builder<'a> {
                 rec.client,
                 rec.node,
                 rec.call as f64 / 1000.0,
-                op.ret.map_or("unknown".to_string(), |t| format!(
-                    "{:.3}ms",
-                    t as f64 / 1000.0
-                )),
+                op.ret
+                    .map_or("unknown".to_string(), |t| format!("{:.3}ms", t as f64 / 1000.0)),
                 describe(rec),
             );
         }
@@ -451,9 +443,7 @@ fn short(b: &Bytes) -> String {
 /// One line per operation for failure reports.
 pub fn describe(rec: &Record) -> String {
     let req = match &rec.req {
-        Request::Write(Command::KvSet {
-            key, value, cas, ..
-        }) => match cas {
+        Request::Write(Command::KvSet { key, value, cas, .. }) => match cas {
             None => format!("put {key}={}", short(value)),
             Some(n) => format!("cas {key}={} if index={n}", short(value)),
         },
@@ -463,9 +453,7 @@ pub fn describe(rec: &Record) -> String {
         },
         Request::Write(Command::KvDeleteTree { prefix }) => format!("delete-tree {prefix}"),
         Request::KvRead { query, mode, block } => {
-            let b = block.map_or(String::new(), |b| {
-                format!(" blocking(index>{})", b.min_index)
-            });
+            let b = block.map_or(String::new(), |b| format!(" blocking(index>{})", b.min_index));
             format!("get {query:?} {mode:?}{b}")
         }
         other => format!("{other:?}"),

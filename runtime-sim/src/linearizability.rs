@@ -25,6 +25,9 @@ pub enum Cond {
     Absent,
     /// `cas=<ModifyIndex of this value>`.
     Is(Val),
+    /// A delete with `cas=<ModifyIndex of this value>`: Consul also answers true (deleting nothing) when
+    /// the key is absent.
+    AbsentOr(Val),
 }
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -54,11 +57,7 @@ impl KeyOp {
     fn step(&self, state: Option<Val>) -> Option<Option<Val>> {
         match self.op {
             RegOp::Read { seen } => (seen == state).then_some(state),
-            RegOp::Write {
-                value,
-                cond,
-                applied,
-            } => {
+            RegOp::Write { value, cond, applied } => {
                 let holds = holds(cond, state);
                 match applied {
                     Some(true) if holds => Some(value),
@@ -227,6 +226,7 @@ fn holds(cond: Cond, state: Option<Val>) -> bool {
         Cond::Always => true,
         Cond::Absent => state.is_none(),
         Cond::Is(v) => state == Some(v),
+        Cond::AbsentOr(v) => state.is_none() || state == Some(v),
     }
 }
 
@@ -251,9 +251,7 @@ fn search(ops: &[KeyOp], budget: u64, pruned: bool) -> Verdict {
             let step = ops[i].step(state);
             // An operation of unknown outcome can take effect at any later time, so placing it is only worth
             // trying right before an operation that its effect enables (see `enables`).
-            let useful = |new: Option<Val>| {
-                ops[i].ret.is_some() || (pruned && enables(&ev, ops, i, state, new))
-            };
+            let useful = |new: Option<Val>| ops[i].ret.is_some() || (pruned && enables(&ev, ops, i, state, new));
             let step = step.filter(|&new| !pruned || useful(new));
             if let Some(new_state) = step {
                 linearized[i / 64] |= 1 << (i % 64);
@@ -296,21 +294,11 @@ fn search(ops: &[KeyOp], budget: u64, pruned: bool) -> Verdict {
 mod tests {
     use super::*;
 
-    fn w(
-        call: u64,
-        ret: Option<u64>,
-        value: Option<Val>,
-        cond: Cond,
-        applied: Option<bool>,
-    ) -> KeyOp {
+    fn w(call: u64, ret: Option<u64>, value: Option<Val>, cond: Cond, applied: Option<bool>) -> KeyOp {
         KeyOp {
             call,
             ret,
-            op: RegOp::Write {
-                value,
-                cond,
-                applied,
-            },
+            op: RegOp::Write { value, cond, applied },
             record: 0,
         }
     }
@@ -337,12 +325,7 @@ mod tests {
 
     #[test]
     fn sequential_history_is_linearizable() {
-        let h = vec![
-            put(0, 1, 1),
-            get(2, 3, Some(1)),
-            put(4, 5, 2),
-            get(6, 7, Some(2)),
-        ];
+        let h = vec![put(0, 1, 1), get(2, 3, Some(1)), put(4, 5, 2), get(6, 7, Some(2))];
         assert_eq!(check(&h), Verdict::Linearizable);
     }
 
@@ -371,12 +354,7 @@ mod tests {
     #[test]
     fn reads_must_not_go_back_in_time_within_a_write() {
         // Both reads overlap the write, but the second starts after the first returned the new value.
-        let h = vec![
-            put(0, 1, 1),
-            put(2, 10, 2),
-            get(3, 4, Some(2)),
-            get(5, 6, Some(1)),
-        ];
+        let h = vec![put(0, 1, 1), put(2, 10, 2), get(3, 4, Some(2)), get(5, 6, Some(1))];
         assert!(matches!(check(&h), Verdict::Violation { .. }));
     }
 
@@ -407,12 +385,7 @@ mod tests {
     #[test]
     fn unknown_outcome_cannot_take_effect_twice_or_before_its_call() {
         // Seen, then the older value again: the write cannot be undone.
-        let h = vec![
-            put(0, 1, 1),
-            put_unknown(2, 2),
-            get(3, 4, Some(2)),
-            get(5, 6, Some(1)),
-        ];
+        let h = vec![put(0, 1, 1), put_unknown(2, 2), get(3, 4, Some(2)), get(5, 6, Some(1))];
         assert!(matches!(check(&h), Verdict::Violation { .. }));
         // Seen before it was called.
         let h = vec![put(0, 1, 1), get(2, 3, Some(2)), put_unknown(4, 2)];
@@ -495,9 +468,6 @@ mod tests {
         h.push(get(100, 101, Some(999)));
         assert_eq!(search(&h, 1000, false), Verdict::Inconclusive);
         // The pruned search settles it at once.
-        assert!(matches!(
-            check_with_budget(&h, 1000),
-            Verdict::Violation { .. }
-        ));
+        assert!(matches!(check_with_budget(&h, 1000), Verdict::Violation { .. }));
     }
 }

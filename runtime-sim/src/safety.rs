@@ -12,8 +12,8 @@ pub struct SafetyChecker {
     leaders: BTreeMap<u64, (NodeId, NodeId)>,
     /// index -> (term, digest, first node that applied it)
     applied: BTreeMap<u64, (u64, u64, NodeId)>,
-    /// Per node: last applied index in the current incarnation.
-    last_applied: BTreeMap<NodeId, u64>,
+    /// Per node incarnation: last applied index (a restarted node applies again from its snapshot).
+    last_applied: BTreeMap<(NodeId, u64), u64>,
     violation: Option<String>,
     pub leader_changes: u64,
     pub applied_events: u64,
@@ -35,17 +35,9 @@ impl SafetyChecker {
         }
     }
 
-    /// The node restarted from its disk: its applied index starts over.
-    pub fn restarted(&mut self, node: NodeId) {
-        self.last_applied.remove(&node);
-    }
-
     /// The highest index any node applied, with its digest.
     pub fn highest_applied(&self) -> Option<(u64, u64)> {
-        self.applied
-            .iter()
-            .next_back()
-            .map(|(&i, &(_, d, _))| (i, d))
+        self.applied.iter().next_back().map(|(&i, &(_, d, _))| (i, d))
     }
 
     /// The digest every node must report for `index`, if some node applied it.
@@ -53,7 +45,8 @@ impl SafetyChecker {
         self.applied.get(&index).map(|&(_, d, _)| d)
     }
 
-    pub fn on_event(&mut self, at_us: u64, node: NodeId, event: &Event) {
+    /// `incarnation` counts the node's restarts: each one starts applying afresh.
+    pub fn on_event(&mut self, at_us: u64, node: NodeId, incarnation: u64, event: &Event) {
         match *event {
             Event::LeaderChanged {
                 term,
@@ -71,28 +64,23 @@ impl SafetyChecker {
                     }
                 }
             }
-            Event::Applied {
-                index,
-                term,
-                digest,
-            } => {
+            Event::Applied { index, term, digest } => {
                 self.applied_events += 1;
-                self.on_applied(at_us, node, index, term, digest);
+                self.on_applied(at_us, (node, incarnation), index, term, digest);
             }
             _ => {}
         }
     }
 
-    fn on_applied(&mut self, at_us: u64, node: NodeId, index: u64, term: u64, digest: u64) {
+    fn on_applied(&mut self, at_us: u64, source: (NodeId, u64), index: u64, term: u64, digest: u64) {
         let at = at_us as f64 / 1e6;
-        if let Some(&prev) = self.last_applied.get(&node) {
+        let node = source.0;
+        if let Some(&prev) = self.last_applied.get(&source) {
             if index < prev {
-                self.fail(format!(
-                    "{node:?} applied index {index} after {prev} (at {at:.3}s)"
-                ));
+                self.fail(format!("{node:?} applied index {index} after {prev} (at {at:.3}s)"));
             }
         }
-        self.last_applied.insert(node, index);
+        self.last_applied.insert(source, index);
         match self.applied.get(&index) {
             Some(&(t, d, by)) => {
                 if (t, d) != (term, digest) {
@@ -133,11 +121,7 @@ mod tests {
     const B: NodeId = NodeId(2);
 
     fn applied(index: u64, term: u64, digest: u64) -> Event {
-        Event::Applied {
-            index,
-            term,
-            digest,
-        }
+        Event::Applied { index, term, digest }
     }
 
     #[test]
@@ -146,6 +130,7 @@ mod tests {
         c.on_event(
             0,
             A,
+            0,
             &Event::LeaderChanged {
                 term: 1,
                 leader: Some(A),
@@ -154,22 +139,16 @@ mod tests {
         c.on_event(
             0,
             B,
+            0,
             &Event::LeaderChanged {
                 term: 1,
                 leader: Some(A),
             },
         );
-        c.on_event(
-            0,
-            B,
-            &Event::LeaderChanged {
-                term: 2,
-                leader: None,
-            },
-        );
+        c.on_event(0, B, 0, &Event::LeaderChanged { term: 2, leader: None });
         for (i, t) in [(1, 1), (2, 1), (5, 2)] {
-            c.on_event(0, A, &applied(i, t, i * 10));
-            c.on_event(0, B, &applied(i, t, i * 10));
+            c.on_event(0, A, 0, &applied(i, t, i * 10));
+            c.on_event(0, B, 0, &applied(i, t, i * 10));
         }
         assert_eq!(c.violation(), None);
         assert_eq!(c.highest_applied(), Some((5, 50)));
@@ -181,6 +160,7 @@ mod tests {
         c.on_event(
             0,
             A,
+            0,
             &Event::LeaderChanged {
                 term: 3,
                 leader: Some(A),
@@ -189,6 +169,7 @@ mod tests {
         c.on_event(
             0,
             B,
+            0,
             &Event::LeaderChanged {
                 term: 3,
                 leader: Some(B),
@@ -200,27 +181,26 @@ mod tests {
     #[test]
     fn diverging_digests_fail() {
         let mut c = SafetyChecker::new();
-        c.on_event(0, A, &applied(4, 1, 99));
-        c.on_event(0, B, &applied(4, 1, 98));
+        c.on_event(0, A, 0, &applied(4, 1, 99));
+        c.on_event(0, B, 0, &applied(4, 1, 98));
         assert!(c.violation().unwrap().contains("different sequences"));
     }
 
     #[test]
     fn applied_index_going_back_fails_unless_restarted() {
         let mut c = SafetyChecker::new();
-        c.on_event(0, A, &applied(4, 1, 4));
-        c.restarted(A);
-        c.on_event(0, A, &applied(2, 1, 2));
+        c.on_event(0, A, 0, &applied(4, 1, 4));
+        c.on_event(0, A, 1, &applied(2, 1, 2));
         assert_eq!(c.violation(), None);
-        c.on_event(0, A, &applied(1, 1, 1));
+        c.on_event(0, A, 1, &applied(1, 1, 1));
         assert!(c.violation().unwrap().contains("applied index 1 after 2"));
     }
 
     #[test]
     fn terms_going_back_along_the_log_fail() {
         let mut c = SafetyChecker::new();
-        c.on_event(0, A, &applied(4, 3, 4));
-        c.on_event(0, B, &applied(6, 2, 6));
+        c.on_event(0, A, 0, &applied(4, 3, 4));
+        c.on_event(0, B, 0, &applied(6, 2, 6));
         assert!(c.violation().unwrap().contains("terms go back"));
     }
 }

@@ -22,14 +22,7 @@ fn put(client: usize, call: u64, ret: u64, key: &str, value: &str, index: Option
     }
 }
 
-fn cas(
-    call: u64,
-    ret: u64,
-    key: &str,
-    value: &str,
-    expect: u64,
-    outcome: Option<(u64, bool)>,
-) -> Record {
+fn cas(call: u64, ret: u64, key: &str, value: &str, expect: u64, outcome: Option<(u64, bool)>) -> Record {
     Record {
         client: 0,
         node: 0,
@@ -94,14 +87,7 @@ fn get_with(
     }
 }
 
-fn get(
-    call: u64,
-    ret: u64,
-    key: &str,
-    mode: ReadMode,
-    seen: Option<(&str, u64)>,
-    index: u64,
-) -> Record {
+fn get(call: u64, ret: u64, key: &str, mode: ReadMode, seen: Option<(&str, u64)>, index: u64) -> Record {
     get_with(1, (call, ret), key, mode, None, seen, index)
 }
 
@@ -123,9 +109,7 @@ fn a_correct_history_passes_every_check() {
             node: 0,
             call: 100,
             ret: 110,
-            req: Request::Write(Command::KvDeleteTree {
-                prefix: "a/".into(),
-            }),
+            req: Request::Write(Command::KvDeleteTree { prefix: "a/".into() }),
             resp: Some(Response::Written {
                 index: 8,
                 result: CommandResult::Bool(true),
@@ -150,10 +134,7 @@ fn a_lost_acknowledged_write_is_caught() {
     ];
     let err = check(&h, &keys()).unwrap_err();
     assert!(err.message.contains("not linearizable"), "{err}");
-    assert!(
-        err.message.contains(">> #2"),
-        "the stuck read is marked: {err}"
-    );
+    assert!(err.message.contains(">> #2"), "the stuck read is marked: {err}");
 }
 
 #[test]
@@ -165,9 +146,7 @@ fn delete_tree_clears_every_covered_key() {
             node: 0,
             call: 20,
             ret: 30,
-            req: Request::Write(Command::KvDeleteTree {
-                prefix: "a/".into(),
-            }),
+            req: Request::Write(Command::KvDeleteTree { prefix: "a/".into() }),
             resp: Some(Response::Written {
                 index: 6,
                 result: CommandResult::Bool(true),
@@ -207,80 +186,31 @@ fn a_value_must_keep_its_modify_index() {
 #[test]
 fn a_value_nobody_wrote_is_caught() {
     let h = vec![get(20, 30, "a/1", ReadMode::Stale, Some(("ghost", 7)), 7)];
-    assert!(check(&h, &keys())
-        .unwrap_err()
-        .message
-        .contains("no client ever wrote"));
+    assert!(check(&h, &keys()).unwrap_err().message.contains("no client ever wrote"));
 }
 
 #[test]
 fn blocking_query_indexes_never_go_back_and_never_miss_a_change() {
     let ok = vec![
         put(0, 0, 10, "b/1", "x", Some(5)),
-        get_with(
-            2,
-            (20, 30),
-            "b/1",
-            ReadMode::Default,
-            Some(0),
-            Some(("x", 5)),
-            5,
-        ),
+        get_with(2, (20, 30), "b/1", ReadMode::Default, Some(0), Some(("x", 5)), 5),
         put(0, 40, 50, "b/1", "y", Some(9)),
-        get_with(
-            2,
-            (31, 55),
-            "b/1",
-            ReadMode::Default,
-            Some(5),
-            Some(("y", 9)),
-            9,
-        ),
+        get_with(2, (31, 55), "b/1", ReadMode::Default, Some(5), Some(("y", 9)), 9),
     ];
     assert!(check(&ok, &keys()).is_ok());
 
     let back = vec![
         put(0, 0, 10, "b/1", "x", Some(5)),
-        get_with(
-            2,
-            (20, 30),
-            "b/1",
-            ReadMode::Default,
-            Some(0),
-            Some(("x", 5)),
-            7,
-        ),
-        get_with(
-            2,
-            (31, 55),
-            "b/1",
-            ReadMode::Default,
-            Some(7),
-            Some(("x", 5)),
-            6,
-        ),
+        get_with(2, (20, 30), "b/1", ReadMode::Default, Some(0), Some(("x", 5)), 7),
+        get_with(2, (31, 55), "b/1", ReadMode::Default, Some(7), Some(("x", 5)), 6),
     ];
-    assert!(check(&back, &keys())
-        .unwrap_err()
-        .message
-        .contains("went back"));
+    assert!(check(&back, &keys()).unwrap_err().message.contains("went back"));
 
     let missed = vec![
         put(0, 0, 10, "b/1", "x", Some(5)),
         put(0, 20, 30, "b/1", "y", Some(9)),
         // Sent after "y" was acknowledged, yet answered below its index.
-        get_with(
-            2,
-            (40, 1000),
-            "b/1",
-            ReadMode::Default,
-            Some(5),
-            Some(("x", 5)),
-            5,
-        ),
+        get_with(2, (40, 1000), "b/1", ReadMode::Default, Some(5), Some(("x", 5)), 5),
     ];
-    assert!(check(&missed, &keys())
-        .unwrap_err()
-        .message
-        .contains("missed"));
+    assert!(check(&missed, &keys()).unwrap_err().message.contains("missed"));
 }
