@@ -34,6 +34,8 @@ pub struct HistoryStats {
     pub unknown_writes: usize,
     pub linearizable_reads: usize,
     pub stale_reads: usize,
+    /// Blocking queries answered (watch checks).
+    pub blocking_reads: usize,
     pub keys_checked: usize,
     /// Keys whose linearizability search ran out of budget.
     pub inconclusive_keys: Vec<String>,
@@ -62,6 +64,15 @@ pub fn check(records: &[Record], keys: &[String]) -> Result<HistoryStats, Histor
     stats.unknown_writes = h.unknown_writes;
     stats.linearizable_reads = h.linear_reads;
     stats.stale_reads = h.stale_reads;
+    stats.blocking_reads = records
+        .iter()
+        .filter(|r| {
+            matches!(
+                (&r.req, &r.resp),
+                (Request::KvRead { block: Some(_), .. }, Some(Response::Kv { .. }))
+            )
+        })
+        .count();
     h.check_stale_reads()?;
     h.check_watch_indexes()?;
     for (key, ops) in &h.per_key {
@@ -71,7 +82,12 @@ pub fn check(records: &[Record], keys: &[String]) -> Result<HistoryStats, Histor
         stats.keys_checked += 1;
         match linearizability::check(ops) {
             Verdict::Linearizable => {}
-            Verdict::Inconclusive => stats.inconclusive_keys.push(key.clone()),
+            Verdict::Inconclusive => {
+                if std::env::var_os("SIM_DEBUG_INCONCLUSIVE").is_some() {
+                    eprintln!("{}", h.explain(key, &Verdict::Inconclusive));
+                }
+                stats.inconclusive_keys.push(key.clone())
+            }
             v @ Verdict::Violation { .. } => {
                 return Err(HistoryViolation {
                     message: h.explain(key, &v),

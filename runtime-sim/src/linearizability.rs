@@ -191,11 +191,24 @@ pub fn check_with_budget(ops: &[KeyOp], budget: u64) -> Verdict {
     }
 }
 
-/// Whether the state change `state -> new` made by pending operation `p` is needed by another operation
-/// that could be placed now: a completed operation that fails in `state` but not in `new`, or a pending
-/// conditional write whose condition becomes true. Placing `p` anywhere else can be postponed without
-/// changing any completed operation's outcome (its effect is either overwritten or observed later).
-fn enables(ev: &Events, ops: &[KeyOp], p: usize, state: Option<Val>, new: Option<Val>) -> bool {
+/// Whether the state change `state -> new` made by pending operation `p` is needed by a completed operation
+/// that could be placed now: one that fails in `state` but not in `new`, directly or after one more pending
+/// conditional write that the change makes apply (a pending delete enabling a pending create-if-absent whose
+/// value is then read). Placing `p` anywhere else can be postponed without changing any completed
+/// operation's outcome: its effect is either overwritten or observed later. Longer chains cannot matter:
+/// a compare-and-swap names a value some completed read observed before the swap was sent, so the write of
+/// that value is placed before that read already.
+///
+/// `origin` is the state before the chain started; a completed operation that already succeeds there can
+/// go first, so only one that fails there counts.
+fn enables(
+    ev: &Events,
+    ops: &[KeyOp],
+    p: usize,
+    (origin, state): (Option<Val>, Option<Val>),
+    new: Option<Val>,
+    depth: u32,
+) -> bool {
     if new == state {
         return false;
     }
@@ -208,9 +221,11 @@ fn enables(ev: &Events, ops: &[KeyOp], p: usize, state: Option<Val>, new: Option
         if j != p {
             let op = &ops[j];
             let enabled = match (op.ret, op.op) {
-                (Some(_), _) => op.step(state).is_none() && op.step(new).is_some(),
-                (None, RegOp::Write { cond, .. }) => holds(cond, new) && !holds(cond, state),
-                (None, RegOp::Read { .. }) => false,
+                (Some(_), _) => op.step(origin).is_none() && op.step(new).is_some(),
+                (None, RegOp::Write { cond, .. }) if depth > 0 && holds(cond, new) && !holds(cond, state) => op
+                    .step(new)
+                    .is_some_and(|next| enables(ev, ops, j, (origin, new), next, depth - 1)),
+                (None, _) => false,
             };
             if enabled {
                 return true;
@@ -244,6 +259,13 @@ fn search(ops: &[KeyOp], budget: u64, pruned: bool) -> Verdict {
     while remaining > 0 {
         steps += 1;
         if steps > budget {
+            if std::env::var_os("SIM_DEBUG_INCONCLUSIVE").is_some() {
+                let recs: Vec<usize> = stack.iter().map(|&(c, _)| ops[ev.kind[c].0].record).collect();
+                eprintln!(
+                    "pruned={pruned} budget hit: deepest {deepest} stuck #{stuck} stack now {recs:?} cache {}",
+                    cache.len()
+                );
+            }
             return Verdict::Inconclusive;
         }
         let (i, is_call) = ev.kind[entry];
@@ -251,7 +273,8 @@ fn search(ops: &[KeyOp], budget: u64, pruned: bool) -> Verdict {
             let step = ops[i].step(state);
             // An operation of unknown outcome can take effect at any later time, so placing it is only worth
             // trying right before an operation that its effect enables (see `enables`).
-            let useful = |new: Option<Val>| ops[i].ret.is_some() || (pruned && enables(&ev, ops, i, state, new));
+            let useful =
+                |new: Option<Val>| ops[i].ret.is_some() || (pruned && enables(&ev, ops, i, (state, state), new, 1));
             let step = step.filter(|&new| !pruned || useful(new));
             if let Some(new_state) = step {
                 linearized[i / 64] |= 1 << (i % 64);
@@ -457,6 +480,56 @@ mod tests {
             h.push(get(1000 + r * 10, 1000 + r * 10 + 5, Some(seen)));
         }
         assert_eq!(check(&h), Verdict::Linearizable);
+    }
+
+    #[test]
+    fn delete_with_cas_succeeds_on_an_absent_key() {
+        // Consul: DELETE ?cas=n of an absent key answers true.
+        let h = vec![
+            put(0, 1, 1),
+            w(2, Some(3), None, Cond::Always, Some(true)),
+            w(4, Some(5), None, Cond::AbsentOr(1), Some(true)),
+        ];
+        assert_eq!(check(&h), Verdict::Linearizable);
+        let h = vec![
+            put(0, 1, 1),
+            put(2, 3, 2),
+            w(4, Some(5), None, Cond::AbsentOr(1), Some(true)),
+        ];
+        assert!(matches!(check(&h), Verdict::Violation { .. }));
+    }
+
+    #[test]
+    fn a_chain_of_two_unknown_outcomes_is_found() {
+        // A timed-out delete, then a timed-out create-if-absent, explain a later read of the created value.
+        let h = vec![
+            put(0, 1, 1),
+            w(2, None, None, Cond::Always, None),
+            w(3, None, Some(2), Cond::Absent, None),
+            get(10, 11, Some(2)),
+        ];
+        assert_eq!(check(&h), Verdict::Linearizable);
+    }
+
+    #[test]
+    fn pending_noise_does_not_blow_up_the_search() {
+        // Fifty timed-out writes of every kind stay pending while later completed operations run.
+        let mut h = vec![put(0, 1, 1)];
+        for i in 0..50u32 {
+            let t = 10 + u64::from(i);
+            h.push(match i % 4 {
+                0 => put_unknown(t, 100 + i),
+                1 => w(t, None, None, Cond::Always, None),
+                2 => w(t, None, Some(100 + i), Cond::Absent, None),
+                _ => w(t, None, None, Cond::AbsentOr(1), None),
+            });
+        }
+        h.push(w(100, Some(110), Some(2), Cond::Is(1), Some(true)));
+        h.push(w(100, Some(110), None, Cond::AbsentOr(7), Some(false)));
+        h.push(put(100, 110, 3));
+        h.push(w(100, Some(110), None, Cond::Always, Some(true)));
+        h.push(get(120, 121, None));
+        assert_eq!(check_with_budget(&h, 100_000), Verdict::Linearizable);
     }
 
     #[test]

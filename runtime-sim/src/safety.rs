@@ -35,6 +35,11 @@ impl SafetyChecker {
         }
     }
 
+    /// Terms in which some node saw a leader.
+    pub fn terms_with_leader(&self) -> usize {
+        self.leaders.len()
+    }
+
     /// The highest index any node applied, with its digest.
     pub fn highest_applied(&self) -> Option<(u64, u64)> {
         self.applied.iter().next_back().map(|(&i, &(_, d, _))| (i, d))

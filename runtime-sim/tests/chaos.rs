@@ -86,6 +86,14 @@ fn chaos() {
                 r.seed, r.plan, r.stats, r.trace_hash
             );
         }
+        if !r.stats.history.inconclusive_keys.is_empty() {
+            println!(
+                "seed {}: linearizability search inconclusive for {:?} ({})",
+                r.seed,
+                r.stats.history.inconclusive_keys,
+                replay_line(r.seed)
+            );
+        }
         if let Some(f) = &r.failure {
             failures.push(r.seed);
             println!(
@@ -96,6 +104,24 @@ fn chaos() {
             );
         }
     }
+    let sum = |f: fn(&SeedReport) -> u64| reports.iter().map(f).sum::<u64>();
+    println!(
+        "faults exercised: {} crashes ({} torn writes), {} restarts, {} pauses, {} failed fsyncs, {} nemesis actions, \
+         {} membership changes seen, {} terms with a leader; histories: {} unknown-outcome writes, {} linearizable \
+         reads, {} stale reads, {} blocking queries",
+        sum(|r| r.stats.crashes),
+        sum(|r| r.stats.torn_writes),
+        sum(|r| r.stats.restarts),
+        sum(|r| r.stats.pauses),
+        sum(|r| r.stats.failed_syncs),
+        sum(|r| r.stats.nemesis_actions),
+        sum(|r| r.stats.membership_events),
+        sum(|r| r.stats.terms_with_leader),
+        sum(|r| r.stats.history.unknown_writes as u64),
+        sum(|r| r.stats.history.linearizable_reads as u64),
+        sum(|r| r.stats.history.stale_reads as u64),
+        sum(|r| r.stats.history.blocking_reads as u64),
+    );
     let secs = wall.as_secs_f64().max(1e-9);
     println!(
         "chaos: {} seeds in {:.1}s wall ({:.0} seeds/min, {} workers), {:.0}s simulated, {} client ops, {} simulated \

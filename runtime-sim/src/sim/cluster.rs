@@ -47,6 +47,8 @@ pub struct Cluster {
     shared: Arc<Shared>,
     plan: Plan,
     exits: mpsc::UnboundedSender<Exit>,
+    pub restarts: u64,
+    pub pauses: u64,
 }
 
 impl Cluster {
@@ -79,6 +81,8 @@ impl Cluster {
             shared,
             plan: plan.clone(),
             exits,
+            restarts: 0,
+            pauses: 0,
         }
     }
 
@@ -87,6 +91,7 @@ impl Cluster {
         let bootstrap = self.bootstrap_servers();
         let s = &mut self.servers[i];
         s.incarnation += 1;
+        self.restarts += u64::from(s.incarnation > 1);
         let recovered = s
             .disk
             .lock()
@@ -186,6 +191,7 @@ impl Cluster {
     pub fn pause(&mut self, i: usize) {
         if self.servers[i].state == ServerState::Up {
             madsim::runtime::Handle::current().pause(self.servers[i].madsim_node);
+            self.pauses += 1;
             self.servers[i].state = ServerState::Paused;
         }
     }
@@ -241,6 +247,11 @@ async fn collect(
     while let Some(event) = events.recv().await {
         let at = shared.now_us();
         shared.node_events.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        if matches!(event, Event::MembershipChanged(_)) {
+            shared
+                .membership_events
+                .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        }
         shared
             .checker
             .lock()

@@ -57,6 +57,7 @@ pub(crate) struct Shared {
     pub trace: Mutex<TraceHash>,
     pub ops: AtomicU64,
     pub node_events: AtomicU64,
+    pub membership_events: AtomicU64,
 }
 
 impl Shared {
@@ -70,6 +71,7 @@ impl Shared {
             trace: Mutex::new(TraceHash::default()),
             ops: AtomicU64::new(0),
             node_events: AtomicU64::new(0),
+            membership_events: AtomicU64::new(0),
         }
     }
 

@@ -154,12 +154,12 @@ impl Plan {
             .map(|i| format!("{}/{}", if i % 2 == 0 { "a" } else { "b" }, i))
             .collect();
         let workload = WorkloadMix {
-            clients: rng.gen_range(2..=4),
+            clients: rng.gen_range(2..=6),
             watchers: rng.gen_range(0..=2),
             keys,
             ops,
             modes,
-            think_ms: (rng.gen_range(1..10), rng.gen_range(20..80)),
+            think_ms: (rng.gen_range(0..5), rng.gen_range(10..60)),
         };
         let raft = RaftConfig {
             heartbeat_interval: Duration::from_millis(50),
@@ -188,7 +188,7 @@ impl Plan {
             workload,
             raft,
             limits,
-            safety_phase: Duration::from_secs(rng.gen_range(8..=15)),
+            safety_phase: Duration::from_secs(rng.gen_range(10..=30)),
             liveness_bound: Duration::from_secs(30),
             op_timeout: Duration::from_secs(4),
         }

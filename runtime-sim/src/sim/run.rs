@@ -36,6 +36,13 @@ pub struct RunStats {
     pub net: NetStats,
     pub syncs: u64,
     pub crashes: u64,
+    pub restarts: u64,
+    pub pauses: u64,
+    pub torn_writes: u64,
+    pub failed_syncs: u64,
+    /// Terms in which a leader was seen, and configuration changes seen by any node.
+    pub terms_with_leader: u64,
+    pub membership_events: u64,
     pub nemesis_actions: u64,
     pub history: HistoryStats,
     /// Client replies by kind (`written`, `read`, `client-timeout`, or the error).
@@ -734,7 +741,13 @@ impl Sim {
             let d = s.disk.lock().expect("unpoisoned");
             stats.syncs += d.syncs;
             stats.crashes += d.crashes;
+            stats.torn_writes += d.torn_writes;
+            stats.failed_syncs += d.failed_syncs;
         }
+        stats.restarts = cluster.restarts;
+        stats.pauses = cluster.pauses;
+        stats.terms_with_leader = self.shared.checker.lock().expect("unpoisoned").terms_with_leader() as u64;
+        stats.membership_events = self.shared.membership_events.load(Ordering::Relaxed);
         cluster.net.set_faults(LinkFaults::default());
         SeedReport {
             seed: self.plan.seed,
