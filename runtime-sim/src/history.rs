@@ -73,8 +73,6 @@ pub fn check(records: &[Record], keys: &[String]) -> Result<HistoryStats, Histor
             )
         })
         .count();
-    h.check_stale_reads()?;
-    h.check_watch_indexes()?;
     for (key, ops) in &h.per_key {
         if ops.is_empty() {
             continue;
@@ -95,6 +93,8 @@ pub fn check(records: &[Record], keys: &[String]) -> Result<HistoryStats, Histor
             }
         }
     }
+    h.check_stale_reads()?;
+    h.check_watch_indexes()?;
     Ok(stats)
 }
 
@@ -402,9 +402,11 @@ impl<'a> Builder<'a> {
                     if meta.index < w {
                         return fail(format!(
                             "read #{r} of {key:?} ({mode:?}{}) answered X-Consul-Index {}, below index {w} of write \
-                             #{wr} acknowledged before it was sent: the change was missed",
+                             #{wr} acknowledged before it was sent: the change was missed; operations on the key \
+                             between the two:\n{}",
                             if blocking { ", blocking" } else { "" },
-                            meta.index
+                            meta.index,
+                            self.listing(key, &[wr, r], Some((self.records[wr].call, rec.ret))),
                         ));
                     }
                 }
@@ -426,25 +428,34 @@ impl<'a> Builder<'a> {
 
     /// Prints the key's history around the failure.
     fn explain(&self, key: &str, verdict: &Verdict) -> String {
-        let mut s = format!("history of {key:?} is {verdict}\n");
-        let mut ops: Vec<&KeyOp> = self.per_key[key].iter().collect();
-        ops.sort_by_key(|o| (o.call, o.record));
         let stuck = match verdict {
             Verdict::Violation { stuck, .. } => *stuck,
             _ => usize::MAX,
         };
+        format!("history of {key:?} is {verdict}\n{}", self.listing(key, &[stuck], None))
+    }
+
+    /// The key's operations in call order, `marked` ones flagged; only those overlapping `window` if given.
+    fn listing(&self, key: &str, marked: &[usize], window: Option<(u64, u64)>) -> String {
+        let mut s = String::new();
+        let mut ops: Vec<&KeyOp> = self.per_key[key].iter().collect();
+        ops.sort_by_key(|o| (o.call, o.record));
         for op in ops {
             let rec = &self.records[op.record];
-            let mark = if op.record == stuck { ">>" } else { "  " };
+            if window.is_some_and(|(from, to)| rec.call > to || op.ret.is_some_and(|r| r < from)) {
+                continue;
+            }
+            let mark = if marked.contains(&op.record) { ">>" } else { "  " };
+            let ret = op
+                .ret
+                .map_or("unknown".to_string(), |t| format!("{:.3}ms", t as f64 / 1000.0));
             let _ = writeln!(
                 s,
-                "{mark} #{:<5} client {} node {} [{:>10.3}ms .. {}] {}",
+                "{mark} #{:<5} client {} node {} [{:>10.3}ms .. {ret}] {}",
                 op.record,
                 rec.client,
                 rec.node,
                 rec.call as f64 / 1000.0,
-                op.ret
-                    .map_or("unknown".to_string(), |t| format!("{:.3}ms", t as f64 / 1000.0)),
                 describe(rec),
             );
         }

@@ -32,6 +32,9 @@ pub struct LinkFaults {
     pub duplicate: f64,
     /// One-way delay range in microseconds; a wide range reorders.
     pub delay_us: (u64, u64),
+    /// Probability that one packet is held back much longer (200 ms – 3 s), so it arrives after newer
+    /// traffic, possibly from an older term.
+    pub straggle: f64,
 }
 
 impl Default for LinkFaults {
@@ -40,6 +43,7 @@ impl Default for LinkFaults {
             loss: 0.0,
             duplicate: 0.0,
             delay_us: (100, 1_000),
+            straggle: 0.0,
         }
     }
 }
@@ -169,7 +173,11 @@ impl Net {
         let extra = s.spike(from, now).max(s.spike(to, now));
         for _ in 0..copies {
             let (lo, hi) = s.faults.delay_us;
-            let delay = Duration::from_micros(s.rng.gen_range(lo..=hi.max(lo))) + extra;
+            let mut delay = Duration::from_micros(s.rng.gen_range(lo..=hi.max(lo))) + extra;
+            let straggle = s.faults.straggle;
+            if straggle > 0.0 && s.rng.gen_bool(straggle) {
+                delay += Duration::from_millis(s.rng.gen_range(200..3_000));
+            }
             s.seq += 1;
             let packet = Packet {
                 at: now + delay,

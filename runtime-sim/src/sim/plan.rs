@@ -91,8 +91,21 @@ impl Plan {
             } else {
                 (100, 1_000)
             },
+            straggle: if on(&mut rng, 0.3) {
+                rng.gen_range(0.0..0.02)
+            } else {
+                0.0
+            },
         };
         let disk = DiskFaults {
+            sync_latency_us: (
+                100,
+                if on(&mut rng, 0.5) {
+                    rng.gen_range(2_000..20_000)
+                } else {
+                    2_000
+                },
+            ),
             slow_sync: if on(&mut rng, 0.4) {
                 rng.gen_range(0.0..0.2)
             } else {
@@ -242,6 +255,12 @@ impl fmt::Display for Plan {
         }
         if fm.links.duplicate > 0.0 {
             on.push(format!("dup={:.3}", fm.links.duplicate));
+        }
+        if fm.links.straggle > 0.0 {
+            on.push(format!("stragglers={:.4}", fm.links.straggle));
+        }
+        if fm.disk.sync_latency_us.1 > 2_000 {
+            on.push(format!("fsync≤{}ms", fm.disk.sync_latency_us.1 / 1000));
         }
         if fm.links.delay_us.1 > 1_000 {
             on.push(format!("reorder(delay≤{}ms)", fm.links.delay_us.1 / 1000));
