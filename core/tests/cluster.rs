@@ -424,3 +424,25 @@ proptest! {
         chaos(seed, if five { 5 } else { 3 });
     }
 }
+
+#[test]
+fn a_leader_that_removes_itself_steps_down_and_the_rest_carry_on() {
+    let mut c = started(12, 3, Faults::default());
+    let leader = c.leader().expect("leader");
+    c.run_for(Duration::from_millis(200)); // let the leader's own no-op commit
+    let r = c.request(
+        leader,
+        Request::RemovePeer {
+            id: Some(leader),
+            address: None,
+        },
+    );
+    let resp = c.wait_reply(r, Duration::from_secs(2));
+    assert!(matches!(resp, Some(Response::Done)), "{resp:?}");
+    let new = c.wait_leader(Duration::from_secs(3)).expect("a new leader");
+    assert_ne!(new, leader);
+    let m = c.nodes[&new].node.as_ref().unwrap().membership().clone();
+    assert!(!m.servers.contains_key(&leader) && m.voters().count() == 2, "{m:?}");
+    let r = c.request(new, put("k", "v"));
+    assert!(written(&c.wait_reply(r, Duration::from_secs(2))));
+}

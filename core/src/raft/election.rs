@@ -8,7 +8,7 @@ use crate::time::Instant;
 impl Raft {
     /// Heard from a leader within the minimum election timeout: refuse to help depose it.
     pub(crate) fn leader_is_fresh(&self, now: Instant) -> bool {
-        if self.role == Role::Leader {
+        if self.role == Role::Leader || now < self.vote_blackout_until {
             return true;
         }
         self.leader.is_some()

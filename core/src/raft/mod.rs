@@ -111,6 +111,9 @@ pub(crate) struct Raft {
     pub(crate) commit: Index,
     pub(crate) last_leader_contact: Option<Instant>,
     pub(crate) election_deadline: Instant,
+    /// After a restart we do not know whether we recently promised a leader our support (its lease
+    /// may still be running), so we refuse to vote for anyone else until an election timeout has passed.
+    pub(crate) vote_blackout_until: Instant,
 
     // Candidate / pre-candidate.
     pub(crate) votes: BTreeMap<NodeId, bool>,
@@ -161,7 +164,7 @@ impl Raft {
         let last = log.last_index();
         let mut raft = Raft {
             id,
-            cfg,
+            cfg: cfg.clone(),
             mutation,
             rng: SmallRng::seed_from_u64(seed),
             term: recovered.hard_state.term,
@@ -175,6 +178,7 @@ impl Raft {
             commit: snap_index,
             last_leader_contact: None,
             election_deadline: now,
+            vote_blackout_until: now + cfg.election_timeout,
             votes: BTreeMap::new(),
             self_vote_seq: None,
             progress: BTreeMap::new(),

@@ -100,7 +100,8 @@ impl Raft {
     }
 
     pub(crate) fn lease_valid(&self, now: Instant) -> bool {
-        if self.role != Role::Leader || self.commit < self.term_start {
+        // During a transfer the target may win at once (it skips stickiness): no lease.
+        if self.role != Role::Leader || self.commit < self.term_start || self.transfer.is_some() {
             return false;
         }
         let r = self.quorum_round();

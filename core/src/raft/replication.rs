@@ -296,6 +296,27 @@ impl Raft {
         }
         if candidate > self.commit && self.log.term_at(candidate) == Some(self.term) {
             self.commit = candidate;
+            if self.commit >= self.membership_index && !self.membership.servers.contains_key(&self.id) {
+                // Our own removal committed: hand over to the most caught-up voter and step down.
+                let successor = self
+                    .progress
+                    .iter()
+                    .filter(|(id, _)| self.membership.is_voter(**id))
+                    .max_by_key(|(_, p)| p.matched)
+                    .map(|(id, p)| (*id, p.matched));
+                let (term, last) = (self.term, self.log.last_index());
+                let peers: Vec<NodeId> = self.progress.keys().copied().collect();
+                for peer in peers {
+                    self.send_append(_now, peer, false);
+                }
+                if let Some((id, matched)) = successor {
+                    if matched == last {
+                        self.send(id, Message::TimeoutNow { term });
+                    }
+                }
+                self.become_follower(_now, term, None);
+                return;
+            }
             // Tell followers promptly (they apply on the next append).
             let peers: Vec<NodeId> = self.progress.keys().copied().collect();
             for peer in peers {
@@ -347,8 +368,13 @@ impl Raft {
         }
         let p = self.progress.get(&peer).expect("checked above");
         if heartbeat && !sent {
-            // Nothing new fits: an empty append anchored at what we know matches.
-            let prev_index = p.matched.max(first - 1);
+            // Nothing new fits: an empty append anchored at what we know matches (or at our snapshot, which
+            // makes a follower that lacks it reject and so be sent the snapshot).
+            let prev_index = if self.log.term_at(p.matched).is_some() {
+                p.matched
+            } else {
+                self.log.snapshot_index()
+            };
             let Some(prev_term) = self.log.term_at(prev_index) else {
                 return;
             };

@@ -39,8 +39,21 @@ impl Backend for AgentBackend {
             self.stop.send_replace(true);
             return Ok(());
         }
+        let me = self.handle.id();
+        if self.handle.membership().voters().all(|id| id == me) {
+            // The last server has no quorum to shrink (Consul skips the removal here too).
+            tracing::info!(target: "agent", "Graceful leave: this is the only server; shutting down");
+            self.stop.send_replace(true);
+            return Ok(());
+        }
         tracing::info!(target: "agent", "Graceful leave: removing this server from the Raft configuration");
-        let resp = self.handle.call(Request::RemovePeer { id: Some(self.handle.id()), address: None }).await;
+        let resp = self
+            .handle
+            .call(Request::RemovePeer {
+                id: Some(self.handle.id()),
+                address: None,
+            })
+            .await;
         let removed = matches!(resp, Response::Done) || self.wait_removed().await;
         if !removed {
             let why = match resp {

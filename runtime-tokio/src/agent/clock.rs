@@ -12,7 +12,9 @@ pub struct TokioClock {
 
 impl TokioClock {
     pub fn new() -> Self {
-        TokioClock { epoch: tokio::time::Instant::now() }
+        TokioClock {
+            epoch: tokio::time::Instant::now(),
+        }
     }
 }
 

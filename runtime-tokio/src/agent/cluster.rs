@@ -55,9 +55,14 @@ pub async fn form(plan: Plan, book: Arc<AddressBook>, handle: DriverHandle) {
 }
 
 async fn bootstrap(handle: &DriverHandle, servers: Vec<ServerEntry>) {
-    let names: Vec<String> = servers.iter().map(|(_, name, addr)| format!("{name} ({addr})")).collect();
+    let names: Vec<String> = servers
+        .iter()
+        .map(|(_, name, addr)| format!("{name} ({addr})"))
+        .collect();
     match handle.call(Request::Bootstrap { servers }).await {
-        Response::Done => tracing::info!(target: "agent.server", "bootstrapping the cluster with: {}", names.join(", ")),
+        Response::Done => {
+            tracing::info!(target: "agent.server", "bootstrapping the cluster with: {}", names.join(", "))
+        }
         other => tracing::error!(target: "agent.server", "bootstrap failed: {other:?}"),
     }
 }
@@ -73,33 +78,58 @@ async fn expect_servers(plan: &Plan, expect: usize, book: &AddressBook, handle: 
             }
         }
         if !handle.membership().servers.is_empty() {
-            return true; // A founder's leader reached us first.
-        }
-        if let Some(set) = book.bootstrap_set(expect) {
-            if !set.iter().any(|(id, ..)| *id == me) {
-                tracing::info!(target: "agent", "{expect} servers are already known without this one; joining instead");
-                return false;
-            }
-            bootstrap(handle, set).await;
+            tracing::info!(target: "agent.server", "the cluster was bootstrapped by another server");
             return true;
         }
         let known = book.known().len();
+        if known >= expect {
+            // Enough servers for a cluster: one may already exist (this server started late).
+            if let Some(peers) = existing_cluster(plan, book).await {
+                if peers.contains(&book.me().address) {
+                    return true; // Another founder bootstrapped first; its leader will reach us.
+                }
+                tracing::info!(target: "agent", "a cluster of {} servers already exists; joining it", peers.len());
+                return false;
+            }
+            if let Some(set) = book.bootstrap_set(expect) {
+                if !set.iter().any(|(id, ..)| *id == me) {
+                    tracing::info!(target: "agent", "{expect} servers are known without this one; joining instead");
+                    return false;
+                }
+                bootstrap(handle, set).await;
+                return true;
+            }
+        }
         tracing::info!(target: "agent.server", "waiting for {expect} servers to bootstrap ({known} known)");
         tokio::time::sleep(Duration::from_secs(1)).await;
     }
 }
 
+/// The voters of a cluster one of the join addresses already belongs to, if any: a server started with
+/// `-bootstrap-expect` after the cluster formed must join it, not found a second one.
+async fn existing_cluster(plan: &Plan, book: &AddressBook) -> Option<Vec<String>> {
+    for address in &plan.join {
+        match rpc::call(address, book, Request::Peers, plan.max_frame, Duration::from_secs(2)).await {
+            Ok(Response::Peers(peers)) if !peers.is_empty() => return Some(peers),
+            _ => {}
+        }
+    }
+    None
+}
+
 async fn join(plan: &Plan, book: &AddressBook, handle: &DriverHandle, myself: ServerEntry) {
     let (id, name, address) = myself;
-    let mut attempt = 0u64;
     loop {
         if handle.membership().servers.contains_key(&id) {
             tracing::info!(target: "agent", "Join completed: this server is in the cluster configuration");
             return;
         }
-        attempt += 1;
         for target in &plan.join {
-            let req = Request::AddServer { id, name: name.clone(), address: address.clone() };
+            let req = Request::AddServer {
+                id,
+                name: name.clone(),
+                address: address.clone(),
+            };
             match rpc::call(target, book, req, plan.max_frame, Duration::from_secs(10)).await {
                 Ok(Response::Done) => {
                     tracing::info!(target: "agent", "Join completed. Added to the cluster through {target}");
@@ -109,7 +139,8 @@ async fn join(plan: &Plan, book: &AddressBook, handle: &DriverHandle, myself: Se
                 Err(e) => tracing::warn!(target: "agent", "join through {target} failed: {e}"),
             }
         }
-        let wait = if attempt < 5 { Duration::from_secs(1) } else { plan.retry_interval };
+        // Until joined, retry every second (or faster if -retry-interval says so).
+        let wait = plan.retry_interval.min(Duration::from_secs(1));
         tracing::info!(target: "agent", "Join failed, retrying in {wait:?}");
         tokio::time::sleep(wait).await;
     }

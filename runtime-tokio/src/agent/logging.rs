@@ -31,9 +31,18 @@ pub fn parse_level(level: &str) -> Result<LevelFilter, AgentError> {
 pub fn init(level: &str) -> Result<(), AgentError> {
     let level = parse_level(level)?;
     // Storage internals are chatty at debug; keep them at warn unless tracing everything.
-    let storage = if level >= LevelFilter::TRACE { level } else { LevelFilter::WARN.min(level) };
-    let filter = Targets::new().with_default(level).with_target("fjall", storage).with_target("lsm_tree", storage);
-    let fmt = tracing_subscriber::fmt::layer().event_format(ConsulFormat).with_writer(std::io::stderr);
+    let storage = if level >= LevelFilter::TRACE {
+        level
+    } else {
+        LevelFilter::WARN.min(level)
+    };
+    let filter = Targets::new()
+        .with_default(level)
+        .with_target("fjall", storage)
+        .with_target("lsm_tree", storage);
+    let fmt = tracing_subscriber::fmt::layer()
+        .event_format(ConsulFormat)
+        .with_writer(std::io::stderr);
     let _ = tracing_subscriber::registry().with(fmt).with(filter).try_init();
     Ok(())
 }
@@ -54,7 +63,12 @@ where
             Level::WARN => "[WARN]  ",
             Level::ERROR => "[ERROR] ",
         };
-        write!(writer, "{} {level}{}: ", utc_timestamp(SystemTime::now()), component(meta.target()))?;
+        write!(
+            writer,
+            "{} {level}{}: ",
+            utc_timestamp(SystemTime::now()),
+            component(meta.target())
+        )?;
         ctx.field_format().format_fields(writer.by_ref(), event)?;
         writeln!(writer)
     }

@@ -44,7 +44,11 @@ pub enum AgentError {
     #[error("{0}")]
     Storage(#[from] StorageError),
     #[error("cannot listen on {addr} for {what}: {err}")]
-    Listen { what: &'static str, addr: SocketAddr, err: std::io::Error },
+    Listen {
+        what: &'static str,
+        addr: SocketAddr,
+        err: std::io::Error,
+    },
     #[error("cannot start the async runtime: {0}")]
     Runtime(std::io::Error),
     #[error("the server stopped: {0}")]
@@ -142,7 +146,11 @@ impl Agent {
 
         let rpc_bind = SocketAddr::new(config.bind_addr, config.ports.server);
         let rpc_listener = bind(rpc_bind, "server RPC").await?;
-        let rpc_addr = rpc_listener.local_addr().map_err(|err| AgentError::Listen { what: "server RPC", addr: rpc_bind, err })?;
+        let rpc_addr = rpc_listener.local_addr().map_err(|err| AgentError::Listen {
+            what: "server RPC",
+            addr: rpc_bind,
+            err,
+        })?;
         let address = identity::socket_string(advertise, rpc_addr.port());
         let book = Arc::new(AddressBook::new(LocalServer {
             id,
@@ -185,7 +193,14 @@ impl Agent {
             let why = driver.await;
             exit_tx.send_replace(Some(why));
         });
-        tasks.spawn(rpc::serve(rpc_listener, book.clone(), peer_tx, handle.clone(), DEFAULT_MAX_FRAME, stopped(&stop)));
+        tasks.spawn(rpc::serve(
+            rpc_listener,
+            book.clone(),
+            peer_tx,
+            handle.clone(),
+            DEFAULT_MAX_FRAME,
+            stopped(&stop),
+        ));
 
         let mut http_listeners = Vec::new();
         for ip in &config.client_addr {
@@ -222,6 +237,7 @@ impl Agent {
             tracing::info!(target: "agent", "Started HTTP server: address={addr} network=tcp");
         }
 
+        tracing::info!(target: "agent", "Consul agent running!");
         let plan = cluster::Plan {
             bootstrap: config.bootstrap || config.dev,
             bootstrap_expect: config.bootstrap_expect,
@@ -240,8 +256,17 @@ impl Agent {
                 _ = form_stop.wait_for(|s| *s) => {}
             }
         });
-        tracing::info!(target: "agent", "Consul agent running!");
-        Ok(Agent { handle, book, rpc_addr, http_addrs, stop, exit, tasks, writer_thread: writer.thread })
+        tasks.spawn(log_leader_changes(handle.clone(), book.clone()));
+        Ok(Agent {
+            handle,
+            book,
+            rpc_addr,
+            http_addrs,
+            stop,
+            exit,
+            tasks,
+            writer_thread: writer.thread,
+        })
     }
 
     /// Ask the agent to stop (what a leave does once the server is removed).
@@ -289,6 +314,25 @@ impl Agent {
     }
 }
 
+/// Consul's leadership log lines. Ends when the driver does.
+async fn log_leader_changes(handle: DriverHandle, book: Arc<AddressBook>) {
+    let mut leader = handle.subscribe_leader();
+    while leader.changed().await.is_ok() {
+        let current = *leader.borrow_and_update();
+        match current {
+            Some(id) => {
+                if id == handle.id() {
+                    let address = &book.me().address;
+                    tracing::info!(target: "agent.server.raft", "entering leader state: leader=\"Node at {address} [Leader]\"");
+                }
+                let name = book.name(id).unwrap_or_else(|| id.to_string());
+                tracing::info!(target: "agent.server", "New leader elected: payload={name}");
+            }
+            None => tracing::warn!(target: "agent.server", "No cluster leader"),
+        }
+    }
+}
+
 fn stopped(stop: &watch::Sender<bool>) -> impl std::future::Future<Output = ()> + Send + 'static {
     let mut rx = stop.subscribe();
     async move {
@@ -297,7 +341,9 @@ fn stopped(stop: &watch::Sender<bool>) -> impl std::future::Future<Output = ()> 
 }
 
 async fn bind(addr: SocketAddr, what: &'static str) -> Result<TcpListener, AgentError> {
-    TcpListener::bind(addr).await.map_err(|err| AgentError::Listen { what, addr, err })
+    TcpListener::bind(addr)
+        .await
+        .map_err(|err| AgentError::Listen { what, addr, err })
 }
 
 fn agent_self(config: &AgentConfig, id: NodeId, advertise: IpAddr, http: &[SocketAddr], rpc_port: u16) -> AgentSelf {
@@ -308,7 +354,11 @@ fn agent_self(config: &AgentConfig, id: NodeId, advertise: IpAddr, http: &[Socke
         server: config.server || config.dev,
         bootstrap: config.bootstrap || config.dev,
         bootstrap_expect: config.bootstrap_expect.unwrap_or(0),
-        bind_addr: if config.bind_addr.is_unspecified() { advertise } else { config.bind_addr },
+        bind_addr: if config.bind_addr.is_unspecified() {
+            advertise
+        } else {
+            config.bind_addr
+        },
         advertise_addr: advertise,
         client_addrs: config.client_addr.clone(),
         ports: AgentPorts {

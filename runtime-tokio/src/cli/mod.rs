@@ -1,1 +1,125 @@
-//! Placeholder: lands with its module.
+//! `concord <command>`: Consul's CLI verbs, flags and output formats. `agent` runs the agent; every other
+//! command talks to an agent's HTTP API, exactly as `consul <command>` would.
+//!
+//! Output rules, as Consul's `cli.Ui`: results go to stdout, errors are one line on stderr, and a
+//! failing command exits 1.
+
+mod client;
+mod flags;
+mod kv;
+mod ops;
+#[cfg(test)]
+mod tests;
+
+use flags::{FlagError, FlagSet};
+use std::io::{Read, Write};
+
+/// Looks up an environment variable (injected so tests do not depend on the process environment).
+pub(crate) type Env<'a> = dyn Fn(&str) -> Option<String> + 'a;
+
+/// Where a command reads and writes.
+pub(crate) struct Io<'a> {
+    pub(crate) out: &'a mut dyn Write,
+    pub(crate) err: &'a mut dyn Write,
+    pub(crate) stdin: &'a mut dyn Read,
+    pub(crate) env: &'a Env<'a>,
+}
+
+impl Io<'_> {
+    /// A result line on stdout (`cli.Ui.Info`/`Output`).
+    pub(crate) fn info(&mut self, line: impl AsRef<[u8]>) {
+        let _ = self.out.write_all(line.as_ref());
+        let _ = self.out.write_all(b"\n");
+    }
+
+    /// An error line on stderr; returns the exit code 1 for convenience.
+    pub(crate) fn error(&mut self, line: impl AsRef<str>) -> i32 {
+        let _ = writeln!(self.err, "{}", line.as_ref());
+        1
+    }
+}
+
+/// Run `concord` with `args` (without the program name) on the process's stdio. Returns the exit code.
+pub fn run(args: &[String]) -> i32 {
+    let env = |k: &str| std::env::var(k).ok();
+    let (mut stdout, mut stderr, mut stdin) = (std::io::stdout(), std::io::stderr(), std::io::stdin());
+    let mut io = Io {
+        out: &mut stdout,
+        err: &mut stderr,
+        stdin: &mut stdin,
+        env: &env,
+    };
+    run_with(args, &mut io)
+}
+
+const USAGE: &str = "Usage: concord [--version] [--help] <command> [<args>]
+
+Available commands are:
+    agent          Runs a concord agent
+    info           Provides debugging information for operators.
+    kv             Interact with the key-value store
+    leave          Gracefully leaves the cluster and shuts down
+    operator       Provides cluster-level tools for operators
+    version        Prints the concord version";
+
+pub(crate) fn run_with(args: &[String], io: &mut Io<'_>) -> i32 {
+    let Some((command, rest)) = args.split_first() else {
+        return io.error(USAGE);
+    };
+    match command.as_str() {
+        "agent" => run_agent(rest, io),
+        "kv" => kv::run(rest, io),
+        "info" => ops::info(rest, io),
+        "leave" => ops::leave(rest, io),
+        "operator" => ops::operator(rest, io),
+        "version" | "-v" | "-version" | "--version" => ops::version(rest, io),
+        "-h" | "-help" | "--help" | "help" => {
+            io.info(USAGE);
+            0
+        }
+        other => io.error(format!("Unknown command: {other:?}\n\n{USAGE}")),
+    }
+}
+
+fn run_agent(args: &[String], io: &mut Io<'_>) -> i32 {
+    let config = match crate::config::parse_agent_args(args) {
+        Ok(config) => config,
+        Err(crate::config::ConfigError::Help(usage)) => {
+            io.info(usage);
+            return 0;
+        }
+        Err(e) => return io.error(format!("==> {e}")),
+    };
+    match crate::agent::run(config) {
+        Ok(()) => 0,
+        Err(e) => io.error(format!("==> Error starting agent: {e}")),
+    }
+}
+
+/// Parse `args` into `fs`. On `-help` prints the usage (exit 0), on a bad flag prints Go's message and
+/// the usage (exit 1); either way returns `Err(exit code)`.
+pub(crate) fn parse_flags(fs: &mut FlagSet, args: &[String], help: &str, io: &mut Io<'_>) -> Result<(), i32> {
+    match fs.parse(args) {
+        Ok(()) => Ok(()),
+        Err(FlagError::Help) => {
+            io.info(format!("{}\n{}", help.trim(), fs.usage()));
+            Err(0)
+        }
+        Err(FlagError::Bad(msg)) => {
+            let _ = writeln!(io.err, "{msg}\n\n{}\n{}", help.trim(), fs.usage());
+            Err(1)
+        }
+    }
+}
+
+/// A subcommand group (`kv`, `operator raft`) called without a valid subcommand.
+pub(crate) fn group_usage(io: &mut Io<'_>, args: &[String], usage: &str) -> i32 {
+    match args.first().map(String::as_str) {
+        Some("-h" | "-help" | "--help") => {
+            io.info(usage);
+            0
+        }
+        Some(other) => io.error(format!("Unknown subcommand: {other:?}\n\n{usage}")),
+        None => io.error(usage),
+    }
+}

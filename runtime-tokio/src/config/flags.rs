@@ -124,9 +124,7 @@ pub(super) fn parse(args: &[String]) -> Result<ParsedFlags, ConfigError> {
             (Kind::Bool, None) => "true".to_string(),
             (_, Some(value)) => value,
             (Kind::Value, None) => {
-                let value = args
-                    .get(i)
-                    .ok_or_else(|| ConfigError::MissingValue(name.to_string()))?;
+                let value = args.get(i).ok_or_else(|| ConfigError::MissingValue(name.to_string()))?;
                 i += 1;
                 value.clone()
             }
@@ -159,10 +157,7 @@ fn bad(flag: &str, value: &str, reason: impl Into<String>) -> ConfigError {
 }
 
 fn object(parsed: &mut ParsedFlags) -> &mut Map<String, Value> {
-    parsed
-        .values
-        .as_object_mut()
-        .expect("flag values are an object")
+    parsed.values.as_object_mut().expect("flag values are an object")
 }
 
 fn set_bool(parsed: &mut ParsedFlags, flag: &str, value: bool) {
@@ -195,20 +190,14 @@ fn set_value(parsed: &mut ParsedFlags, flag: &str, value: String) -> Result<(), 
             return Ok(());
         }
         "join" | "retry-join" | "recursor" => {
-            let key = if flag == "recursor" {
-                "recursors"
-            } else {
-                "retry_join"
-            };
+            let key = if flag == "recursor" { "recursors" } else { "retry_join" };
             append(object(parsed), key, Value::String(value));
             return Ok(());
         }
         "node-meta" => {
             // Consul splits on the first ':'; a pair without one has an empty value.
             let (k, v) = value.split_once(':').unwrap_or((&value, ""));
-            let meta = object(parsed)
-                .entry("node_meta")
-                .or_insert_with(|| json!({}));
+            let meta = object(parsed).entry("node_meta").or_insert_with(|| json!({}));
             meta.as_object_mut()
                 .expect("node_meta is an object")
                 .insert(k.to_string(), json!(v));
@@ -217,11 +206,7 @@ fn set_value(parsed: &mut ParsedFlags, flag: &str, value: String) -> Result<(), 
         "advertise" | "bind" => {
             ip(flag, &value)?;
             (
-                if flag == "bind" {
-                    "bind_addr"
-                } else {
-                    "advertise_addr"
-                },
+                if flag == "bind" { "bind_addr" } else { "advertise_addr" },
                 Value::String(value),
             )
         }
@@ -239,24 +224,19 @@ fn set_value(parsed: &mut ParsedFlags, flag: &str, value: String) -> Result<(), 
             },
             int(flag, &value)?,
         ),
-        "http-port" | "dns-port" | "server-port" | "serf-lan-port" | "serf-wan-port"
-        | "grpc-port" | "https-port" => {
+        "http-port" | "dns-port" | "server-port" | "serf-lan-port" | "serf-wan-port" | "grpc-port" | "https-port" => {
             let port = int(flag, &value)?;
             let key = flag.trim_end_matches("-port").replace('-', "_");
             let ports = object(parsed).entry("ports").or_insert_with(|| json!({}));
-            ports
-                .as_object_mut()
-                .expect("ports is an object")
-                .insert(key, port);
+            ports.as_object_mut().expect("ports is an object").insert(key, port);
             return Ok(());
         }
         "retry-interval" | "default-query-time" | "max-query-time" => {
-            concord_core::api::parse_go_duration(&value)
-                .map_err(|e| bad(flag, &value, e.to_string()))?;
+            concord_core::api::parse_go_duration(&value).map_err(|e| bad(flag, &value, e.to_string()))?;
             (flag, Value::String(value))
         }
-        "data-dir" | "datacenter" | "domain" | "alt-domain" | "encrypt" | "log-level" | "node"
-        | "node-id" | "pid-file" => (flag, Value::String(value)),
+        "data-dir" | "datacenter" | "domain" | "alt-domain" | "encrypt" | "log-level" | "node" | "node-id"
+        | "pid-file" => (flag, Value::String(value)),
         other => unreachable!("value flag -{other} has no config key"),
     };
     let key = match key {
@@ -269,9 +249,7 @@ fn set_value(parsed: &mut ParsedFlags, flag: &str, value: String) -> Result<(), 
 
 fn append(map: &mut Map<String, Value>, key: &str, value: Value) {
     let list = map.entry(key).or_insert_with(|| json!([]));
-    list.as_array_mut()
-        .expect("list flags hold arrays")
-        .push(value);
+    list.as_array_mut().expect("list flags hold arrays").push(value);
 }
 
 fn ip(flag: &str, value: &str) -> Result<(), ConfigError> {

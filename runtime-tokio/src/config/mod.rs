@@ -217,9 +217,7 @@ fn host_name() -> String {
 pub enum ConfigError {
     #[error("{0}")]
     Help(String),
-    #[error(
-        "flag provided but not defined: -{0} (run `concord agent -help` for the list of flags)"
-    )]
+    #[error("flag provided but not defined: -{0} (run `concord agent -help` for the list of flags)")]
     UnknownFlag(String),
     #[error("bad flag syntax: {0:?} (flags look like -name, -name=value or -name value)")]
     BadFlagSyntax(String),
@@ -325,9 +323,7 @@ pub fn parse_agent_args(args: &[String]) -> Result<AgentConfig, ConfigError> {
 fn validate(config: &mut AgentConfig) -> Result<(), ConfigError> {
     match &config.data_dir {
         None if !config.dev => return Err(ConfigError::DataDirRequired),
-        Some(dir) if dir.exists() && !dir.is_dir() => {
-            return Err(ConfigError::DataDirNotDirectory(dir.clone()))
-        }
+        Some(dir) if dir.exists() && !dir.is_dir() => return Err(ConfigError::DataDirNotDirectory(dir.clone())),
         _ => {}
     }
     if let Some(expect) = config.bootstrap_expect {

@@ -80,10 +80,7 @@ const BLOCK_KEYS: &[&str] = &[
 
 /// Reads `-config-file` (one file) or `-config-dir` (its `.json`/`.hcl` files, alphabetically, not
 /// recursively; every regular file when `-config-format` is given). Each value is normalized.
-pub(super) fn load_path(
-    path: &Path,
-    format: Option<Format>,
-) -> Result<Vec<(PathBuf, Value)>, ConfigError> {
+pub(super) fn load_path(path: &Path, format: Option<Format>) -> Result<Vec<(PathBuf, Value)>, ConfigError> {
     let read_err = |path: &Path, e: std::io::Error| ConfigError::Read {
         path: path.to_path_buf(),
         reason: e.to_string(),
@@ -132,9 +129,7 @@ fn load_file(path: &Path, format: Format) -> Result<Value, ConfigError> {
         }
     };
     if !value.is_object() {
-        return Err(parse_err(
-            "the top level must be an object of config keys".into(),
-        ));
+        return Err(parse_err("the top level must be an object of config keys".into()));
     }
     Ok(normalize(value))
 }
@@ -214,8 +209,7 @@ impl Reader<'_> {
     }
 
     fn bool(&self, key: &str, v: &Value) -> Result<bool, ConfigError> {
-        v.as_bool()
-            .ok_or_else(|| self.bad_type(key, "true or false"))
+        v.as_bool().ok_or_else(|| self.bad_type(key, "true or false"))
     }
 
     fn string(&self, key: &str, v: &Value) -> Result<String, ConfigError> {
@@ -291,11 +285,7 @@ fn fqdn(domain: &str) -> String {
 }
 
 /// Sets the fields of `config` from one (normalized) config object.
-pub(super) fn apply(
-    config: &mut AgentConfig,
-    map: &Map<String, Value>,
-    origin: &str,
-) -> Result<(), ConfigError> {
+pub(super) fn apply(config: &mut AgentConfig, map: &Map<String, Value>, origin: &str) -> Result<(), ConfigError> {
     let r = Reader { origin };
     for (key, v) in map {
         let k = key.as_str();
@@ -350,9 +340,9 @@ pub(super) fn apply(
                 }
                 config.raft_protocol = 3;
             }
-            _ if IGNORED_KEYS.contains(&k) => config
-                .warnings
-                .push(format!("config key {k:?} is accepted for Consul compatibility but has no effect in concord")),
+            _ if IGNORED_KEYS.contains(&k) => config.warnings.push(format!(
+                "config key {k:?} is accepted for Consul compatibility but has no effect in concord"
+            )),
             _ => return Err(r.unknown(k)),
         }
     }
@@ -362,11 +352,7 @@ pub(super) fn apply(
 /// Consul lower-cases the datacenter and allows only `[a-z0-9_-]`.
 fn datacenter(r: &Reader<'_>, k: &str, v: &Value) -> Result<String, ConfigError> {
     let dc = r.string(k, v)?.to_ascii_lowercase();
-    if dc.is_empty()
-        || !dc
-            .chars()
-            .all(|c| c.is_ascii_alphanumeric() || c == '_' || c == '-')
-    {
+    if dc.is_empty() || !dc.chars().all(|c| c.is_ascii_alphanumeric() || c == '_' || c == '-') {
         return Err(r.bad_value(k, format!("{dc:?}: use only letters, digits, '-' and '_'")));
     }
     Ok(dc)
@@ -378,18 +364,11 @@ fn log_level(r: &Reader<'_>, k: &str, v: &Value) -> Result<String, ConfigError> 
         "trace" | "debug" | "info" | "warn" | "error" => Ok(level),
         "warning" => Ok("warn".to_string()),
         "err" => Ok("error".to_string()),
-        _ => Err(r.bad_value(
-            k,
-            format!("{level:?}: use trace, debug, info, warn or error"),
-        )),
+        _ => Err(r.bad_value(k, format!("{level:?}: use trace, debug, info, warn or error"))),
     }
 }
 
-fn apply_ports(
-    config: &mut AgentConfig,
-    map: &Map<String, Value>,
-    r: &Reader<'_>,
-) -> Result<(), ConfigError> {
+fn apply_ports(config: &mut AgentConfig, map: &Map<String, Value>, r: &Reader<'_>) -> Result<(), ConfigError> {
     for (key, v) in map {
         let path = format!("ports.{key}");
         let listen = |v| r.int(&path, v, 0, 65535).map(|n| n as u16);
@@ -402,8 +381,7 @@ fn apply_ports(
             "serf_wan" => config.ports.serf_wan = listen(v)?,
             "grpc" => config.ports.grpc = optional(v)?,
             "https" => config.ports.https = optional(v)?,
-            "grpc_tls" | "sidecar_min_port" | "sidecar_max_port" | "expose_min_port"
-            | "expose_max_port" => config
+            "grpc_tls" | "sidecar_min_port" | "sidecar_max_port" | "expose_min_port" | "expose_max_port" => config
                 .warnings
                 .push(format!("config key {path:?} has no effect in concord")),
             _ => return Err(r.unknown(&path)),
@@ -412,20 +390,12 @@ fn apply_ports(
     Ok(())
 }
 
-fn apply_ui_config(
-    config: &mut AgentConfig,
-    map: &Map<String, Value>,
-    r: &Reader<'_>,
-) -> Result<(), ConfigError> {
+fn apply_ui_config(config: &mut AgentConfig, map: &Map<String, Value>, r: &Reader<'_>) -> Result<(), ConfigError> {
     for (key, v) in map {
         let path = format!("ui_config.{key}");
         match key.as_str() {
             "enabled" => config.ui = r.bool(&path, v)?,
-            "dir"
-            | "content_path"
-            | "metrics_provider"
-            | "metrics_proxy"
-            | "dashboard_url_templates" => config
+            "dir" | "content_path" | "metrics_provider" | "metrics_proxy" | "dashboard_url_templates" => config
                 .warnings
                 .push(format!("config key {path:?} has no effect in concord")),
             _ => return Err(r.unknown(&path)),
@@ -434,11 +404,7 @@ fn apply_ui_config(
     Ok(())
 }
 
-fn apply_performance(
-    config: &mut AgentConfig,
-    map: &Map<String, Value>,
-    r: &Reader<'_>,
-) -> Result<(), ConfigError> {
+fn apply_performance(config: &mut AgentConfig, map: &Map<String, Value>, r: &Reader<'_>) -> Result<(), ConfigError> {
     for (key, v) in map {
         let path = format!("performance.{key}");
         match key.as_str() {
@@ -453,11 +419,7 @@ fn apply_performance(
     Ok(())
 }
 
-fn apply_limits(
-    config: &mut AgentConfig,
-    map: &Map<String, Value>,
-    r: &Reader<'_>,
-) -> Result<(), ConfigError> {
+fn apply_limits(config: &mut AgentConfig, map: &Map<String, Value>, r: &Reader<'_>) -> Result<(), ConfigError> {
     for (key, v) in map {
         let path = format!("limits.{key}");
         match key.as_str() {
@@ -480,21 +442,12 @@ fn apply_limits(
 
 /// Consul's node meta rules: at most 64 pairs, keys of `[A-Za-z0-9_-]` up to 128 characters without the
 /// reserved `consul-` prefix, values up to 512 characters.
-fn apply_node_meta(
-    config: &mut AgentConfig,
-    map: &Map<String, Value>,
-    r: &Reader<'_>,
-) -> Result<(), ConfigError> {
+fn apply_node_meta(config: &mut AgentConfig, map: &Map<String, Value>, r: &Reader<'_>) -> Result<(), ConfigError> {
     for (key, v) in map {
         let path = format!("node_meta.{key}");
-        let valid_chars = key
-            .chars()
-            .all(|c| c.is_ascii_alphanumeric() || c == '_' || c == '-');
+        let valid_chars = key.chars().all(|c| c.is_ascii_alphanumeric() || c == '_' || c == '-');
         if key.is_empty() || key.len() > 128 || !valid_chars {
-            return Err(r.bad_value(
-                &path,
-                "keys are 1 to 128 characters of letters, digits, '_' and '-'",
-            ));
+            return Err(r.bad_value(&path, "keys are 1 to 128 characters of letters, digits, '_' and '-'"));
         }
         if key.starts_with("consul-") {
             return Err(r.bad_value(&path, "the \"consul-\" key prefix is reserved"));

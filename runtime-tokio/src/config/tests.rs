@@ -61,11 +61,7 @@ fn defaults_are_consuls() {
     assert_eq!(c.retry_interval, Duration::from_secs(30));
     assert_eq!(c.raft_multiplier, 1);
     assert_eq!(
-        (
-            c.kv_max_value_size,
-            c.txn_max_req_len,
-            c.http_max_conns_per_client
-        ),
+        (c.kv_max_value_size, c.txn_max_req_len, c.http_max_conns_per_client),
         (524288, 524288, 200)
     );
     assert_eq!(c.raft_protocol, 3);
@@ -109,14 +105,10 @@ fn bool_flag_does_not_consume_next_argument() {
     assert!(c.server && c.ui && c.bootstrap);
     assert_eq!(c.data_dir.as_deref(), Some(Path::new("/d")));
     // `-ui false` is `-ui` followed by a positional argument, as in Go.
-    assert!(
-        matches!(err("-data-dir /d -ui false"), ConfigError::UnexpectedArgument(a) if a == "false")
-    );
+    assert!(matches!(err("-data-dir /d -ui false"), ConfigError::UnexpectedArgument(a) if a == "false"));
     assert!(!ok("-data-dir /d -ui=false").ui);
     assert!(ok("-data-dir /d --ui=true").ui);
-    assert!(
-        matches!(err("-data-dir /d -ui=maybe"), ConfigError::BadFlagValue { flag, .. } if flag == "ui")
-    );
+    assert!(matches!(err("-data-dir /d -ui=maybe"), ConfigError::BadFlagValue { flag, .. } if flag == "ui"));
 }
 
 #[test]
@@ -127,11 +119,7 @@ fn repeatable_flags_accumulate() {
     );
     assert_eq!(c.retry_join, ["a", "b", "c"]);
     assert_eq!(c.recursors, ["8.8.8.8", "1.1.1.1:53"]);
-    let meta: Vec<_> = c
-        .node_meta
-        .iter()
-        .map(|(k, v)| (k.as_str(), v.as_str()))
-        .collect();
+    let meta: Vec<_> = c.node_meta.iter().map(|(k, v)| (k.as_str(), v.as_str())).collect();
     assert_eq!(meta, [("bare", ""), ("rack", "r1"), ("zone", "z:1")]);
     // A scalar flag given twice: the last one wins, as in Go.
     assert_eq!(ok("-data-dir /d -node a -node b").node_name, "b");
@@ -149,10 +137,7 @@ fn every_other_flag_parses() {
     ));
     assert_eq!(c.bootstrap_expect, Some(3));
     assert_eq!(c.advertise_addr, Some(ip("10.1.1.1")));
-    assert_eq!(
-        c.node_id.as_deref(),
-        Some("0b6c5b1e-0d4a-4a6e-9b8c-2f1d3c4e5a6b")
-    );
+    assert_eq!(c.node_id.as_deref(), Some("0b6c5b1e-0d4a-4a6e-9b8c-2f1d3c4e5a6b"));
     assert_eq!(c.datacenter, "dc2");
     assert_eq!(c.retry_interval, Duration::from_secs(5));
     assert_eq!(c.log_level, "warn");
@@ -194,12 +179,8 @@ fn flag_errors_name_the_flag() {
     assert!(matches!(err("-data-dir"), ConfigError::MissingValue(f) if f == "data-dir"));
     assert!(matches!(err("---x"), ConfigError::BadFlagSyntax(_)));
     assert!(matches!(err("-=x"), ConfigError::BadFlagSyntax(_)));
-    assert!(
-        matches!(err("-data-dir /d extra"), ConfigError::UnexpectedArgument(a) if a == "extra")
-    );
-    assert!(
-        matches!(err("-data-dir /d -- -server"), ConfigError::UnexpectedArgument(a) if a == "-server")
-    );
+    assert!(matches!(err("-data-dir /d extra"), ConfigError::UnexpectedArgument(a) if a == "extra"));
+    assert!(matches!(err("-data-dir /d -- -server"), ConfigError::UnexpectedArgument(a) if a == "-server"));
     assert!(ok("-data-dir /d --").data_dir.is_some());
     for (line, flag) in [
         ("-data-dir /d -http-port x", "http-port"),
@@ -232,8 +213,10 @@ fn seed_tutorial_command_lines_parse() {
     assert_eq!(c.node_name, "consul-server01");
     assert!(c.warnings.is_empty(), "{:?}", c.warnings);
 
-    let c = ok("-server -data-dir /tmp/c2 -node consul-server02 -bind 10.0.0.2 -join 10.0.0.1 -datacenter dc1 \
-                -enable-script-checks");
+    let c = ok(
+        "-server -data-dir /tmp/c2 -node consul-server02 -bind 10.0.0.2 -join 10.0.0.1 -datacenter dc1 \
+                -enable-script-checks",
+    );
     assert!(c.server && !c.bootstrap && c.enable_script_checks);
     assert_eq!(c.retry_join, ["10.0.0.1"]);
     assert_eq!(
@@ -254,10 +237,7 @@ fn dev_mode() {
     assert_eq!(c.log_level, "debug");
     // Flags still override the dev overlay.
     let c = ok("-dev -client 0.0.0.0 -log-level info");
-    assert_eq!(
-        (c.client_addr[0], c.log_level.as_str()),
-        (ip("0.0.0.0"), "info")
-    );
+    assert_eq!((c.client_addr[0], c.log_level.as_str()), (ip("0.0.0.0"), "info"));
 }
 
 const JSON: &str = r#"{
@@ -363,11 +343,7 @@ fn json_and_hcl_files_give_the_same_config() {
     );
     assert_eq!((c.domain.as_str(), c.raft_multiplier), ("corp.", 5));
     assert_eq!(
-        (
-            c.http_max_conns_per_client,
-            c.kv_max_value_size,
-            c.txn_max_req_len
-        ),
+        (c.http_max_conns_per_client, c.kv_max_value_size, c.txn_max_req_len),
         (500, 1024, 2048)
     );
     assert_eq!(
@@ -394,7 +370,11 @@ fn config_dir_is_alphabetical_lists_append_scalars_replace() {
         r#"{"node_name": "from-a", "retry_join": ["a"], "data_dir": "/a",
         "node_meta": {"x": "1"}, "ports": {"http": 1}, "service": {"name": "s1"}}"#,
     );
-    write(dir.path(), "b.hcl", "retry_join = [\"b\"]\nnode_meta { x = \"2\" }\nports { dns = 2 }\nservice { name = \"s2\" }\n");
+    write(
+        dir.path(),
+        "b.hcl",
+        "retry_join = [\"b\"]\nnode_meta { x = \"2\" }\nports { dns = 2 }\nservice { name = \"s2\" }\n",
+    );
     write(dir.path(), "ignored.yaml", "not: read");
     std::fs::create_dir(dir.path().join("sub.json")).unwrap();
     let c = ok(&format!("-config-dir {}", dir.path().display()));
@@ -406,17 +386,10 @@ fn config_dir_is_alphabetical_lists_append_scalars_replace() {
     assert_eq!(names, ["a.json", "b.hcl", "c.json"]);
     assert_eq!(c.node_name, "from-c");
     assert_eq!(c.retry_join, ["a", "b", "c"]);
-    let meta: Vec<_> = c
-        .node_meta
-        .iter()
-        .map(|(k, v)| (k.as_str(), v.as_str()))
-        .collect();
+    let meta: Vec<_> = c.node_meta.iter().map(|(k, v)| (k.as_str(), v.as_str())).collect();
     assert_eq!(meta, [("x", "2"), ("z", "3")]);
     assert_eq!((c.ports.http, c.ports.dns, c.ports.server), (1, 2, 8300));
-    assert_eq!(
-        c.services,
-        vec![json!({"name": "s1"}), json!({"name": "s2"})]
-    );
+    assert_eq!(c.services, vec![json!({"name": "s1"}), json!({"name": "s2"})]);
 }
 
 #[test]
@@ -427,19 +400,11 @@ fn flags_override_files_and_files_merge_in_command_line_order() {
         "z1.json",
         r#"{"node_name": "one", "data_dir": "/one", "retry_join": ["f1"], "ui": true}"#,
     );
-    let two = write(
-        dir.path(),
-        "a2.hcl",
-        "node_name = \"two\"\nretry_join = [\"f2\"]\n",
-    );
-    let c = ok(&format!(
-        "-config-file {one} -config-file {two} -retry-join flag"
-    ));
+    let two = write(dir.path(), "a2.hcl", "node_name = \"two\"\nretry_join = [\"f2\"]\n");
+    let c = ok(&format!("-config-file {one} -config-file {two} -retry-join flag"));
     assert_eq!(c.node_name, "two");
     assert_eq!(c.retry_join, ["f1", "f2", "flag"]);
-    let c = ok(&format!(
-        "-node cli -ui=false -config-file {one} -data-dir /cli"
-    ));
+    let c = ok(&format!("-node cli -ui=false -config-file {one} -data-dir /cli"));
     assert_eq!((c.node_name.as_str(), c.ui), ("cli", false));
     assert_eq!(c.data_dir.as_deref(), Some(Path::new("/cli")));
     // -config-format reads a file regardless of its extension.
@@ -473,33 +438,13 @@ fn file_errors_name_key_and_file() {
     assert!(matches!(e, ConfigError::UnknownKey { .. }));
     let e = check("nested.hcl", "ports {\n  htp = 1\n}\n", &["ports.htp"]);
     assert!(matches!(e, ConfigError::UnknownKey { .. }));
-    let e = check(
-        "type.json",
-        r#"{"server": "yes"}"#,
-        &["server", "true or false"],
-    );
+    let e = check("type.json", r#"{"server": "yes"}"#, &["server", "true or false"]);
     assert!(matches!(e, ConfigError::BadType { .. }));
-    let e = check(
-        "port.json",
-        r#"{"ports": {"http": 70000}}"#,
-        &["ports.http", "70000"],
-    );
+    let e = check("port.json", r#"{"ports": {"http": 70000}}"#, &["ports.http", "70000"]);
     assert!(matches!(e, ConfigError::BadValue { .. }));
-    check(
-        "dur.hcl",
-        "retry_interval = 30\n",
-        &["retry_interval", "duration"],
-    );
-    check(
-        "dur2.json",
-        r#"{"max_query_time": "ten"}"#,
-        &["max_query_time"],
-    );
-    check(
-        "ip.json",
-        r#"{"bind_addr": "{{ GetPrivateIP }}"}"#,
-        &["bind_addr"],
-    );
+    check("dur.hcl", "retry_interval = 30\n", &["retry_interval", "duration"]);
+    check("dur2.json", r#"{"max_query_time": "ten"}"#, &["max_query_time"]);
+    check("ip.json", r#"{"bind_addr": "{{ GetPrivateIP }}"}"#, &["bind_addr"]);
     check(
         "meta.json",
         r#"{"node_meta": {"consul-x": "1"}}"#,
@@ -546,16 +491,13 @@ fn validation_errors() {
     let file = write(dir.path(), "plain", "x");
     type Expect = fn(&ConfigError) -> bool;
     let cases: Vec<(String, Expect)> = vec![
-        ("-server".into(), |e| {
-            matches!(e, ConfigError::DataDirRequired)
-        }),
+        ("-server".into(), |e| matches!(e, ConfigError::DataDirRequired)),
         (format!("-data-dir {file}"), |e| {
             matches!(e, ConfigError::DataDirNotDirectory(_))
         }),
-        (
-            "-data-dir /d -server -bootstrap -bootstrap-expect 3".into(),
-            |e| matches!(e, ConfigError::BootstrapWithExpect),
-        ),
+        ("-data-dir /d -server -bootstrap -bootstrap-expect 3".into(), |e| {
+            matches!(e, ConfigError::BootstrapWithExpect)
+        }),
         ("-data-dir /d -bootstrap-expect 3".into(), |e| {
             matches!(e, ConfigError::BootstrapExpectWithoutServer)
         }),
@@ -608,10 +550,7 @@ fn validation_errors() {
         let e = err(&line);
         assert!(is_expected(&e), "{line:?} gave {e:?}");
         let text = e.to_string();
-        assert!(
-            !text.is_empty() && !text.contains('\n'),
-            "{line:?}: {text:?}"
-        );
+        assert!(!text.is_empty() && !text.contains('\n'), "{line:?}: {text:?}");
     }
     // Command-line value errors name the command line as their origin.
     assert!(err("-data-dir /d -http-port 65536")
@@ -629,11 +568,7 @@ fn bootstrap_expect_one_means_bootstrap() {
 #[test]
 fn node_names_dns_cannot_serve_are_warnings() {
     let c = ok("-data-dir /d -node my_node");
-    assert!(
-        c.warnings.iter().any(|w| w.contains("my_node")),
-        "{:?}",
-        c.warnings
-    );
+    assert!(c.warnings.iter().any(|w| w.contains("my_node")), "{:?}", c.warnings);
     let long = "a".repeat(64);
     assert!(ok(&format!("-data-dir /d -node {long}"))
         .warnings

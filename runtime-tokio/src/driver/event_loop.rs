@@ -214,6 +214,11 @@ impl<C: Clock, T: Transport> Driver<C, T> {
             Wake::Tick => {} // `step` ticks whenever a deadline is due.
             Wake::Peer(from, msg) => self.inputs.push(Input::Peer { from, msg }),
             Wake::Client(ClientCall { req_id, req, reply }) => {
+                if reply.is_closed() {
+                    // The caller left while the request was queued; its cancel may already have been
+                    // seen (and ignored), so the node must never hear of this request.
+                    return;
+                }
                 self.pending.insert(req_id, reply);
                 self.inputs.push(Input::Client { req_id, req });
             }
@@ -236,8 +241,7 @@ impl<C: Clock, T: Transport> Driver<C, T> {
             }
             Wake::PersistedClosed => {
                 self.open.persisted = false;
-                self.storage_lost
-                    .get_or_insert("the storage writer stopped".into());
+                self.storage_lost.get_or_insert("the storage writer stopped".into());
             }
             Wake::PeerClosed => self.open.peer = false,
             Wake::ClientClosed => self.open.client = false,
@@ -294,16 +298,8 @@ impl<C: Clock, T: Transport> Driver<C, T> {
                 self.transport.set_membership(&membership);
                 self.published.membership.send_replace(membership);
             }
-            Effect::Event(Event::Applied {
-                index,
-                term,
-                digest,
-            }) => {
-                self.published.applied.send_replace(Applied {
-                    index,
-                    term,
-                    digest,
-                });
+            Effect::Event(Event::Applied { index, term, digest }) => {
+                self.published.applied.send_replace(Applied { index, term, digest });
             }
             Effect::Event(Event::Removed) => {
                 self.exit = Some(DriverExit::Removed);
@@ -319,8 +315,7 @@ impl<C: Clock, T: Transport> Driver<C, T> {
         let ops = std::mem::take(&mut self.batch_ops);
         let seq = self.batch_seq.max(self.sent_seq);
         if self.persist_tx.send((seq, ops)).is_err() {
-            self.storage_lost
-                .get_or_insert("the storage writer stopped".into());
+            self.storage_lost.get_or_insert("the storage writer stopped".into());
             return;
         }
         self.sent_seq = seq;

@@ -68,9 +68,7 @@ impl Drop for CancelOnDrop<'_> {
     fn drop(&mut self) {
         if self.armed {
             // The driver may be gone already; then there is nothing to cancel.
-            let _ = self.control_tx.send(Control::Cancel {
-                req_id: self.req_id,
-            });
+            let _ = self.control_tx.send(Control::Cancel { req_id: self.req_id });
         }
     }
 }
@@ -102,6 +100,13 @@ impl DriverHandle {
     /// `Overloaded` immediately; dropping the returned future cancels the request inside the node.
     pub async fn call(&self, req: Request) -> Response {
         let req_id = self.next_req_id.fetch_add(1, Ordering::Relaxed);
+        // Declared before the receiver so it drops after it: the driver, seeing the cancel, must also see
+        // the receiver closed if the request is still queued behind it (see `accept`).
+        let mut guard = CancelOnDrop {
+            control_tx: &self.control_tx,
+            req_id,
+            armed: false,
+        };
         let (reply, rx) = oneshot::channel();
         match self.client_tx.try_send(ClientCall { req_id, req, reply }) {
             Ok(()) => {}
@@ -112,11 +117,7 @@ impl DriverHandle {
             }
             Err(mpsc::error::TrySendError::Closed(_)) => return stopped(),
         }
-        let mut guard = CancelOnDrop {
-            control_tx: &self.control_tx,
-            req_id,
-            armed: true,
-        };
+        guard.armed = true;
         let resp = rx.await;
         guard.armed = false;
         resp.unwrap_or_else(|_| stopped())

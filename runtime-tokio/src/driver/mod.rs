@@ -12,6 +12,8 @@
 
 mod event_loop;
 mod handle;
+#[cfg(all(test, feature = "server"))]
+mod tests;
 
 pub use event_loop::{start, DriverExit, MAX_INPUTS_PER_ITERATION};
 pub use handle::{Applied, DriverHandle, CLIENT_QUEUE};

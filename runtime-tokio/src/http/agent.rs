@@ -32,17 +32,12 @@ async fn call<B: Backend>(state: &AppState<B>, req: Request) -> Result<NodeRespo
 }
 
 /// `GET /v1/status/leader`: `"ip:port"` of the leader's RPC address, or `""`.
-pub(crate) async fn status_leader<B: Backend>(
-    State(state): State<AppState<B>>,
-    uri: Uri,
-) -> Response {
+pub(crate) async fn status_leader<B: Backend>(State(state): State<AppState<B>>, uri: Uri) -> Response {
     respond(
         async {
             let params = params(&state, &uri)?;
             match call(&state, Request::Leader).await? {
-                NodeResponse::Leader(leader) => {
-                    Ok(json(&leader.unwrap_or_default(), params.pretty()))
-                }
+                NodeResponse::Leader(leader) => Ok(json(&leader.unwrap_or_default(), params.pretty())),
                 _ => Err(HttpError::unexpected()),
             }
         }
@@ -51,10 +46,7 @@ pub(crate) async fn status_leader<B: Backend>(
 }
 
 /// `GET /v1/status/peers`: the voters' RPC addresses.
-pub(crate) async fn status_peers<B: Backend>(
-    State(state): State<AppState<B>>,
-    uri: Uri,
-) -> Response {
+pub(crate) async fn status_peers<B: Backend>(State(state): State<AppState<B>>, uri: Uri) -> Response {
     respond(
         async {
             let params = params(&state, &uri)?;
@@ -88,20 +80,13 @@ struct RaftConfigurationJson<'a> {
 }
 
 /// `GET /v1/operator/raft/configuration`.
-pub(crate) async fn raft_configuration<B: Backend>(
-    State(state): State<AppState<B>>,
-    uri: Uri,
-) -> Response {
+pub(crate) async fn raft_configuration<B: Backend>(State(state): State<AppState<B>>, uri: Uri) -> Response {
     respond(
         async {
             let params = params(&state, &uri)?;
             let mode = params.read_mode()?;
             match call(&state, Request::RaftConfiguration { mode }).await? {
-                NodeResponse::RaftConfiguration {
-                    meta,
-                    servers,
-                    index,
-                } => {
+                NodeResponse::RaftConfiguration { meta, servers, index } => {
                     let body = RaftConfigurationJson {
                         servers: servers
                             .iter()
@@ -126,36 +111,32 @@ pub(crate) async fn raft_configuration<B: Backend>(
 }
 
 fn node_id(v: &str) -> Result<NodeId, HttpError> {
-    v.parse()
-        .map_err(|e| HttpError::bad_request(format!("{e}")))
+    v.parse().map_err(|e| HttpError::bad_request(format!("{e}")))
 }
 
 /// `DELETE /v1/operator/raft/peer?id=|address=`.
-pub(crate) async fn raft_remove_peer<B: Backend>(
-    State(state): State<AppState<B>>,
-    uri: Uri,
-) -> Response {
-    respond(async {
-        let params = params(&state, &uri)?;
-        let id = params.value("id").map(node_id).transpose()?;
-        let address = params.value("address").map(str::to_string);
-        if id.is_none() == address.is_none() {
-            return Err(HttpError::bad_request(
-                "Must specify either ?id with the server's ID or ?address with IP:port of peer to remove",
-            ));
+pub(crate) async fn raft_remove_peer<B: Backend>(State(state): State<AppState<B>>, uri: Uri) -> Response {
+    respond(
+        async {
+            let params = params(&state, &uri)?;
+            let id = params.value("id").map(node_id).transpose()?;
+            let address = params.value("address").map(str::to_string);
+            if id.is_none() == address.is_none() {
+                return Err(HttpError::bad_request(
+                    "Must specify either ?id with the server's ID or ?address with IP:port of peer to remove",
+                ));
+            }
+            match call(&state, Request::RemovePeer { id, address }).await? {
+                NodeResponse::Done => Ok(empty(StatusCode::OK)),
+                _ => Err(HttpError::unexpected()),
+            }
         }
-        match call(&state, Request::RemovePeer { id, address }).await? {
-            NodeResponse::Done => Ok(empty(StatusCode::OK)),
-            _ => Err(HttpError::unexpected()),
-        }
-    }.await)
+        .await,
+    )
 }
 
 /// `POST /v1/operator/raft/transfer-leader[?id=]` (PUT accepted too): `{"Success":true}`.
-pub(crate) async fn raft_transfer_leader<B: Backend>(
-    State(state): State<AppState<B>>,
-    uri: Uri,
-) -> Response {
+pub(crate) async fn raft_transfer_leader<B: Backend>(State(state): State<AppState<B>>, uri: Uri) -> Response {
     respond(
         async {
             let params = params(&state, &uri)?;
@@ -170,10 +151,7 @@ pub(crate) async fn raft_transfer_leader<B: Backend>(
 }
 
 /// `PUT /v1/agent/leave`.
-pub(crate) async fn agent_leave<B: Backend>(
-    State(state): State<AppState<B>>,
-    uri: Uri,
-) -> Response {
+pub(crate) async fn agent_leave<B: Backend>(State(state): State<AppState<B>>, uri: Uri) -> Response {
     respond(
         async {
             params(&state, &uri)?;
@@ -287,10 +265,7 @@ pub(crate) fn agent_self_json(me: &AgentSelf) -> Value {
 /// The `Stats` sections, with Consul's section and stat names.
 pub(crate) fn stats(me: &AgentSelf) -> BTreeMap<String, BTreeMap<String, String>> {
     fn section(pairs: &[(&str, String)]) -> BTreeMap<String, String> {
-        pairs
-            .iter()
-            .map(|(k, v)| (k.to_string(), v.clone()))
-            .collect()
+        pairs.iter().map(|(k, v)| (k.to_string(), v.clone())).collect()
     }
     let is_leader = me.raft.as_ref().is_some_and(|r| r.role == Role::Leader);
     let mut out = BTreeMap::new();
@@ -309,24 +284,15 @@ pub(crate) fn stats(me: &AgentSelf) -> BTreeMap<String, BTreeMap<String, String>
             ("prerelease", String::new()),
             ("revision", me.revision.clone()),
             ("version", me.version.clone()),
-            (
-                "version_metadata",
-                format!("concord-{}", me.concord_version),
-            ),
+            ("version_metadata", format!("concord-{}", me.concord_version)),
         ]),
     );
-    let mut consul = section(&[
-        ("acl", "disabled".into()),
-        ("server", me.server.to_string()),
-    ]);
+    let mut consul = section(&[("acl", "disabled".into()), ("server", me.server.to_string())]);
     if me.server {
         consul.insert("bootstrap".into(), me.bootstrap.to_string());
         consul.insert("known_datacenters".into(), me.known_datacenters.to_string());
         consul.insert("leader".into(), is_leader.to_string());
-        consul.insert(
-            "leader_addr".into(),
-            me.leader_addr.clone().unwrap_or_default(),
-        );
+        consul.insert("leader_addr".into(), me.leader_addr.clone().unwrap_or_default());
     } else {
         consul.insert("known_servers".into(), me.known_servers.to_string());
     }
@@ -340,9 +306,7 @@ pub(crate) fn stats(me: &AgentSelf) -> BTreeMap<String, BTreeMap<String, String>
             ("arch", go_arch().into()),
             (
                 "cpu_count",
-                std::thread::available_parallelism()
-                    .map_or(1, |n| n.get())
-                    .to_string(),
+                std::thread::available_parallelism().map_or(1, |n| n.get()).to_string(),
             ),
             ("os", std::env::consts::OS.into()),
             ("version", format!("concord {}", me.concord_version)),

@@ -68,21 +68,13 @@ pub(crate) struct LimitedStream {
 }
 
 impl AsyncRead for LimitedStream {
-    fn poll_read(
-        mut self: Pin<&mut Self>,
-        cx: &mut Context<'_>,
-        buf: &mut ReadBuf<'_>,
-    ) -> Poll<io::Result<()>> {
+    fn poll_read(mut self: Pin<&mut Self>, cx: &mut Context<'_>, buf: &mut ReadBuf<'_>) -> Poll<io::Result<()>> {
         Pin::new(&mut self.inner).poll_read(cx, buf)
     }
 }
 
 impl AsyncWrite for LimitedStream {
-    fn poll_write(
-        mut self: Pin<&mut Self>,
-        cx: &mut Context<'_>,
-        buf: &[u8],
-    ) -> Poll<io::Result<usize>> {
+    fn poll_write(mut self: Pin<&mut Self>, cx: &mut Context<'_>, buf: &[u8]) -> Poll<io::Result<usize>> {
         Pin::new(&mut self.inner).poll_write(cx, buf)
     }
 
@@ -119,7 +111,7 @@ impl LimitedListener {
 }
 
 const TOO_MANY: &[u8] = b"HTTP/1.1 429 Too Many Requests\r\nContent-Type: text/plain; charset=utf-8\r\n\
-Content-Length: 60\r\nConnection: close\r\n\r\nToo many open connections from this client (http_max_conns)\n";
+Content-Length: 60\r\nX-Consul-Default-ACL-Policy: allow\r\nConnection: close\r\n\r\nToo many open connections from this client (http_max_conns)\n";
 
 impl Listener for LimitedListener {
     type Io = LimitedStream;
@@ -171,9 +163,7 @@ async fn refuse(mut stream: TcpStream) {
 async fn handle_accept_error(e: io::Error) {
     if matches!(
         e.kind(),
-        io::ErrorKind::ConnectionRefused
-            | io::ErrorKind::ConnectionAborted
-            | io::ErrorKind::ConnectionReset
+        io::ErrorKind::ConnectionRefused | io::ErrorKind::ConnectionAborted | io::ErrorKind::ConnectionReset
     ) {
         return;
     }
@@ -203,9 +193,6 @@ mod tests {
         assert!(limit.acquire(b).is_some());
         drop(s1);
         assert!(limit.acquire(a).is_some());
-        assert!(
-            PerClientLimit::new(0).acquire(a).is_some(),
-            "0 means unlimited"
-        );
+        assert!(PerClientLimit::new(0).acquire(a).is_some(), "0 means unlimited");
     }
 }

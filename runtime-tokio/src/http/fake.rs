@@ -4,9 +4,7 @@
 
 use super::{AgentPorts, AgentSelf, Backend};
 use bytes::Bytes;
-use concord_core::api::{
-    ApiError, KvQuery, KvResult, QueryMeta, RaftServer, ReadMode, Request, Response,
-};
+use concord_core::api::{ApiError, KvQuery, KvResult, QueryMeta, RaftServer, ReadMode, Request, Response};
 use concord_core::node::{NodeStatus, Role};
 use concord_core::state::{Command, CommandResult, KvEntry};
 use concord_core::NodeId;
@@ -79,12 +77,7 @@ impl FakeBackend {
         }
     }
 
-    async fn kv_read(
-        &self,
-        query: KvQuery,
-        mode: ReadMode,
-        block: Option<concord_core::api::Blocking>,
-    ) -> Response {
+    async fn kv_read(&self, query: KvQuery, mode: ReadMode, block: Option<concord_core::api::Blocking>) -> Response {
         if let KvQuery::Get { key } = &query {
             if key == HANG_KEY {
                 struct OnDrop(Arc<AtomicBool>, Arc<AtomicUsize>);
@@ -115,9 +108,7 @@ impl FakeBackend {
         let inner = self.inner.lock().unwrap();
         let in_range = |k: &String, prefix: &str| k.starts_with(prefix);
         let result = match &query {
-            KvQuery::Get { key } => {
-                KvResult::Entries(inner.kv.get(key).cloned().into_iter().collect())
-            }
+            KvQuery::Get { key } => KvResult::Entries(inner.kv.get(key).cloned().into_iter().collect()),
             KvQuery::Recurse { prefix } => KvResult::Entries(
                 inner
                     .kv
@@ -153,12 +144,7 @@ impl FakeBackend {
 fn apply(inner: &mut Inner, cmd: Command) -> bool {
     let next = inner.index + 1;
     let ok = match cmd {
-        Command::KvSet {
-            key,
-            value,
-            flags,
-            cas,
-        } => {
+        Command::KvSet { key, value, flags, cas } => {
             let current = inner.kv.get(&key).map(|e| e.modify_index);
             let allowed = match cas {
                 None => true,
@@ -233,9 +219,7 @@ impl Backend for FakeBackend {
                 }
             }
             Request::Leader => Response::Leader(Some("127.0.0.1:8300".into())),
-            Request::Peers => {
-                Response::Peers(vec!["127.0.0.1:8300".into(), "127.0.0.2:8300".into()])
-            }
+            Request::Peers => Response::Peers(vec!["127.0.0.1:8300".into(), "127.0.0.2:8300".into()]),
             Request::RaftConfiguration { mode } => Response::RaftConfiguration {
                 meta: Self::meta(7, mode),
                 servers: vec![

@@ -38,8 +38,7 @@ impl<'a> From<&'a KvEntry> for DirEntry<'a> {
             lock_index: e.lock_index,
             key: &e.key,
             flags: e.flags,
-            value: (!e.value.is_empty())
-                .then(|| base64::engine::general_purpose::STANDARD.encode(&e.value)),
+            value: (!e.value.is_empty()).then(|| base64::engine::general_purpose::STANDARD.encode(&e.value)),
             session: e.session.as_deref().filter(|s| !s.is_empty()),
             create_index: e.create_index,
             modify_index: e.modify_index,
@@ -70,10 +69,7 @@ pub(crate) async fn kv_key<B: Backend>(
 ) -> Response {
     let key = match key {
         Ok(Path(key)) => key,
-        Err(e) => {
-            return HttpError::bad_request(format!("Invalid key: {}", e.body_text()))
-                .into_response()
-        }
+        Err(e) => return HttpError::bad_request(format!("Invalid key: {}", e.body_text())).into_response(),
     };
     kv(&state, method, &uri, &headers, key, body)
         .await
@@ -91,20 +87,15 @@ async fn kv<B: Backend>(
     let params = Params::parse(uri)?;
     params.check_dc(&state.settings)?;
     if key.contains('\n') {
-        return Err(HttpError::bad_request(
-            "Invalid key: must not contain a linefeed (%0A)",
-        ));
+        return Err(HttpError::bad_request("Invalid key: must not contain a linefeed (%0A)"));
     }
     match method {
         Method::GET => get(state, &params, key).await,
         Method::PUT => put(state, &params, uri, headers, key, body).await,
         Method::DELETE => delete(state, &params, uri, key).await,
         other => {
-            let mut resp = HttpError::new(
-                StatusCode::METHOD_NOT_ALLOWED,
-                format!("method {other} not allowed"),
-            )
-            .into_response();
+            let mut resp =
+                HttpError::new(StatusCode::METHOD_NOT_ALLOWED, format!("method {other} not allowed")).into_response();
             resp.headers_mut()
                 .insert(header::ALLOW, HeaderValue::from_static("GET,PUT,DELETE"));
             Ok(resp)
@@ -128,9 +119,7 @@ async fn get<B: Backend>(state: &AppState<B>, params: &Params, key: String) -> H
             separator: separator.filter(|s| !s.is_empty()).map(str::to_string),
         }
     } else if params.has("recurse") {
-        KvQuery::Recurse {
-            prefix: key.clone(),
-        }
+        KvQuery::Recurse { prefix: key.clone() }
     } else if key.is_empty() {
         return Err(missing_key());
     } else {
@@ -149,10 +138,7 @@ async fn get<B: Backend>(state: &AppState<B>, params: &Params, key: String) -> H
             let resp = match entries.first() {
                 None => empty(StatusCode::NOT_FOUND),
                 Some(entry) if single && params.has("raw") => raw(entry.value.clone()),
-                Some(_) => json(
-                    &entries.iter().map(DirEntry::from).collect::<Vec<_>>(),
-                    pretty,
-                ),
+                Some(_) => json(&entries.iter().map(DirEntry::from).collect::<Vec<_>>(), pretty),
             };
             Ok(with_meta(resp, &meta))
         }
@@ -178,14 +164,8 @@ fn raw(value: Bytes) -> Response {
     let mut resp = Response::new(Body::from(value));
     let h = resp.headers_mut();
     h.insert(header::CONTENT_TYPE, HeaderValue::from_static("text/plain"));
-    h.insert(
-        "X-Content-Type-Options",
-        HeaderValue::from_static("nosniff"),
-    );
-    h.insert(
-        "Content-Security-Policy",
-        HeaderValue::from_static("sandbox"),
-    );
+    h.insert("X-Content-Type-Options", HeaderValue::from_static("nosniff"));
+    h.insert("Content-Security-Policy", HeaderValue::from_static("sandbox"));
     resp
 }
 
@@ -218,23 +198,13 @@ async fn put<B: Backend>(
     let flags = params.u64("flags")?.unwrap_or(0);
     let cas = params.u64("cas")?;
     let value = read_value(headers, body, state.settings.kv_max_value_size).await?;
-    let cmd = Command::KvSet {
-        key,
-        value,
-        flags,
-        cas,
-    };
+    let cmd = Command::KvSet { key, value, flags, cas };
     let applied = write(state, cmd).await?;
     // As Consul: only a CAS reports the outcome; a plain set always answers `true`.
     Ok(json(&(applied || cas.is_none()), params.pretty()))
 }
 
-async fn delete<B: Backend>(
-    state: &AppState<B>,
-    params: &Params,
-    uri: &Uri,
-    key: String,
-) -> HttpResult {
+async fn delete<B: Backend>(state: &AppState<B>, params: &Params, uri: &Uri, key: String) -> HttpResult {
     conflicting(params, uri, &["recurse", "cas"])?;
     let cas = params.u64("cas")?;
     let cmd = if params.has("recurse") {
@@ -274,13 +244,18 @@ async fn read_value(headers: &HeaderMap, mut body: Body, limit: usize) -> Result
         .get(header::CONTENT_LENGTH)
         .and_then(|v| v.to_str().ok()?.parse::<u64>().ok());
     if let Some(len) = declared.filter(|&len| len > limit as u64) {
-        drain(body).await;
+        // A client waiting for `100 Continue` has not sent the body: polling it would ask for it.
+        let expects_continue = headers
+            .get(header::EXPECT)
+            .is_some_and(|v| v.as_bytes().eq_ignore_ascii_case(b"100-continue"));
+        if !expects_continue {
+            drain(body).await;
+        }
         return Err(too_large(Some(len), limit));
     }
     let mut buf = Vec::with_capacity(declared.map_or(0, |len| len as usize));
     while let Some(frame) = poll_fn(|cx| Pin::new(&mut body).poll_frame(cx)).await {
-        let frame = frame
-            .map_err(|e| HttpError::bad_request(format!("Failed to read request body: {e}")))?;
+        let frame = frame.map_err(|e| HttpError::bad_request(format!("Failed to read request body: {e}")))?;
         if let Ok(data) = frame.into_data() {
             if buf.len() + data.len() > limit {
                 drain(body).await;

@@ -17,9 +17,9 @@ mod conn_limit;
 pub(crate) mod fake;
 mod kv;
 mod params;
-mod reply;
+pub(crate) mod reply;
 #[cfg(test)]
-mod tests;
+pub(crate) mod tests;
 
 use axum::http::HeaderValue;
 use axum::routing::{any, get, post};
@@ -172,13 +172,18 @@ impl<B: Backend> AppState<B> {
 }
 
 /// Serve the HTTP API on every listener until `shutdown` completes, then stop accepting, end in-flight
-/// blocking queries and wait for open connections to finish their current response.
+/// blocking queries (they answer 503 "Agent is shutting down") and wait for open connections to finish
+/// their current response (at most [`SHUTDOWN_GRACE`]). Returns after shutdown, also with no listeners.
 pub async fn serve<B: Backend>(
     listeners: Vec<tokio::net::TcpListener>,
     backend: B,
     settings: HttpSettings,
     shutdown: impl Future<Output = ()> + Send + 'static,
 ) -> std::io::Result<()> {
+    if listeners.is_empty() {
+        shutdown.await;
+        return Ok(());
+    }
     let (stop_tx, stop_rx) = watch::channel(false);
     let limits = conn_limit::PerClientLimit::new(settings.http_max_conns_per_client);
     let state = AppState {
@@ -204,17 +209,36 @@ pub async fn serve<B: Backend>(
         shutdown.await;
         let _ = stop_tx.send(true);
     });
+    // A client stalled half-way through a request would hold graceful shutdown open forever; after a
+    // grace period the servers are dropped and their remaining connections die with the runtime.
+    let mut stopping = stop_rx;
+    let grace = async move {
+        let _ = stopping.wait_for(|stopping| *stopping).await;
+        tokio::time::sleep(SHUTDOWN_GRACE).await;
+    };
+    tokio::pin!(grace);
     let mut result = Ok(());
-    while let Some(joined) = servers.join_next().await {
-        match joined {
-            Ok(Ok(())) => {}
-            Ok(Err(e)) => result = result.and(Err(e)),
-            Err(e) => result = result.and(Err(std::io::Error::other(e))),
+    loop {
+        tokio::select! {
+            joined = servers.join_next() => match joined {
+                None => break,
+                Some(Ok(Ok(()))) => {}
+                Some(Ok(Err(e))) => result = result.and(Err(e)),
+                Some(Err(e)) => result = result.and(Err(std::io::Error::other(e))),
+            },
+            _ = &mut grace => {
+                tracing::warn!("HTTP connections still open {SHUTDOWN_GRACE:?} after shutdown; dropping them");
+                servers.abort_all();
+                break;
+            }
         }
     }
     signal.abort();
     result
 }
+
+/// How long shutdown waits for open connections to finish their current response.
+pub const SHUTDOWN_GRACE: Duration = Duration::from_secs(5);
 
 fn router<B: Backend>(state: AppState<B>) -> Router {
     Router::new()
@@ -222,10 +246,7 @@ fn router<B: Backend>(state: AppState<B>) -> Router {
         .route("/v1/kv/{*key}", any(kv::kv_key::<B>))
         .route("/v1/status/leader", get(agent::status_leader::<B>))
         .route("/v1/status/peers", get(agent::status_peers::<B>))
-        .route(
-            "/v1/operator/raft/configuration",
-            get(agent::raft_configuration::<B>),
-        )
+        .route("/v1/operator/raft/configuration", get(agent::raft_configuration::<B>))
         .route(
             "/v1/operator/raft/peer",
             axum::routing::delete(agent::raft_remove_peer::<B>),
@@ -235,19 +256,14 @@ fn router<B: Backend>(state: AppState<B>) -> Router {
             post(agent::raft_transfer_leader::<B>).put(agent::raft_transfer_leader::<B>),
         )
         .route("/v1/agent/self", get(agent::agent_self::<B>))
-        .route(
-            "/v1/agent/leave",
-            axum::routing::put(agent::agent_leave::<B>),
-        )
+        .route("/v1/agent/leave", axum::routing::put(agent::agent_leave::<B>))
         .fallback(reply::not_found)
         .layer(axum::middleware::map_response(add_common_headers))
         .with_state(state)
 }
 
 async fn add_common_headers(mut resp: axum::response::Response) -> axum::response::Response {
-    resp.headers_mut().insert(
-        "X-Consul-Default-ACL-Policy",
-        HeaderValue::from_static("allow"),
-    );
+    resp.headers_mut()
+        .insert("X-Consul-Default-ACL-Policy", HeaderValue::from_static("allow"));
     resp
 }

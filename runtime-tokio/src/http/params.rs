@@ -23,10 +23,7 @@ impl Params {
     }
 
     pub(crate) fn get(&self, name: &str) -> Option<&str> {
-        self.0
-            .iter()
-            .find(|(k, _)| k == name)
-            .map(|(_, v)| v.as_str())
+        self.0.iter().find(|(k, _)| k == name).map(|(_, v)| v.as_str())
     }
 
     /// A non-empty value of `name`, or `None` if absent or empty.
@@ -38,11 +35,10 @@ impl Params {
     pub(crate) fn u64(&self, name: &str) -> Result<Option<u64>, HttpError> {
         match self.get(name) {
             None => Ok(None),
-            Some(v) => v.parse().map(Some).map_err(|_| {
-                HttpError::bad_request(format!(
-                    "Invalid {name} value {v:?}: want an unsigned integer"
-                ))
-            }),
+            Some(v) => v
+                .parse()
+                .map(Some)
+                .map_err(|_| HttpError::bad_request(format!("Invalid {name} value {v:?}: want an unsigned integer"))),
         }
     }
 
@@ -53,9 +49,7 @@ impl Params {
     /// `?dc=`: only the local datacenter is reachable.
     pub(crate) fn check_dc(&self, settings: &HttpSettings) -> Result<(), HttpError> {
         match self.value("dc") {
-            Some(dc) if dc != settings.datacenter => {
-                Err(HttpError::internal("No path to datacenter"))
-            }
+            Some(dc) if dc != settings.datacenter => Err(HttpError::internal("No path to datacenter")),
             _ => Ok(()),
         }
     }
@@ -77,10 +71,9 @@ impl Params {
     pub(crate) fn blocking(&self, settings: &HttpSettings) -> Result<Option<Blocking>, HttpError> {
         let wait = match self.value("wait") {
             None => None,
-            Some(w) => Some(
-                parse_go_duration(w)
-                    .map_err(|e| HttpError::bad_request(format!("Invalid wait time: {e}")))?,
-            ),
+            Some(w) => {
+                Some(parse_go_duration(w).map_err(|e| HttpError::bad_request(format!("Invalid wait time: {e}")))?)
+            }
         };
         let index = match self.value("index") {
             None => 0,
@@ -97,10 +90,7 @@ impl Params {
             .filter(|w| !w.is_zero())
             .unwrap_or(settings.default_query_time)
             .min(settings.max_query_time);
-        Ok(Some(Blocking {
-            min_index: index,
-            wait,
-        }))
+        Ok(Some(Blocking { min_index: index, wait }))
     }
 }
 
@@ -126,11 +116,7 @@ mod tests {
     #[test]
     fn blocking_defaults_and_caps() {
         let s = HttpSettings::default();
-        assert_eq!(
-            p("wait=5s").blocking(&s).unwrap(),
-            None,
-            "no index, no blocking"
-        );
+        assert_eq!(p("wait=5s").blocking(&s).unwrap(), None, "no index, no blocking");
         assert_eq!(p("index=0&wait=5s").blocking(&s).unwrap(), None);
         assert_eq!(
             p("index=7").blocking(&s).unwrap(),

@@ -6,6 +6,8 @@ use axum::http::{header, HeaderValue, StatusCode};
 use axum::response::{IntoResponse, Response};
 use concord_core::api::{ApiError, QueryMeta};
 use serde::Serialize;
+use serde_json::ser::{Formatter, PrettyFormatter};
+use std::io;
 
 /// A request that gets an error status and a one-line text body.
 #[derive(Debug)]
@@ -44,9 +46,7 @@ impl HttpError {
 impl From<ApiError> for HttpError {
     fn from(e: ApiError) -> Self {
         let status = match e {
-            ApiError::NoLeader | ApiError::Timeout | ApiError::StorageFailed => {
-                StatusCode::INTERNAL_SERVER_ERROR
-            }
+            ApiError::NoLeader | ApiError::Timeout | ApiError::StorageFailed => StatusCode::INTERNAL_SERVER_ERROR,
             ApiError::BadRequest(_) => StatusCode::BAD_REQUEST,
             ApiError::NotFound(_) => StatusCode::NOT_FOUND,
             ApiError::Overloaded(_) => StatusCode::TOO_MANY_REQUESTS,
@@ -73,24 +73,29 @@ pub(crate) fn text(status: StatusCode, body: impl Into<String>) -> Response {
     resp
 }
 
-pub(crate) fn json<T: Serialize + ?Sized>(value: &T, pretty: bool) -> Response {
-    let body = if pretty {
-        let mut buf = Vec::new();
-        let fmt = serde_json::ser::PrettyFormatter::with_indent(b"    ");
-        let mut ser = serde_json::Serializer::with_formatter(&mut buf, fmt);
-        value
-            .serialize(&mut ser)
-            .expect("HTTP responses always encode");
+/// Encode as Go's `json.Marshal` (or `json.MarshalIndent(v, "", "    ")` plus a newline for `?pretty`).
+pub(crate) fn encode_json<T: Serialize + ?Sized>(value: &T, pretty: bool) -> Vec<u8> {
+    let mut buf = go_json(value, pretty.then_some(b"    "));
+    if pretty {
         buf.push(b'\n');
-        buf
-    } else {
-        serde_json::to_vec(value).expect("HTTP responses always encode")
-    };
+    }
+    buf
+}
+
+/// Go's `json.Marshal`, or `json.MarshalIndent(v, "", indent)`, byte for byte (string escaping included).
+pub(crate) fn go_json<T: Serialize + ?Sized>(value: &T, indent: Option<&[u8]>) -> Vec<u8> {
+    let mut buf = Vec::new();
+    let fmt = GoJson(indent.map(PrettyFormatter::with_indent));
+    let mut ser = serde_json::Serializer::with_formatter(&mut buf, fmt);
+    value.serialize(&mut ser).expect("HTTP responses always encode");
+    buf
+}
+
+pub(crate) fn json<T: Serialize + ?Sized>(value: &T, pretty: bool) -> Response {
+    let body = encode_json(value, pretty);
     let mut resp = Response::new(Body::from(body));
-    resp.headers_mut().insert(
-        header::CONTENT_TYPE,
-        HeaderValue::from_static("application/json"),
-    );
+    resp.headers_mut()
+        .insert(header::CONTENT_TYPE, HeaderValue::from_static("application/json"));
     resp
 }
 
@@ -109,10 +114,7 @@ pub(crate) fn with_meta(mut resp: Response, meta: &QueryMeta) -> Response {
         "X-Consul-KnownLeader",
         HeaderValue::from_static(if meta.known_leader { "true" } else { "false" }),
     );
-    h.insert(
-        "X-Consul-LastContact",
-        HeaderValue::from(meta.last_contact_ms),
-    );
+    h.insert("X-Consul-LastContact", HeaderValue::from(meta.last_contact_ms));
     h.insert(
         "X-Consul-Effective-Consistency",
         HeaderValue::from_static(meta.consistency.header_value()),
@@ -123,4 +125,70 @@ pub(crate) fn with_meta(mut resp: Response, meta: &QueryMeta) -> Response {
 /// Unknown routes: Go's `http.NotFound` body, as Consul answers.
 pub(crate) async fn not_found() -> Response {
     text(StatusCode::NOT_FOUND, "404 page not found\n")
+}
+
+/// serde_json's output with Go's string escaping: `encoding/json` escapes `<`, `>`, `&`, U+2028 and U+2029
+/// as `\u003c`… so keys holding them come out byte-for-byte as Consul writes them. `None` is compact.
+struct GoJson<'a>(Option<PrettyFormatter<'a>>);
+
+macro_rules! delegate {
+    ($($name:ident($($arg:ident: $ty:ty),*);)*) => {$(
+        fn $name<W: ?Sized + io::Write>(&mut self, writer: &mut W $(, $arg: $ty)*) -> io::Result<()> {
+            match &mut self.0 {
+                Some(pretty) => pretty.$name(writer $(, $arg)*),
+                None => serde_json::ser::CompactFormatter.$name(writer $(, $arg)*),
+            }
+        }
+    )*};
+}
+
+impl Formatter for GoJson<'_> {
+    delegate! {
+        begin_array();
+        end_array();
+        begin_array_value(first: bool);
+        end_array_value();
+        begin_object();
+        end_object();
+        begin_object_key(first: bool);
+        begin_object_value();
+        end_object_value();
+    }
+
+    fn write_string_fragment<W: ?Sized + io::Write>(&mut self, writer: &mut W, fragment: &str) -> io::Result<()> {
+        let mut start = 0;
+        for (i, c) in fragment.char_indices() {
+            let escaped = match c {
+                '<' => "\\u003c",
+                '>' => "\\u003e",
+                '&' => "\\u0026",
+                '\u{2028}' => "\\u2028",
+                '\u{2029}' => "\\u2029",
+                _ => continue,
+            };
+            writer.write_all(&fragment.as_bytes()[start..i])?;
+            writer.write_all(escaped.as_bytes())?;
+            start = i + c.len_utf8();
+        }
+        writer.write_all(&fragment.as_bytes()[start..])
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::encode_json;
+
+    #[test]
+    fn strings_are_escaped_like_go() {
+        let out = encode_json(&["a<b>&c\u{2028}é\"\n"], false);
+        assert_eq!(
+            std::str::from_utf8(&out).unwrap(),
+            r#"["a\u003cb\u003e\u0026c\u2028é\"\n"]"#
+        );
+        let out = encode_json(&serde_json::json!({"K": [1, 2], "E": []}), true);
+        assert_eq!(
+            std::str::from_utf8(&out).unwrap(),
+            "{\n    \"E\": [],\n    \"K\": [\n        1,\n        2\n    ]\n}\n"
+        );
+    }
 }

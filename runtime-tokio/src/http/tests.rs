@@ -25,9 +25,7 @@ impl TestServer {
             .build()
             .unwrap();
         let fake = FakeBackend::new();
-        let listener = rt
-            .block_on(tokio::net::TcpListener::bind("127.0.0.1:0"))
-            .unwrap();
+        let listener = rt.block_on(tokio::net::TcpListener::bind("127.0.0.1:0")).unwrap();
         let addr = listener.local_addr().unwrap();
         let (stop_tx, stop_rx) = tokio::sync::oneshot::channel::<()>();
         let (done_tx, done_rx) = std::sync::mpsc::channel();
@@ -103,11 +101,7 @@ fn into_reply(result: Result<ureq::Response, ureq::Error>) -> Reply {
     let status = resp.status();
     let mut body = Vec::new();
     resp.into_reader().read_to_end(&mut body).unwrap();
-    Reply {
-        status,
-        headers,
-        body,
-    }
+    Reply { status, headers, body }
 }
 
 fn call(method: &str, url: &str, body: Option<&[u8]>) -> Reply {
@@ -216,10 +210,7 @@ fn recurse_keys_and_separator() {
     let r = get(&s, "/v1/kv/web/?keys&separator=/");
     assert_eq!(r.text(), r#"["web/bar","web/foo","web/subdir/"]"#);
     let r = get(&s, "/v1/kv/web?keys");
-    assert_eq!(
-        r.text(),
-        r#"["web/bar","web/foo","web/subdir/x","web/subdir/y"]"#
-    );
+    assert_eq!(r.text(), r#"["web/bar","web/foo","web/subdir/x","web/subdir/y"]"#);
     let r = get(&s, "/v1/kv/web/subdir?recurse");
     assert_eq!(
         r.text(),
@@ -228,10 +219,7 @@ fn recurse_keys_and_separator() {
             r#"{"LockIndex":0,"Key":"web/subdir/y","Flags":0,"Value":"d2ViL3N1YmRpci95","CreateIndex":5,"ModifyIndex":5}]"#
         )
     );
-    assert_eq!(
-        get(&s, "/v1/kv/?recurse").text().matches("\"Key\"").count(),
-        5
-    );
+    assert_eq!(get(&s, "/v1/kv/?recurse").text().matches("\"Key\"").count(), 5);
     // Keys with encoded characters arrive decoded.
     put(&s, "/v1/kv/a%20b%2Fc", b"v");
     assert!(s.fake.get("a b/c").is_some());
@@ -249,40 +237,22 @@ fn pretty_indents_like_go() {
 fn cas_and_delete() {
     let s = TestServer::start(HttpSettings::default());
     assert_eq!(put(&s, "/v1/kv/c?cas=0", b"1").text(), "true");
-    assert_eq!(
-        put(&s, "/v1/kv/c?cas=0", b"2").text(),
-        "false",
-        "cas=0 only creates"
-    );
+    assert_eq!(put(&s, "/v1/kv/c?cas=0", b"2").text(), "false", "cas=0 only creates");
     assert_eq!(put(&s, "/v1/kv/c?cas=99", b"2").text(), "false");
     assert_eq!(put(&s, "/v1/kv/c?cas=2", b"2").text(), "true");
     assert_eq!(s.fake.get("c").unwrap().value.as_ref(), b"2");
-    assert_eq!(
-        call("DELETE", &s.url("/v1/kv/c?cas=2"), None).text(),
-        "false"
-    );
-    assert_eq!(
-        call("DELETE", &s.url("/v1/kv/c?cas=3"), None).text(),
-        "true"
-    );
+    assert_eq!(call("DELETE", &s.url("/v1/kv/c?cas=2"), None).text(), "false");
+    assert_eq!(call("DELETE", &s.url("/v1/kv/c?cas=3"), None).text(), "true");
     assert!(s.fake.get("c").is_none());
     // A plain delete of a missing key is still `true`.
     assert_eq!(call("DELETE", &s.url("/v1/kv/c"), None).text(), "true");
     put(&s, "/v1/kv/t/a", b"");
     put(&s, "/v1/kv/t/b", b"");
     put(&s, "/v1/kv/u", b"");
-    assert_eq!(
-        call("DELETE", &s.url("/v1/kv/t/?recurse"), None).text(),
-        "true"
-    );
-    assert!(
-        s.fake.get("t/a").is_none() && s.fake.get("t/b").is_none() && s.fake.get("u").is_some()
-    );
+    assert_eq!(call("DELETE", &s.url("/v1/kv/t/?recurse"), None).text(), "true");
+    assert!(s.fake.get("t/a").is_none() && s.fake.get("t/b").is_none() && s.fake.get("u").is_some());
     let r = call("DELETE", &s.url("/v1/kv/t?recurse&cas=1"), None);
-    assert_eq!(
-        (r.status, r.text()),
-        (400, "Conflicting flags: recurse&cas=1")
-    );
+    assert_eq!((r.status, r.text()), (400, "Conflicting flags: recurse&cas=1"));
     assert_eq!(call("DELETE", &s.url("/v1/kv/"), None).status, 400);
 }
 
@@ -290,11 +260,7 @@ fn cas_and_delete() {
 fn oversized_values_get_413_without_buffering() {
     let s = TestServer::start(small_limits());
     let ok = vec![b'x'; 1024];
-    assert_eq!(
-        put(&s, "/v1/kv/big", &ok).status,
-        200,
-        "exactly the limit is fine"
-    );
+    assert_eq!(put(&s, "/v1/kv/big", &ok).status, 200, "exactly the limit is fine");
     let r = put(&s, "/v1/kv/big", &[b'y'; 1025]);
     assert_eq!(r.status, 413);
     assert_eq!(
@@ -321,41 +287,60 @@ fn oversized_values_get_413_without_buffering() {
     let mut head = [0u8; 12];
     tcp.read_exact(&mut head).unwrap();
     assert_eq!(&head, b"HTTP/1.1 413");
+    // With `Expect: 100-continue` the refusal comes before any body is asked for.
+    let mut tcp = TcpStream::connect(s.addr).unwrap();
+    tcp.write_all(b"PUT /v1/kv/big HTTP/1.1\r\nHost: x\r\nContent-Length: 2000\r\nExpect: 100-continue\r\n\r\n")
+        .unwrap();
+    tcp.read_exact(&mut head).unwrap();
+    assert_eq!(&head, b"HTTP/1.1 413");
 }
 
 #[test]
 fn bad_requests_get_400_with_one_line() {
     let s = TestServer::start(HttpSettings::default());
     let cases = [
-        ("PUT", "/v1/kv/k?cas=abc", "Invalid cas value \"abc\": want an unsigned integer"),
-        ("PUT", "/v1/kv/k?flags=-1", "Invalid flags value \"-1\": want an unsigned integer"),
-        ("GET", "/v1/kv/k?index=-1", "Invalid index \"-1\": want an unsigned integer (X-Consul-Index)"),
+        (
+            "PUT",
+            "/v1/kv/k?cas=abc",
+            "Invalid cas value \"abc\": want an unsigned integer",
+        ),
+        (
+            "PUT",
+            "/v1/kv/k?flags=-1",
+            "Invalid flags value \"-1\": want an unsigned integer",
+        ),
+        (
+            "GET",
+            "/v1/kv/k?index=-1",
+            "Invalid index \"-1\": want an unsigned integer (X-Consul-Index)",
+        ),
         (
             "GET",
             "/v1/kv/k?index=1&wait=5x",
             "Invalid wait time: invalid duration \"5x\": use a Go duration such as 10s, 1500ms or 5m",
         ),
-        ("GET", "/v1/kv/k?stale&consistent", "Cannot specify ?stale with ?consistent, conflicting semantics."),
+        (
+            "GET",
+            "/v1/kv/k?stale&consistent",
+            "Cannot specify ?stale with ?consistent, conflicting semantics.",
+        ),
         ("PUT", "/v1/kv/k?acquire=abc", "sessions are not supported yet"),
         ("PUT", "/v1/kv/k?release=abc", "sessions are not supported yet"),
-        ("PUT", "/v1/kv/k?cas=1&acquire=abc", "Conflicting flags: cas=1&acquire=abc"),
+        (
+            "PUT",
+            "/v1/kv/k?cas=1&acquire=abc",
+            "Conflicting flags: cas=1&acquire=abc",
+        ),
         ("GET", "/v1/kv/a%0Ab", "Invalid key: must not contain a linefeed (%0A)"),
         ("PUT", "/v1/kv/", "Missing key name"),
     ];
     for (method, path, message) in cases {
-        let r = call(
-            method,
-            &s.url(path),
-            if method == "PUT" { Some(b"v") } else { None },
-        );
+        let r = call(method, &s.url(path), if method == "PUT" { Some(b"v") } else { None });
         assert_eq!((r.status, r.text()), (400, message), "{method} {path}");
         assert!(!r.text().contains('\n'));
         assert_eq!(r.header("X-Consul-Default-ACL-Policy"), Some("allow"));
     }
-    assert!(
-        s.fake.requests().is_empty(),
-        "no bad request reached the backend"
-    );
+    assert!(s.fake.requests().is_empty(), "no bad request reached the backend");
     let r = get(&s, "/v1/kv/k?dc=dc2");
     assert_eq!((r.status, r.text()), (500, "No path to datacenter"));
     assert_eq!(get(&s, "/v1/kv/k?dc=dc1").status, 404);
@@ -373,23 +358,11 @@ fn api_errors_map_to_consul_statuses() {
     let s = TestServer::start(HttpSettings::default());
     let cases = [
         (ApiError::NoLeader, 500, "No cluster leader"),
-        (
-            ApiError::Timeout,
-            500,
-            "request timed out; the outcome is unknown",
-        ),
+        (ApiError::Timeout, 500, "request timed out; the outcome is unknown"),
         (ApiError::BadRequest("nope".into()), 400, "nope"),
         (ApiError::NotFound("gone".into()), 404, "gone"),
-        (
-            ApiError::Overloaded("busy".into()),
-            429,
-            "rate limit exceeded: busy",
-        ),
-        (
-            ApiError::StorageFailed,
-            500,
-            "storage failure; this server is stopping",
-        ),
+        (ApiError::Overloaded("busy".into()), 429, "rate limit exceeded: busy"),
+        (ApiError::StorageFailed, 500, "storage failure; this server is stopping"),
     ];
     for (e, status, text) in cases {
         s.fake.fail_next(e);
@@ -484,9 +457,7 @@ fn closing_the_connection_cancels_the_backend_call() {
         "GET /v1/kv/{HANG_KEY}?index=1&wait=10m HTTP/1.1\r\nHost: x\r\n\r\n"
     )
     .unwrap();
-    poll_until("the call to park", || {
-        s.fake.hanging.load(Ordering::SeqCst) == 1
-    });
+    poll_until("the call to park", || s.fake.hanging.load(Ordering::SeqCst) == 1);
     assert!(!s.fake.hang_dropped.load(Ordering::SeqCst));
     drop(tcp);
     poll_until("the call future to be dropped", || {
@@ -498,14 +469,8 @@ fn closing_the_connection_cancels_the_backend_call() {
 fn shutdown_ends_in_flight_blocking_queries() {
     let mut s = TestServer::start(HttpSettings::default());
     let mut tcp = TcpStream::connect(s.addr).unwrap();
-    write!(
-        tcp,
-        "GET /v1/kv/{HANG_KEY}?index=1 HTTP/1.1\r\nHost: x\r\n\r\n"
-    )
-    .unwrap();
-    poll_until("the call to park", || {
-        s.fake.hanging.load(Ordering::SeqCst) == 1
-    });
+    write!(tcp, "GET /v1/kv/{HANG_KEY}?index=1 HTTP/1.1\r\nHost: x\r\n\r\n").unwrap();
+    poll_until("the call to park", || s.fake.hanging.load(Ordering::SeqCst) == 1);
     s.shutdown().unwrap();
     assert!(s.fake.hang_dropped.load(Ordering::SeqCst));
     tcp.set_read_timeout(Some(Duration::from_secs(5))).unwrap();
@@ -537,11 +502,7 @@ fn status_and_operator_endpoints() {
     assert_eq!(r.header("X-Consul-Index"), Some("7"));
     assert_eq!(r.header("X-Consul-Effective-Consistency"), Some("stale"));
 
-    let r = call(
-        "DELETE",
-        &s.url("/v1/operator/raft/peer?address=127.0.0.2:8300"),
-        None,
-    );
+    let r = call("DELETE", &s.url("/v1/operator/raft/peer?address=127.0.0.2:8300"), None);
     assert_eq!((r.status, r.text()), (200, ""));
     let r = call(
         "DELETE",
@@ -560,12 +521,7 @@ fn status_and_operator_endpoints() {
     );
     assert_eq!((r.status, r.text()), (200, r#"{"Success":true}"#));
     assert_eq!(
-        call(
-            "PUT",
-            &s.url("/v1/operator/raft/transfer-leader"),
-            Some(b"")
-        )
-        .status,
+        call("PUT", &s.url("/v1/operator/raft/transfer-leader"), Some(b"")).status,
         200
     );
     let reqs = s.fake.requests();
@@ -580,9 +536,7 @@ fn status_and_operator_endpoints() {
                 id: Some(node_id(2)),
                 address: None
             },
-            Request::TransferLeader {
-                to: Some(node_id(2))
-            },
+            Request::TransferLeader { to: Some(node_id(2)) },
             Request::TransferLeader { to: None },
         ]
     );
@@ -594,15 +548,7 @@ fn agent_self_and_leave() {
     let r = get(&s, "/v1/agent/self");
     assert_eq!(r.status, 200);
     let v: serde_json::Value = serde_json::from_slice(&r.body).unwrap();
-    for key in [
-        "Config",
-        "DebugConfig",
-        "Coord",
-        "Member",
-        "Stats",
-        "Meta",
-        "xDS",
-    ] {
+    for key in ["Config", "DebugConfig", "Coord", "Member", "Stats", "Meta", "xDS"] {
         assert!(v.get(key).is_some(), "missing {key}");
     }
     assert_eq!(v["Config"]["Datacenter"], "dc1");
@@ -642,15 +588,10 @@ fn connections_per_client_are_limited() {
     let first = TcpStream::connect(s.addr).unwrap();
     let _second = TcpStream::connect(s.addr).unwrap();
     let mut third = TcpStream::connect(s.addr).unwrap();
-    third
-        .set_read_timeout(Some(Duration::from_secs(5)))
-        .unwrap();
+    third.set_read_timeout(Some(Duration::from_secs(5))).unwrap();
     let mut answer = String::new();
     third.read_to_string(&mut answer).unwrap();
-    assert!(
-        answer.starts_with("HTTP/1.1 429 Too Many Requests\r\n"),
-        "{answer}"
-    );
+    assert!(answer.starts_with("HTTP/1.1 429 Too Many Requests\r\n"), "{answer}");
     drop(first);
     // The slot comes back once the server notices the close.
     poll_until("a slot to free up", || {
@@ -662,4 +603,22 @@ fn connections_per_client_are_limited() {
         let _ = tcp.read_to_string(&mut answer);
         answer.starts_with("HTTP/1.1 200")
     });
+}
+
+#[test]
+fn a_stalled_client_does_not_hold_shutdown_forever() {
+    let mut s = TestServer::start(HttpSettings::default());
+    let mut tcp = TcpStream::connect(s.addr).unwrap();
+    tcp.write_all(b"GET /v1/kv/x HTTP/1.1\r\nHost:").unwrap();
+    // Make sure the connection was accepted and is being read before shutting down.
+    let mut other = TcpStream::connect(s.addr).unwrap();
+    other
+        .write_all(b"GET /v1/status/leader HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n")
+        .unwrap();
+    let mut answer = String::new();
+    other.read_to_string(&mut answer).unwrap();
+    let started = Instant::now();
+    s.shutdown().unwrap();
+    assert!(started.elapsed() < Duration::from_secs(9));
+    drop(tcp);
 }

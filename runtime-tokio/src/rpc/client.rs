@@ -8,11 +8,7 @@ use concord_core::wire::Frame;
 use std::time::Duration;
 use tokio::net::TcpStream;
 
-async fn dial(
-    address: &str,
-    book: &AddressBook,
-    max_frame: usize,
-) -> Result<(TcpStream, ServerEntry), RpcError> {
+async fn dial(address: &str, book: &AddressBook, max_frame: usize) -> Result<(TcpStream, ServerEntry), RpcError> {
     let mut stream = tokio::time::timeout(Duration::from_secs(2), TcpStream::connect(address))
         .await
         .map_err(|_| RpcError::Timeout)??;
@@ -36,11 +32,7 @@ async fn dial(
 
 /// Exchange hellos with the server at `address`; returns who answered. Both sides learn every server the
 /// other knows of.
-pub async fn exchange_hello(
-    address: &str,
-    book: &AddressBook,
-    max_frame: usize,
-) -> Result<ServerEntry, RpcError> {
+pub async fn exchange_hello(address: &str, book: &AddressBook, max_frame: usize) -> Result<ServerEntry, RpcError> {
     dial(address, book, max_frame).await.map(|(_, who)| who)
 }
 
@@ -59,11 +51,7 @@ pub async fn call(
         match read_frame_within(&mut stream, &mut buf, max_frame, timeout).await? {
             Frame::Reply { id: 1, resp } => return Ok(resp),
             Frame::Hello { .. } => continue,
-            _ => {
-                return Err(RpcError::Protocol(
-                    "unexpected frame while waiting for a reply".into(),
-                ))
-            }
+            _ => return Err(RpcError::Protocol("unexpected frame while waiting for a reply".into())),
         }
     }
 }

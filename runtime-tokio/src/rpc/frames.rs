@@ -70,10 +70,7 @@ pub(crate) async fn read_frame_within<R: AsyncRead + Unpin>(
     }
 }
 
-pub(crate) async fn write_frame<W: AsyncWrite + Unpin>(
-    w: &mut W,
-    frame: &Frame,
-) -> Result<(), RpcError> {
+pub(crate) async fn write_frame<W: AsyncWrite + Unpin>(w: &mut W, frame: &Frame) -> Result<(), RpcError> {
     w.write_all(&encode_frame(frame)).await?;
     w.flush().await?;
     Ok(())

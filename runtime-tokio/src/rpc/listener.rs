@@ -52,13 +52,13 @@ pub async fn serve<H: CallHandler>(
             Ok(a) => a,
             Err(e) => {
                 // Typically EMFILE; the listener itself is fine.
-                tracing::warn!(target: "rpc", "accept failed: {e}");
+                tracing::warn!(target: "agent.server.rpc", "accept failed: {e}");
                 tokio::time::sleep(std::time::Duration::from_millis(50)).await;
                 continue;
             }
         };
         let Ok(permit) = slots.clone().try_acquire_owned() else {
-            tracing::warn!(target: "rpc", "too many RPC connections; closing the one from {remote}");
+            tracing::warn!(target: "agent.server.rpc", "too many RPC connections; closing the one from {remote}");
             continue;
         };
         let (book, peer_tx, calls) = (book.clone(), peer_tx.clone(), calls.clone());
@@ -67,9 +67,9 @@ pub async fn serve<H: CallHandler>(
             if let Err(e) = serve_connection(stream, &book, peer_tx, calls, max_frame).await {
                 if e.is_bad_input() {
                     book.count_bad_frame();
-                    tracing::warn!(target: "rpc", "closing RPC connection from {remote}: {e}");
+                    tracing::warn!(target: "agent.server.rpc", "closing RPC connection from {remote}: {e}");
                 } else {
-                    tracing::debug!(target: "rpc", "RPC connection from {remote} ended: {e}");
+                    tracing::debug!(target: "agent.server.rpc", "RPC connection from {remote} ended: {e}");
                 }
             }
         });

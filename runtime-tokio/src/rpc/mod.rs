@@ -63,9 +63,7 @@ struct BookInner {
 impl AddressBook {
     pub fn new(me: LocalServer) -> Self {
         let mut inner = BookInner::default();
-        inner
-            .known
-            .insert(me.id, (me.name.clone(), me.address.clone()));
+        inner.known.insert(me.id, (me.name.clone(), me.address.clone()));
         AddressBook {
             me,
             inner: Mutex::new(inner),
@@ -89,9 +87,7 @@ impl AddressBook {
         if id == self.me.id || address.is_empty() {
             return;
         }
-        self.lock()
-            .known
-            .insert(id, (name.to_string(), address.to_string()));
+        self.lock().known.insert(id, (name.to_string(), address.to_string()));
     }
 
     /// Record a peer's hello: the peer itself and every server it knows of.
@@ -100,10 +96,18 @@ impl AddressBook {
         for (sid, sname, saddr) in servers {
             self.learn(*sid, sname, saddr);
         }
+        if id == self.me.id {
+            return; // Our own hello (a join list that includes this server): nothing to learn.
+        }
         let mut reported: Vec<ServerEntry> = servers.to_vec();
         reported.sort_by_key(|s| s.0);
         reported.dedup_by_key(|s| s.0);
         self.lock().reported.insert(id, reported);
+    }
+
+    /// The node name of a known server.
+    pub fn name(&self, id: NodeId) -> Option<String> {
+        self.lock().known.get(&id).map(|(name, _)| name.clone())
     }
 
     pub fn address(&self, id: NodeId) -> Option<String> {
@@ -146,11 +150,8 @@ impl AddressBook {
             .map(|(id, (name, addr))| (*id, name.clone(), addr.clone()))
             .collect();
         let ids: Vec<NodeId> = set.iter().map(|s| s.0).collect();
-        let heard_from = set
-            .iter()
-            .filter(|s| s.0 != self.me.id && inner.reported.contains_key(&s.0))
-            .count();
-        if expect > 1 && heard_from == 0 {
+        // Addresses from a configuration are not enough: a peer must have told us what it knows.
+        if expect > 1 && inner.reported.is_empty() {
             return None;
         }
         let agree = inner
@@ -158,12 +159,7 @@ impl AddressBook {
             .iter()
             .filter(|(id, _)| ids.contains(id))
             .all(|(_, servers)| {
-                servers.len() >= expect
-                    && servers
-                        .iter()
-                        .take(expect)
-                        .map(|s| s.0)
-                        .eq(ids.iter().copied())
+                servers.len() >= expect && servers.iter().take(expect).map(|s| s.0).eq(ids.iter().copied())
             });
         agree.then_some(set)
     }

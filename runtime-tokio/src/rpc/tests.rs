@@ -42,16 +42,9 @@ async fn server(id: u128, max_frame: usize) -> Server {
     }));
     let (peer_tx, peer_rx) = mpsc::channel(1024);
     let (stop, stopped) = oneshot::channel::<()>();
-    tokio::spawn(serve(
-        listener,
-        book.clone(),
-        peer_tx,
-        Answering,
-        max_frame,
-        async {
-            let _ = stopped.await;
-        },
-    ));
+    tokio::spawn(serve(listener, book.clone(), peer_tx, Answering, max_frame, async {
+        let _ = stopped.await;
+    }));
     Server {
         book,
         address,
@@ -77,10 +70,7 @@ fn membership(servers: &[&Server]) -> Membership {
 }
 
 fn msg(i: u64) -> PeerMessage {
-    PeerMessage::ReadIndex {
-        id: i,
-        lease: false,
-    }
+    PeerMessage::ReadIndex { id: i, lease: false }
 }
 
 async fn recv(rx: &mut mpsc::Receiver<(NodeId, PeerMessage)>) -> (NodeId, PeerMessage) {
@@ -131,14 +121,9 @@ async fn addresses_learned_from_hellos_are_dialable() {
     let a = server(1, DEFAULT_MAX_FRAME).await;
     let mut b = server(2, DEFAULT_MAX_FRAME).await;
     // a learns b only through a hello exchange, not from a configuration.
-    let who = exchange_hello(&b.address, &a.book, DEFAULT_MAX_FRAME)
-        .await
-        .unwrap();
+    let who = exchange_hello(&b.address, &a.book, DEFAULT_MAX_FRAME).await.unwrap();
     assert_eq!(who.0, NodeId(2));
-    assert_eq!(
-        b.book.address(NodeId(1)).as_deref(),
-        Some(a.address.as_str())
-    );
+    assert_eq!(b.book.address(NodeId(1)).as_deref(), Some(a.address.as_str()));
     let mut ta = TcpTransport::new(a.book.clone(), DEFAULT_MAX_FRAME);
     ta.send(NodeId(2), msg(3));
     assert_eq!(recv(&mut b.peer_rx).await, (NodeId(1), msg(3)));
@@ -148,15 +133,9 @@ async fn addresses_learned_from_hellos_are_dialable() {
 async fn calls_are_answered_on_the_same_connection() {
     let a = server(1, DEFAULT_MAX_FRAME).await;
     let b = server(2, DEFAULT_MAX_FRAME).await;
-    let resp = call(
-        &b.address,
-        &a.book,
-        Request::Leader,
-        DEFAULT_MAX_FRAME,
-        DEADLINE,
-    )
-    .await
-    .unwrap();
+    let resp = call(&b.address, &a.book, Request::Leader, DEFAULT_MAX_FRAME, DEADLINE)
+        .await
+        .unwrap();
     assert_eq!(resp, Response::Leader(Some("10.0.0.1:8300".into())));
 }
 
@@ -167,10 +146,7 @@ async fn garbage_and_oversized_frames_close_only_their_connection() {
 
     // A hello, then a frame with a valid length but bytes that are no frame.
     let mut garbage = TcpStream::connect(&b.address).await.unwrap();
-    garbage
-        .write_all(&encode_frame(&a.book.hello()))
-        .await
-        .unwrap();
+    garbage.write_all(&encode_frame(&a.book.hello())).await.unwrap();
     garbage
         .write_all(&[0, 0, 0, 4, WIRE_VERSION, 0xff, 0xff, 0xff])
         .await
@@ -252,17 +228,13 @@ async fn unreachable_peer_drops_messages_and_recovers_when_it_appears() {
         let mut i = 100;
         loop {
             ta.send(NodeId(2), msg(i));
-            if let Ok(Some(m)) =
-                tokio::time::timeout(Duration::from_millis(100), peer_rx.recv()).await
-            {
+            if let Ok(Some(m)) = tokio::time::timeout(Duration::from_millis(100), peer_rx.recv()).await {
                 return m;
             }
             i += 1;
         }
     };
-    let (from, _) = tokio::time::timeout(DEADLINE, got)
-        .await
-        .expect("never reconnected");
+    let (from, _) = tokio::time::timeout(DEADLINE, got).await.expect("never reconnected");
     assert_eq!(from, NodeId(1));
 }
 
@@ -275,9 +247,7 @@ async fn hellos_from_another_datacenter_are_refused() {
         address: "127.0.0.9:8300".into(),
         datacenter: "dc2".into(),
     });
-    assert!(exchange_hello(&b.address, &other, DEFAULT_MAX_FRAME)
-        .await
-        .is_err());
+    assert!(exchange_hello(&b.address, &other, DEFAULT_MAX_FRAME).await.is_err());
     assert_eq!(b.book.address(NodeId(9)), None);
 }
 
@@ -303,19 +273,9 @@ fn bootstrap_set_waits_until_the_peers_agree() {
     b.learn_hello(NodeId(1), "s1", "10.0.0.1:8300", &[entry(1), entry(2)]);
     assert_eq!(b.bootstrap_set(3), None);
     // Server 3 introduces itself knowing everyone, but server 1 has not reported 3 yet.
-    b.learn_hello(
-        NodeId(3),
-        "s3",
-        "10.0.0.3:8300",
-        &[entry(1), entry(2), entry(3)],
-    );
+    b.learn_hello(NodeId(3), "s3", "10.0.0.3:8300", &[entry(1), entry(2), entry(3)]);
     assert_eq!(b.bootstrap_set(3), None);
-    b.learn_hello(
-        NodeId(1),
-        "s1",
-        "10.0.0.1:8300",
-        &[entry(3), entry(2), entry(1)],
-    );
+    b.learn_hello(NodeId(1), "s1", "10.0.0.1:8300", &[entry(3), entry(2), entry(1)]);
     assert_eq!(b.bootstrap_set(3), Some(vec![entry(1), entry(2), entry(3)]));
 }
 
@@ -325,11 +285,6 @@ fn bootstrap_set_needs_to_have_heard_from_someone() {
     b.learn(NodeId(1), "s1", "10.0.0.1:8300");
     b.learn(NodeId(3), "s3", "10.0.0.3:8300");
     assert_eq!(b.bootstrap_set(3), None);
-    b.learn_hello(
-        NodeId(3),
-        "s3",
-        "10.0.0.3:8300",
-        &[entry(1), entry(2), entry(3)],
-    );
+    b.learn_hello(NodeId(3), "s3", "10.0.0.3:8300", &[entry(1), entry(2), entry(3)]);
     assert_eq!(b.bootstrap_set(3), Some(vec![entry(1), entry(2), entry(3)]));
 }

@@ -44,15 +44,18 @@ impl TcpTransport {
         &self.book
     }
 
-    fn link(&mut self, to: NodeId) -> Option<&mpsc::Sender<Frame>> {
-        let closed = self.links.get(&to).is_some_and(|tx| tx.is_closed());
-        if closed || !self.links.contains_key(&to) {
-            self.book.address(to)?;
-            let (tx, rx) = mpsc::channel(PEER_QUEUE);
-            tokio::spawn(run_link(to, self.book.clone(), rx, self.max_frame));
-            self.links.insert(to, tx);
+    /// Make sure a link to `to` exists (spawning its task), if its address is known.
+    fn ensure_link(&mut self, to: NodeId) -> bool {
+        if self.links.get(&to).is_some_and(|tx| !tx.is_closed()) {
+            return true;
         }
-        self.links.get(&to)
+        if self.book.address(to).is_none() {
+            return false;
+        }
+        let (tx, rx) = mpsc::channel(PEER_QUEUE);
+        tokio::spawn(run_link(to, self.book.clone(), rx, self.max_frame));
+        self.links.insert(to, tx);
+        true
     }
 }
 
@@ -61,17 +64,13 @@ impl Transport for TcpTransport {
         if to == self.book.me().id {
             return;
         }
-        let book = self.book.clone();
-        match self.link(to) {
-            Some(tx) => {
-                if tx.try_send(Frame::Peer(msg)).is_err() {
-                    book.count_dropped();
-                }
-            }
-            None => {
-                tracing::debug!(target: "rpc", "no address for server {to}; message dropped");
-                book.count_dropped();
-            }
+        if !self.ensure_link(to) {
+            tracing::debug!(target: "agent.server.rpc", "no address for server {to}; message dropped");
+            self.book.count_dropped();
+            return;
+        }
+        if self.links[&to].try_send(Frame::Peer(msg)).is_err() {
+            self.book.count_dropped();
         }
     }
 
@@ -83,11 +82,7 @@ impl Transport for TcpTransport {
 }
 
 /// Dial `to` at its current address, introduce ourselves, and check the other side is who we expect.
-async fn connect(
-    to: NodeId,
-    book: &AddressBook,
-    max_frame: usize,
-) -> Result<OwnedWriteHalf, RpcError> {
+async fn connect(to: NodeId, book: &AddressBook, max_frame: usize) -> Result<OwnedWriteHalf, RpcError> {
     let address = book
         .address(to)
         .ok_or_else(|| RpcError::Protocol(format!("no address for {to}")))?;
@@ -107,9 +102,7 @@ async fn connect(
             ..
         } => {
             if id != to {
-                return Err(RpcError::Protocol(format!(
-                    "{address} is server {id}, not {to}"
-                )));
+                return Err(RpcError::Protocol(format!("{address} is server {id}, not {to}")));
             }
             book.learn_hello(id, &name, &their_address, &servers);
         }
@@ -124,12 +117,7 @@ async fn connect(
     Ok(wr)
 }
 
-async fn run_link(
-    to: NodeId,
-    book: Arc<AddressBook>,
-    mut rx: mpsc::Receiver<Frame>,
-    max_frame: usize,
-) {
+async fn run_link(to: NodeId, book: Arc<AddressBook>, mut rx: mpsc::Receiver<Frame>, max_frame: usize) {
     let mut conn: Option<OwnedWriteHalf> = None;
     let mut retry_at = Instant::now();
     let mut backoff = MIN_BACKOFF;
@@ -142,12 +130,12 @@ async fn run_link(
             }
             match connect(to, &book, max_frame).await {
                 Ok(wr) => {
-                    tracing::debug!(target: "rpc", "connected to server {to}");
+                    tracing::debug!(target: "agent.server.rpc", "connected to server {to}");
                     conn = Some(wr);
                     backoff = MIN_BACKOFF;
                 }
                 Err(e) => {
-                    tracing::debug!(target: "rpc", "cannot reach server {to}: {e}; retrying in {backoff:?}");
+                    tracing::debug!(target: "agent.server.rpc", "cannot reach server {to}: {e}; retrying in {backoff:?}");
                     retry_at = Instant::now() + backoff;
                     backoff = (backoff * 2).min(MAX_BACKOFF);
                     book.count_dropped();
@@ -161,7 +149,7 @@ async fn run_link(
         let Some(wr) = conn.as_mut() else { continue };
         encode_batch(&first, &mut rx, &mut buf);
         if let Err(e) = wr.write_all(&buf).await {
-            tracing::debug!(target: "rpc", "connection to server {to} lost: {e}");
+            tracing::debug!(target: "agent.server.rpc", "connection to server {to} lost: {e}");
             conn = None;
             book.count_dropped();
         }

@@ -25,9 +25,7 @@ pub(crate) enum DecodeError {
 }
 
 pub(crate) fn decode_checked<T: DeserializeOwned>(bytes: &[u8]) -> Result<T, DecodeError> {
-    let (crc, body) = bytes
-        .split_at_checked(CRC_LEN)
-        .ok_or(DecodeError::Short(bytes.len()))?;
+    let (crc, body) = bytes.split_at_checked(CRC_LEN).ok_or(DecodeError::Short(bytes.len()))?;
     let crc = u32::from_le_bytes(crc.try_into().expect("split at CRC_LEN"));
     if crc32fast::hash(body) != crc {
         return Err(DecodeError::Checksum);

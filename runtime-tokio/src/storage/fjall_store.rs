@@ -10,7 +10,7 @@
 //! delete) without scanning.
 
 use super::check_append;
-use super::codec::{decode_checked, encode_checked, DecodeError};
+use super::codec::{decode_checked, encode_checked};
 use super::snapshot_file::SnapshotDir;
 use crate::driver::{LogStore, StorageError};
 use ::fjall::{Database, Keyspace, KeyspaceCreateOptions, PersistMode};
@@ -69,10 +69,7 @@ fn lock_data_dir(data_dir: &Path) -> Result<File, StorageError> {
     match file.try_lock() {
         Ok(()) => Ok(file),
         Err(TryLockError::WouldBlock) => Err(StorageError::Locked(data_dir.display().to_string())),
-        Err(TryLockError::Error(e)) => Err(StorageError::Io(format!(
-            "cannot lock {}: {e}",
-            path.display()
-        ))),
+        Err(TryLockError::Error(e)) => Err(StorageError::Io(format!("cannot lock {}: {e}", path.display()))),
     }
 }
 
@@ -81,12 +78,8 @@ impl FjallStore {
     /// result is handed out by the first [`LogStore::recover`] call, and what recovery repaired is in
     /// [`FjallStore::recovery_report`].
     pub fn open(data_dir: &Path) -> Result<FjallStore, StorageError> {
-        std::fs::create_dir_all(data_dir).map_err(|e| {
-            StorageError::Io(format!(
-                "cannot create data dir {}: {e}",
-                data_dir.display()
-            ))
-        })?;
+        std::fs::create_dir_all(data_dir)
+            .map_err(|e| StorageError::Io(format!("cannot create data dir {}: {e}", data_dir.display())))?;
         let lock = lock_data_dir(data_dir)?;
         let raft_dir = data_dir.join("raft");
         let db_dir = raft_dir.join("log");
@@ -97,12 +90,10 @@ impl FjallStore {
                 ::fjall::Error::Locked => StorageError::Locked(data_dir.display().to_string()),
                 e => fjall_err(e),
             })?;
-        let log = db
-            .keyspace("log", KeyspaceCreateOptions::default)
-            .map_err(fjall_err)?;
-        let meta = db
-            .keyspace("meta", KeyspaceCreateOptions::default)
-            .map_err(fjall_err)?;
+        // Journal writes reach the OS only at `sync`: one write and one fdatasync per group.
+        let options = || KeyspaceCreateOptions::default().manual_journal_persist(true);
+        let log = db.keyspace("log", options).map_err(fjall_err)?;
+        let meta = db.keyspace("meta", options).map_err(fjall_err)?;
         let snapshots = SnapshotDir::open(raft_dir.join("snapshots"))?;
         let mut store = FjallStore {
             db,
@@ -133,10 +124,7 @@ impl FjallStore {
         self.report.discarded_snapshots.extend(discarded);
         self.snapshot_index = snapshot.as_ref().map_or(0, |s| s.meta.index);
         let entries = self.load_log()?;
-        self.stored = entries
-            .first()
-            .zip(entries.last())
-            .map(|(f, l)| (f.index, l.index));
+        self.stored = entries.first().zip(entries.last()).map(|(f, l)| (f.index, l.index));
         Ok(Recovered {
             hard_state,
             snapshot,
@@ -174,18 +162,12 @@ impl FjallStore {
                 covered.push(k.to_vec());
                 continue;
             }
-            let expected = entries
-                .last()
-                .map_or(self.snapshot_index + 1, |e| e.index + 1);
+            let expected = entries.last().map_or(self.snapshot_index + 1, |e| e.index + 1);
             let problem = match (index, decode_checked::<Entry>(&v)) {
                 (None, _) => Some(format!("a key of {} bytes is not a log index", k.len())),
-                (Some(i), _) if i != expected => {
-                    Some(format!("expected index {expected}, found {i}: a gap"))
-                }
+                (Some(i), _) if i != expected => Some(format!("expected index {expected}, found {i}: a gap")),
                 (Some(_), Err(e)) => Some(e.to_string()),
-                (Some(i), Ok(entry)) if entry.index != i => Some(
-                    DecodeError::Decode(format!("key {i} holds entry {}", entry.index)).to_string(),
-                ),
+                (Some(i), Ok(entry)) if entry.index != i => Some(format!("key {i} holds entry {}", entry.index)),
                 (Some(_), Ok(entry)) => {
                     entries.push(entry);
                     None
@@ -214,9 +196,10 @@ impl FjallStore {
         Ok(entries)
     }
 
-    /// Last index of the log, or of the snapshot when the log is empty.
+    /// Last index of the log or of the snapshot, whichever is higher: the next append may start after it.
     fn last_index(&self) -> Index {
-        self.stored.map_or(self.snapshot_index, |(_, last)| last)
+        self.stored
+            .map_or(self.snapshot_index, |(_, last)| last.max(self.snapshot_index))
     }
 
     /// Delete stored entries in `from..=to` (clamped to what is stored) and update the stored range.
@@ -248,18 +231,27 @@ impl FjallStore {
             return Ok(());
         };
         let mut batch = self.db.batch();
-        if let Some((_, last)) = self.stored {
-            for index in tail.index + 1..=last {
+        let mut first = head.index;
+        if let Some((old_first, last)) = self.stored {
+            // Stored entries that do not reach `head` all lie at or below the snapshot (`check_append`
+            // saw no gap): drop them so the stored range stays contiguous.
+            let keep_old = head.index <= last + 1;
+            let doomed = if keep_old {
+                tail.index + 1..=last
+            } else {
+                old_first..=last
+            };
+            for index in doomed {
                 batch.remove(&self.log, key(index));
+            }
+            if keep_old {
+                first = old_first.min(head.index);
             }
         }
         for entry in entries {
             batch.insert(&self.log, key(entry.index), encode_checked(entry));
         }
         batch.commit().map_err(fjall_err)?;
-        let first = self
-            .stored
-            .map_or(head.index, |(first, _)| first.min(head.index));
         self.stored = Some((first, tail.index));
         Ok(())
     }
@@ -268,11 +260,7 @@ impl FjallStore {
         // The file is durable before any entry it covers is deleted.
         self.snapshots.write(snapshot)?;
         self.snapshot_index = snapshot.meta.index;
-        let up_to = if keep_log {
-            snapshot.meta.index
-        } else {
-            Index::MAX
-        };
+        let up_to = if keep_log { snapshot.meta.index } else { Index::MAX };
         self.delete_range(0, up_to)
     }
 

@@ -30,11 +30,7 @@ impl LogStore for MemStore {
         Ok(Recovered {
             hard_state: self.hard_state,
             snapshot: self.snapshot.clone(),
-            entries: self
-                .log
-                .range(after_snapshot..)
-                .map(|(_, e)| e.clone())
-                .collect(),
+            entries: self.log.range(after_snapshot..).map(|(_, e)| e.clone()).collect(),
         })
     }
 
@@ -42,17 +38,11 @@ impl LogStore for MemStore {
         match op {
             PersistOp::HardState(hard_state) => self.hard_state = *hard_state,
             PersistOp::Append(entries) => {
-                let last_index = self
-                    .log
-                    .keys()
-                    .next_back()
-                    .copied()
-                    .unwrap_or(self.snapshot_index());
+                let last_index = self.log.keys().next_back().map_or(0, |i| *i).max(self.snapshot_index());
                 check_append(entries, last_index)?;
                 if let Some(first) = entries.first() {
                     self.log.split_off(&first.index);
-                    self.log
-                        .extend(entries.iter().map(|e| (e.index, e.clone())));
+                    self.log.extend(entries.iter().map(|e| (e.index, e.clone())));
                 }
             }
             PersistOp::Truncate { from } => {

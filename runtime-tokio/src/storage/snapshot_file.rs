@@ -61,13 +61,9 @@ impl SnapshotDir {
             term: snapshot.meta.term,
         };
         let final_path = self.path.join(name.file_name());
-        let tmp_path = self
-            .path
-            .join(format!("{}-{}{TMP_SUFFIX}", name.term, name.index));
-        let body =
-            postcard::to_allocvec(snapshot).expect("postcard encoding into a Vec cannot fail");
-        let mut file =
-            File::create(&tmp_path).map_err(|e| io_err("cannot create", &tmp_path, e))?;
+        let tmp_path = self.path.join(format!("{}-{}{TMP_SUFFIX}", name.term, name.index));
+        let body = postcard::to_allocvec(snapshot).expect("postcard encoding into a Vec cannot fail");
+        let mut file = File::create(&tmp_path).map_err(|e| io_err("cannot create", &tmp_path, e))?;
         let mut header = [0u8; HEADER_LEN];
         header[0..4].copy_from_slice(&MAGIC);
         header[4..8].copy_from_slice(&VERSION.to_le_bytes());
@@ -167,17 +163,13 @@ fn read_file(path: &Path, name: SnapName) -> Result<Snapshot, String> {
     }
     let len = u64::from_le_bytes(header[8..16].try_into().expect("8 bytes"));
     if len != body.len() as u64 {
-        return Err(format!(
-            "header says {len} body bytes, file has {}",
-            body.len()
-        ));
+        return Err(format!("header says {len} body bytes, file has {}", body.len()));
     }
     let crc = u32::from_le_bytes(header[16..20].try_into().expect("4 bytes"));
     if crc32fast::hash(body) != crc {
         return Err("checksum mismatch".into());
     }
-    let snapshot: Snapshot =
-        postcard::from_bytes(body).map_err(|e| format!("does not decode: {e}"))?;
+    let snapshot: Snapshot = postcard::from_bytes(body).map_err(|e| format!("does not decode: {e}"))?;
     if snapshot.meta.index != name.index || snapshot.meta.term != name.term {
         return Err(format!(
             "holds term {} index {}, which does not match its name",
