@@ -1,9 +1,10 @@
 //! The chaos suite: `cargo test --features sim` from the workspace root.
 //!
-//! - `chaos`: seeds `0..SIM_SEEDS` (default 200), or only `SIM_SEED=<n>` to replay one. A failing seed prints
-//!   its plan, the checker's evidence and a one-line replay command. `SIM_SOAK=1` adds nothing but makes the
-//!   intent clear for long runs: `SIM_SEEDS=5000 cargo test --release --features sim -p concord-sim --test
-//!   chaos -- --nocapture chaos`.
+//! - `chaos`: seeds `SIM_FIRST_SEED..+SIM_SEEDS` (default `0..200`), or only `SIM_SEED=<n>` to replay one. A
+//!   failing seed prints its plan, the checker's evidence and a one-line replay command. Soak (thousands of
+//!   seeds): `SIM_SEEDS=5000 cargo test --release --features sim -p concord-sim --test chaos -- --nocapture
+//!   chaos`. `SIM_CALM=1` replays the same seeds with every fault off; `SIM_VERBOSE=1` prints every seed's
+//!   plan and counters; `SIM_JOBS=<n>` sets the worker threads (default: one per core).
 //! - `mutations_are_caught`: each deliberate bug of `concord_core::Mutation` must make some seed fail.
 //! - `same_seed_same_trace`: a seed run twice gives the same trace hash.
 
@@ -47,8 +48,12 @@ fn run_many(seeds: Vec<u64>, mutation: Mutation, stop_at_first: bool) -> Vec<See
                     plan = plan.calm();
                 }
                 let report = run_plan(plan);
-                if report.failure.is_some() {
+                if let Some(f) = &report.failure {
                     failed.store(true, Ordering::Relaxed);
+                    if mutation == Mutation::None {
+                        // Right away, so a long soak shows failures as they happen.
+                        eprintln!("seed {seed} failed: {}", f.lines().next().unwrap_or_default());
+                    }
                 }
                 reports.lock().unwrap().push(report);
             });
@@ -67,7 +72,10 @@ fn replay_line(seed: u64) -> String {
 fn chaos() {
     let seeds: Vec<u64> = match env_u64("SIM_SEED") {
         Some(seed) => vec![seed],
-        None => (0..env_u64("SIM_SEEDS").unwrap_or(200)).collect(),
+        None => {
+            let first = env_u64("SIM_FIRST_SEED").unwrap_or(0);
+            (first..first + env_u64("SIM_SEEDS").unwrap_or(200)).collect()
+        }
     };
     let verbose = seeds.len() == 1 || std::env::var_os("SIM_VERBOSE").is_some();
     let started = Instant::now();
