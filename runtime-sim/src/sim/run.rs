@@ -592,7 +592,8 @@ impl Sim {
                 "no leader followed by every member within {bound:?} of healing; {last}"
             ));
         };
-        // Final operations: one write and one linearizable read per key, through random members.
+        // Final operations: a write through every member, then one write and one linearizable read per key
+        // through random members.
         let mut client = Client::new(
             999,
             self.plan.seed,
@@ -600,6 +601,36 @@ impl Sim {
             self.shared.clone(),
             self.plan.op_timeout,
         );
+        // A client of any member can write again: each member takes a write (forwarded to the leader).
+        let first_key = self.plan.workload.keys[0].clone();
+        for &m in &members {
+            let write = |attempt: u32| {
+                let value = bytes::Bytes::from(format!("via-s{}-{attempt}", m + 1));
+                Request::Write(Command::KvSet {
+                    key: first_key.clone(),
+                    value,
+                    flags: 0,
+                    cas: None,
+                })
+            };
+            let ok = |r: &Response| {
+                matches!(
+                    r,
+                    Response::Written {
+                        result: CommandResult::Bool(true),
+                        ..
+                    }
+                )
+            };
+            self.until_ok(&mut client, &[m], write, deadline, ok)
+                .await
+                .map_err(|e| {
+                    format!(
+                        "a write through member s{} did not succeed within {bound:?} of healing: {e}",
+                        m + 1
+                    )
+                })?;
+        }
         let mut finals = BTreeMap::new();
         for (k, key) in self.plan.workload.keys.clone().into_iter().enumerate() {
             let write = |attempt: u32| {
@@ -621,7 +652,7 @@ impl Sim {
                 )
             })
             .await
-            .ok_or_else(|| format!("a write of {key:?} did not succeed within {bound:?} of healing"))?;
+            .map_err(|e| format!("a write of {key:?} did not succeed within {bound:?} of healing: {e}"))?;
             let read = |_| Request::KvRead {
                 query: KvQuery::Get { key: key.clone() },
                 mode: ReadMode::Consistent,
@@ -632,7 +663,9 @@ impl Sim {
                     matches!(r, Response::Kv { .. })
                 })
                 .await
-                .ok_or_else(|| format!("a consistent read of {key:?} did not succeed within {bound:?} of healing"))?;
+                .map_err(|e| {
+                    format!("a consistent read of {key:?} did not succeed within {bound:?} of healing: {e}")
+                })?;
             finals.insert(key, entry_value(&resp));
         }
         // Every member applies everything and agrees.
@@ -697,19 +730,19 @@ impl Sim {
         req: impl Fn(u32) -> Request,
         deadline: u64,
         ok: impl Fn(&Response) -> bool,
-    ) -> Option<Response> {
-        let mut attempt = 0;
+    ) -> Result<Response, String> {
+        let (mut attempt, mut outcomes) = (0, BTreeMap::<String, u32>::new());
         while self.shared.now_us() < deadline {
             attempt += 1;
             let m = *members.choose(&mut self.rng).expect("members");
-            if let Some(resp) = client.call(req(attempt), Some(m), self.plan.op_timeout).await {
-                if ok(&resp) {
-                    return Some(resp);
-                }
+            let resp = client.call(req(attempt), Some(m), self.plan.op_timeout).await;
+            match resp {
+                Some(resp) if ok(&resp) => return Ok(resp),
+                other => *outcomes.entry(format!("{other:?}")).or_default() += 1,
             }
             madsim::time::sleep(Duration::from_millis(50)).await;
         }
-        None
+        Err(format!("{attempt} attempts answered {outcomes:?}"))
     }
 
     fn report(mut self, heal_at: u64, (records, liveness): (Vec<Record>, Option<String>)) -> SeedReport {
