@@ -116,11 +116,13 @@ impl Cluster {
         let (persist_tx, persist_rx) = mpsc::unbounded_channel();
         let (persisted_tx, persisted_rx) = mpsc::unbounded_channel();
         let (events_tx, events_rx) = mpsc::unbounded_channel();
+        let (bounced_tx, bounced_rx) = mpsc::unbounded_channel();
         let devices = Devices {
             clock: s.clock.clone(),
             transport: SimTransport {
                 me: i,
                 net: self.net.clone(),
+                bounced: bounced_rx,
             },
             peer_rx,
             persist_tx,
@@ -150,6 +152,7 @@ impl Cluster {
         // The collector runs on the supervisor's node, so it outlives the server.
         madsim::task::spawn(collect(i, s.id, incarnation, events_rx, self.shared.clone()));
         self.net.set_inbox(i, Some(peer_tx));
+        self.net.set_bounced(i, Some(bounced_tx));
         self.shared.set_handle(i, Some(handle));
         s.state = ServerState::Up;
     }
@@ -165,6 +168,7 @@ impl Cluster {
         let s = &mut self.servers[i];
         madsim::runtime::Handle::current().kill(s.madsim_node);
         self.net.set_inbox(i, None);
+        self.net.set_bounced(i, None);
         self.shared.set_handle(i, None);
         s.state = state;
     }

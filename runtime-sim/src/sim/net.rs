@@ -54,6 +54,8 @@ pub struct NetStats {
     pub delivered: u64,
     pub dropped: u64,
     pub inbox_full: u64,
+    /// Packets reported back to their sender as never delivered.
+    pub bounced: u64,
 }
 
 struct Packet {
@@ -72,6 +74,9 @@ struct State {
     /// Extra delay on every packet to or from a node, until a time.
     spikes: BTreeMap<usize, (Instant, Duration)>,
     inboxes: Vec<Option<mpsc::Sender<(NodeId, PeerMessage)>>>,
+    /// Per sender: where to report packets that provably never left (the destination was down, or the link
+    /// cut, when it was sent — a refused or timed-out connection in real life).
+    bounced: Vec<Option<mpsc::UnboundedSender<(NodeId, PeerMessage)>>>,
     seq: u64,
     stats: NetStats,
 }
@@ -106,6 +111,7 @@ impl Net {
             cuts: BTreeMap::new(),
             spikes: BTreeMap::new(),
             inboxes: vec![None; nodes],
+            bounced: vec![None; nodes],
             seq: 0,
             stats: NetStats::default(),
         }));
@@ -124,6 +130,11 @@ impl Net {
     /// Where packets for server `index` go from now on (`None`: the node is down and they are lost).
     pub fn set_inbox(&self, index: usize, inbox: Option<mpsc::Sender<(NodeId, PeerMessage)>>) {
         self.lock().inboxes[index] = inbox;
+    }
+
+    /// Where server `index` learns of its packets that were never delivered (`None` while it is down).
+    pub fn set_bounced(&self, index: usize, bounced: Option<mpsc::UnboundedSender<(NodeId, PeerMessage)>>) {
+        self.lock().bounced[index] = bounced;
     }
 
     pub fn set_faults(&self, faults: LinkFaults) {
@@ -159,8 +170,16 @@ impl Net {
         let now = Instant::now();
         let mut s = self.lock();
         s.stats.sent += 1;
-        if from == to || s.cut(from, to) {
+        if from == to {
             s.stats.dropped += 1;
+            return;
+        }
+        if s.cut(from, to) || s.inboxes[to].is_none() {
+            s.stats.dropped += 1;
+            s.stats.bounced += 1;
+            if let Some(bounced) = &s.bounced[from] {
+                let _ = bounced.send((node_id(to), msg));
+            }
             return;
         }
         let loss = s.faults.loss;
@@ -258,6 +277,7 @@ async fn sleep_until(at: Option<Instant>) {
 pub struct SimTransport {
     pub me: usize,
     pub net: Net,
+    pub bounced: mpsc::UnboundedReceiver<(NodeId, PeerMessage)>,
 }
 
 impl Transport for SimTransport {
@@ -268,4 +288,13 @@ impl Transport for SimTransport {
     }
 
     fn set_membership(&mut self, _membership: &Membership) {}
+
+    fn undelivered(&mut self) -> impl std::future::Future<Output = (NodeId, PeerMessage)> + Send {
+        async move {
+            match self.bounced.recv().await {
+                Some(bounced) => bounced,
+                None => std::future::pending().await,
+            }
+        }
+    }
 }
