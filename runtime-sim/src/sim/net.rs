@@ -289,12 +289,10 @@ impl Transport for SimTransport {
 
     fn set_membership(&mut self, _membership: &Membership) {}
 
-    fn undelivered(&mut self) -> impl std::future::Future<Output = (NodeId, PeerMessage)> + Send {
-        async move {
-            match self.bounced.recv().await {
-                Some(bounced) => bounced,
-                None => std::future::pending().await,
-            }
+    async fn undelivered(&mut self) -> (NodeId, PeerMessage) {
+        match self.bounced.recv().await {
+            Some(bounced) => bounced,
+            None => std::future::pending().await,
         }
     }
 }
