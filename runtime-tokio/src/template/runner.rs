@@ -114,8 +114,23 @@ pub(crate) async fn run(config: Config, mut env: Env, shutdown: impl Future<Outp
     loop {
         let now = Instant::now();
         let mut changed = false;
+        let mut commands: Vec<(String, std::time::Duration)> = Vec::new();
         for slot in slots.iter_mut().filter(|s| s.due_at(now).is_some_and(|d| d <= now)) {
-            changed |= render(slot, &data, &config, &mut env).await?;
+            if render(slot, &data, &config, &mut env)? {
+                changed = true;
+                if let Some(cmd) = slot.spec.command.as_ref().filter(|_| !config.dry) {
+                    // Templates sharing a command (one reload for several files) run it once.
+                    if !commands.iter().any(|(c, _)| c == cmd) {
+                        commands.push((cmd.clone(), slot.spec.command_timeout));
+                    }
+                }
+            }
+        }
+        for (cmd, timeout) in commands.drain(..) {
+            tracing::info!(target: "template.runner", "executing command {cmd:?}");
+            if let Err(e) = output::run_command(&cmd, timeout).await {
+                tracing::error!(target: "template.runner", "{e}");
+            }
         }
         let needed: BTreeSet<Dependency> = slots.iter().flat_map(|s| s.used.iter().cloned()).collect();
         watches.retain(|dep, _| needed.contains(dep));
@@ -221,14 +236,9 @@ fn apply(dep: Dependency, value: Value, data: &mut BTreeMap<Dependency, Value>, 
     }
 }
 
-/// Render one template; write it and run its command when the output changed. Returns whether the
-/// output changed.
-async fn render(
-    slot: &mut Slot,
-    data: &BTreeMap<Dependency, Value>,
-    config: &Config,
-    env: &mut Env,
-) -> Result<bool, String> {
+/// Render one template and write it when the output changed. Returns whether it changed (and so
+/// whether its command is due).
+fn render(slot: &mut Slot, data: &BTreeMap<Dependency, Value>, config: &Config, env: &mut Env) -> Result<bool, String> {
     slot.dirty = false;
     slot.quiet_at = None;
     slot.max_at = None;
@@ -278,12 +288,6 @@ async fn render(
         slot.spec.name(),
         slot.spec.destination.display().to_string()
     );
-    if let Some(cmd) = &slot.spec.command {
-        tracing::info!(target: "template.runner", "executing command {cmd:?} from {:?}", slot.spec.name());
-        if let Err(e) = output::run_command(cmd, slot.spec.command_timeout).await {
-            tracing::error!(target: "template.runner", "{e}");
-        }
-    }
     Ok(true)
 }
 

@@ -831,3 +831,46 @@ fn command_line_flags_win_over_environment_and_config_files() {
     let (code, err) = parse(&["-wait", "x", "-template", "in:out"], &[]).unwrap_err();
     assert!(code == 1 && err.starts_with("invalid wait \"x\""), "{err}");
 }
+
+#[test]
+fn templates_sharing_a_command_run_it_once_and_exec_restarts_without_a_reload_signal() {
+    let agent = DevAgent::start();
+    agent.put("s/a", "1");
+    let dir = tempfile::tempdir().unwrap();
+    let (src, runs, log) = (
+        dir.path().join("s.ctmpl"),
+        dir.path().join("runs"),
+        dir.path().join("child.log"),
+    );
+    write(&src, "{{ key \"s/a\" }}");
+    let (dest1, dest2) = (dir.path().join("one"), dir.path().join("two"));
+    let command = format!("echo ran >> {}", runs.display());
+    let mut config = config_for(
+        agent.addr,
+        vec![
+            spec(&src, &dest1, Some(command.clone())),
+            spec(&src, &dest2, Some(command)),
+        ],
+    );
+    config.exec = Some(config::ExecSpec {
+        command: format!(
+            "echo start $(cat {}) >> {}; while true; do sleep 0.05; done",
+            dest1.display(),
+            log.display()
+        ),
+        reload_signal: None,
+        kill_signal: "SIGTERM".into(),
+        kill_timeout: Duration::from_secs(5),
+    });
+    let daemon = Daemon::start(config);
+    eventually("the child", || {
+        (read(&log).as_deref() == Some("start 1\n")).then_some(())
+    });
+    assert_eq!(read(&runs).as_deref(), Some("ran\n"));
+    agent.put("s/a", "2");
+    eventually("the restarted child", || {
+        (read(&log).as_deref() == Some("start 1\nstart 2\n")).then_some(())
+    });
+    assert_eq!(read(&runs).as_deref(), Some("ran\nran\n"));
+    drop(daemon);
+}
