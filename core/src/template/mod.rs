@@ -7,6 +7,18 @@
 //! when nothing is missing ([`Rendered::is_complete`]); otherwise the runtime fetches the missing
 //! dependencies and renders again.
 //!
+//! Supported: Go's actions (`if`/`else if`/`else`, `range` with `break`/`continue`, `with`/`else with`,
+//! variables, pipelines, parentheses, comments, `{{-`/`-}}`, custom delimiters), Go's builtins (`and or
+//! not len index slice print printf println eq ne lt le gt ge html js urlquery`), the `.Tags.Contains`
+//! method, and consul-template's `service services key keyOrDefault keyExists ls safeLs tree safeTree
+//! node nodes datacenters env envOrDefault mustEnv file byTag byKey toJSON toJSONPretty parseJSON split
+//! join contains containsAll containsAny containsNone containsNotAll in replaceAll toLower toUpper toTitle
+//! trimSpace trim trimPrefix trimSuffix timestamp parseInt parseUint parseFloat parseBool add subtract
+//! multiply divide modulo minimum maximum loop indent base64Encode base64Decode base64URLEncode
+//! base64URLDecode`. Not supported (a parse error names them): `define`/`template`/`block`, and
+//! consul-template's regex, hashing, YAML/TOML, sprig, scratch, Vault, Nomad and Connect functions.
+//! `timestamp` formats in UTC.
+//!
 //! Invariants: rendering never panics and never reads a clock, the environment or a file itself (all
 //! arrive through [`RenderContext`]); nesting is capped at [`MAX_DEPTH`], the work per render at
 //! [`MAX_STEPS`] and the output at [`MAX_OUTPUT`]. Text outside actions is written verbatim; only

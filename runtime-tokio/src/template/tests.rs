@@ -299,7 +299,7 @@ fn a_running_renderer_follows_its_keys_and_ignores_others() {
         (read(&dest_a).as_deref() == Some("a=2\n")).then_some(())
     });
     let latency = changed_at.elapsed();
-    assert!(latency < Duration::from_millis(1500), "re-render took {latency:?}");
+    assert!(latency < Duration::from_secs(2), "re-render took {latency:?}");
     eventually("the command to run again", || (count_runs() == 2).then_some(()));
     drop(daemon);
 }
