@@ -26,6 +26,7 @@
 
 mod dep;
 mod exec;
+mod format;
 mod funcs;
 mod lex;
 mod parse;
