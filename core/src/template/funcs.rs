@@ -10,7 +10,7 @@ use base64::Engine as _;
 use std::cmp::Ordering;
 
 /// Every function name the parser accepts.
-const NAMES: &[&str] = &[
+pub(crate) const NAMES: &[&str] = &[
     // Go builtins
     "and",
     "or",
@@ -121,9 +121,27 @@ fn text(v: &Value) -> String {
     v.to_text()
 }
 
+/// Call the function `name` (the parser has checked that it exists).
 pub(crate) fn call(ex: &mut Exec<'_>, name: &str, args: Vec<Value>) -> Result<Value, String> {
-    let a = &args;
-    Ok(match name {
+    let a = args.as_slice();
+    if let Some(v) = go_builtin(name, a)? {
+        return Ok(v);
+    }
+    if let Some(v) = consul_data(ex, name, a)? {
+        return Ok(v);
+    }
+    if let Some(v) = text_helper(name, a)? {
+        return Ok(v);
+    }
+    match value_helper(name, a)? {
+        Some(v) => Ok(v),
+        None => Err(format!("function {name:?} not defined")),
+    }
+}
+
+/// Go's builtin functions.
+fn go_builtin(name: &str, a: &[Value]) -> Result<Option<Value>, String> {
+    Ok(Some(match name {
         "not" => {
             arity(name, a, 1, 1)?;
             Value::Bool(!a[0].truthy())
@@ -175,7 +193,13 @@ pub(crate) fn call(ex: &mut Exec<'_>, name: &str, args: Vec<Value>) -> Result<Va
         "html" => Value::Str(escape_html(&sprint(a))),
         "js" => Value::Str(escape_js(&sprint(a))),
         "urlquery" => Value::Str(escape_query(&sprint(a))),
-        // Consul data
+        _ => return Ok(None),
+    }))
+}
+
+/// consul-template's functions that read Consul (or the environment, files and the clock).
+fn consul_data(ex: &mut Exec<'_>, name: &str, a: &[Value]) -> Result<Option<Value>, String> {
+    Ok(Some(match name {
         "service" => {
             arity(name, a, 1, 2)?;
             let filter = a.get(1).map(|f| string_arg(name, f)).transpose()?;
@@ -281,13 +305,13 @@ pub(crate) fn call(ex: &mut Exec<'_>, name: &str, args: Vec<Value>) -> Result<Va
                 layout.unwrap_or("2006-01-02T15:04:05Z07:00"),
             ))
         }
-        _ => helper(name, a)?,
-    })
+        _ => return Ok(None),
+    }))
 }
 
-/// The helpers that need nothing but their arguments.
-fn helper(name: &str, a: &[Value]) -> Result<Value, String> {
-    Ok(match name {
+/// consul-template's helpers over strings, lists and JSON.
+fn text_helper(name: &str, a: &[Value]) -> Result<Option<Value>, String> {
+    Ok(Some(match name {
         "byTag" => {
             arity(name, a, 1, 1)?;
             dep::by_tag(&a[0])?
@@ -310,7 +334,7 @@ fn helper(name: &str, a: &[Value]) -> Result<Value, String> {
             arity(name, a, 1, 1)?;
             let s = string_arg(name, &a[0])?;
             if s.trim().is_empty() {
-                return Ok(Value::map(Vec::<(String, Value)>::new()));
+                return Ok(Some(Value::map(Vec::<(String, Value)>::new())));
             }
             let json: serde_json::Value = serde_json::from_str(s).map_err(|e| e.to_string())?;
             Value::from_json(&json)
@@ -393,6 +417,13 @@ fn helper(name: &str, a: &[Value]) -> Result<Value, String> {
                 _ => s.strip_suffix(cut).unwrap_or(s),
             })
         }
+        _ => return Ok(None),
+    }))
+}
+
+/// consul-template's parsing, math and encoding helpers.
+fn value_helper(name: &str, a: &[Value]) -> Result<Option<Value>, String> {
+    Ok(Some(match name {
         "parseInt" | "parseUint" => {
             arity(name, a, 1, 1)?;
             let s = string_arg(name, &a[0])?;
@@ -463,8 +494,8 @@ fn helper(name: &str, a: &[Value]) -> Result<Value, String> {
             let bytes = engine(name).decode(s).map_err(|e| e.to_string())?;
             Value::Str(String::from_utf8_lossy(&bytes).into_owned())
         }
-        other => return Err(format!("function {other:?} not defined")),
-    })
+        _ => return Ok(None),
+    }))
 }
 
 fn engine(name: &str) -> base64::engine::GeneralPurpose {

@@ -762,3 +762,19 @@ proptest! {
         prop_assert_eq!(r(&s), s);
     }
 }
+
+#[test]
+fn every_function_the_parser_accepts_is_implemented() {
+    for name in funcs::NAMES {
+        let t = parse(&format!("{{{{ {name} }}}}"), "", "").unwrap();
+        let data = BTreeMap::new();
+        let ctx = RenderContext {
+            data: &data,
+            env: &no_env,
+            now_unix: 0,
+        };
+        if let Err(e) = t.render(&ctx) {
+            assert!(!e.msg.contains("not defined"), "{name}: {e}");
+        }
+    }
+}
