@@ -112,36 +112,8 @@ pub(crate) async fn run(config: Config, mut env: Env, shutdown: impl Future<Outp
     let mut hup = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::hangup()).ok();
     tokio::pin!(shutdown);
     loop {
-        let now = Instant::now();
-        let mut changed = false;
-        let mut commands: Vec<(String, std::time::Duration)> = Vec::new();
-        for slot in slots.iter_mut().filter(|s| s.due_at(now).is_some_and(|d| d <= now)) {
-            if render(slot, &data, &config, &mut env)? {
-                changed = true;
-                if let Some(cmd) = slot.spec.command.as_ref().filter(|_| !config.dry) {
-                    // Templates sharing a command (one reload for several files) run it once.
-                    if !commands.iter().any(|(c, _)| c == cmd) {
-                        commands.push((cmd.clone(), slot.spec.command_timeout));
-                    }
-                }
-            }
-        }
-        for (cmd, timeout) in commands.drain(..) {
-            tracing::info!(target: "template.runner", "executing command {cmd:?}");
-            if let Err(e) = output::run_command(&cmd, timeout).await {
-                tracing::error!(target: "template.runner", "{e}");
-            }
-        }
-        let needed: BTreeSet<Dependency> = slots.iter().flat_map(|s| s.used.iter().cloned()).collect();
-        watches.retain(|dep, _| needed.contains(dep));
-        data.retain(|dep, _| needed.contains(dep));
-        for dep in needed {
-            if let std::collections::btree_map::Entry::Vacant(slot) = watches.entry(dep) {
-                tracing::debug!(target: "template.runner", "watching {}", slot.key());
-                let w = watch::spawn(slot.key().clone(), consul.clone(), tx.clone());
-                slot.insert(w);
-            }
-        }
+        let changed = render_due(&mut slots, &data, &config, &mut env).await?;
+        reconcile_watches(&slots, &mut watches, &mut data, &consul, &tx);
         let all_rendered = slots.iter().all(|s| s.complete_once);
         if let Some(exec) = config.exec.as_ref().filter(|_| all_rendered && !config.dry) {
             match &mut child {
@@ -179,6 +151,58 @@ pub(crate) async fn run(config: Config, mut env: Env, shutdown: impl Future<Outp
                 }
                 return Ok(0);
             }
+        }
+    }
+}
+
+/// Render every template that is due, then run the commands of those that changed. Returns whether
+/// any output changed.
+async fn render_due(
+    slots: &mut [Slot],
+    data: &BTreeMap<Dependency, Value>,
+    config: &Config,
+    env: &mut Env,
+) -> Result<bool, String> {
+    let now = Instant::now();
+    let mut changed = false;
+    let mut commands: Vec<(String, std::time::Duration)> = Vec::new();
+    for slot in slots.iter_mut().filter(|s| s.due_at(now).is_some_and(|d| d <= now)) {
+        if render(slot, data, config, env)? {
+            changed = true;
+            if let Some(cmd) = slot.spec.command.as_ref().filter(|_| !config.dry) {
+                // Templates sharing a command (one reload for several files) run it once.
+                if !commands.iter().any(|(c, _)| c == cmd) {
+                    commands.push((cmd.clone(), slot.spec.command_timeout));
+                }
+            }
+        }
+    }
+    for (cmd, timeout) in commands {
+        tracing::info!(target: "template.runner", "executing command {cmd:?}");
+        if let Err(e) = output::run_command(&cmd, timeout).await {
+            tracing::error!(target: "template.runner", "{e}");
+        }
+    }
+    Ok(changed)
+}
+
+/// Watch exactly the dependencies the templates used last: start the new ones, stop (and forget the
+/// data of) the ones no template uses any more.
+fn reconcile_watches(
+    slots: &[Slot],
+    watches: &mut BTreeMap<Dependency, Watch>,
+    data: &mut BTreeMap<Dependency, Value>,
+    consul: &Arc<Consul>,
+    tx: &mpsc::UnboundedSender<Update>,
+) {
+    let needed: BTreeSet<Dependency> = slots.iter().flat_map(|s| s.used.iter().cloned()).collect();
+    watches.retain(|dep, _| needed.contains(dep));
+    data.retain(|dep, _| needed.contains(dep));
+    for dep in needed {
+        if let std::collections::btree_map::Entry::Vacant(slot) = watches.entry(dep) {
+            tracing::debug!(target: "template.runner", "watching {}", slot.key());
+            let w = watch::spawn(slot.key().clone(), consul.clone(), tx.clone());
+            slot.insert(w);
         }
     }
 }
