@@ -62,7 +62,7 @@ pub(crate) struct Pending {
     pub(crate) writes: BTreeMap<Index, (Origin, u64)>,
     /// Requests forwarded to the leader, by forward id.
     /// Kept until answered, so an undelivered one can be re-routed before its deadline.
-    forwards: BTreeMap<u64, (ReqId, Request, Instant)>,
+    forwards: BTreeMap<u64, (ReqId, Request, Instant, NodeId)>,
     reads: BTreeMap<u64, PendingRead>,
     /// Local reads with a read index, waiting for the state machine to apply up to it.
     apply_waiters: BTreeMap<Index, Vec<ReadSpec>>,
@@ -71,8 +71,11 @@ pub(crate) struct Pending {
     wait_leader: BTreeMap<u64, (ReqId, Request, Instant)>,
     /// Parked blocking queries and their deadlines.
     watches: BTreeMap<ReqId, (ReadSpec, Instant)>,
-    /// Forwarded request ids already seen per follower, so a duplicated message is not applied twice.
-    seen: BTreeMap<NodeId, BTreeSet<u64>>,
+    /// Forwarded request ids already seen per follower (oldest first), so a duplicated message is not
+    /// applied twice. Ids carry a per-incarnation nonce, so a restarted follower's ids are new.
+    seen: BTreeMap<NodeId, (BTreeSet<u64>, std::collections::VecDeque<u64>)>,
+    /// Which leader each follower read-index request went to: only its answer counts.
+    read_leader: BTreeMap<u64, NodeId>,
     next_id: u64,
     /// While re-routing a parked request: its original deadline, so retries never extend it.
     redispatch_deadline: Option<Instant>,
@@ -86,6 +89,10 @@ impl Pending {
     fn id(&mut self) -> u64 {
         self.next_id += 1;
         self.next_id
+    }
+
+    pub(super) fn start_ids(&mut self, nonce: u64) {
+        self.next_id = nonce;
     }
 }
 
@@ -297,7 +304,9 @@ impl Node {
             Some(leader) => {
                 let id = self.pending.id();
                 let deadline = self.request_deadline(now);
-                self.pending.forwards.insert(id, (req_id, req.clone(), deadline));
+                self.pending
+                    .forwards
+                    .insert(id, (req_id, req.clone(), deadline, leader));
                 self.timer(deadline, Timer::Forward(id));
                 out.push(Effect::Send {
                     to: leader,
@@ -334,13 +343,14 @@ impl Node {
         let retry_at = now + self.config.raft.heartbeat_interval;
         match msg {
             PeerMessage::Forward { id, .. } => {
-                if let Some((req_id, req, deadline)) = self.pending.forwards.remove(&id) {
+                if let Some((req_id, req, deadline, _)) = self.pending.forwards.remove(&id) {
                     self.pending.redispatch_deadline = Some(deadline);
                     self.park_for_leader(now, req_id, req, Some(retry_at));
                     self.pending.redispatch_deadline = None;
                 }
             }
             PeerMessage::ReadIndex { id, .. } => {
+                self.pending.read_leader.remove(&id);
                 if let Some(PendingRead::Local(spec)) = self.pending.reads.remove(&id) {
                     let req = Request::KvRead {
                         query: spec.query,
@@ -363,18 +373,24 @@ impl Node {
     }
 
     pub(super) fn remote_request(&mut self, now: Instant, from: NodeId, id: u64, req: Request, out: &mut Vec<Effect>) {
-        let seen = self.pending.seen.entry(from).or_default();
+        let (seen, order) = self.pending.seen.entry(from).or_default();
         if !seen.insert(id) {
             return; // a duplicate delivery: the first copy is being (or was) answered
         }
-        if seen.len() as u64 > SEEN_WINDOW {
-            seen.pop_first();
+        order.push_back(id);
+        if order.len() as u64 > SEEN_WINDOW {
+            if let Some(oldest) = order.pop_front() {
+                seen.remove(&oldest);
+            }
         }
         self.request(now, Origin::Remote { from, id }, req, out);
     }
 
-    pub(super) fn forward_reply(&mut self, id: u64, resp: Response, out: &mut Vec<Effect>) {
-        if let Some((req_id, _, _)) = self.pending.forwards.remove(&id) {
+    pub(super) fn forward_reply(&mut self, from: NodeId, id: u64, resp: Response, out: &mut Vec<Effect>) {
+        if self.pending.forwards.get(&id).is_some_and(|f| f.3 != from) {
+            return; // not from the leader we asked: a stray (e.g. for an earlier incarnation)
+        }
+        if let Some((req_id, _, _, _)) = self.pending.forwards.remove(&id) {
             out.push(Effect::Reply { req_id, resp });
         }
     }
@@ -408,6 +424,7 @@ impl Node {
                 let id = self.pending.id();
                 let lease = spec.mode == ReadMode::Default;
                 self.pending.reads.insert(id, PendingRead::Local(spec));
+                self.pending.read_leader.insert(id, leader);
                 self.timer(self.request_deadline(now), Timer::Read(id));
                 out.push(Effect::Send {
                     to: leader,
@@ -450,7 +467,18 @@ impl Node {
         }
     }
 
-    pub(super) fn read_index_reply(&mut self, now: Instant, id: u64, index: Option<Index>, out: &mut Vec<Effect>) {
+    pub(super) fn read_index_reply(
+        &mut self,
+        now: Instant,
+        from: NodeId,
+        id: u64,
+        index: Option<Index>,
+        out: &mut Vec<Effect>,
+    ) {
+        if self.pending.read_leader.get(&id) != Some(&from) {
+            return; // not the leader we asked: a stray (e.g. for an earlier incarnation)
+        }
+        self.pending.read_leader.remove(&id);
         self.read_confirmed(now, id, index, out);
     }
 
@@ -605,14 +633,16 @@ impl Node {
                     }
                 }
                 Timer::Forward(id) => {
-                    if let Some((req_id, _, _)) = self.pending.forwards.remove(&id) {
+                    if let Some((req_id, _, _, _)) = self.pending.forwards.remove(&id) {
                         out.push(Effect::Reply {
                             req_id,
                             resp: Response::Error(ApiError::Timeout),
                         });
                     }
                 }
-                Timer::Read(id) => match self.pending.reads.remove(&id) {
+                Timer::Read(id) => match self.pending.reads.remove(&id).inspect(|_| {
+                    self.pending.read_leader.remove(&id);
+                }) {
                     Some(PendingRead::Local(spec)) => out.push(Effect::Reply {
                         req_id: spec.req_id,
                         resp: Response::Error(ApiError::Timeout),
@@ -653,7 +683,10 @@ impl Node {
                 reply(req_id);
             }
         }
-        pending.forwards.into_values().for_each(|(req_id, _, _)| reply(req_id));
+        pending
+            .forwards
+            .into_values()
+            .for_each(|(req_id, _, _, _)| reply(req_id));
         for read in pending.reads.into_values() {
             if let PendingRead::Local(spec) = read {
                 reply(spec.req_id);
