@@ -4,7 +4,7 @@
 
 use super::{AgentPorts, AgentSelf, Backend};
 use bytes::Bytes;
-use concord_core::api::{ApiError, KvQuery, KvResult, QueryMeta, RaftServer, ReadMode, Request, Response};
+use concord_core::api::{ApiError, KvQuery, KvResult, Query, QueryMeta, RaftServer, ReadMode, Request, Response};
 use concord_core::node::{NodeStatus, Role};
 use concord_core::state::{Command, CommandResult, KvEntry};
 use concord_core::NodeId;
@@ -19,6 +19,8 @@ pub(crate) const HANG_KEY: &str = "hang";
 #[derive(Default)]
 struct Inner {
     kv: BTreeMap<String, KvEntry>,
+    /// The catalog is the real one (its reads are pure); only its KV part is unused.
+    sm: concord_core::state::StateMachine,
     index: u64,
     requests: Vec<Request>,
     fail_next: Option<ApiError>,
@@ -184,6 +186,11 @@ fn apply(inner: &mut Inner, cmd: Command) -> bool {
             true
         }
         Command::KvReapTombstones { .. } => true,
+        cmd
+        @ (Command::CatalogRegister(_) | Command::CatalogDeregister { .. } | Command::CatalogCheckUpdate { .. }) => {
+            let mut changes = concord_core::state::Changes::default();
+            inner.sm.apply(next, &cmd, &mut changes) == CommandResult::Bool(true)
+        }
     };
     if ok {
         inner.index = next;
@@ -207,6 +214,23 @@ impl Backend for FakeBackend {
         }
         match req {
             Request::KvRead { query, mode, block } => self.kv_read(query, mode, block).await,
+            Request::Read {
+                query: Query::Kv(query),
+                mode,
+                block,
+            } => self.kv_read(query, mode, block).await,
+            Request::Read {
+                query: Query::Catalog(query),
+                mode,
+                ..
+            } => {
+                let inner = self.inner.lock().unwrap();
+                let (_, result) = inner.sm.catalog.read(&query);
+                Response::Catalog {
+                    meta: Self::meta(inner.index, mode),
+                    result,
+                }
+            }
             Request::Write(cmd) => {
                 let mut inner = self.inner.lock().unwrap();
                 let ok = apply(&mut inner, cmd);
