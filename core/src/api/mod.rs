@@ -5,7 +5,7 @@
 
 mod duration;
 
-pub use duration::{parse_go_duration, BadDuration};
+pub use duration::{format_go_duration, parse_go_duration, BadDuration};
 
 use crate::id::NodeId;
 use crate::raft::Index;

@@ -231,6 +231,21 @@ impl Backend for FakeBackend {
                     result,
                 }
             }
+            Request::Write(
+                cmd @ (Command::CatalogRegister(_)
+                | Command::CatalogDeregister { .. }
+                | Command::CatalogCheckUpdate { .. }),
+            ) => {
+                let mut inner = self.inner.lock().unwrap();
+                inner.index += 1;
+                let index = inner.index;
+                let result = inner
+                    .sm
+                    .apply(index, &cmd, &mut concord_core::state::Changes::default());
+                drop(inner);
+                self.changed.notify_waiters();
+                Response::Written { index, result }
+            }
             Request::Write(cmd) => {
                 let mut inner = self.inner.lock().unwrap();
                 let ok = apply(&mut inner, cmd);

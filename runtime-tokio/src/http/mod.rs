@@ -12,9 +12,15 @@
 //!   the cap gets a 429 and is closed.
 
 mod agent;
+mod catalog;
+mod catalog_json;
+#[cfg(test)]
+mod catalog_tests;
 mod conn_limit;
+mod decode;
 #[cfg(test)]
 pub(crate) mod fake;
+mod filter;
 mod kv;
 mod params;
 pub(crate) mod reply;
@@ -255,6 +261,18 @@ fn router<B: Backend>(state: AppState<B>) -> Router {
             "/v1/operator/raft/transfer-leader",
             post(agent::raft_transfer_leader::<B>).put(agent::raft_transfer_leader::<B>),
         )
+        .route("/v1/catalog/register", any(catalog::register::<B>))
+        .route("/v1/catalog/deregister", any(catalog::deregister::<B>))
+        .route("/v1/catalog/datacenters", get(catalog::datacenters::<B>))
+        .route("/v1/catalog/nodes", get(catalog::nodes::<B>))
+        .route("/v1/catalog/services", get(catalog::services::<B>))
+        .route("/v1/catalog/service/{name}", get(catalog::service::<B>))
+        .route("/v1/catalog/node/{node}", get(catalog::node::<B>))
+        .route("/v1/catalog/node-services/{node}", get(catalog::node_services::<B>))
+        .route("/v1/health/node/{node}", get(catalog::health_node::<B>))
+        .route("/v1/health/checks/{service}", get(catalog::health_checks::<B>))
+        .route("/v1/health/service/{service}", get(catalog::health_service::<B>))
+        .route("/v1/health/state/{state}", get(catalog::health_state::<B>))
         .route("/v1/agent/self", get(agent::agent_self::<B>))
         .route("/v1/agent/leave", axum::routing::put(agent::agent_leave::<B>))
         .fallback(reply::not_found)
