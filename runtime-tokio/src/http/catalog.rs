@@ -86,21 +86,21 @@ impl Selection {
     }
 
     pub(crate) fn apply<T: Serialize>(&self, items: Vec<T>) -> Vec<T> {
+        items.into_iter().filter(|item| self.keep(item)).collect()
+    }
+
+    /// Whether one item passes the filter and the node-meta selectors.
+    pub(crate) fn keep<T: Serialize>(&self, item: &T) -> bool {
         if self.filter.is_none() && (self.node_meta.is_empty() || self.meta_path.is_empty()) {
-            return items;
+            return true;
         }
-        items
-            .into_iter()
-            .filter(|item| {
-                let v = serde_json::to_value(item).expect("JSON shapes always encode");
-                let meta_ok = self.meta_path.is_empty()
-                    || self.node_meta.iter().all(|(k, want)| {
-                        let meta = self.meta_path.iter().try_fold(&v, |v, seg| v.get(seg));
-                        meta.and_then(|m| m.get(k)).and_then(|x| x.as_str()) == Some(want.as_str())
-                    });
-                meta_ok && self.filter.as_ref().is_none_or(|f| f.matches(&v))
-            })
-            .collect()
+        let v = serde_json::to_value(item).expect("JSON shapes always encode");
+        let meta_ok = self.meta_path.is_empty()
+            || self.node_meta.iter().all(|(k, want)| {
+                let meta = self.meta_path.iter().try_fold(&v, |v, seg| v.get(seg));
+                meta.and_then(|m| m.get(k)).and_then(|x| x.as_str()) == Some(want.as_str())
+            });
+        meta_ok && self.filter.as_ref().is_none_or(|f| f.matches(&v))
     }
 }
 

@@ -35,11 +35,25 @@ pub(crate) struct FakeBackend {
     /// Set when a parked [`HANG_KEY`] call was dropped (the client went away).
     pub(crate) hang_dropped: Arc<AtomicBool>,
     pub(crate) left: Arc<AtomicBool>,
+    pub(crate) local: Option<crate::local::LocalAgentHandle>,
 }
 
 impl FakeBackend {
     pub(crate) fn new() -> Self {
-        let fake = FakeBackend::default();
+        let fake = FakeBackend {
+            local: Some(crate::local::LocalAgentHandle::new(
+                concord_core::agent::NodeIdentity {
+                    name: "server-1".into(),
+                    address: "127.0.0.1".into(),
+                    datacenter: "dc1".into(),
+                    ..Default::default()
+                },
+                None,
+                None,
+                true,
+            )),
+            ..FakeBackend::default()
+        };
         fake.inner.lock().unwrap().index = 1;
         fake
     }
@@ -282,6 +296,10 @@ impl Backend for FakeBackend {
             Request::RemovePeer { .. } | Request::TransferLeader { .. } => Response::Done,
             Request::AddServer { .. } | Request::Bootstrap { .. } => Response::Done,
         }
+    }
+
+    fn local(&self) -> &crate::local::LocalAgentHandle {
+        self.local.as_ref().expect("FakeBackend::new makes the local agent")
     }
 
     async fn agent_self(&self) -> AgentSelf {
