@@ -5,6 +5,8 @@
 //! storage writer drains and closes the store (releasing the data-dir lock), then `run` returns.
 
 mod backend;
+#[cfg(test)]
+mod catalog_tests;
 mod clock;
 mod cluster;
 mod identity;
