@@ -57,8 +57,12 @@ pub enum Input {
     /// Storage failed; the node stops taking part (the runtime should exit or restart it).
     PersistFailed,
     /// The transport could not reach `peer`.
-    Unreachable {
-        peer: NodeId,
+    /// The transport could not deliver `msg` to `to` and knows it was never handed to the peer (no
+    /// connection). Forwarded requests and read-index requests are re-routed; anything else is ignored
+    /// (Raft retries on its own).
+    Undelivered {
+        to: NodeId,
+        msg: PeerMessage,
     },
     /// The client behind `req_id` went away (e.g. an HTTP blocking query's connection closed).
     Cancel {
@@ -308,7 +312,7 @@ impl Node {
             Input::Client { req_id, req } => self.request(now, Origin::Local(req_id), req, out),
             Input::Persisted { up_to } => self.raft.persisted(now, up_to),
             Input::PersistFailed => self.storage_failed(out),
-            Input::Unreachable { .. } => {}
+            Input::Undelivered { msg, .. } => self.undelivered(now, msg),
             Input::Cancel { req_id } => self.cancel(req_id),
         }
         self.after_step(now, out);

@@ -88,6 +88,7 @@ enum Wake {
     Client(ClientCall),
     Control(Control),
     Persisted(Result<u64, StorageError>),
+    Undelivered(NodeId, PeerMessage),
     PeerClosed,
     ClientClosed,
     ControlClosed,
@@ -171,6 +172,7 @@ impl<C: Clock, T: Transport> Driver<C, T> {
             _ = sleep_until(&self.clock, deadline) => Wake::Tick,
             m = self.peer_rx.recv(), if self.open.peer => m.map_or(Wake::PeerClosed, |(from, msg)| Wake::Peer(from, msg)),
             c = self.client_rx.recv(), if self.open.client => c.map_or(Wake::ClientClosed, Wake::Client),
+            (to, msg) = self.transport.undelivered() => Wake::Undelivered(to, msg),
         }
     }
 
@@ -213,6 +215,7 @@ impl<C: Clock, T: Transport> Driver<C, T> {
         match wake {
             Wake::Tick => {} // `step` ticks whenever a deadline is due.
             Wake::Peer(from, msg) => self.inputs.push(Input::Peer { from, msg }),
+            Wake::Undelivered(to, msg) => self.inputs.push(Input::Undelivered { to, msg }),
             Wake::Client(ClientCall { req_id, req, reply }) => {
                 if reply.is_closed() {
                     // The caller left while the request was queued; its cancel may already have been
