@@ -355,7 +355,7 @@ impl Node {
             }
             PeerMessage::ReadIndex { id, .. } => {
                 if let Some(PendingRead::Local(spec)) = self.pending.reads.remove(&id) {
-                    let req = Request::KvRead {
+                    let req = Request::Read {
                         query: spec.query,
                         mode: spec.mode,
                         block: spec.block,
