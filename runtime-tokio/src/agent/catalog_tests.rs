@@ -305,3 +305,44 @@ async fn services_checks_and_ttl_status_survive_a_restart() {
         .is_some());
     agent.run_until(async {}).await.unwrap();
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn services_and_checks_from_the_config_dir_run_and_sync() {
+    let dir = tempfile::tempdir().unwrap();
+    std::fs::write(
+        dir.path().join("web.json"),
+        r#"{"service": {"name": "cfg-web", "port": 80, "tags": ["from-file"],
+                        "check": {"args": ["sh", "-c", "echo fine"], "interval": "500ms"}},
+            "checks": [{"id": "disk", "name": "disk", "ttl": "30s", "status": "warning"}]}"#,
+    )
+    .unwrap();
+    let config_dir = dir.path().to_str().unwrap().to_string();
+    let agent = dev_agent(&["-config-dir", &config_dir, "-enable-local-script-checks"]).await;
+    let api = agent.http_addrs[0];
+    until("the script check passing in the catalog", || async {
+        let v = http(api, "GET", "/v1/health/checks/cfg-web", "").await.json();
+        v[0]["Status"] == "passing"
+    })
+    .await;
+    let v = http(api, "GET", "/v1/health/service/cfg-web?passing", "").await.json();
+    assert_eq!(v, serde_json::json!([]), "the node's warning TTL check keeps it out of ?passing");
+    let v = http(api, "GET", "/v1/health/checks/cfg-web", "").await.json();
+    assert_eq!(
+        (v[0]["Type"].as_str(), v[0]["Output"].as_str()),
+        (Some("script"), Some("fine\n"))
+    );
+    let node = http(api, "GET", "/v1/health/node/n1", "").await.json();
+    let disk = node
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|c| c["CheckID"] == "disk")
+        .expect("node check synced");
+    assert_eq!(disk["Status"], "warning");
+    // Scripts through the API need -enable-script-checks, which this agent does not have.
+    let body = r#"{"Name":"s","Check":{"Args":["true"],"Interval":"1s"}}"#;
+    let r = http(api, "PUT", "/v1/agent/service/register", body).await;
+    assert_eq!(r.status, 400, "{}", r.body);
+    assert!(r.body.contains("enable_script_checks"), "{}", r.body);
+    agent.run_until(async {}).await.unwrap();
+}

@@ -97,23 +97,30 @@ async fn script(args: &[String], timeout: Duration) -> (CheckStatus, String) {
         .stderr(std::process::Stdio::piped())
         .process_group(0)
         .kill_on_drop(true);
-    let child = match cmd.spawn() {
+    let mut child = match cmd.spawn() {
         Ok(c) => c,
         Err(e) => return (CheckStatus::Critical, format!("Failed to start {program:?}: {e}")),
     };
     let pid = child.id();
-    match tokio::time::timeout(timeout, child.wait_with_output()).await {
-        Ok(Ok(out)) => {
-            let mut text = String::from_utf8_lossy(&out.stdout).into_owned();
-            text.push_str(&String::from_utf8_lossy(&out.stderr));
-            let status = match out.status.code() {
+    let (stdout, stderr) = (child.stdout.take(), child.stderr.take());
+    let run = async {
+        // Both pipes are drained to the end (a child blocked on a full pipe would never exit), but only
+        // the first MAX_OUTPUT bytes of each are kept.
+        let (out, err) = tokio::join!(capped(stdout), capped(stderr));
+        (child.wait().await, out, err)
+    };
+    match tokio::time::timeout(timeout, run).await {
+        Ok((Ok(exit), out, err)) => {
+            let mut text = String::from_utf8_lossy(&out).into_owned();
+            text.push_str(&String::from_utf8_lossy(&err));
+            let status = match exit.code() {
                 Some(0) => CheckStatus::Passing,
                 Some(1) => CheckStatus::Warning,
                 _ => CheckStatus::Critical,
             };
             (status, text)
         }
-        Ok(Err(e)) => (CheckStatus::Critical, format!("{program:?}: {e}")),
+        Ok((Err(e), _, _)) => (CheckStatus::Critical, format!("{program:?}: {e}")),
         Err(_) => {
             // The child leads its own process group: kill the group so its children go too.
             if let Some(pid) = pid {
@@ -124,6 +131,21 @@ async fn script(args: &[String], timeout: Duration) -> (CheckStatus, String) {
             (CheckStatus::Critical, format!("Timed out ({timeout:?}) running check"))
         }
     }
+}
+
+/// Read a pipe to its end, keeping at most [`MAX_OUTPUT`] bytes.
+async fn capped(pipe: Option<impl tokio::io::AsyncRead + Unpin>) -> Vec<u8> {
+    use tokio::io::AsyncReadExt;
+    let Some(mut pipe) = pipe else {
+        return Vec::new();
+    };
+    let mut kept = Vec::new();
+    let mut buf = [0u8; 8192];
+    while let Ok(n @ 1..) = pipe.read(&mut buf).await {
+        let room = MAX_OUTPUT.saturating_sub(kept.len());
+        kept.extend_from_slice(&buf[..n.min(room)]);
+    }
+    kept
 }
 
 #[cfg(test)]
@@ -137,6 +159,12 @@ mod tests {
         assert_eq!(script(&sh("echo hi"), t).await, (CheckStatus::Passing, "hi\n".into()));
         assert_eq!(script(&sh("exit 1"), t).await.0, CheckStatus::Warning);
         assert_eq!(script(&sh("exit 7"), t).await.0, CheckStatus::Critical);
+        let (status, out) = script(&sh("head -c 100000 /dev/zero | tr '\\0' x"), t).await;
+        assert_eq!(
+            (status, out.len()),
+            (CheckStatus::Passing, MAX_OUTPUT),
+            "output is capped"
+        );
         let started = std::time::Instant::now();
         let (status, out) = script(&sh("sleep 30 & sleep 30"), Duration::from_millis(200)).await;
         assert_eq!(status, CheckStatus::Critical);
