@@ -135,7 +135,14 @@ pub struct LocalAgent {
     server_port: Option<u16>,
     services: BTreeMap<String, ServiceInstance>,
     checks: BTreeMap<String, LocalCheck>,
+    /// Check ID → when anti-entropy last wrote it: a change of output alone waits `check_update_interval`
+    /// after that (status changes go at once), so chatty outputs do not turn into a write per run.
+    written_at: BTreeMap<String, Instant>,
+    check_update_interval: Duration,
 }
+
+/// Consul's `check_update_interval`.
+pub const CHECK_UPDATE_INTERVAL: Duration = Duration::from_secs(300);
 
 impl LocalAgent {
     pub fn new(node: NodeIdentity, server_port: Option<u16>) -> Self {
@@ -144,7 +151,14 @@ impl LocalAgent {
             server_port,
             services: BTreeMap::new(),
             checks: BTreeMap::new(),
+            written_at: BTreeMap::new(),
+            check_update_interval: CHECK_UPDATE_INTERVAL,
         }
+    }
+
+    /// Override `check_update_interval` (0: every output change is written at once).
+    pub fn set_check_update_interval(&mut self, interval: Duration) {
+        self.check_update_interval = interval;
     }
 
     pub fn node(&self) -> &NodeIdentity {
@@ -487,6 +501,7 @@ impl LocalAgent {
     /// catalog's tags instead of overwriting them (this updates the local service).
     pub fn sync_plan(
         &mut self,
+        now: Instant,
         node: Option<&CatalogNode>,
         services: &[ServiceInstance],
         checks: &[HealthCheck],
@@ -523,13 +538,19 @@ impl LocalAgent {
                 out.push(dereg(Some(&s.id), None));
             }
         }
+        let written_at = &self.written_at;
+        let interval = self.check_update_interval;
         let same_check = |want: &HealthCheck| {
+            let output_may_wait = written_at.get(&want.check_id).is_some_and(|at| now < *at + interval);
             checks.iter().any(|have| {
                 let mut have = have.clone();
                 have.create_index = 0;
                 have.modify_index = 0;
                 have.service_name.clone_from(&want.service_name);
                 have.service_tags.clone_from(&want.service_tags);
+                if output_may_wait {
+                    have.output.clone_from(&want.output);
+                }
                 have == *want
             })
         };
@@ -569,6 +590,15 @@ impl LocalAgent {
                 ..reg.clone()
             })));
         }
+        for cmd in &out {
+            if let Command::CatalogRegister(r) = cmd {
+                for c in &r.checks {
+                    self.written_at.insert(c.check_id.clone(), now);
+                }
+            }
+        }
+        let checks = &self.checks;
+        self.written_at.retain(|id, _| checks.contains_key(id));
         out
     }
 

@@ -154,7 +154,7 @@ fn converge(a: &mut LocalAgent, sm: &mut StateMachine, index: &mut u64) -> usize
         let CatalogResult::Checks(checks) = sm.catalog.read(&CatalogQuery::HealthNode { node: "n1".into() }).1 else {
             unreachable!()
         };
-        let plan = a.sync_plan(node.as_ref(), &services, &checks);
+        let plan = a.sync_plan(t(*index), node.as_ref(), &services, &checks);
         if plan.is_empty() {
             return round;
         }
@@ -260,4 +260,33 @@ fn a_server_carries_the_consul_service_and_snapshots_keep_ttl_state() {
         "status survives a restart"
     );
     assert_eq!(b.next_deadline(), Some(t(120)), "for what was left of its TTL");
+}
+
+#[test]
+fn output_only_changes_wait_for_the_check_update_interval() {
+    let mut a = agent();
+    a.set_check_update_interval(Duration::from_secs(300));
+    let mut sm = StateMachine::default();
+    let mut index = 1;
+    a.add_service(t(0), svc("web1", &[]), vec![ttl(3600)], false).unwrap();
+    a.update_ttl(t(0), "service:web1", CheckStatus::Passing, "load 0.1")
+        .unwrap();
+    converge(&mut a, &mut sm, &mut index);
+    a.update_ttl(t(0), "service:web1", CheckStatus::Passing, "load 0.2")
+        .unwrap();
+    assert_eq!(converge(&mut a, &mut sm, &mut index), 0, "output alone waits");
+    assert_eq!(sm.catalog.check("n1", "service:web1").unwrap().output, "load 0.1");
+    a.update_ttl(t(0), "service:web1", CheckStatus::Warning, "load 9")
+        .unwrap();
+    assert_eq!(converge(&mut a, &mut sm, &mut index), 1, "a status change goes at once");
+    a.update_ttl(t(0), "service:web1", CheckStatus::Warning, "load 8")
+        .unwrap();
+    assert_eq!(converge(&mut a, &mut sm, &mut index), 0);
+    index += 300; // converge's clock is the Raft index, in seconds
+    assert_eq!(
+        converge(&mut a, &mut sm, &mut index),
+        1,
+        "after the interval the output is written"
+    );
+    assert_eq!(sm.catalog.check("n1", "service:web1").unwrap().output, "load 8");
 }

@@ -325,7 +325,11 @@ async fn services_and_checks_from_the_config_dir_run_and_sync() {
     })
     .await;
     let v = http(api, "GET", "/v1/health/service/cfg-web?passing", "").await.json();
-    assert_eq!(v, serde_json::json!([]), "the node's warning TTL check keeps it out of ?passing");
+    assert_eq!(
+        v,
+        serde_json::json!([]),
+        "the node's warning TTL check keeps it out of ?passing"
+    );
     let v = http(api, "GET", "/v1/health/checks/cfg-web", "").await.json();
     assert_eq!(
         (v[0]["Type"].as_str(), v[0]["Output"].as_str()),

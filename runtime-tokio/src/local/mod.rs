@@ -213,6 +213,11 @@ impl LocalAgentHandle {
         Some((status, state.services()[id].clone(), checks))
     }
 
+    /// The agent's clock (the time base of its check deadlines).
+    pub(crate) fn now(&self) -> concord_core::Instant {
+        self.inner.clock.now()
+    }
+
     pub fn node(&self) -> NodeIdentity {
         self.state().node().clone()
     }

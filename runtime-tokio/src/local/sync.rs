@@ -69,7 +69,10 @@ pub(crate) async fn sync_once(ae: &AntiEntropy) -> Result<usize, String> {
         None => (None, Vec::new()),
     };
     let checks: Vec<HealthCheck> = checks;
-    let plan = ae.local.with_state(|s| s.sync_plan(node.as_ref(), &services, &checks));
+    let now = ae.local.now();
+    let plan = ae
+        .local
+        .with_state(|s| s.sync_plan(now, node.as_ref(), &services, &checks));
     let writes = plan.len();
     for cmd in plan {
         match ae.handle.call(Request::Write(cmd)).await {
