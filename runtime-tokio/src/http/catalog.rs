@@ -189,11 +189,10 @@ pub(crate) async fn node<B: Backend>(State(state): State<AppState<B>>, Path(node
             };
             let out = found.as_deref().map(|(n, services)| NodeServicesJson {
                 node: n.into(),
-                services: selection
-                    .apply(services.iter().map(NodeServiceJson::from).collect())
-                    .into_iter()
-                    .zip(services.iter())
-                    .map(|(json, s)| (s.id.as_str(), json))
+                services: services
+                    .iter()
+                    .map(|s| (s.id.as_str(), NodeServiceJson::from(s)))
+                    .filter(|(_, json)| selection.keep(json))
                     .collect(),
             });
             ok_json(&out, &params, &meta)

@@ -101,6 +101,18 @@ fn catalog_node_views_and_deregister() {
     assert_eq!(v["Node"]["Node"], "n1");
     assert_eq!(v["Services"]["web1"]["Port"], 8080);
     assert_eq!(get(&s, "/v1/catalog/node/nope").text(), "null");
+    let r = put(
+        &s,
+        "/v1/catalog/register",
+        br#"{"Node":"n1","Address":"10.0.0.1","Service":{"Service":"db"}}"#,
+    );
+    assert_eq!(r.status, 200);
+    let v: serde_json::Value =
+        serde_json::from_slice(&get(&s, "/v1/catalog/node/n1?filter=Service%20%3D%3D%20db").body).unwrap();
+    let ids: Vec<&String> = v["Services"].as_object().unwrap().keys().collect();
+    assert_eq!(ids, ["db"], "filtered services keep their own IDs");
+    let r = put(&s, "/v1/catalog/deregister", br#"{"Node":"n1","ServiceID":"db"}"#);
+    assert_eq!(r.status, 200);
     assert_eq!(
         get(&s, "/v1/catalog/node-services/nope").text(),
         r#"{"Node":null,"Services":[]}"#
