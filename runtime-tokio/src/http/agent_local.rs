@@ -90,29 +90,54 @@ pub(crate) async fn services<B: Backend>(State(state): State<AppState<B>>, uri: 
     })())
 }
 
-/// `GET /v1/agent/service/:id` (with `ContentHash`).
+/// `GET /v1/agent/service/:id` (with `ContentHash`); `?hash=<ContentHash>` blocks until the definition
+/// changes or `?wait` (default 5 min) passes, as Consul's hash-based blocking does.
 pub(crate) async fn service<B: Backend>(
     State(state): State<AppState<B>>,
     Path(id): Path<String>,
     uri: Uri,
 ) -> Response {
-    respond((|| {
-        let params = Params::parse(&uri)?;
-        let Some(s) = state.backend.local().service(&id) else {
-            return Err(HttpError::new(
-                StatusCode::NOT_FOUND,
-                format!("unknown service ID: {id}"),
-            ));
-        };
-        let mut out = agent_service(&s, &state.settings.datacenter);
-        let hash = crc32fast::hash(&super::reply::encode_json(&out, false));
-        out.content_hash = Some(format!("{hash:016x}"));
-        let mut resp = json(&out, params.pretty());
-        if let Ok(v) = format!("{hash:016x}").parse() {
-            resp.headers_mut().insert("X-Consul-ContentHash", v);
+    respond(
+        async {
+            let params = Params::parse(&uri)?;
+            let local = state.backend.local();
+            let wait = match params.value("wait") {
+                Some(w) => concord_core::api::parse_go_duration(w)
+                    .map_err(|e| HttpError::bad_request(format!("Invalid wait time: {e}")))?,
+                None => state.settings.default_query_time,
+            }
+            .min(state.settings.max_query_time);
+            let deadline = tokio::time::Instant::now() + wait;
+            let mut changes = local.subscribe();
+            let mut shutdown = state.shutdown.clone();
+            loop {
+                changes.borrow_and_update();
+                let Some(s) = local.service(&id) else {
+                    return Err(HttpError::new(
+                        StatusCode::NOT_FOUND,
+                        format!("unknown service ID: {id}"),
+                    ));
+                };
+                let mut out = agent_service(&s, &state.settings.datacenter);
+                let hash = format!("{:016x}", crc32fast::hash(&super::reply::encode_json(&out, false)));
+                let blocked = params.value("hash") == Some(hash.as_str());
+                if blocked && tokio::time::Instant::now() < deadline {
+                    tokio::select! {
+                        _ = changes.changed() => continue,
+                        _ = tokio::time::sleep_until(deadline) => continue,
+                        _ = shutdown.wait_for(|s| *s) => return Err(HttpError::shutting_down()),
+                    }
+                }
+                out.content_hash = Some(hash.clone());
+                let mut resp = json(&out, params.pretty());
+                if let Ok(v) = hash.parse() {
+                    resp.headers_mut().insert("X-Consul-ContentHash", v);
+                }
+                return Ok(resp);
+            }
         }
-        Ok(resp)
-    })())
+        .await,
+    )
 }
 
 /// `PUT /v1/agent/service/register[?replace-existing-checks]`

@@ -179,3 +179,37 @@ fn filters_and_bad_requests() {
     assert_eq!(r.status, 400);
     assert_eq!(get(&s, "/v1/catalog/register").status, 405);
 }
+
+#[test]
+fn agent_service_blocks_on_its_content_hash() {
+    let s = TestServer::start(HttpSettings::default());
+    assert_eq!(
+        put(&s, "/v1/agent/service/register", br#"{"Name":"web","Port":80}"#).status,
+        200
+    );
+    let r = get(&s, "/v1/agent/service/web");
+    let hash = r.header("X-Consul-ContentHash").unwrap().to_string();
+    let v: serde_json::Value = serde_json::from_slice(&r.body).unwrap();
+    assert_eq!(v["ContentHash"], hash.as_str());
+    let started = std::time::Instant::now();
+    let r = get(&s, &format!("/v1/agent/service/web?hash={hash}&wait=300ms"));
+    assert!(
+        started.elapsed() >= std::time::Duration::from_millis(300),
+        "waited for a change"
+    );
+    assert_eq!(r.header("X-Consul-ContentHash"), Some(hash.as_str()));
+
+    let url = s.url(&format!("/v1/agent/service/web?hash={hash}&wait=20s"));
+    let waiting = std::thread::spawn(move || super::tests::call("GET", &url, None));
+    std::thread::sleep(std::time::Duration::from_millis(200));
+    assert!(!waiting.is_finished());
+    assert_eq!(
+        put(&s, "/v1/agent/service/register", br#"{"Name":"web","Port":81}"#).status,
+        200
+    );
+    let r = waiting.join().unwrap();
+    let v: serde_json::Value = serde_json::from_slice(&r.body).unwrap();
+    assert_eq!(v["Port"], 81);
+    assert_ne!(r.header("X-Consul-ContentHash"), Some(hash.as_str()));
+    assert_eq!(get(&s, "/v1/agent/service/nope").status, 404);
+}

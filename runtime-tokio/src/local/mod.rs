@@ -111,7 +111,7 @@ impl LocalAgentHandle {
     }
 
     /// A receiver that sees every later change.
-    pub(crate) fn subscribe(&self) -> watch::Receiver<u64> {
+    pub fn subscribe(&self) -> watch::Receiver<u64> {
         self.inner.changed.subscribe()
     }
 
