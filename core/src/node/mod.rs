@@ -301,8 +301,22 @@ impl Node {
     }
 
     pub fn handle(&mut self, now: Instant, input: Input, out: &mut Vec<Effect>) {
+        self.handle_batch(now, std::iter::once(input), out);
+    }
+
+    /// Handle several inputs that arrived together, as one step: the effects are those of handling them
+    /// one by one, except that replication and persistence are batched — one append per follower and one
+    /// persist for the whole batch. Runtimes that drain their queues should prefer this.
+    pub fn handle_batch(&mut self, now: Instant, inputs: impl IntoIterator<Item = Input>, out: &mut Vec<Effect>) {
         let now = now.max(self.now);
         self.now = now;
+        for input in inputs {
+            self.handle_one(now, input, out);
+        }
+        self.after_step(now, out);
+    }
+
+    fn handle_one(&mut self, now: Instant, input: Input, out: &mut Vec<Effect>) {
         match input {
             Input::Tick => {
                 self.raft.tick(now);
@@ -315,7 +329,6 @@ impl Node {
             Input::Undelivered { msg, .. } => self.undelivered(now, msg),
             Input::Cancel { req_id } => self.cancel(req_id),
         }
-        self.after_step(now, out);
     }
 
     pub fn next_deadline(&self) -> Option<Instant> {
@@ -386,7 +399,7 @@ impl Node {
         self.release_apply_waiters(now, out);
         self.maybe_snapshot();
         self.report_changes(now, out);
-        if let Some((seq, ops)) = self.raft.flush() {
+        if let Some((seq, ops)) = self.raft.flush(now) {
             out.push(Effect::Persist { seq, ops });
         }
         for (to, msg) in self.raft.out.msgs.drain(..) {

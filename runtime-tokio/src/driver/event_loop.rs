@@ -256,8 +256,9 @@ impl<C: Clock, T: Transport> Driver<C, T> {
     /// the effects and send the storage batch.
     fn step(&mut self, now: Instant) {
         let mut inputs = std::mem::take(&mut self.inputs);
-        for input in inputs.drain(..) {
-            self.node.handle(now, input, &mut self.effects);
+        if !inputs.is_empty() {
+            // One step for the whole drain: one append per follower and one persist batch.
+            self.node.handle_batch(now, inputs.drain(..), &mut self.effects);
         }
         self.inputs = inputs;
         if self.node.next_deadline().is_some_and(|d| d <= now) {
