@@ -130,7 +130,10 @@ async fn a_failing_http_check_leaves_passing_within_an_interval_and_comes_back()
     code.store(500, Ordering::SeqCst);
     let took = until("x to leave ?passing", || async { passing_count(api, "x").await == 0 }).await;
     eprintln!("x left ?passing {took:?} after its target failed (interval 1s)");
-    assert!(took < Duration::from_secs(3), "took {took:?} with a 1s interval (one probe, one write)");
+    assert!(
+        took < Duration::from_secs(3),
+        "took {took:?} with a 1s interval (one probe, one write)"
+    );
     let all = http(api, "GET", "/v1/health/service/x", "").await.json();
     let check = &all[0]["Checks"][1];
     assert_eq!(check["Status"], "critical");
