@@ -18,7 +18,7 @@ mod tests;
 use crate::state::{CatalogNode, CheckDefinition, CheckStatus, Command, HealthCheck, Registration, ServiceInstance};
 use crate::time::Instant;
 use serde::{Deserialize, Serialize};
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, BTreeSet};
 use std::time::Duration;
 
 /// The check Consul injects for node maintenance.
@@ -121,11 +121,24 @@ pub struct NodeIdentity {
     pub meta: BTreeMap<String, String>,
 }
 
-/// What survives a restart: services, checks and their states (TTL status included), maintenance.
+/// What survives a restart: services and checks registered through the API, and the state of every check
+/// (TTL status included; maintenance is a check too). Definitions from config files are not kept: the
+/// files are the truth for those on the next start.
 #[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
 pub struct LocalSnapshot {
     pub services: Vec<ServiceInstance>,
-    pub checks: Vec<(CheckDef, CheckStatus, String, Option<u64>)>,
+    pub checks: Vec<SavedCheck>,
+}
+
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct SavedCheck {
+    pub def: CheckDef,
+    pub status: CheckStatus,
+    pub output: String,
+    /// What was left of a TTL check's TTL, in microseconds.
+    pub ttl_left_us: Option<u64>,
+    /// Defined by a config file: on restore only its state is reapplied, to the check the files define now.
+    pub from_config: bool,
 }
 
 #[derive(Clone, Debug)]
@@ -139,6 +152,9 @@ pub struct LocalAgent {
     /// after that (status changes go at once), so chatty outputs do not turn into a write per run.
     written_at: BTreeMap<String, Instant>,
     check_update_interval: Duration,
+    /// Service and check IDs defined by config files (not persisted as definitions).
+    config_services: BTreeSet<String>,
+    config_checks: BTreeSet<String>,
 }
 
 /// Consul's `check_update_interval`.
@@ -153,7 +169,15 @@ impl LocalAgent {
             checks: BTreeMap::new(),
             written_at: BTreeMap::new(),
             check_update_interval: CHECK_UPDATE_INTERVAL,
+            config_services: BTreeSet::new(),
+            config_checks: BTreeSet::new(),
         }
+    }
+
+    /// Mark every service and check registered so far as defined by config files.
+    pub fn mark_registered_as_config(&mut self) {
+        self.config_services = self.services.keys().cloned().collect();
+        self.config_checks = self.checks.keys().cloned().collect();
     }
 
     /// Override `check_update_interval` (0: every output change is written at once).
@@ -606,44 +630,61 @@ impl LocalAgent {
     /// expires). `now` turns TTL deadlines into remaining microseconds.
     pub fn snapshot(&self, now: Instant) -> LocalSnapshot {
         LocalSnapshot {
-            services: self.services.values().cloned().collect(),
+            services: self
+                .services
+                .values()
+                .filter(|s| !self.config_services.contains(&s.id))
+                .cloned()
+                .collect(),
             checks: self
                 .checks
                 .values()
-                .map(|c| {
-                    let ttl_left = c.ttl_deadline.map(|d| d.as_micros().saturating_sub(now.as_micros()));
-                    (c.def.clone(), c.status, c.output.clone(), ttl_left)
+                .map(|c| SavedCheck {
+                    def: c.def.clone(),
+                    status: c.status,
+                    output: c.output.clone(),
+                    ttl_left_us: c.ttl_deadline.map(|d| d.as_micros().saturating_sub(now.as_micros())),
+                    from_config: self.config_checks.contains(&c.def.id),
                 })
                 .collect(),
         }
     }
 
-    /// Load a [`LocalAgent::snapshot`] taken before a restart; entries that no longer validate are skipped.
+    /// Load a [`LocalAgent::snapshot`] taken before a restart, after the config files' definitions were
+    /// registered (and marked): those win over saved definitions with the same ID and get the saved state
+    /// if their kind is unchanged. Entries that no longer validate are skipped.
     pub fn restore(&mut self, now: Instant, snapshot: LocalSnapshot) {
         for s in snapshot.services {
-            if !s.service.is_empty() {
+            if !s.service.is_empty() && !self.config_services.contains(&s.id) {
                 self.services.insert(s.id.clone(), s);
             }
         }
-        for (def, status, output, ttl_left) in snapshot.checks {
-            let id = def.id.clone();
-            if self.add_check(now, def).is_ok() {
-                if let Some(c) = self.checks.get_mut(&id) {
-                    c.status = status;
-                    c.output = output;
-                    c.critical_since = (status == CheckStatus::Critical).then_some(now);
-                    if let Some(left) = ttl_left {
-                        c.ttl_deadline = Some(now + Duration::from_micros(left));
-                    }
-                }
+        for saved in snapshot.checks {
+            let id = saved.def.id.clone();
+            let defined_now = self.config_checks.contains(&id);
+            if saved.from_config && !defined_now {
+                continue; // removed from the files
+            }
+            if !defined_now && self.add_check(now, saved.def.clone()).is_err() {
+                continue;
+            }
+            let Some(c) = self.checks.get_mut(&id).filter(|c| c.def.kind == saved.def.kind) else {
+                continue;
+            };
+            c.status = saved.status;
+            c.output = saved.output;
+            c.critical_since = (saved.status == CheckStatus::Critical).then_some(now);
+            if let Some(left) = saved.ttl_left_us {
+                c.ttl_deadline = Some(now + Duration::from_micros(left));
             }
         }
     }
 }
 
 fn maintenance_check(id: String, name: &str, service_id: &str, reason: &str) -> CheckDef {
+    let what = if service_id.is_empty() { "node" } else { "service" };
     let notes = if reason.is_empty() {
-        "Maintenance mode is enabled for this node, but no reason was provided. This is a default message.".to_string()
+        format!("Maintenance mode is enabled for this {what}, but no reason was provided. This is a default message.")
     } else {
         reason.to_string()
     };

@@ -290,3 +290,35 @@ fn output_only_changes_wait_for_the_check_update_interval() {
     );
     assert_eq!(sm.catalog.check("n1", "service:web1").unwrap().output, "load 8");
 }
+
+#[test]
+fn config_definitions_are_not_resurrected_but_their_state_is_kept() {
+    let mut a = agent();
+    let mut cfg = ttl(60);
+    cfg.id = "cfg-ttl".into();
+    a.add_service(t(0), svc("from-file", &[]), vec![], false).unwrap();
+    a.add_check(t(0), cfg.clone()).unwrap();
+    a.mark_registered_as_config();
+    a.add_service(t(0), svc("from-api", &[]), vec![], false).unwrap();
+    a.update_ttl(t(1), "cfg-ttl", CheckStatus::Passing, "ok").unwrap();
+    let snap = a.snapshot(t(2));
+    assert_eq!(snap.services.len(), 1, "config services are not saved as definitions");
+
+    // Next start: the files still define the check but no longer the service.
+    let mut b = agent();
+    b.add_check(t(100), cfg).unwrap();
+    b.mark_registered_as_config();
+    b.restore(t(100), snap.clone());
+    assert!(b.services().contains_key("from-api") && !b.services().contains_key("from-file"));
+    assert_eq!(
+        b.checks()["cfg-ttl"].status,
+        CheckStatus::Passing,
+        "state kept for the file's check"
+    );
+
+    // The files dropped the check too: it stays gone.
+    let mut c = agent();
+    c.mark_registered_as_config();
+    c.restore(t(100), snap);
+    assert!(!c.checks().contains_key("cfg-ttl"));
+}

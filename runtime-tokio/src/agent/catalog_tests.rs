@@ -259,7 +259,13 @@ async fn a_blocking_health_query_wakes_for_its_service_only() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn services_checks_and_ttl_status_survive_a_restart() {
     let dir = tempfile::tempdir().unwrap();
-    let args = |dir: &std::path::Path| -> Vec<String> {
+    let config_dir = tempfile::tempdir().unwrap();
+    std::fs::write(
+        config_dir.path().join("svc.json"),
+        r#"{"service": {"name": "from-file", "check": {"id": "file-ttl", "ttl": "10m"}}}"#,
+    )
+    .unwrap();
+    let args = |dir: &std::path::Path, config_dir: &std::path::Path| -> Vec<String> {
         [
             "-server",
             "-bootstrap",
@@ -267,6 +273,8 @@ async fn services_checks_and_ttl_status_survive_a_restart() {
             "n1",
             "-data-dir",
             dir.to_str().unwrap(),
+            "-config-dir",
+            config_dir.to_str().unwrap(),
             "-bind",
             "127.0.0.1",
             "-client",
@@ -280,9 +288,12 @@ async fn services_checks_and_ttl_status_survive_a_restart() {
         .map(|s| s.to_string())
         .collect()
     };
-    let agent = Agent::start(parse_agent_args(&args(dir.path())).unwrap())
-        .await
-        .unwrap();
+    let start = || async {
+        Agent::start(parse_agent_args(&args(dir.path(), config_dir.path())).unwrap())
+            .await
+            .unwrap()
+    };
+    let agent = start().await;
     let api = agent.http_addrs[0];
     let body = r#"{"Name":"web","Check":{"TTL":"10m","CheckID":"web-ttl"}}"#;
     assert_eq!(http(api, "PUT", "/v1/agent/service/register", body).await.status, 200);
@@ -292,20 +303,30 @@ async fn services_checks_and_ttl_status_survive_a_restart() {
             .status,
         200
     );
+    assert_eq!(http(api, "PUT", "/v1/agent/check/pass/file-ttl", "").await.status, 200);
     agent.run_until(async {}).await.unwrap();
 
-    let agent = Agent::start(parse_agent_args(&args(dir.path())).unwrap())
-        .await
-        .unwrap();
+    // Same files: API registrations come back, and every TTL status with them.
+    let agent = start().await;
     let api = agent.http_addrs[0];
     let checks = http(api, "GET", "/v1/agent/checks", "").await.json();
     assert_eq!(checks["web-ttl"]["Status"], "warning");
     assert_eq!(checks["web-ttl"]["Output"], "slow");
+    assert_eq!(checks["file-ttl"]["Status"], "passing");
     assert!(http(api, "GET", "/v1/agent/services", "")
         .await
         .json()
         .get("web")
         .is_some());
+    agent.run_until(async {}).await.unwrap();
+
+    // The service is taken out of the files: it does not come back from the saved state.
+    std::fs::remove_file(config_dir.path().join("svc.json")).unwrap();
+    let agent = start().await;
+    let api = agent.http_addrs[0];
+    let services = http(api, "GET", "/v1/agent/services", "").await.json();
+    assert!(services.get("from-file").is_none(), "{services}");
+    assert!(services.get("web").is_some(), "{services}");
     agent.run_until(async {}).await.unwrap();
 }
 

@@ -27,7 +27,7 @@ use crate::local::definition::{self, ScriptPolicy};
 use crate::local::LocalAgentHandle;
 use crate::rpc::{self, AddressBook, LocalServer, TcpTransport};
 use crate::storage::{spawn_writer, FjallStore, MemStore};
-use concord_core::agent::NodeIdentity;
+use concord_core::agent::{LocalAgent, NodeIdentity};
 use concord_core::node::{Limits, NodeConfig, RaftConfig};
 use concord_core::wire::DEFAULT_MAX_FRAME;
 use concord_core::{Node, NodeId};
@@ -367,7 +367,8 @@ fn local_agent(
         meta,
     };
     let server_port = (config.server || config.dev).then_some(rpc_port);
-    let local = LocalAgentHandle::new(node, server_port, data_dir, config.enable_script_checks);
+    let clock = TokioClock::new();
+    let mut state = LocalAgent::new(node, server_port);
     let policy = ScriptPolicy {
         allowed: config.enable_script_checks || config.enable_local_script_checks,
     };
@@ -376,16 +377,27 @@ fn local_agent(
     for value in &config.services {
         let obj = Obj::new(value).map_err(|e| bad("service", e))?;
         let (service, checks) = definition::service(obj, policy).map_err(|e| bad("service", e))?;
-        local
-            .add_service(service, checks, true)
+        state
+            .add_service(clock.now(), service, checks, true)
             .map_err(|e| bad("service", e.to_string()))?;
     }
     for value in &config.checks {
         let obj = Obj::new(value).map_err(|e| bad("check", e))?;
         let def = definition::check(obj, policy, true).map_err(|e| bad("check", e))?;
-        local.add_check(def).map_err(|e| bad("check", e.to_string()))?;
+        state
+            .add_check(clock.now(), def)
+            .map_err(|e| bad("check", e.to_string()))?;
     }
-    Ok(local)
+    state.mark_registered_as_config();
+    if let Some(saved) = data_dir.as_deref().and_then(crate::local::load_saved) {
+        state.restore(clock.now(), saved);
+    }
+    Ok(LocalAgentHandle::from_state(
+        clock,
+        state,
+        data_dir.as_deref(),
+        config.enable_script_checks,
+    ))
 }
 
 /// Consul's leadership log lines. Ends when the driver does.

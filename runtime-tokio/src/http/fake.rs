@@ -49,7 +49,6 @@ impl FakeBackend {
                     ..Default::default()
                 },
                 None,
-                None,
                 true,
             )),
             ..FakeBackend::default()

@@ -23,6 +23,31 @@ use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::Duration;
 use tokio::sync::watch;
 
+/// Where the local state is saved in the data dir.
+fn state_file(data_dir: &std::path::Path) -> PathBuf {
+    data_dir.join("local-state.json")
+}
+
+/// The local state an earlier run saved in `data_dir`, if any (an unreadable file is logged and ignored:
+/// the agent starts from its config files, as after a fresh install).
+pub fn load_saved(data_dir: &std::path::Path) -> Option<LocalSnapshot> {
+    let path = state_file(data_dir);
+    match std::fs::read(&path) {
+        Ok(bytes) => match serde_json::from_slice::<LocalSnapshot>(&bytes) {
+            Ok(snapshot) => Some(snapshot),
+            Err(e) => {
+                tracing::warn!(target: "agent", "ignoring {}: {e}", path.display());
+                None
+            }
+        },
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => None,
+        Err(e) => {
+            tracing::warn!(target: "agent", "cannot read {}: {e}", path.display());
+            None
+        }
+    }
+}
+
 /// Cheap to clone; every clone is the same agent.
 #[derive(Clone)]
 pub struct LocalAgentHandle {
@@ -52,36 +77,36 @@ impl Drop for Inner {
 }
 
 impl LocalAgentHandle {
-    /// A local agent for `node`. With `data_dir`, the state saved there by an earlier run is loaded.
-    pub fn new(
-        node: NodeIdentity,
-        server_port: Option<u16>,
-        data_dir: Option<PathBuf>,
+    /// A local agent for `node`, with nothing registered and nothing loaded (tests, the fake backend).
+    pub fn new(node: NodeIdentity, server_port: Option<u16>, enable_script_checks: bool) -> Self {
+        Self::from_state(
+            TokioClock::new(),
+            LocalAgent::new(node, server_port),
+            None,
+            enable_script_checks,
+        )
+    }
+
+    /// Wrap a prepared state (config definitions registered and marked, the saved state restored, all on
+    /// `clock`'s time base); with `data_dir` every later change is saved there.
+    pub fn from_state(
+        clock: TokioClock,
+        state: LocalAgent,
+        data_dir: Option<&std::path::Path>,
         enable_script_checks: bool,
     ) -> Self {
-        let clock = TokioClock::new();
-        let mut state = LocalAgent::new(node, server_port);
-        let persist_path = data_dir.map(|d| d.join("local-state.json"));
-        if let Some(path) = &persist_path {
-            match std::fs::read(path) {
-                Ok(bytes) => match serde_json::from_slice::<LocalSnapshot>(&bytes) {
-                    Ok(snapshot) => state.restore(clock.now(), snapshot),
-                    Err(e) => tracing::warn!(target: "agent", "ignoring {}: {e}", path.display()),
-                },
-                Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
-                Err(e) => tracing::warn!(target: "agent", "cannot read {}: {e}", path.display()),
-            }
-        }
-        LocalAgentHandle {
+        let handle = LocalAgentHandle {
             inner: Arc::new(Inner {
                 state: Mutex::new(state),
                 probes: Mutex::new(BTreeMap::new()),
                 clock,
                 changed: watch::channel(0).0,
-                persist_path,
+                persist_path: data_dir.map(state_file),
                 enable_script_checks,
             }),
-        }
+        };
+        handle.reconcile_probes();
+        handle
     }
 
     pub(crate) fn enable_script_checks(&self) -> bool {
