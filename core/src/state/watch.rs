@@ -1,4 +1,5 @@
-//! Blocking-query watches: parked reads keyed by the range of keys they read.
+//! Blocking-query watches: parked reads keyed by the range of keys they read (KV keys or prefixes) or by
+//! the catalog range they read ([`CatalogRange`]: a service, a node, the service or node list, all checks).
 //!
 //! Invariant: a watch wakes exactly when a key in its range changed. [`Watches::fire`] with the keys an
 //! apply reported as changed moves out every watch whose range contains one of them, each once, and keeps
@@ -80,7 +81,7 @@ impl Watches {
         true
     }
 
-    /// Move every watch on one of the `changed` catalog ranges into `fired` (each id once) and unpark it.
+    /// Move every watch on one of the `changed` catalog ranges (an exact lookup per range) into `fired` (each id once) and unpark it.
     pub fn fire_catalog(&mut self, changed: &[CatalogRange], fired: &mut Vec<WatchId>) {
         for range in changed {
             if let Some(ids) = self.catalog.remove(range) {

@@ -47,7 +47,10 @@ fn http(
         );
     }
     let agent = ureq::AgentBuilder::new().redirects(0).timeout(timeout).build();
-    let mut req = agent.request(method, url).set("User-Agent", "Consul Health Check");
+    let mut req = agent
+        .request(method, url)
+        .set("User-Agent", "Consul Health Check")
+        .set("Accept", "text/plain, text/*, */*");
     for (k, values) in header {
         for v in values {
             req = req.set(k, v);
