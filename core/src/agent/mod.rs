@@ -218,6 +218,10 @@ impl LocalAgent {
                 c.name = format!("Service '{}' check", service.service);
             }
         }
+        // Validate every check first: a refused registration changes nothing.
+        for c in &checks {
+            validate_kind(&c.kind)?;
+        }
         if replace_existing_checks {
             let keep: Vec<&str> = checks.iter().map(|c| c.id.as_str()).collect();
             let stale: Vec<String> = self
@@ -261,11 +265,7 @@ impl LocalAgent {
                 def.service_id
             )));
         }
-        if let CheckKind::Ttl { ttl } = def.kind {
-            if ttl.is_zero() {
-                return Err(AgentError::BadRequest("TTL must be > 0 for TTL checks".into()));
-            }
-        }
+        validate_kind(&def.kind)?;
         let previous = self.checks.get(&def.id).filter(|c| c.def.kind == def.kind);
         let (status, output) = match previous {
             Some(p) => (p.status, p.output.clone()),
@@ -678,6 +678,14 @@ impl LocalAgent {
                 c.ttl_deadline = Some(now + Duration::from_micros(left));
             }
         }
+    }
+}
+
+fn validate_kind(kind: &CheckKind) -> Result<(), AgentError> {
+    match kind {
+        CheckKind::Ttl { ttl } if ttl.is_zero() => Err(AgentError::BadRequest("TTL must be > 0 for TTL checks".into())),
+        CheckKind::Script { args } if args.is_empty() => Err(AgentError::BadRequest("Args must not be empty".into())),
+        _ => Ok(()),
     }
 }
 

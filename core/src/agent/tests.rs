@@ -73,6 +73,12 @@ fn ttl_checks_expire_to_critical_and_updates_restart_the_clock() {
         a.update_ttl(t(12), "nope", CheckStatus::Passing, ""),
         Err(AgentError::NotFound(_))
     ));
+    let refused = a.add_service(t(12), svc("bad", &[]), vec![ttl(5), ttl(0)], false);
+    assert!(matches!(refused, Err(AgentError::BadRequest(_))));
+    assert!(
+        !a.services().contains_key("bad"),
+        "a refused registration changes nothing"
+    );
 }
 
 #[test]
