@@ -4,6 +4,7 @@
 #![forbid(unsafe_code)]
 #![deny(clippy::disallowed_methods, clippy::disallowed_types)]
 
+pub mod agent;
 pub mod api;
 pub mod id;
 pub mod node;

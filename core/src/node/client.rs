@@ -7,11 +7,11 @@
 //! check and the wait.
 
 use super::{Effect, Node, PeerMessage, ReqId};
-use crate::api::{ApiError, Blocking, KvQuery, KvResult, QueryMeta, RaftServer, ReadMode, Request, Response};
+use crate::api::{ApiError, Blocking, KvQuery, KvResult, Query, QueryMeta, RaftServer, ReadMode, Request, Response};
 use crate::id::NodeId;
 use crate::node::Role;
 use crate::raft::{Index, Membership, Payload, ReadOutcome, ServerInfo};
-use crate::state::{KeyRange, WatchId};
+use crate::state::{Changes, KeyRange, WatchId};
 use crate::time::Instant;
 use rand::Rng;
 use std::collections::{BTreeMap, BTreeSet};
@@ -32,7 +32,7 @@ pub(crate) enum Origin {
 #[derive(Clone, Debug)]
 pub(crate) struct ReadSpec {
     pub(crate) req_id: ReqId,
-    pub(crate) query: KvQuery,
+    pub(crate) query: Query,
     pub(crate) mode: ReadMode,
     pub(crate) block: Option<Blocking>,
 }
@@ -131,22 +131,8 @@ impl Node {
             }
         }
         match req {
-            Request::KvRead { query, mode, block } => match origin {
-                Origin::Local(req_id) => self.read(
-                    now,
-                    ReadSpec {
-                        req_id,
-                        query,
-                        mode,
-                        block,
-                    },
-                    out,
-                ),
-                Origin::Remote { .. } => {
-                    let err = ApiError::BadRequest("reads are not forwarded".into());
-                    self.reply(origin, Response::Error(err), out)
-                }
-            },
+            Request::KvRead { query, mode, block } => self.client_read(now, origin, Query::Kv(query), mode, block, out),
+            Request::Read { query, mode, block } => self.client_read(now, origin, query, mode, block, out),
             Request::Leader => {
                 let addr = self
                     .raft
@@ -197,6 +183,33 @@ impl Node {
             | Request::AddServer { .. }
             | Request::RemovePeer { .. }
             | Request::TransferLeader { .. }) => self.leader_request(now, origin, req, out),
+        }
+    }
+
+    fn client_read(
+        &mut self,
+        now: Instant,
+        origin: Origin,
+        query: Query,
+        mode: ReadMode,
+        block: Option<Blocking>,
+        out: &mut Vec<Effect>,
+    ) {
+        match origin {
+            Origin::Local(req_id) => self.read(
+                now,
+                ReadSpec {
+                    req_id,
+                    query,
+                    mode,
+                    block,
+                },
+                out,
+            ),
+            Origin::Remote { .. } => {
+                let err = ApiError::BadRequest("reads are not forwarded".into());
+                self.reply(origin, Response::Error(err), out)
+            }
         }
     }
 
@@ -352,7 +365,7 @@ impl Node {
             PeerMessage::ReadIndex { id, .. } => {
                 self.pending.read_leader.remove(&id);
                 if let Some(PendingRead::Local(spec)) = self.pending.reads.remove(&id) {
-                    let req = Request::KvRead {
+                    let req = Request::Read {
                         query: spec.query,
                         mode: spec.mode,
                         block: spec.block,
@@ -432,7 +445,7 @@ impl Node {
                 });
             }
             None => {
-                let req = Request::KvRead {
+                let req = Request::Read {
                     query: spec.query,
                     mode: spec.mode,
                     block: spec.block,
@@ -528,7 +541,41 @@ impl Node {
 
     /// Answer a read from the applied state, or park it if it blocks and nothing changed yet.
     fn serve(&mut self, now: Instant, spec: ReadSpec, out: &mut Vec<Effect>) {
-        let (index, result) = match &spec.query {
+        let (index, resp) = match &spec.query {
+            Query::Kv(query) => {
+                let (index, result) = self.kv_read(query);
+                (
+                    index,
+                    Response::Kv {
+                        meta: self.meta(now, index, spec.mode),
+                        result,
+                    },
+                )
+            }
+            Query::Catalog(query) => {
+                let (index, result) = self.sm.catalog.read(query);
+                (
+                    index,
+                    Response::Catalog {
+                        meta: self.meta(now, index, spec.mode),
+                        result,
+                    },
+                )
+            }
+        };
+        if let Some(block) = spec.block {
+            if block.min_index > 0 && index <= block.min_index && !self.pending.watches.contains_key(&spec.req_id) {
+                return self.park(now, spec, block, out);
+            }
+        }
+        out.push(Effect::Reply {
+            req_id: spec.req_id,
+            resp,
+        });
+    }
+
+    fn kv_read(&self, query: &KvQuery) -> (u64, KvResult) {
+        match query {
             KvQuery::Get { key } => {
                 let (index, entry) = self.sm.kv.get(key);
                 (index, KvResult::Entries(entry.into_iter().collect()))
@@ -541,17 +588,7 @@ impl Node {
                 let (index, keys) = self.sm.kv.keys(prefix, separator.as_deref());
                 (index, KvResult::Keys(keys))
             }
-        };
-        if let Some(block) = spec.block {
-            if block.min_index > 0 && index <= block.min_index && !self.pending.watches.contains_key(&spec.req_id) {
-                return self.park(now, spec, block, out);
-            }
         }
-        let meta = self.meta(now, index, spec.mode);
-        out.push(Effect::Reply {
-            req_id: spec.req_id,
-            resp: Response::Kv { meta, result },
-        });
     }
 
     fn park(&mut self, now: Instant, spec: ReadSpec, block: Blocking, out: &mut Vec<Effect>) {
@@ -579,8 +616,9 @@ impl Node {
         });
         let deadline = now + (wait + jitter).min(max);
         let range = match &spec.query {
-            KvQuery::Get { key } => KeyRange::Key(key.clone()),
-            KvQuery::Recurse { prefix } | KvQuery::Keys { prefix, .. } => KeyRange::Prefix(prefix.clone()),
+            Query::Kv(KvQuery::Get { key }) => KeyRange::Key(key.clone()),
+            Query::Kv(KvQuery::Recurse { prefix } | KvQuery::Keys { prefix, .. }) => KeyRange::Prefix(prefix.clone()),
+            Query::Catalog(query) => KeyRange::Catalog(query.range()),
         };
         self.watches.insert(range, WatchId(spec.req_id));
         self.timer(deadline, Timer::Watch(spec.req_id));
@@ -588,12 +626,13 @@ impl Node {
     }
 
     /// Answer the parked queries whose range contains one of `changed`.
-    pub(super) fn wake_watches(&mut self, now: Instant, changed: &[String], out: &mut Vec<Effect>) {
+    pub(super) fn wake_watches(&mut self, now: Instant, changed: &Changes, out: &mut Vec<Effect>) {
         if self.watches.is_empty() {
             return;
         }
         let mut fired = Vec::new();
-        self.watches.fire(changed, &mut fired);
+        self.watches.fire(&changed.keys, &mut fired);
+        self.watches.fire_catalog(&changed.catalog, &mut fired);
         for WatchId(req_id) in fired {
             if let Some((mut spec, _)) = self.pending.watches.remove(&req_id) {
                 spec.block = None;
