@@ -5,6 +5,8 @@
 #![deny(clippy::disallowed_methods, clippy::disallowed_types)]
 
 pub mod api;
+#[doc(hidden)]
+pub mod fuzzing;
 pub mod id;
 pub mod node;
 pub mod raft;
