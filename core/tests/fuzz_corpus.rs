@@ -546,6 +546,16 @@ fn cluster_schedule_seeds() -> Vec<(&'static str, Vec<u8>)> {
             ]);
         }
     }
+    let mut storage_failure = vec![settle(15), settle(15)];
+    storage_failure.extend(writes(3));
+    storage_failure.extend([
+        Op::DeliverAll,
+        Op::StorageFails { node: 0 },
+        Op::StorageFails { node: 1 },
+    ]);
+    storage_failure.extend([settle(15), Op::Crash { node: 0 }, Op::Restart { node: 0 }, settle(15)]);
+    storage_failure.extend(writes(3));
+    storage_failure.extend([settle(15), Op::Crash { node: 1 }, Op::Restart { node: 1 }, settle(15)]);
     let encode = |ops: Vec<Op>| ops.into_iter().map(Op::encode).collect::<Vec<u8>>();
     vec![
         ("empty", Vec::new()),
@@ -554,5 +564,6 @@ fn cluster_schedule_seeds() -> Vec<(&'static str, Vec<u8>)> {
         ("snapshot-catch-up", encode(snapshots)),
         ("membership", encode(members)),
         ("chaos", encode(chaos)),
+        ("storage-failure", encode(storage_failure)),
     ]
 }

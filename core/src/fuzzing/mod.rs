@@ -73,7 +73,7 @@ pub fn state_snapshot(data: &[u8]) {
 /// The index at which [`command`] applies the decoded command: above every index in its starting state.
 const COMMAND_INDEX: u64 = 20;
 
-/// The keys [`command_start_state`] holds, live or tombstoned.
+/// The keys [`command_start_state`] holds, live or tombstoned, and `dir/`: absent, but a prefix of live keys.
 pub const COMMAND_KEYS: &[&str] = &["a", "dir/x", "dir/y", "dir/z", "gone", "dir/"];
 
 /// A small KV state with live keys, tombstones and a reap floor, so a fuzzed command meets every case

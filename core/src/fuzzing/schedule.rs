@@ -60,6 +60,9 @@ pub enum Op {
     Tick { node: u8 },
     /// Deliver the oldest message addressed to `node`.
     DeliverTo { node: u8 },
+    /// The node's storage fails (`Input::PersistFailed`): its unsynced writes are lost and it stops taking
+    /// part until it is crashed and restarted.
+    StorageFails { node: u8 },
 }
 
 impl Op {
@@ -81,7 +84,8 @@ impl Op {
             11 => Op::Settle { rounds: arg },
             12 => Op::Membership { node, kind: sub },
             13 => Op::Tick { node },
-            _ => Op::DeliverTo { node },
+            14 => Op::DeliverTo { node },
+            _ => Op::StorageFails { node },
         }
     }
 
@@ -105,6 +109,7 @@ impl Op {
             Op::Membership { node, kind } => with(12, node_sub(node, kind)),
             Op::Tick { node } => with(13, node % 3),
             Op::DeliverTo { node } => with(14, node % 3),
+            Op::StorageFails { node } => with(15, node % 3),
         }
     }
 }
@@ -324,6 +329,11 @@ impl Cluster {
                     self.deliver_at(at);
                 }
             }
+            Op::StorageFails { node } => {
+                let node = usize::from(node);
+                self.servers[node].unsynced.clear();
+                self.input(node, Input::PersistFailed);
+            }
         }
     }
 
@@ -504,7 +514,7 @@ mod tests {
     use super::*;
 
     #[test]
-    fn every_byte_encodes_back_to_itself_or_an_equivalent_op() {
+    fn every_op_encodes_to_a_byte_that_decodes_to_it() {
         for byte in 0..=u8::MAX {
             let op = Op::decode(byte);
             assert_eq!(Op::decode(op.encode()), op, "byte {byte:#04x}");
