@@ -6,6 +6,8 @@
 
 pub mod agent;
 pub mod api;
+#[doc(hidden)]
+pub mod fuzzing;
 pub mod id;
 pub mod node;
 pub mod raft;
