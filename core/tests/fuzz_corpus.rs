@@ -352,7 +352,7 @@ fn rpc_frame_seeds() -> Vec<(&'static str, Vec<u8>)> {
 
 fn state_snapshot_seeds() -> Vec<(&'static str, Vec<u8>)> {
     let mut one = StateMachine::default();
-    one.apply(3, &set("a", "x", None), &mut Vec::new());
+    one.apply(3, &set("a", "x", None), &mut concord_core::state::Changes::default());
     let one = one.snapshot().to_vec();
     // [entries: 1][entry "a"…][tombstones: 0][reap floor 0]: splice to make duplicates and clashes.
     let entry_bytes = &one[1..one.len() - 2];
@@ -368,7 +368,7 @@ fn state_snapshot_seeds() -> Vec<(&'static str, Vec<u8>)> {
         big.apply(
             i + 2,
             &set(&format!("svc/{}/k{i}", i % 3), &"v".repeat(i as usize), None),
-            &mut Vec::new(),
+            &mut concord_core::state::Changes::default(),
         );
     }
     big.apply(
@@ -376,7 +376,7 @@ fn state_snapshot_seeds() -> Vec<(&'static str, Vec<u8>)> {
         &Command::KvDeleteTree {
             prefix: "svc/1/".into(),
         },
-        &mut Vec::new(),
+        &mut concord_core::state::Changes::default(),
     );
     for bad in [&duplicate, &live_and_dead] {
         let err = StateMachine::restore(bad).expect_err("spliced snapshot is rejected");

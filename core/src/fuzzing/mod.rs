@@ -102,7 +102,7 @@ pub fn command_start_state() -> StateMachine {
     ];
     let mut sm = StateMachine::default();
     for (i, cmd) in history.iter().enumerate() {
-        sm.apply(i as u64 + 2, cmd, &mut Vec::new());
+        sm.apply(i as u64 + 2, cmd, &mut crate::state::Changes::default());
     }
     sm
 }
@@ -119,8 +119,9 @@ pub fn command(data: &[u8]) {
     );
     let before = command_start_state();
     let mut sm = before.clone();
-    let mut changed = Vec::new();
-    let result = sm.apply(COMMAND_INDEX, &cmd, &mut changed);
+    let mut changes = crate::state::Changes::default();
+    let result = sm.apply(COMMAND_INDEX, &cmd, &mut changes);
+    let changed = changes.keys;
     if !changed.is_empty() {
         assert_eq!(
             result,
