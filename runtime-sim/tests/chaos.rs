@@ -68,13 +68,29 @@ fn replay_line(seed: u64) -> String {
     format!("replay: SIM_SEED={seed} cargo test --features sim -p concord-sim --test chaos -- --nocapture")
 }
 
+/// Seeds from soaks that found core bugs, kept as regressions:
+/// - 270, 860, 10083: request ids restarted at 1 on every start, so a leader dropped a restarted
+///   follower's forwards as duplicates and late replies matched new requests;
+/// - 4186: bootstrap persisted the term before the configuration (a crash in between left a node stuck);
+/// - 4519: a rejection of a deposed leader's append echoed its heartbeat round, and the same node, leading
+///   the next term, counted it as a quorum acknowledgement and served a stale `?consistent` read.
+const REGRESSION_SEEDS: &[u64] = &[270, 860, 10083, 4186, 4519];
+
 #[test]
 fn chaos() {
     let seeds: Vec<u64> = match env_u64("SIM_SEED") {
         Some(seed) => vec![seed],
         None => {
             let first = env_u64("SIM_FIRST_SEED").unwrap_or(0);
-            (first..first + env_u64("SIM_SEEDS").unwrap_or(200)).collect()
+            let mut seeds: Vec<u64> = (first..first + env_u64("SIM_SEEDS").unwrap_or(200)).collect();
+            // Seeds that once found a real core bug always run (they replay that exact schedule).
+            seeds.extend(
+                REGRESSION_SEEDS
+                    .iter()
+                    .filter(|s| !seeds.contains(s))
+                    .collect::<Vec<_>>(),
+            );
+            seeds
         }
     };
     let verbose = seeds.len() == 1 || std::env::var_os("SIM_VERBOSE").is_some();

@@ -17,6 +17,7 @@ pub struct AgentBackend {
     /// Set to true to stop the agent (after a leave).
     pub(super) stop: Arc<watch::Sender<bool>>,
     pub(super) exit: DriverExitWatch,
+    pub(super) local: crate::local::LocalAgentHandle,
 }
 
 impl Backend for AgentBackend {
@@ -24,8 +25,14 @@ impl Backend for AgentBackend {
         self.handle.call(req)
     }
 
+    fn local(&self) -> &crate::local::LocalAgentHandle {
+        &self.local
+    }
+
     async fn agent_self(&self) -> AgentSelf {
         let mut me = (*self.info).clone();
+        me.services = self.local.services().len();
+        me.checks = self.local.checks().len();
         me.raft = self.handle.status().await;
         me.leader_addr = self
             .handle

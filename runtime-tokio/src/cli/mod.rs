@@ -4,6 +4,9 @@
 //! Output rules, as Consul's `cli.Ui`: results go to stdout, errors are one line on stderr, and a
 //! failing command exits 1.
 
+mod catalog;
+#[cfg(test)]
+mod catalog_tests;
 pub(crate) mod client;
 pub(crate) mod flags;
 mod kv;
@@ -56,10 +59,13 @@ const USAGE: &str = "Usage: concord [--version] [--help] <command> [<args>]
 
 Available commands are:
     agent          Runs a concord agent
+    catalog        Interact with the catalog
     info           Provides debugging information for operators.
     kv             Interact with the key-value store
     leave          Gracefully leaves the cluster and shuts down
+    maint          Controls node or service maintenance mode
     operator       Provides cluster-level tools for operators
+    services       Interact with services
     template       Renders templates from Consul data (consul-template)
     version        Prints the concord version";
 
@@ -70,6 +76,9 @@ pub(crate) fn run_with(args: &[String], io: &mut Io<'_>) -> i32 {
     match command.as_str() {
         "agent" => run_agent(rest, io),
         "kv" => kv::run(rest, io),
+        "catalog" => catalog::catalog(rest, io),
+        "services" => catalog::services_cmd(rest, io),
+        "maint" => catalog::maint(rest, io),
         "info" => ops::info(rest, io),
         "leave" => ops::leave(rest, io),
         "operator" => ops::operator(rest, io),
