@@ -23,16 +23,12 @@ const HELP: &str = r#"Usage: concord template [options]
 
     $ concord template -template "nginx.ctmpl:/etc/nginx/conf.d/up.conf:nginx -s reload"
 
-Options (-template and -config may be repeated):
-
-  -template=<string>
-     Adds a new template to watch on disk in the format 'in:out(:command)'.
-
-  -config=<path>
-     Sets the path to a configuration file or folder on disk (HCL or JSON). Can be repeated."#;
+Options:"#;
 
 fn flag_set() -> FlagSet {
     FlagSet::new()
+        .list("template", "Adds a new template to watch on disk in the format 'in:out(:command)'. Can be repeated.")
+        .list("config", "Sets the path to a configuration file or folder on disk (HCL or JSON). Can be repeated.")
         .string("consul-addr", "", "Sets the address of the Consul instance (also CONSUL_HTTP_ADDR; default 127.0.0.1:8500).")
         .string("consul-token", "", "Sets the Consul API token (also CONSUL_TOKEN or CONSUL_HTTP_TOKEN).")
         .string("consul-retry-attempts", "", "The number of attempts to use when retrying failed communications (default 12; 0 retries forever).")
@@ -52,53 +48,10 @@ fn flag_set() -> FlagSet {
         .bool("version", "Print the version and exit.")
 }
 
-/// `(flag name, value)` of each repeatable flag, and the remaining arguments.
-type SplitArgs = (Vec<(String, String)>, Vec<String>);
-
-/// Pull every `-template`/`-config` occurrence out of `args` (Go `flag` syntax, stopping at the first
-/// positional), leaving the rest for the single-valued flag parser.
-fn split_repeated(args: &[String], takes_value: &dyn Fn(&str) -> bool) -> Result<SplitArgs, String> {
-    let (mut repeated, mut rest) = (Vec::new(), Vec::new());
-    let mut i = 0;
-    while i < args.len() {
-        let arg = &args[i];
-        if arg.len() < 2 || !arg.starts_with('-') || arg == "--" {
-            rest.extend_from_slice(&args[i..]);
-            break;
-        }
-        let body = arg.strip_prefix("--").unwrap_or(&arg[1..]);
-        let (name, inline) = match body.split_once('=') {
-            Some((n, v)) => (n, Some(v.to_string())),
-            None => (body, None),
-        };
-        if name == "template" || name == "config" {
-            let value = match inline {
-                Some(v) => v,
-                None if i + 1 < args.len() => {
-                    i += 1;
-                    args[i].clone()
-                }
-                None => return Err(format!("flag needs an argument: -{name}")),
-            };
-            repeated.push((name.to_string(), value));
-        } else {
-            rest.push(arg.clone());
-            if inline.is_none() && takes_value(name) && i + 1 < args.len() {
-                i += 1;
-                rest.push(args[i].clone());
-            }
-        }
-        i += 1;
-    }
-    Ok((repeated, rest))
-}
-
 /// Build the configuration: config files in order, then flags (which win), then templates from both.
 fn parse_args(args: &[String], io: &mut Io<'_>) -> Result<Config, i32> {
     let mut fs = flag_set();
-    let takes_value = |name: &str| !matches!(name, "once" | "dry" | "parse-only" | "v" | "version" | "h" | "help");
-    let (repeated, rest) = split_repeated(args, &takes_value).map_err(|e| io.error(e))?;
-    match fs.parse(&rest) {
+    match fs.parse(args) {
         Ok(()) => {}
         Err(FlagError::Help) => {
             io.info(format!("{HELP}\n{}", fs.usage()));
@@ -120,7 +73,7 @@ fn parse_args(args: &[String], io: &mut Io<'_>) -> Result<Config, i32> {
     config.token = ["CONSUL_TOKEN", "CONSUL_HTTP_TOKEN"]
         .iter()
         .find_map(|k| (io.env)(k).filter(|t| !t.is_empty()));
-    for (_, path) in repeated.iter().filter(|(n, _)| n == "config") {
+    for path in fs.get_list("config") {
         config::load_file(&mut config, path).map_err(|e| io.error(e))?;
     }
     let fail = |io: &mut Io<'_>, e: String| io.error(e);
@@ -172,7 +125,7 @@ fn parse_args(args: &[String], io: &mut Io<'_>) -> Result<Config, i32> {
             },
         });
     }
-    for (_, value) in repeated.iter().filter(|(n, _)| n == "template") {
+    for value in fs.get_list("template") {
         config
             .templates
             .push(config::parse_template_flag(value).map_err(|e| fail(io, e))?);

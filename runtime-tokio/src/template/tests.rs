@@ -550,27 +550,6 @@ template {
     );
     assert_eq!(cfg.templates[1].contents.as_deref(), Some("{{ key \"x\" }}"));
     assert_eq!(cfg.templates[1].wait.unwrap().max, Duration::from_secs(2));
-
-    let (repeated, rest) = super::split_repeated(
-        &[
-            "-once",
-            "-template",
-            "a:b",
-            "-consul-addr",
-            "h:1",
-            "-config=x.hcl",
-            "-template=c:d:e f",
-        ]
-        .map(String::from),
-        &|n| n != "once",
-    )
-    .unwrap();
-    assert_eq!(
-        repeated,
-        [("template", "a:b"), ("config", "x.hcl"), ("template", "c:d:e f")]
-            .map(|(a, b)| (a.to_string(), b.to_string()))
-    );
-    assert_eq!(rest, ["-once", "-consul-addr", "h:1"]);
 }
 
 #[test]
@@ -872,5 +851,69 @@ fn templates_sharing_a_command_run_it_once_and_exec_restarts_without_a_reload_si
         (read(&log).as_deref() == Some("start 1\nstart 2\n")).then_some(())
     });
     assert_eq!(read(&runs).as_deref(), Some("ran\nran\n"));
+    drop(daemon);
+}
+
+impl DevAgent {
+    fn register(&self, id: &str, address: &str, port: u16, tags: &[&str]) {
+        let body = serde_json::json!({"Name": "nginx", "ID": id, "Address": address, "Port": port, "Tags": tags});
+        let r = ureq::put(&self.url("/v1/agent/service/register")).send_string(&body.to_string());
+        assert!(r.is_ok(), "register {id}: {r:?}");
+    }
+
+    fn maintenance(&self, id: &str, enable: bool) {
+        let path = format!("/v1/agent/service/maintenance/{id}?enable={enable}&reason=test");
+        assert!(ureq::put(&self.url(&path)).call().is_ok(), "maintenance {id}");
+    }
+}
+
+#[test]
+fn service_functions_against_a_real_dev_agent() {
+    let agent = DevAgent::start();
+    agent.register("nginx-1", "172.17.0.3", 32768, &["web", "v1"]);
+    agent.register("nginx-2", "172.17.0.4", 32769, &["web"]);
+    let dir = tempfile::tempdir().unwrap();
+    let (src, dest) = (dir.path().join("nginx.ctmpl"), dir.path().join("vhost/test.conf"));
+    write(&src, TUTORIAL);
+    let (src2, dest2) = (dir.path().join("catalog.ctmpl"), dir.path().join("catalog.txt"));
+    write(
+        &src2,
+        "{{ range services }}{{ .Name }}{{ .Tags }} {{ end }}\
+         |{{ range service \"v1.nginx\" }}{{ .ID }}{{ end }}\
+         |{{ range $tag, $s := service \"nginx\" | byTag }}{{ $tag }}={{ len $s }} {{ end }}\
+         |{{ datacenters }}\
+         |{{ range nodes }}{{ .Node }}{{ end }}={{ with node }}{{ .Node.Node }}{{ end }}",
+    );
+    let daemon = Daemon::start(config_for(
+        agent.addr,
+        vec![spec(&src, &dest, None), spec(&src2, &dest2, None)],
+    ));
+    eventually("both instances", || {
+        (read(&dest).as_deref()
+            == Some("upstream http_backend {\n  \n  server 172.17.0.3:32768;\n  \n  server 172.17.0.4:32769;\n  \n}\n"))
+        .then_some(())
+    });
+    // Each dependency converges on its own (the catalog fills in as anti-entropy syncs the agent);
+    // `nodes` lists the dev agent's node, which `node` without a name finds through /v1/agent/self.
+    eventually("the catalog template", || {
+        let text = read(&dest2)?;
+        let (head, nodes) = text.rsplit_once('|')?;
+        let (listed, local) = nodes.split_once('=')?;
+        (head == "consul[] nginx[v1 web] |nginx-1|v1=1 web=2 |[dc1]" && !local.is_empty() && listed == local)
+            .then_some(())
+    });
+
+    // Maintenance makes nginx-1 critical: it leaves the (passing-only) upstream.
+    agent.maintenance("nginx-1", true);
+    eventually("nginx-1 to leave", || {
+        (read(&dest).as_deref() == Some("upstream http_backend {\n  \n  server 172.17.0.4:32769;\n  \n}\n"))
+            .then_some(())
+    });
+    agent.maintenance("nginx-1", false);
+    eventually("nginx-1 to come back", || {
+        read(&dest)
+            .is_some_and(|s| s.contains("172.17.0.3:32768"))
+            .then_some(())
+    });
     drop(daemon);
 }
