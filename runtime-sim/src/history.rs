@@ -36,6 +36,8 @@ pub struct HistoryStats {
     pub stale_reads: usize,
     /// Blocking queries answered (watch checks).
     pub blocking_reads: usize,
+    /// Blocking queries held to the wake-up bound (`check_wakeups`).
+    pub wakeups_checked: usize,
     pub keys_checked: usize,
     /// Keys whose linearizability search ran out of budget.
     pub inconclusive_keys: Vec<String>,
@@ -506,6 +508,123 @@ pub fn describe(rec: &Record) -> String {
         Some(other) => format!("-> {other:?}"),
     };
     format!("{req} {resp}")
+}
+
+/// A bound on when blocking queries must wake, for the part of a run where follower lag is bounded.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct WakeBound {
+    /// Only blocking queries sent at or after this time (µs) are held to the bound: the cluster was healed,
+    /// every fault off and a leader followed by every member.
+    pub from_us: u64,
+    /// A parked query must return within this long (µs) of the acknowledgement of a write that changed its key.
+    pub bound_us: u64,
+    /// Most a node's clock may run fast, in ppm: a query that returned with no change is only accepted once
+    /// `wait` may have passed on the serving node's clock.
+    pub drift_ppm: u64,
+}
+
+/// Missed wake-ups: a blocking query on key k with `min_index = m`, sent at `call` at or after
+/// `bound.from_us`, must return within `bound.bound_us` of the earliest `max(ack, call)` over acknowledged
+/// writes of k with `ModifyIndex > m` (a write acknowledged before the query was sent must make it return at
+/// once); and it must not return with X-Consul-Index ≤ m before its `wait` passed. A query the client gave
+/// up on counts as returning when the client gave up. Returns how many blocking queries were held to the
+/// bound.
+pub fn check_wakeups(records: &[Record], bound: WakeBound) -> Result<usize, HistoryViolation> {
+    // key -> acknowledged value writes as (index, ack time, record).
+    let mut acked: BTreeMap<&str, Vec<(u64, u64, usize)>> = BTreeMap::new();
+    for (r, rec) in records.iter().enumerate() {
+        if let (
+            Request::Write(Command::KvSet { key, .. }),
+            Some(Response::Written {
+                index,
+                result: CommandResult::Bool(true),
+            }),
+        ) = (&rec.req, &rec.resp)
+        {
+            acked.entry(key).or_default().push((*index, rec.ret, r));
+        }
+    }
+    let mut checked = 0;
+    for (r, rec) in records.iter().enumerate() {
+        let Request::KvRead {
+            query: KvQuery::Get { key },
+            block: Some(b),
+            ..
+        } = &rec.req
+        else {
+            continue;
+        };
+        if rec.call < bound.from_us {
+            continue;
+        }
+        checked += 1;
+        let m = b.min_index;
+        let wake = acked
+            .get(key.as_str())
+            .into_iter()
+            .flatten()
+            .filter(|&&(index, _, _)| index > m)
+            .map(|&(index, ack, w)| (ack.max(rec.call), index, w))
+            .min();
+        if let Some((due, index, w)) = wake {
+            if rec.ret > due + bound.bound_us {
+                let ctx = {
+                    let window: Vec<&Record> = records
+                        .iter()
+                        .filter(|o| o.call <= rec.ret && o.ret >= rec.call)
+                        .filter(|o| read_key(&o.req).is_some_and(|(k, _, _)| k == key) || writes_key(&o.req, key))
+                        .collect();
+                    window.iter().fold(String::new(), |mut s, o| {
+                        let _ = writeln!(
+                            s,
+                            "   client {} node {} [{:>10.3}ms .. {:.3}ms] {}",
+                            o.client,
+                            o.node,
+                            o.call as f64 / 1000.0,
+                            o.ret as f64 / 1000.0,
+                            describe(o)
+                        );
+                        s
+                    })
+                };
+                return fail(format!(
+                    "missed wake-up: blocking query #{r} of {key:?} (index>{m}, wait {:?}) sent at {:.3}ms to node {} \
+                     returned at {:.3}ms ({}), but write #{w} (ModifyIndex {index}) was acknowledged at {:.3}ms: it \
+                     should have returned by {:.3}ms; operations on the key meanwhile:\n{ctx}",
+                    b.wait,
+                    rec.call as f64 / 1000.0,
+                    rec.node,
+                    rec.ret as f64 / 1000.0,
+                    describe(rec),
+                    records[w].ret as f64 / 1000.0,
+                    (due + bound.bound_us) as f64 / 1000.0,
+                ));
+            }
+        }
+        if let Some(Response::Kv { meta, .. }) = &rec.resp {
+            let wait_us = b.wait.as_micros() as u64 * 1_000_000 / (1_000_000 + bound.drift_ppm);
+            if meta.index <= m && rec.ret - rec.call < wait_us {
+                return fail(format!(
+                    "blocking query #{r} of {key:?} (index>{m}, wait {:?}) sent at {:.3}ms to node {} returned after \
+                     {:.3}ms with X-Consul-Index {}: no change, yet its wait had not passed",
+                    b.wait,
+                    rec.call as f64 / 1000.0,
+                    rec.node,
+                    (rec.ret - rec.call) as f64 / 1000.0,
+                    meta.index
+                ));
+            }
+        }
+    }
+    Ok(checked)
+}
+
+fn writes_key(req: &Request, key: &str) -> bool {
+    match req {
+        Request::Write(Command::KvSet { key: k, .. } | Command::KvDelete { key: k, .. }) => k == key,
+        Request::Write(Command::KvDeleteTree { prefix }) => key.starts_with(prefix.as_str()),
+        _ => false,
+    }
 }
 
 /// Every key that appears in `records` (for histories whose key set is not known up front).

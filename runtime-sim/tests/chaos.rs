@@ -132,7 +132,7 @@ fn chaos() {
     println!(
         "faults exercised: {} crashes ({} torn writes), {} restarts, {} pauses, {} failed fsyncs, {} nemesis actions, \
          {} membership changes seen, {} terms with a leader; histories: {} unknown-outcome writes, {} linearizable \
-         reads, {} stale reads, {} blocking queries",
+         reads, {} stale reads, {} blocking queries ({} held to the wake-up bound after healing)",
         sum(|r| r.stats.crashes),
         sum(|r| r.stats.torn_writes),
         sum(|r| r.stats.restarts),
@@ -145,6 +145,7 @@ fn chaos() {
         sum(|r| r.stats.history.linearizable_reads as u64),
         sum(|r| r.stats.history.stale_reads as u64),
         sum(|r| r.stats.history.blocking_reads as u64),
+        sum(|r| r.stats.history.wakeups_checked as u64),
     );
     let secs = wall.as_secs_f64().max(1e-9);
     println!(
@@ -165,6 +166,14 @@ fn chaos() {
         failures.is_empty(),
         "failing seeds: {failures:?} (see the replay lines above)"
     );
+    // The liveness phase parks blocking queries and then writes their key, on every seed.
+    for r in &reports {
+        assert!(
+            r.stats.history.wakeups_checked > 0,
+            "seed {}: no blocking query was held to the wake-up bound",
+            r.seed
+        );
+    }
 }
 
 #[test]

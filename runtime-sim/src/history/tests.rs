@@ -229,3 +229,82 @@ fn blocking_query_indexes_never_go_back_and_never_miss_a_change() {
     ];
     assert!(check(&missed, &keys()).unwrap_err().message.contains("missed"));
 }
+
+/// A blocking query of `key` above `min` with a 5 s wait, answered with X-Consul-Index `index` (or never).
+fn watch(client: usize, (call, ret): (u64, u64), key: &str, min: u64, index: Option<u64>) -> Record {
+    let mut r = get_with(
+        client,
+        (call, ret),
+        key,
+        ReadMode::Default,
+        Some(min),
+        None,
+        index.unwrap_or(0),
+    );
+    if let Request::KvRead { block: Some(b), .. } = &mut r.req {
+        b.wait = Duration::from_secs(5);
+    }
+    if index.is_none() {
+        r.resp = None;
+    }
+    r
+}
+
+const BOUND: WakeBound = WakeBound {
+    from_us: 1_000_000,
+    bound_us: 1_000_000,
+    drift_ppm: 200_000,
+};
+
+#[test]
+fn a_prompt_wake_up_passes() {
+    let h = vec![
+        watch(1, (1_100_000, 1_210_000), "a/1", 7, Some(9)),
+        watch(2, (1_100_000, 1_900_000), "a/1", 7, Some(9)),
+        put(0, 1_150_000, 1_200_000, "a/1", "x", Some(9)),
+        // Nothing changed: it may sleep its whole wait (5 s, less a fast clock's share).
+        watch(1, (1_300_000, 5_600_000), "a/1", 9, Some(9)),
+        // Before the bound applies, anything goes.
+        watch(3, (0, 900_000), "a/1", 3, Some(3)),
+    ];
+    assert_eq!(check_wakeups(&h, BOUND), Ok(3));
+}
+
+#[test]
+fn a_late_wake_up_is_caught() {
+    let h = vec![
+        watch(1, (1_100_000, 1_210_000), "a/1", 7, Some(9)),
+        // Parked on another node, woken only by its 5 s deadline.
+        watch(2, (1_100_000, 6_200_000), "a/1", 7, Some(9)),
+        put(0, 1_150_000, 1_200_000, "a/1", "x", Some(9)),
+    ];
+    let err = check_wakeups(&h, BOUND).unwrap_err();
+    assert!(err.message.contains("missed wake-up: blocking query #1"), "{err}");
+    assert!(err.message.contains("write #2 (ModifyIndex 9)"), "{err}");
+    // A query the client gave up on is as late.
+    let h = vec![
+        watch(2, (1_100_000, 5_500_000), "a/1", 7, None),
+        put(0, 1_150_000, 1_200_000, "a/1", "x", Some(9)),
+    ];
+    assert!(check_wakeups(&h, BOUND).is_err());
+    // A write acknowledged before the query was sent must make it return at once.
+    let h = vec![
+        put(0, 1_150_000, 1_200_000, "a/1", "x", Some(9)),
+        watch(2, (1_300_000, 6_300_000), "a/1", 7, Some(9)),
+    ];
+    assert!(check_wakeups(&h, BOUND).unwrap_err().message.contains("missed wake-up"));
+    // A write of another key, or one at or below min_index, does not have to wake it.
+    let h = vec![
+        watch(2, (1_100_000, 6_200_000), "a/1", 9, Some(9)),
+        put(0, 1_150_000, 1_200_000, "a/2", "x", Some(10)),
+        put(0, 1_150_000, 1_200_000, "a/1", "y", Some(8)),
+    ];
+    assert_eq!(check_wakeups(&h, BOUND), Ok(1));
+}
+
+#[test]
+fn an_early_return_without_a_change_is_caught() {
+    let h = vec![watch(1, (1_100_000, 1_500_000), "a/1", 9, Some(9))];
+    let err = check_wakeups(&h, BOUND).unwrap_err();
+    assert!(err.message.contains("no change, yet its wait had not passed"), "{err}");
+}

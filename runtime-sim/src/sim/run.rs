@@ -141,6 +141,9 @@ struct Sim {
     nemesis_actions: u64,
     removals: usize,
     added: BTreeSet<usize>,
+    /// When the liveness phase had a leader followed by every member (blocking queries sent from then on are
+    /// held to the wake-up bound).
+    wake_from: Option<u64>,
 }
 
 fn us(d: Duration) -> u64 {
@@ -162,6 +165,7 @@ impl Sim {
             nemesis_actions: 0,
             removals: 0,
             added: BTreeSet::new(),
+            wake_from: None,
         }
     }
 
@@ -278,6 +282,21 @@ impl Sim {
         }
     }
 
+    /// How late a blocking query may wake once the cluster is healed and stable. A write is acknowledged
+    /// once committed; a follower learns the commit with the leader's next append or heartbeat, at most one
+    /// heartbeat interval (50 ms, about 63 ms on a clock 20% slow) plus a link delay (≤ 1 ms with faults off)
+    /// later, then applies it and fires its watches (an fsync, ≤ 2 ms). That is well under 100 ms; the bound
+    /// is two election timeouts (1 s) so that even a leader change, which nothing provokes here but which
+    /// would not be a bug, fits in it, while a query that slept through the change until its wait
+    /// (`WATCH_WAIT`, 4 s) is unambiguously late.
+    fn wake_bound(&self, from_us: u64) -> history::WakeBound {
+        history::WakeBound {
+            from_us,
+            bound_us: us(2 * self.plan.raft.election_timeout),
+            drift_ppm: crate::sim::plan::MAX_DRIFT_PPM as u64,
+        }
+    }
+
     fn report(mut self, heal_at: u64, (records, liveness): (Vec<Record>, Option<String>)) -> SeedReport {
         let cluster = self.cluster.take().expect("started");
         let mut failure = self.shared.violation().map(|v| format!("raft safety: {v}"));
@@ -291,6 +310,14 @@ impl Sim {
             Ok(h) => stats.history = h,
             Err(v) => {
                 failure.get_or_insert(format!("client history: {v}"));
+            }
+        }
+        if let Some(from_us) = self.wake_from {
+            match history::check_wakeups(&records, self.wake_bound(from_us)) {
+                Ok(n) => stats.history.wakeups_checked = n,
+                Err(v) => {
+                    failure.get_or_insert(format!("client history: {v}"));
+                }
             }
         }
         if let Some(l) = liveness {

@@ -8,7 +8,7 @@ use crate::history::Record;
 use crate::sim::cluster::ServerState;
 use crate::sim::net::node_id;
 use crate::sim::workload::Client;
-use concord_core::api::{KvQuery, KvResult, ReadMode, Request, Response};
+use concord_core::api::{Blocking, KvQuery, KvResult, ReadMode, Request, Response};
 use concord_core::node::Role;
 use concord_core::state::{Command, CommandResult};
 use rand::seq::SliceRandom;
@@ -182,9 +182,30 @@ impl Sim {
                 .map_err(|e| {
                     format!("a consistent read of {key:?} did not succeed within {bound:?} of healing: {e}")
                 })?;
-            finals.insert(key, entry_value(&resp));
+            finals.insert(key, resp);
         }
         self.await_agreement(members, deadline).await?;
+        // Every member has caught up: from here on follower lag is bounded, and so is how late a blocking
+        // query may wake (see `Sim::wake_bound`). Each key gets blocking queries parked on every member, then a
+        // write.
+        self.wake_from = Some(self.shared.now_us());
+        for (k, (key, resp)) in finals.clone().into_iter().enumerate() {
+            let Response::Kv { meta, .. } = resp else {
+                unreachable!("until_ok accepted only a Kv reply")
+            };
+            self.watch_then_write(client, members, k, &key, meta.index, deadline)
+                .await?;
+            let read = |_| get(&key, ReadMode::Consistent);
+            let resp = self
+                .until_ok(client, members, read, deadline, |r| matches!(r, Response::Kv { .. }))
+                .await
+                .map_err(|e| {
+                    format!("a consistent read of {key:?} did not succeed within {bound:?} of healing: {e}")
+                })?;
+            finals.insert(key, resp);
+        }
+        self.await_agreement(members, deadline).await?;
+        let finals: BTreeMap<String, _> = finals.into_iter().map(|(k, r)| (k, entry_value(&r))).collect();
         // And serve the same data: a stale read of every key on every member.
         for &m in members {
             for (key, want) in &finals {
@@ -201,6 +222,68 @@ impl Sim {
             }
         }
         Ok(())
+    }
+
+    /// Parks blocking queries of `key` above `index` on every member (a default and a stale one each, so a
+    /// write fires several watches per node), then writes the key through one member. Every query must come
+    /// back with the change; `history::check_wakeups` then holds each to the wake-up bound.
+    async fn watch_then_write(
+        &mut self,
+        client: &mut Client,
+        members: &[usize],
+        k: usize,
+        key: &str,
+        index: u64,
+        deadline: u64,
+    ) -> Result<(), String> {
+        let bound = self.plan.liveness_bound;
+        let wait = WATCH_WAIT;
+        let mut parked = Vec::new();
+        for (j, &m) in members.iter().enumerate() {
+            for (n, mode) in [ReadMode::Default, ReadMode::Stale].into_iter().enumerate() {
+                let id = 1_000 + 100 * k + 2 * j + n;
+                let mut watcher = Client::new(
+                    id,
+                    self.plan.seed,
+                    self.plan.workload.clone(),
+                    self.shared.clone(),
+                    self.plan.op_timeout,
+                );
+                let req = Request::KvRead {
+                    query: KvQuery::Get { key: key.to_string() },
+                    mode,
+                    block: Some(Blocking { min_index: index, wait }),
+                };
+                let timeout = wait + wait / 16 + self.plan.op_timeout;
+                parked.push(madsim::task::spawn(async move {
+                    watcher.call(req, Some(m), timeout).await;
+                    watcher.records
+                }));
+            }
+        }
+        // Let every query reach its server and park.
+        madsim::time::sleep(Duration::from_millis(100)).await;
+        let write = |attempt: u32| put(key, format!("wake-{k}-{attempt}"));
+        self.until_ok(client, members, write, deadline, written)
+            .await
+            .map_err(|e| format!("a write of {key:?} did not succeed within {bound:?} of healing: {e}"))?;
+        let mut problem = None;
+        for p in parked {
+            let records = p.await.map_err(|e| format!("a watcher task failed: {e}"))?;
+            for r in &records {
+                let woke = matches!(&r.resp, Some(Response::Kv { meta, .. }) if meta.index > index);
+                if !woke {
+                    problem.get_or_insert(format!(
+                        "a blocking query parked before a write of {key:?} did not return the change: node s{} \
+                         answered {}",
+                        r.node + 1,
+                        crate::history::describe(r)
+                    ));
+                }
+            }
+            client.records.extend(records);
+        }
+        problem.map_or(Ok(()), Err)
     }
 
     /// Every member applies up to the highest index any node applied, with the same digest.
@@ -260,6 +343,10 @@ impl Sim {
         Err(format!("{attempt} attempts answered {outcomes:?}"))
     }
 }
+
+/// The wait of the liveness phase's blocking queries: well above the wake-up bound, so a query that sleeps
+/// through its key's change to this deadline is told apart from one that woke late but within it.
+const WATCH_WAIT: Duration = Duration::from_secs(4);
 
 fn entry_value(resp: &Response) -> Option<bytes::Bytes> {
     match resp {
