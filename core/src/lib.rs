@@ -5,6 +5,7 @@
 #![deny(clippy::disallowed_methods, clippy::disallowed_types)]
 
 pub mod api;
+pub mod gossip;
 pub mod id;
 pub mod node;
 pub mod raft;
