@@ -9,16 +9,18 @@ mod clock;
 mod cluster;
 mod identity;
 mod logging;
+pub mod serf;
 #[cfg(test)]
 mod tests;
 
 pub use backend::AgentBackend;
 pub use clock::TokioClock;
-pub use identity::{join_address, single_private_ipv4};
+pub use identity::single_private_ipv4;
 pub use logging::utc_timestamp;
 
 use crate::config::AgentConfig;
 use crate::driver::{self, Clock, Devices, DriverExit, DriverHandle, LogStore, StorageError};
+use crate::gossip::PoolHandle;
 use crate::http::{AgentPorts, AgentSelf, HttpSettings, CONSUL_COMPAT_VERSION};
 use crate::rpc::{self, AddressBook, LocalServer, TcpTransport};
 use crate::storage::{spawn_writer, FjallStore, MemStore};
@@ -112,6 +114,9 @@ pub struct Agent {
     pub rpc_addr: SocketAddr,
     /// The HTTP listeners' actual addresses.
     pub http_addrs: Vec<SocketAddr>,
+    /// The LAN gossip pool (every agent) and the WAN pool (servers).
+    pub lan: PoolHandle,
+    pub wan: Option<PoolHandle>,
     stop: Arc<watch::Sender<bool>>,
     exit: DriverExitWatch,
     tasks: tokio::task::JoinSet<()>,
@@ -159,6 +164,11 @@ impl Agent {
             datacenter: config.datacenter.clone(),
         }));
 
+        let (stop, _) = watch::channel(false);
+        let stop = Arc::new(stop);
+        let lan = serf::start_pool(&config, id, advertise, rpc_addr.port(), false, stopped(&stop)).await?;
+        let wan = serf::start_pool(&config, id, advertise, rpc_addr.port(), true, stopped(&stop)).await?;
+
         let clock = TokioClock::new();
         let node_config = NodeConfig {
             id,
@@ -185,8 +195,6 @@ impl Agent {
         };
         let (handle, driver) = driver::start(node, devices);
 
-        let (stop, _) = watch::channel(false);
-        let stop = Arc::new(stop);
         let (exit_tx, exit) = watch::channel(None);
         let mut tasks = tokio::task::JoinSet::new();
         tasks.spawn(async move {
@@ -213,6 +221,8 @@ impl Agent {
             info: Arc::new(agent_self(&config, id, advertise, &http_addrs, rpc_addr.port())),
             stop: stop.clone(),
             exit: exit.clone(),
+            lan: lan.clone(),
+            wan: Some(wan.clone()),
         };
         let settings = HttpSettings {
             datacenter: config.datacenter.clone(),
@@ -238,14 +248,34 @@ impl Agent {
         }
 
         tracing::info!(target: "agent", "Consul agent running!");
+        tasks.spawn(serf::feed_address_book(
+            lan.clone(),
+            book.clone(),
+            config.datacenter.clone(),
+        ));
+        tasks.spawn(serf::apply_keyring_events(lan.clone()));
+        tasks.spawn(serf::apply_keyring_events(wan.clone()));
+        let (join_lan, join_stop) = (lan.clone(), stopped(&stop));
+        let (join_addrs, join_port, join_every) =
+            (config.retry_join.clone(), config.ports.serf_lan, config.retry_interval);
+        tasks.spawn(async move {
+            tokio::select! {
+                _ = serf::retry_join(join_lan, join_addrs, join_port, join_every, "LAN") => {}
+                _ = join_stop => {}
+            }
+        });
+        let (seen, dc, me) = (lan.clone(), config.datacenter.clone(), config.node_name.clone());
         let plan = cluster::Plan {
             bootstrap: config.bootstrap || config.dev,
             bootstrap_expect: config.bootstrap_expect,
-            join: config
-                .retry_join
-                .iter()
-                .map(|j| identity::join_address(j, config.ports.server, config.ports.serf_lan))
-                .collect(),
+            has_join: !config.retry_join.is_empty(),
+            discovered: Arc::new(move || {
+                serf::alive_servers(&seen.members(), &dc)
+                    .into_iter()
+                    .filter(|s| s.name != me)
+                    .map(|s| s.rpc_addr)
+                    .collect()
+            }),
             retry_interval: config.retry_interval,
             max_frame: DEFAULT_MAX_FRAME,
         };
@@ -262,6 +292,8 @@ impl Agent {
             book,
             rpc_addr,
             http_addrs,
+            lan,
+            wan: Some(wan),
             stop,
             exit,
             tasks,

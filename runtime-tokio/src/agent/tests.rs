@@ -4,18 +4,6 @@ use std::net::Ipv4Addr;
 use std::time::UNIX_EPOCH;
 
 #[test]
-fn join_addresses_get_the_server_port() {
-    assert_eq!(join_address("127.0.0.2", 8300, 8301), "127.0.0.2:8300");
-    assert_eq!(join_address("127.0.0.2:9000", 8300, 8301), "127.0.0.2:9000");
-    // The Serf LAN port Consul users write maps to the RPC port (concord joins over RPC).
-    assert_eq!(join_address("10.0.0.1:8301", 8300, 8301), "10.0.0.1:8300");
-    assert_eq!(join_address("consul-server01", 8300, 8301), "consul-server01:8300");
-    assert_eq!(join_address("consul-server01:8400", 8300, 8301), "consul-server01:8400");
-    assert_eq!(join_address("::1", 8300, 8301), "[::1]:8300");
-    assert_eq!(join_address("[fe80::1]", 8300, 8301), "[fe80::1]:8300");
-}
-
-#[test]
 fn bind_any_needs_exactly_one_private_ipv4() {
     let ip = |a, b, c, d| IpAddr::V4(Ipv4Addr::new(a, b, c, d));
     let one = [
@@ -132,6 +120,10 @@ fn server_config(name: &str, dir: &std::path::Path, port: u16, extra: &[String])
         "0",
         "-server-port",
         &port.to_string(),
+        "-serf-lan-port",
+        "0",
+        "-serf-wan-port",
+        "0",
     ]
     .iter()
     .map(|s| s.to_string())
@@ -217,7 +209,7 @@ async fn three_servers_bootstrap_expect_replicate_and_survive_the_leader() {
         .await
         .unwrap()];
     let mut join = expect.clone();
-    join.extend(strings(&["-retry-join", &agents[0].rpc_addr.to_string()]));
+    join.extend(strings(&["-retry-join", &agents[0].lan.addr.to_string()]));
     for (i, dir) in dirs.iter().enumerate().skip(1) {
         let config = server_config(&format!("s{i}"), dir.path(), 0, &join);
         agents.push(Agent::start(config).await.unwrap());
@@ -312,7 +304,7 @@ async fn retry_join_adds_a_server_and_leave_removes_it() {
     let first = Agent::start(server_config("s0", dirs[0].path(), 0, &strings(&["-bootstrap"])))
         .await
         .unwrap();
-    let join = strings(&["-retry-join", &first.rpc_addr.to_string()]);
+    let join = strings(&["-retry-join", &first.lan.addr.to_string()]);
     let second = Agent::start(server_config("s1", dirs[1].path(), 0, &join))
         .await
         .unwrap();
@@ -322,10 +314,31 @@ async fn retry_join_adds_a_server_and_leave_removes_it() {
     })
     .await;
     assert_eq!(agreed_leader(&[&first, &second]).await, first.handle.id());
+    let members = |agent: SocketAddr| async move {
+        let (status, body) = http(agent, "GET", "/v1/agent/members").await;
+        assert_eq!(status, 200, "{body}");
+        serde_json::from_str::<Vec<serde_json::Value>>(&body).unwrap()
+    };
+    let status_of = |list: &[serde_json::Value], name: &str| {
+        list.iter()
+            .find(|m| m["Name"] == name)
+            .map(|m| m["Status"].as_u64().unwrap())
+    };
+    let list = members(first.http_addrs[0]).await;
+    assert_eq!(status_of(&list, "s0"), Some(1));
+    assert_eq!(status_of(&list, "s1"), Some(1));
+    let s1 = list.iter().find(|m| m["Name"] == "s1").unwrap();
+    assert_eq!(s1["Tags"]["role"], "consul");
+    assert_eq!(s1["Tags"]["port"], second.rpc_addr.port().to_string());
+    assert_eq!(s1["Port"], second.lan.addr.port());
+    let (status, _) = http(first.http_addrs[0], "GET", "/v1/agent/members?wan").await;
+    assert_eq!(status, 200);
+    let (status, body) = http(first.http_addrs[0], "PUT", "/v1/agent/force-leave/nobody").await;
+    assert_eq!(status, 500, "{body}");
 
     // PUT /v1/agent/leave on s1: it is removed from the configuration and its agent stops.
-    let (status, _) = http(second.http_addrs[0], "PUT", "/v1/agent/leave").await;
-    assert_eq!(status, 200);
+    let (status, body) = http(second.http_addrs[0], "PUT", "/v1/agent/leave").await;
+    assert_eq!(status, 200, "{body}");
     tokio::time::timeout(DEADLINE, second.run_until(std::future::pending()))
         .await
         .unwrap()
@@ -334,6 +347,8 @@ async fn retry_join_adds_a_server_and_leave_removes_it() {
         (!first.handle.membership().servers.contains_key(&second_id)).then_some(())
     })
     .await;
+    let left = || async { (status_of(&members(first.http_addrs[0]).await, "s1") == Some(3)).then_some(()) };
+    eventually("s1 left (not failed) in s0's member list", left).await;
     first.run_until(async {}).await.unwrap();
 }
 

@@ -7,6 +7,7 @@
 mod client;
 mod flags;
 mod kv;
+mod members;
 mod ops;
 #[cfg(test)]
 mod tests;
@@ -56,9 +57,14 @@ const USAGE: &str = "Usage: concord [--version] [--help] <command> [<args>]
 
 Available commands are:
     agent          Runs a concord agent
+    force-leave    Forces a member of the cluster to enter the \"left\" state
     info           Provides debugging information for operators.
+    join           Tell a running agent to join the cluster
+    keygen         Generates a new encryption key
+    keyring        Manages gossip layer encryption keys
     kv             Interact with the key-value store
     leave          Gracefully leaves the cluster and shuts down
+    members        Lists the members of a cluster
     operator       Provides cluster-level tools for operators
     version        Prints the concord version";
 
@@ -71,6 +77,11 @@ pub(crate) fn run_with(args: &[String], io: &mut Io<'_>) -> i32 {
         "kv" => kv::run(rest, io),
         "info" => ops::info(rest, io),
         "leave" => ops::leave(rest, io),
+        "members" => members::members(rest, io),
+        "join" => members::join(rest, io),
+        "force-leave" => members::force_leave(rest, io),
+        "keygen" => members::keygen(rest, io),
+        "keyring" => members::keyring(rest, io),
         "operator" => ops::operator(rest, io),
         "version" | "-v" | "-version" | "--version" => ops::version(rest, io),
         "-h" | "-help" | "--help" | "help" => {

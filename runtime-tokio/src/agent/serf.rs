@@ -1,0 +1,226 @@
+//! The agent's gossip pools: the LAN pool every agent joins (servers find each other and clients find
+//! servers through its tags) and, on servers, the WAN pool. Also the `-retry-join` loop and the member
+//! tags Consul puts on each agent (`role`, `dc`, `id`, `port`, `build`, `vsn*`, `expect`, `bootstrap`).
+
+use super::AgentError;
+use crate::config::AgentConfig;
+use crate::gossip::{self, Keyring, PoolHandle, PoolSettings};
+use crate::http::KeyringOp;
+use crate::http::CONSUL_COMPAT_VERSION;
+use crate::rpc::AddressBook;
+use concord_core::gossip::{GossipEvent, GossipTiming, Member, MemberStatus, Tags};
+use concord_core::NodeId;
+use std::net::{IpAddr, SocketAddr};
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::time::Duration;
+
+/// A server as the LAN pool advertises it.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct ServerInfo {
+    pub id: NodeId,
+    pub name: String,
+    /// `ip:port` of its RPC listener.
+    pub rpc_addr: String,
+}
+
+/// Servers of `datacenter` that the pool sees alive, sorted by name.
+pub fn alive_servers(members: &[Member], datacenter: &str) -> Vec<ServerInfo> {
+    members
+        .iter()
+        .filter(|m| m.status == MemberStatus::Alive)
+        .filter(|m| m.tags.get("role").map(String::as_str) == Some("consul"))
+        .filter(|m| m.tags.get("dc").map(String::as_str) == Some(datacenter))
+        .filter_map(|m| {
+            let id = m.tags.get("id")?.parse().ok()?;
+            let port: u16 = m.tags.get("port")?.parse().ok()?;
+            Some(ServerInfo {
+                id,
+                name: m.name.clone(),
+                rpc_addr: SocketAddr::new(m.addr.ip(), port).to_string(),
+            })
+        })
+        .collect()
+}
+
+/// Consul's serf tags for this agent.
+pub fn tags(config: &AgentConfig, id: NodeId, rpc_port: u16, wan: bool) -> Tags {
+    let mut tags = Tags::new();
+    let mut put = |k: &str, v: String| {
+        tags.insert(k.to_string(), v);
+    };
+    let server = config.server || config.dev;
+    put("role", if server { "consul" } else { "node" }.into());
+    put("dc", config.datacenter.clone());
+    put("id", id.to_string());
+    put("segment", String::new());
+    put("vsn", "2".into());
+    put("vsn_min", "2".into());
+    put("vsn_max", "3".into());
+    put(
+        "build",
+        format!("{CONSUL_COMPAT_VERSION}:concord-{}", env!("CARGO_PKG_VERSION")),
+    );
+    if server {
+        put("port", rpc_port.to_string());
+        put("raft_vsn", "3".into());
+        if config.bootstrap || config.dev {
+            put("bootstrap", "1".into());
+        }
+        if let Some(n) = config.bootstrap_expect {
+            put("expect", n.to_string());
+        }
+        if !wan {
+            put("wan_join_port", config.ports.serf_wan.to_string());
+        }
+    }
+    tags
+}
+
+fn timing(config: &AgentConfig, wan: bool) -> GossipTiming {
+    match (config.dev, wan) {
+        (true, _) => GossipTiming::dev(),
+        (false, false) => GossipTiming::lan(),
+        (false, true) => GossipTiming::wan(),
+    }
+}
+
+fn keyring_path(config: &AgentConfig, wan: bool) -> Option<PathBuf> {
+    let dir = if config.dev { None } else { config.data_dir.clone() }?;
+    Some(
+        dir.join("serf")
+            .join(if wan { "remote.keyring" } else { "local.keyring" }),
+    )
+}
+
+/// Start one pool (LAN, or WAN with `wan`) on `bind_ip:port`.
+pub async fn start_pool(
+    config: &AgentConfig,
+    id: NodeId,
+    advertise: IpAddr,
+    rpc_port: u16,
+    wan: bool,
+    stop: impl std::future::Future<Output = ()> + Send + 'static,
+) -> Result<PoolHandle, AgentError> {
+    let (keyring, ignored) = Keyring::load_or_init(keyring_path(config, wan), config.encrypt.as_deref())
+        .map_err(|e| AgentError::Config(e.to_string()))?;
+    if ignored {
+        tracing::warn!(target: "agent",
+            "WARNING: the -encrypt key is ignored: a keyring file exists in the data dir (it wins after the first start)");
+    }
+    let port = if wan {
+        config.ports.serf_wan
+    } else {
+        config.ports.serf_lan
+    };
+    let settings = PoolSettings {
+        pool: if wan { "wan" } else { "lan" },
+        name: if wan {
+            format!("{}.{}", config.node_name, config.datacenter)
+        } else {
+            config.node_name.clone()
+        },
+        bind: SocketAddr::new(config.bind_addr, port),
+        advertise,
+        tags: tags(config, id, rpc_port, wan),
+        timing: timing(config, wan),
+        keyring: keyring.map(Arc::new),
+        seed: super::identity::random_seed(),
+    };
+    let bind = settings.bind;
+    let (pool, _task) = gossip::start(settings, stop).await.map_err(|err| AgentError::Listen {
+        what: if wan { "serf WAN" } else { "serf LAN" },
+        addr: bind,
+        err,
+    })?;
+    Ok(pool)
+}
+
+/// Keep the address book in step with the servers the LAN pool sees (servers use it for bootstrap and
+/// joining, clients to forward requests). Ends when the pool does.
+pub async fn feed_address_book(pool: PoolHandle, book: Arc<AddressBook>, datacenter: String) {
+    let mut members = pool.subscribe_members();
+    loop {
+        let current = members.borrow_and_update().clone();
+        for s in alive_servers(&current, &datacenter) {
+            book.learn(s.id, &s.name, &s.rpc_addr);
+        }
+        if members.changed().await.is_err() {
+            return;
+        }
+    }
+}
+
+/// `-retry-join`: join through the given addresses until one answers, retrying every `interval`
+/// (at most every second until the first success, as the agent did before).
+pub async fn retry_join(
+    pool: PoolHandle,
+    addrs: Vec<String>,
+    default_port: u16,
+    interval: Duration,
+    what: &'static str,
+) {
+    if addrs.is_empty() {
+        return;
+    }
+    loop {
+        match pool.join(&addrs, default_port).await {
+            Ok(n) => {
+                tracing::info!(target: "agent", "Join {what} completed. Synced with {n} initial agents");
+                return;
+            }
+            Err(e) => {
+                let wait = interval.min(Duration::from_secs(1));
+                tracing::warn!(target: "agent", "Join {what} failed: {e}, retrying in {wait:?}");
+                tokio::time::sleep(wait).await;
+            }
+        }
+    }
+}
+
+/// The user event that carries keyring changes to every member (Consul uses serf queries; gossip is
+/// encrypted with the current primary key, so the new key never travels in clear).
+pub const KEYRING_EVENT: &str = "concord-keyring";
+
+pub fn keyring_event(op: &KeyringOp) -> Option<Vec<u8>> {
+    let (verb, key) = match op {
+        KeyringOp::List => return None,
+        KeyringOp::Install(k) => ("install", k),
+        KeyringOp::Use(k) => ("use", k),
+        KeyringOp::Remove(k) => ("remove", k),
+    };
+    Some(format!("{verb}:{key}").into_bytes())
+}
+
+/// Apply keyring changes other members broadcast. Ends when the pool does.
+pub async fn apply_keyring_events(pool: PoolHandle) {
+    let Some(ring) = pool.keyring.clone() else { return };
+    let mut events = pool.subscribe();
+    loop {
+        let received = tokio::select! {
+            r = events.recv() => r,
+            _ = pool.closed() => return,
+        };
+        let ev = match received {
+            Ok(ev) => ev,
+            Err(tokio::sync::broadcast::error::RecvError::Lagged(_)) => continue,
+            Err(_) => return,
+        };
+        let GossipEvent::User { name, payload, .. } = ev else {
+            continue;
+        };
+        if name != KEYRING_EVENT {
+            continue;
+        }
+        let text = String::from_utf8_lossy(&payload);
+        let result = match text.split_once(':') {
+            Some(("install", k)) => ring.install(k),
+            Some(("use", k)) => ring.use_key(k),
+            Some(("remove", k)) => ring.remove(k),
+            _ => continue,
+        };
+        if let Err(e) = result {
+            tracing::warn!(target: "agent", "keyring change from the cluster not applied: {e}");
+        }
+    }
+}
