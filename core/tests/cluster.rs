@@ -446,3 +446,17 @@ fn a_leader_that_removes_itself_steps_down_and_the_rest_carry_on() {
     let r = c.request(new, put("k", "v"));
     assert!(written(&c.wait_reply(r, Duration::from_secs(2))));
 }
+
+#[test]
+fn a_write_sent_to_a_follower_just_after_the_leader_dies_succeeds_once_a_new_leader_exists() {
+    let mut c = started(13, 3, Faults::default());
+    let leader = c.leader().expect("leader");
+    let follower = c.ids().into_iter().find(|id| *id != leader).expect("follower");
+    c.crash(leader);
+    // The follower still believes in the dead leader: its forward is refused, parked, and retried.
+    let r = c.request(follower, put("during-election", "1"));
+    let resp = c.wait_reply(r, Duration::from_secs(5));
+    assert!(written(&resp), "got {resp:?}");
+    let new = c.leader().expect("new leader");
+    assert_ne!(new, leader);
+}

@@ -51,6 +51,8 @@ pub(crate) enum Timer {
     Forward(u64),
     Read(u64),
     WaitLeader(u64),
+    /// Try a parked request again (its leader was unreachable).
+    Retry(u64),
     Watch(ReqId),
 }
 
@@ -59,17 +61,21 @@ pub(crate) struct Pending {
     /// Proposed entries by index: who asked, and the term they were proposed in.
     pub(crate) writes: BTreeMap<Index, (Origin, u64)>,
     /// Requests forwarded to the leader, by forward id.
-    forwards: BTreeMap<u64, ReqId>,
+    /// Kept until answered, so an undelivered one can be re-routed before its deadline.
+    forwards: BTreeMap<u64, (ReqId, Request, Instant)>,
     reads: BTreeMap<u64, PendingRead>,
     /// Local reads with a read index, waiting for the state machine to apply up to it.
     apply_waiters: BTreeMap<Index, Vec<ReadSpec>>,
     /// Requests that arrived while no leader was known.
-    wait_leader: BTreeMap<u64, (ReqId, Request)>,
+    /// (With their deadlines; re-dispatched when a leader becomes known or on a retry timer.)
+    wait_leader: BTreeMap<u64, (ReqId, Request, Instant)>,
     /// Parked blocking queries and their deadlines.
     watches: BTreeMap<ReqId, (ReadSpec, Instant)>,
     /// Forwarded request ids already seen per follower, so a duplicated message is not applied twice.
     seen: BTreeMap<NodeId, BTreeSet<u64>>,
     next_id: u64,
+    /// While re-routing a parked request: its original deadline, so retries never extend it.
+    redispatch_deadline: Option<Instant>,
 }
 
 impl Pending {
@@ -102,7 +108,9 @@ impl Node {
     }
 
     fn request_deadline(&self, now: Instant) -> Instant {
-        now + self.config.limits.request_timeout
+        self.pending
+            .redispatch_deadline
+            .unwrap_or(now + self.config.limits.request_timeout)
     }
 
     pub(super) fn request(&mut self, now: Instant, origin: Origin, req: Request, out: &mut Vec<Effect>) {
@@ -288,25 +296,69 @@ impl Node {
         match self.raft.leader.filter(|l| *l != self.config.id) {
             Some(leader) => {
                 let id = self.pending.id();
-                self.pending.forwards.insert(id, req_id);
-                self.timer(self.request_deadline(now), Timer::Forward(id));
+                let deadline = self.request_deadline(now);
+                self.pending.forwards.insert(id, (req_id, req.clone(), deadline));
+                self.timer(deadline, Timer::Forward(id));
                 out.push(Effect::Send {
                     to: leader,
                     msg: PeerMessage::Forward { id, req },
                 });
             }
-            None => {
-                let id = self.pending.id();
-                self.pending.wait_leader.insert(id, (req_id, req));
-                self.timer(self.request_deadline(now), Timer::WaitLeader(id));
+            None => self.park_for_leader(now, req_id, req, None),
+        }
+    }
+
+    /// Wait for a leader (re-dispatched when one becomes known), and with `retry_at` also try again then.
+    fn park_for_leader(&mut self, now: Instant, req_id: ReqId, req: Request, retry_at: Option<Instant>) {
+        let id = self.pending.id();
+        let deadline = self.request_deadline(now);
+        self.pending.wait_leader.insert(id, (req_id, req, deadline));
+        self.timer(deadline, Timer::WaitLeader(id));
+        if let Some(at) = retry_at {
+            self.timer(at.min(deadline), Timer::Retry(id));
+        }
+    }
+
+    /// Route a parked request again, under its original deadline.
+    fn redispatch(&mut self, now: Instant, id: u64, out: &mut Vec<Effect>) {
+        if let Some((req_id, req, deadline)) = self.pending.wait_leader.remove(&id) {
+            self.pending.redispatch_deadline = Some(deadline);
+            self.request(now, Origin::Local(req_id), req, out);
+            self.pending.redispatch_deadline = None;
+        }
+    }
+
+    /// The transport never handed `msg` to its peer: re-route what was waiting on it. (A message that may
+    /// have been delivered is never re-sent: the leader might have applied it.)
+    pub(super) fn undelivered(&mut self, now: Instant, msg: PeerMessage) {
+        let retry_at = now + self.config.raft.heartbeat_interval;
+        match msg {
+            PeerMessage::Forward { id, .. } => {
+                if let Some((req_id, req, deadline)) = self.pending.forwards.remove(&id) {
+                    self.pending.redispatch_deadline = Some(deadline);
+                    self.park_for_leader(now, req_id, req, Some(retry_at));
+                    self.pending.redispatch_deadline = None;
+                }
             }
+            PeerMessage::ReadIndex { id, .. } => {
+                if let Some(PendingRead::Local(spec)) = self.pending.reads.remove(&id) {
+                    let req = Request::KvRead {
+                        query: spec.query,
+                        mode: spec.mode,
+                        block: spec.block,
+                    };
+                    self.park_for_leader(now, spec.req_id, req, Some(retry_at));
+                }
+            }
+            _ => {}
         }
     }
 
     /// A leader became known: send it everything that was waiting for one.
     pub(super) fn leader_known(&mut self, now: Instant, out: &mut Vec<Effect>) {
-        for (_, (req_id, req)) in std::mem::take(&mut self.pending.wait_leader) {
-            self.request(now, Origin::Local(req_id), req, out);
+        let ids: Vec<u64> = self.pending.wait_leader.keys().copied().collect();
+        for id in ids {
+            self.redispatch(now, id, out);
         }
     }
 
@@ -322,7 +374,7 @@ impl Node {
     }
 
     pub(super) fn forward_reply(&mut self, id: u64, resp: Response, out: &mut Vec<Effect>) {
-        if let Some(req_id) = self.pending.forwards.remove(&id) {
+        if let Some((req_id, _, _)) = self.pending.forwards.remove(&id) {
             out.push(Effect::Reply { req_id, resp });
         }
     }
@@ -368,9 +420,7 @@ impl Node {
                     mode: spec.mode,
                     block: spec.block,
                 };
-                let id = self.pending.id();
-                self.pending.wait_leader.insert(id, (spec.req_id, req));
-                self.timer(self.request_deadline(now), Timer::WaitLeader(id));
+                self.park_for_leader(now, spec.req_id, req, None);
             }
         }
     }
@@ -555,7 +605,7 @@ impl Node {
                     }
                 }
                 Timer::Forward(id) => {
-                    if let Some(req_id) = self.pending.forwards.remove(&id) {
+                    if let Some((req_id, _, _)) = self.pending.forwards.remove(&id) {
                         out.push(Effect::Reply {
                             req_id,
                             resp: Response::Error(ApiError::Timeout),
@@ -569,8 +619,9 @@ impl Node {
                     }),
                     Some(PendingRead::Remote { .. }) | None => {}
                 },
+                Timer::Retry(id) => self.redispatch(now, id, out),
                 Timer::WaitLeader(id) => {
-                    if let Some((req_id, _)) = self.pending.wait_leader.remove(&id) {
+                    if let Some((req_id, _, _)) = self.pending.wait_leader.remove(&id) {
                         out.push(Effect::Reply {
                             req_id,
                             resp: Response::Error(ApiError::NoLeader),
@@ -602,7 +653,7 @@ impl Node {
                 reply(req_id);
             }
         }
-        pending.forwards.into_values().for_each(&mut reply);
+        pending.forwards.into_values().for_each(|(req_id, _, _)| reply(req_id));
         for read in pending.reads.into_values() {
             if let PendingRead::Local(spec) = read {
                 reply(spec.req_id);
@@ -613,7 +664,10 @@ impl Node {
             .into_values()
             .flatten()
             .for_each(|s| reply(s.req_id));
-        pending.wait_leader.into_values().for_each(|(req_id, _)| reply(req_id));
+        pending
+            .wait_leader
+            .into_values()
+            .for_each(|(req_id, _, _)| reply(req_id));
         pending.watches.into_keys().for_each(&mut reply);
         self.watches = Default::default();
         self.deadlines.clear();

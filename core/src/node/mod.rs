@@ -57,8 +57,12 @@ pub enum Input {
     /// Storage failed; the node stops taking part (the runtime should exit or restart it).
     PersistFailed,
     /// The transport could not reach `peer`.
-    Unreachable {
-        peer: NodeId,
+    /// The transport could not deliver `msg` to `to` and knows it was never handed to the peer (no
+    /// connection). Forwarded requests and read-index requests are re-routed; anything else is ignored
+    /// (Raft retries on its own).
+    Undelivered {
+        to: NodeId,
+        msg: PeerMessage,
     },
     /// The client behind `req_id` went away (e.g. an HTTP blocking query's connection closed).
     Cancel {
@@ -297,8 +301,22 @@ impl Node {
     }
 
     pub fn handle(&mut self, now: Instant, input: Input, out: &mut Vec<Effect>) {
+        self.handle_batch(now, std::iter::once(input), out);
+    }
+
+    /// Handle several inputs that arrived together, as one step: the effects are those of handling them
+    /// one by one, except that replication and persistence are batched — one append per follower and one
+    /// persist for the whole batch. Runtimes that drain their queues should prefer this.
+    pub fn handle_batch(&mut self, now: Instant, inputs: impl IntoIterator<Item = Input>, out: &mut Vec<Effect>) {
         let now = now.max(self.now);
         self.now = now;
+        for input in inputs {
+            self.handle_one(now, input, out);
+        }
+        self.after_step(now, out);
+    }
+
+    fn handle_one(&mut self, now: Instant, input: Input, out: &mut Vec<Effect>) {
         match input {
             Input::Tick => {
                 self.raft.tick(now);
@@ -308,10 +326,9 @@ impl Node {
             Input::Client { req_id, req } => self.request(now, Origin::Local(req_id), req, out),
             Input::Persisted { up_to } => self.raft.persisted(now, up_to),
             Input::PersistFailed => self.storage_failed(out),
-            Input::Unreachable { .. } => {}
+            Input::Undelivered { msg, .. } => self.undelivered(now, msg),
             Input::Cancel { req_id } => self.cancel(req_id),
         }
-        self.after_step(now, out);
     }
 
     pub fn next_deadline(&self) -> Option<Instant> {
@@ -382,7 +399,7 @@ impl Node {
         self.release_apply_waiters(now, out);
         self.maybe_snapshot();
         self.report_changes(now, out);
-        if let Some((seq, ops)) = self.raft.flush() {
+        if let Some((seq, ops)) = self.raft.flush(now) {
             out.push(Effect::Persist { seq, ops });
         }
         for (to, msg) in self.raft.out.msgs.drain(..) {

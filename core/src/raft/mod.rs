@@ -49,6 +49,8 @@ pub(crate) struct Progress {
     pub(crate) matched_at_last_heartbeat: Index,
     pub(crate) acked_round: u64,
     pub(crate) last_ack: Option<Instant>,
+    /// The commit index last sent to this follower.
+    pub(crate) sent_commit: Index,
     /// An InstallSnapshot transfer in progress: bytes the follower holds, and whether a chunk is in flight.
     pub(crate) snapshot: Option<SnapshotSend>,
 }
@@ -71,6 +73,7 @@ impl Progress {
             matched_at_last_heartbeat: 0,
             acked_round: 0,
             last_ack: None,
+            sent_commit: 0,
             snapshot: None,
         }
     }
@@ -130,6 +133,8 @@ pub(crate) struct Raft {
     pub(crate) round_sent: VecDeque<(u64, Instant)>,
     pub(crate) reads: read::ReadQueue,
     pub(crate) transfer: Option<(NodeId, Instant)>,
+    /// Followers to replicate to at the end of the step (see `replicate_dirty`).
+    pub(crate) dirty: std::collections::BTreeSet<NodeId>,
 
     // Follower: a snapshot being received in chunks.
     pub(crate) incoming: Option<(SnapshotMeta, Vec<u8>)>,
@@ -189,6 +194,7 @@ impl Raft {
             round_sent: VecDeque::new(),
             reads: read::ReadQueue::default(),
             transfer: None,
+            dirty: Default::default(),
             incoming: None,
             issued_seq: 0,
             durable_seq: 0,
@@ -237,7 +243,8 @@ impl Raft {
 
     /// End of a step: issue the step's ops as one persist batch and tag held messages with the newest seq.
     /// Returns the batch for `Effect::Persist`.
-    pub(crate) fn flush(&mut self) -> Option<(u64, Vec<PersistOp>)> {
+    pub(crate) fn flush(&mut self, now: Instant) -> Option<(u64, Vec<PersistOp>)> {
+        self.replicate_dirty(now);
         let mut batch = None;
         if !self.out.ops.is_empty() {
             self.issued_seq += 1;

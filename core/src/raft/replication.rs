@@ -269,7 +269,7 @@ impl Raft {
         self.maybe_commit(now);
         self.read_acked(now);
         if self.role == Role::Leader {
-            self.send_append(now, from, false);
+            self.dirty.insert(from);
             self.maybe_send_timeout_now(from);
         }
     }
@@ -317,11 +317,8 @@ impl Raft {
                 self.become_follower(_now, term, None);
                 return;
             }
-            // Tell followers promptly (they apply on the next append).
-            let peers: Vec<NodeId> = self.progress.keys().copied().collect();
-            for peer in peers {
-                self.send_append(_now, peer, false);
-            }
+            // Tell followers at the end of this step (they apply once they learn the commit index).
+            self.mark_all_dirty();
         }
     }
 
@@ -363,6 +360,7 @@ impl Raft {
             let p = self.progress.get_mut(&peer).expect("checked above");
             p.inflight.push_back(end);
             p.next = end + 1;
+            p.sent_commit = commit;
             self.send(peer, msg);
             sent = true;
         }
@@ -379,6 +377,9 @@ impl Raft {
                 return;
             };
             let commit = commit.min(prev_index);
+            if let Some(p) = self.progress.get_mut(&peer) {
+                p.sent_commit = p.sent_commit.max(commit);
+            }
             self.send(
                 peer,
                 Message::Append {
@@ -504,7 +505,7 @@ impl Raft {
         self.maybe_commit(now);
         self.read_acked(now);
         if self.role == Role::Leader {
-            self.send_append(now, from, false);
+            self.dirty.insert(from);
         }
     }
 
@@ -614,10 +615,7 @@ impl Raft {
         }
         self.progress.retain(|id, _| membership.servers.contains_key(id));
         let index = self.append_local(Payload::Config(membership));
-        let peers: Vec<NodeId> = self.progress.keys().copied().collect();
-        for peer in peers {
-            self.send_append(now, peer, false);
-        }
+        self.mark_all_dirty();
         self.maybe_commit(now);
         index
     }
@@ -628,11 +626,25 @@ impl Raft {
             return None;
         }
         let index = self.append_local(payload);
-        let peers: Vec<NodeId> = self.progress.keys().copied().collect();
-        for peer in peers {
-            self.send_append(now, peer, false);
-        }
+        self.mark_all_dirty();
         self.maybe_commit(now);
         Some(index)
+    }
+
+    pub(crate) fn mark_all_dirty(&mut self) {
+        self.dirty.extend(self.progress.keys().copied());
+    }
+
+    /// Replicate to every peer marked during this step: one append per peer carries every entry proposed
+    /// and the commit index reached in the step (batching many proposals into one message per peer).
+    pub(crate) fn replicate_dirty(&mut self, now: Instant) {
+        if self.role != Role::Leader {
+            self.dirty.clear();
+            return;
+        }
+        for peer in std::mem::take(&mut self.dirty) {
+            let stale_commit = self.progress.get(&peer).is_some_and(|p| p.sent_commit < self.commit);
+            self.send_append(now, peer, stale_commit);
+        }
     }
 }

@@ -71,9 +71,26 @@ impl Disk {
 
 #[derive(Debug, Clone)]
 enum Ev {
-    Deliver { to: NodeId, from: NodeId, msg: PeerMessage },
-    Synced { node: NodeId, epoch: u64, seq: u64 },
-    Tick { node: NodeId, epoch: u64 },
+    Deliver {
+        to: NodeId,
+        from: NodeId,
+        msg: PeerMessage,
+    },
+    Synced {
+        node: NodeId,
+        epoch: u64,
+        seq: u64,
+    },
+    Tick {
+        node: NodeId,
+        epoch: u64,
+    },
+    /// `msg` from `to` to `from` could not be delivered (told back to its sender `to`).
+    Undelivered {
+        to: NodeId,
+        from: NodeId,
+        msg: PeerMessage,
+    },
 }
 
 pub struct SimNode {
@@ -274,6 +291,19 @@ impl Cluster {
     }
 
     fn send(&mut self, from: NodeId, to: NodeId, msg: PeerMessage) {
+        if self.nodes.get(&to).is_some_and(|n| n.node.is_none()) {
+            // A crashed process refuses connections: the sender learns the message was never delivered.
+            let at = self.now + self.faults.min_delay;
+            self.schedule(
+                at,
+                Ev::Undelivered {
+                    to: from,
+                    from: to,
+                    msg,
+                },
+            );
+            return;
+        }
         if self.cut.contains(&(from, to)) || self.rng.gen_bool(self.faults.loss) {
             return;
         }
@@ -322,6 +352,7 @@ impl Cluster {
                     }
                     self.input(node, Input::Persisted { up_to: seq });
                 }
+                Ev::Undelivered { to, from, msg } => self.input(to, Input::Undelivered { to: from, msg }),
                 Ev::Tick { node, epoch } => {
                     if self.nodes.get(&node).is_some_and(|n| n.epoch == epoch) {
                         self.input(node, Input::Tick);

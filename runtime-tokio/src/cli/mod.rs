@@ -88,7 +88,7 @@ pub(crate) fn run_with(args: &[String], io: &mut Io<'_>) -> i32 {
             io.info(USAGE);
             0
         }
-        other => io.error(format!("Unknown command: {other:?}\n\n{USAGE}")),
+        other => io.error(format!("Unknown command: {other:?} (run 'concord -help' for the list)")),
     }
 }
 
@@ -117,7 +117,8 @@ pub(crate) fn parse_flags(fs: &mut FlagSet, args: &[String], help: &str, io: &mu
             Err(0)
         }
         Err(FlagError::Bad(msg)) => {
-            let _ = writeln!(io.err, "{msg}\n\n{}\n{}", help.trim(), fs.usage());
+            // One line, with where to look next (Go's flag package would dump the whole usage here).
+            let _ = writeln!(io.err, "{msg} (run with -help for usage)");
             Err(1)
         }
     }
@@ -130,7 +131,7 @@ pub(crate) fn group_usage(io: &mut Io<'_>, args: &[String], usage: &str) -> i32 
             io.info(usage);
             0
         }
-        Some(other) => io.error(format!("Unknown subcommand: {other:?}\n\n{usage}")),
+        Some(other) => io.error(format!("Unknown subcommand: {other:?} (run with -help for the list)")),
         None => io.error(usage),
     }
 }

@@ -401,7 +401,10 @@ fn errors_are_one_line_on_stderr() {
     );
     assert_eq!(err.lines().count(), 1);
     let r = run(&s, &["kv", "get", "-nope", "x"]);
-    assert!(failed(&r).starts_with("flag provided but not defined: -nope\n"));
+    assert_eq!(
+        failed(&r),
+        "flag provided but not defined: -nope (run with -help for usage)\n"
+    );
     let r = run(&s, &["kv", "get", "-h"]);
     assert_eq!(r.code, 0);
     assert!(r.out.starts_with("Usage: concord kv get"));

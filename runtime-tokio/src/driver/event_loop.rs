@@ -88,6 +88,7 @@ enum Wake {
     Client(ClientCall),
     Control(Control),
     Persisted(Result<u64, StorageError>),
+    Undelivered(NodeId, PeerMessage),
     PeerClosed,
     ClientClosed,
     ControlClosed,
@@ -171,6 +172,7 @@ impl<C: Clock, T: Transport> Driver<C, T> {
             _ = sleep_until(&self.clock, deadline) => Wake::Tick,
             m = self.peer_rx.recv(), if self.open.peer => m.map_or(Wake::PeerClosed, |(from, msg)| Wake::Peer(from, msg)),
             c = self.client_rx.recv(), if self.open.client => c.map_or(Wake::ClientClosed, Wake::Client),
+            (to, msg) = self.transport.undelivered() => Wake::Undelivered(to, msg),
         }
     }
 
@@ -213,6 +215,7 @@ impl<C: Clock, T: Transport> Driver<C, T> {
         match wake {
             Wake::Tick => {} // `step` ticks whenever a deadline is due.
             Wake::Peer(from, msg) => self.inputs.push(Input::Peer { from, msg }),
+            Wake::Undelivered(to, msg) => self.inputs.push(Input::Undelivered { to, msg }),
             Wake::Client(ClientCall { req_id, req, reply }) => {
                 if reply.is_closed() {
                     // The caller left while the request was queued; its cancel may already have been
@@ -253,8 +256,9 @@ impl<C: Clock, T: Transport> Driver<C, T> {
     /// the effects and send the storage batch.
     fn step(&mut self, now: Instant) {
         let mut inputs = std::mem::take(&mut self.inputs);
-        for input in inputs.drain(..) {
-            self.node.handle(now, input, &mut self.effects);
+        if !inputs.is_empty() {
+            // One step for the whole drain: one append per follower and one persist batch.
+            self.node.handle_batch(now, inputs.drain(..), &mut self.effects);
         }
         self.inputs = inputs;
         if self.node.next_deadline().is_some_and(|d| d <= now) {

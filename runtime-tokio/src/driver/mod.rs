@@ -35,6 +35,12 @@ pub trait Transport: Send + 'static {
     fn send(&mut self, to: NodeId, msg: PeerMessage);
     /// The servers and their addresses changed.
     fn set_membership(&mut self, membership: &Membership);
+    /// The next message the transport knows it never handed to its peer (no connection could be made).
+    /// The driver feeds it back as `Input::Undelivered` so forwarded requests are re-routed instead of
+    /// timing out. Must be cancel-safe. The default never yields.
+    fn undelivered(&mut self) -> impl Future<Output = (NodeId, PeerMessage)> + Send {
+        std::future::pending()
+    }
 }
 
 #[derive(Debug, thiserror::Error)]

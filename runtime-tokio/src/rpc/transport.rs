@@ -28,15 +28,28 @@ pub struct TcpTransport {
     book: Arc<AddressBook>,
     max_frame: usize,
     links: HashMap<NodeId, mpsc::Sender<Frame>>,
+    undelivered_tx: mpsc::UnboundedSender<(NodeId, PeerMessage)>,
+    undelivered_rx: mpsc::UnboundedReceiver<(NodeId, PeerMessage)>,
+}
+
+/// Report a frame that was never handed to its peer, if the node can act on it (a forwarded request or
+/// a read-index request can be re-routed; Raft messages are simply retried by Raft).
+fn report_undelivered(tx: &mpsc::UnboundedSender<(NodeId, PeerMessage)>, to: NodeId, frame: Frame) {
+    if let Frame::Peer(msg @ (PeerMessage::Forward { .. } | PeerMessage::ReadIndex { .. })) = frame {
+        let _ = tx.send((to, msg));
+    }
 }
 
 impl TcpTransport {
     /// Must be created inside a tokio runtime: peer tasks are spawned on first use.
     pub fn new(book: Arc<AddressBook>, max_frame: usize) -> Self {
+        let (undelivered_tx, undelivered_rx) = mpsc::unbounded_channel();
         TcpTransport {
             book,
             max_frame,
             links: HashMap::new(),
+            undelivered_tx,
+            undelivered_rx,
         }
     }
 
@@ -53,7 +66,13 @@ impl TcpTransport {
             return false;
         }
         let (tx, rx) = mpsc::channel(PEER_QUEUE);
-        tokio::spawn(run_link(to, self.book.clone(), rx, self.max_frame));
+        tokio::spawn(run_link(
+            to,
+            self.book.clone(),
+            rx,
+            self.max_frame,
+            self.undelivered_tx.clone(),
+        ));
         self.links.insert(to, tx);
         true
     }
@@ -67,10 +86,23 @@ impl Transport for TcpTransport {
         if !self.ensure_link(to) {
             tracing::debug!(target: "agent.server.rpc", "no address for server {to}; message dropped");
             self.book.count_dropped();
+            report_undelivered(&self.undelivered_tx, to, Frame::Peer(msg));
             return;
         }
-        if self.links[&to].try_send(Frame::Peer(msg)).is_err() {
+        if let Err(e) = self.links[&to].try_send(Frame::Peer(msg)) {
             self.book.count_dropped();
+            let frame = match e {
+                mpsc::error::TrySendError::Full(f) | mpsc::error::TrySendError::Closed(f) => f,
+            };
+            report_undelivered(&self.undelivered_tx, to, frame);
+        }
+    }
+
+    async fn undelivered(&mut self) -> (NodeId, PeerMessage) {
+        match self.undelivered_rx.recv().await {
+            Some(m) => m,
+            // We hold a sender ourselves, so this never happens; never yield rather than spin.
+            None => std::future::pending().await,
         }
     }
 
@@ -82,7 +114,11 @@ impl Transport for TcpTransport {
 }
 
 /// Dial `to` at its current address, introduce ourselves, and check the other side is who we expect.
-async fn connect(to: NodeId, book: &AddressBook, max_frame: usize) -> Result<OwnedWriteHalf, RpcError> {
+/// A connection: the write half, and a flag the reader sets when the peer closed it (so the next message
+/// reconnects instead of vanishing into a dead socket's buffer).
+type Conn = (OwnedWriteHalf, Arc<std::sync::atomic::AtomicBool>);
+
+async fn connect(to: NodeId, book: &AddressBook, max_frame: usize) -> Result<Conn, RpcError> {
     let address = book
         .address(to)
         .ok_or_else(|| RpcError::Protocol(format!("no address for {to}")))?;
@@ -109,29 +145,46 @@ async fn connect(to: NodeId, book: &AddressBook, max_frame: usize) -> Result<Own
         _ => return Err(RpcError::Protocol("expected a hello".into())),
     }
     // Nothing else comes back on a transport connection; keep reading only to notice it closing.
+    let closed = Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let flag = closed.clone();
     tokio::spawn(async move {
         let mut sink = [0u8; 512];
         use tokio::io::AsyncReadExt;
         while matches!(rd.read(&mut sink).await, Ok(n) if n > 0) {}
+        flag.store(true, std::sync::atomic::Ordering::Release);
     });
-    Ok(wr)
+    Ok((wr, closed))
 }
 
-async fn run_link(to: NodeId, book: Arc<AddressBook>, mut rx: mpsc::Receiver<Frame>, max_frame: usize) {
-    let mut conn: Option<OwnedWriteHalf> = None;
+async fn run_link(
+    to: NodeId,
+    book: Arc<AddressBook>,
+    mut rx: mpsc::Receiver<Frame>,
+    max_frame: usize,
+    undelivered: mpsc::UnboundedSender<(NodeId, PeerMessage)>,
+) {
+    let mut conn: Option<Conn> = None;
     let mut retry_at = Instant::now();
     let mut backoff = MIN_BACKOFF;
     let mut buf = Vec::new();
     while let Some(first) = rx.recv().await {
+        if conn
+            .as_ref()
+            .is_some_and(|(_, closed)| closed.load(std::sync::atomic::Ordering::Acquire))
+        {
+            tracing::debug!(target: "agent.server.rpc", "server {to} closed the connection");
+            conn = None;
+        }
         if conn.is_none() {
             if Instant::now() < retry_at {
                 book.count_dropped();
+                report_undelivered(&undelivered, to, first);
                 continue;
             }
             match connect(to, &book, max_frame).await {
-                Ok(wr) => {
+                Ok(c) => {
                     tracing::debug!(target: "agent.server.rpc", "connected to server {to}");
-                    conn = Some(wr);
+                    conn = Some(c);
                     backoff = MIN_BACKOFF;
                 }
                 Err(e) => {
@@ -139,14 +192,16 @@ async fn run_link(to: NodeId, book: Arc<AddressBook>, mut rx: mpsc::Receiver<Fra
                     retry_at = Instant::now() + backoff;
                     backoff = (backoff * 2).min(MAX_BACKOFF);
                     book.count_dropped();
-                    while rx.try_recv().is_ok() {
+                    report_undelivered(&undelivered, to, first);
+                    while let Ok(frame) = rx.try_recv() {
                         book.count_dropped();
+                        report_undelivered(&undelivered, to, frame);
                     }
                     continue;
                 }
             }
         }
-        let Some(wr) = conn.as_mut() else { continue };
+        let Some((wr, _)) = conn.as_mut() else { continue };
         encode_batch(&first, &mut rx, &mut buf);
         if let Err(e) = wr.write_all(&buf).await {
             tracing::debug!(target: "agent.server.rpc", "connection to server {to} lost: {e}");
