@@ -541,6 +541,11 @@ impl Agent {
             http_port.to_string(),
             "-server-port".into(),
             server_port.to_string(),
+            // Gossip on any free ports: parallel dev agents share 127.0.0.1.
+            "-serf-lan-port".into(),
+            "0".into(),
+            "-serf-wan-port".into(),
+            "0".into(),
         ];
         let mut server = Server {
             name: "dev".into(),

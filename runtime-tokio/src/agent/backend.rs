@@ -6,7 +6,7 @@ use crate::driver::{DriverExit, DriverHandle};
 use crate::gossip::PoolHandle;
 use crate::http::{AgentSelf, Backend, KeyringOp, KeyringPool};
 use concord_core::api::{Request, Response};
-use concord_core::gossip::{Member, MemberStatus};
+use concord_core::gossip::Member;
 use std::sync::Arc;
 use std::time::Duration;
 use tokio::sync::watch;
@@ -106,38 +106,7 @@ impl Backend for AgentBackend {
         if let Some(wan) = &self.wan {
             pools.push((true, wan));
         }
-        let mut out = Vec::new();
-        for (wan, pool) in pools {
-            let Some(ring) = &pool.keyring else {
-                return Err("Gossip encryption is not enabled on this agent".into());
-            };
-            let result = match &op {
-                KeyringOp::List => Ok(()),
-                KeyringOp::Install(k) => ring.install(k),
-                KeyringOp::Use(k) => ring.use_key(k),
-                KeyringOp::Remove(k) => ring.remove(k),
-            };
-            result.map_err(|e| e.to_string())?;
-            if let Some(payload) = super::serf::keyring_event(&op) {
-                let name = super::serf::KEYRING_EVENT.to_string();
-                pool.input(concord_core::gossip::Input::UserEvent { name, payload })
-                    .await?;
-            }
-            let nodes = pool
-                .members()
-                .iter()
-                .filter(|m| m.status == MemberStatus::Alive)
-                .count();
-            out.push(KeyringPool {
-                wan,
-                datacenter: self.info.datacenter.clone(),
-                segment: String::new(),
-                keys: ring.list().into_iter().map(|k| (k, nodes)).collect(),
-                primary_keys: [(ring.primary(), nodes)].into(),
-                num_nodes: nodes,
-            });
-        }
-        Ok(out)
+        super::serf::keyring_op(&pools, &self.info.datacenter, op).await
     }
 }
 

@@ -5,6 +5,7 @@
 //! storage writer drains and closes the store (releasing the data-dir lock), then `run` returns.
 
 mod backend;
+mod client;
 mod clock;
 mod cluster;
 mod identity;
@@ -14,6 +15,7 @@ pub mod serf;
 mod tests;
 
 pub use backend::AgentBackend;
+pub use client::{ClientAgent, ClientBackend};
 pub use clock::TokioClock;
 pub use identity::single_private_ipv4;
 pub use logging::utc_timestamp;
@@ -71,6 +73,11 @@ pub fn run(config: AgentConfig) -> Result<(), AgentError> {
         .build()
         .map_err(AgentError::Runtime)?;
     runtime.block_on(async {
+        if !config.server && !config.dev {
+            let leave = config.leave_on_terminate || !config.skip_leave_on_interrupt;
+            let agent = ClientAgent::start(config).await?;
+            return agent.run_until(shutdown_signal(), leave).await;
+        }
         let agent = Agent::start(config).await?;
         agent.run_until(shutdown_signal()).await
     })
@@ -128,7 +135,7 @@ impl Agent {
     pub async fn start(config: AgentConfig) -> Result<Agent, AgentError> {
         if !config.server && !config.dev {
             return Err(AgentError::Config(
-                "client agents are not supported yet: run concord agent with -server (or -dev)".into(),
+                "Agent::start runs servers; start a client agent with ClientAgent::start".into(),
             ));
         }
         let advertise = identity::advertise_ip(config.bind_addr, config.advertise_addr)?;

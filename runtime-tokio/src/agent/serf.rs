@@ -5,8 +5,8 @@
 use super::AgentError;
 use crate::config::AgentConfig;
 use crate::gossip::{self, Keyring, PoolHandle, PoolSettings};
-use crate::http::KeyringOp;
 use crate::http::CONSUL_COMPAT_VERSION;
+use crate::http::{KeyringOp, KeyringPool};
 use crate::rpc::AddressBook;
 use concord_core::gossip::{GossipEvent, GossipTiming, Member, MemberStatus, Tags};
 use concord_core::NodeId;
@@ -223,4 +223,45 @@ pub async fn apply_keyring_events(pool: PoolHandle) {
             tracing::warn!(target: "agent", "keyring change from the cluster not applied: {e}");
         }
     }
+}
+
+/// Apply a keyring operation to each pool (`(wan, pool)`), spread it to the cluster, and list the result.
+pub async fn keyring_op(
+    pools: &[(bool, &PoolHandle)],
+    datacenter: &str,
+    op: KeyringOp,
+) -> Result<Vec<KeyringPool>, String> {
+    let mut out = Vec::new();
+    for (wan, pool) in pools {
+        let Some(ring) = &pool.keyring else {
+            return Err("Gossip encryption is not enabled on this agent".into());
+        };
+        let result = match &op {
+            KeyringOp::List => Ok(()),
+            KeyringOp::Install(k) => ring.install(k),
+            KeyringOp::Use(k) => ring.use_key(k),
+            KeyringOp::Remove(k) => ring.remove(k),
+        };
+        result.map_err(|e| e.to_string())?;
+        if let Some(payload) = keyring_event(&op) {
+            let name = KEYRING_EVENT.to_string();
+            pool.input(concord_core::gossip::Input::UserEvent { name, payload })
+                .await?;
+        }
+        // Without serf queries, each member's keyring is not polled: the counts assume the change spread.
+        let nodes = pool
+            .members()
+            .iter()
+            .filter(|m| m.status == MemberStatus::Alive)
+            .count();
+        out.push(KeyringPool {
+            wan: *wan,
+            datacenter: datacenter.to_string(),
+            segment: String::new(),
+            keys: ring.list().into_iter().map(|k| (k, nodes)).collect(),
+            primary_keys: [(ring.primary(), nodes)].into(),
+            num_nodes: nodes,
+        });
+    }
+    Ok(out)
 }

@@ -402,3 +402,69 @@ async fn a_second_agent_on_the_same_data_dir_is_refused() {
     assert!(err.to_string().contains("in use"), "{err}");
     agent.run_until(async {}).await.unwrap();
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_client_agent_finds_the_server_by_gossip_and_forwards_requests() {
+    let dirs: Vec<_> = (0..2).map(|_| tempfile::tempdir().unwrap()).collect();
+    let server = Agent::start(server_config("s0", dirs[0].path(), 0, &strings(&["-bootstrap"])))
+        .await
+        .unwrap();
+    agreed_leader(&[&server]).await;
+    let mut args = strings(&["-node", "c0", "-data-dir", dirs[1].path().to_str().unwrap()]);
+    args.extend(strings(&[
+        "-bind",
+        "127.0.0.1",
+        "-client",
+        "127.0.0.1",
+        "-http-port",
+        "0",
+    ]));
+    args.extend(strings(&[
+        "-serf-lan-port",
+        "0",
+        "-retry-join",
+        &server.lan.addr.to_string(),
+    ]));
+    let client = ClientAgent::start(parse_agent_args(&args).unwrap()).await.unwrap();
+    let http_c = client.http_addrs[0];
+
+    // The client learns the server from gossip, then serves writes and reads through it.
+    eventually("a write through the client", || async {
+        let mut s = tokio::net::TcpStream::connect(http_c).await.unwrap();
+        let req = "PUT /v1/kv/color HTTP/1.1\r\nHost: x\r\nContent-Length: 3\r\nConnection: close\r\n\r\nred";
+        s.write_all(req.as_bytes()).await.unwrap();
+        let mut raw = Vec::new();
+        s.read_to_end(&mut raw).await.unwrap();
+        String::from_utf8_lossy(&raw).contains("\r\n\r\ntrue").then_some(())
+    })
+    .await;
+    assert_eq!(read(&server, "color").await.as_deref(), Some("red"));
+    let (status, body) = http(http_c, "GET", "/v1/kv/color?raw").await;
+    assert_eq!((status, body.as_str()), (200, "red"));
+    let (status, body) = http(http_c, "GET", "/v1/agent/members").await;
+    assert_eq!(status, 200);
+    let list: Vec<serde_json::Value> = serde_json::from_str(&body).unwrap();
+    let roles: Vec<(&str, &str)> = list
+        .iter()
+        .map(|m| (m["Name"].as_str().unwrap(), m["Tags"]["role"].as_str().unwrap()))
+        .collect();
+    assert_eq!(roles, vec![("c0", "node"), ("s0", "consul")]);
+    let (_, body) = http(http_c, "GET", "/v1/agent/self").await;
+    assert!(body.contains("\"known_servers\":\"1\""), "{body}");
+
+    // The client leaves: the server lists it as left (3), not failed.
+    let (status, _) = http(http_c, "PUT", "/v1/agent/leave").await;
+    assert_eq!(status, 200);
+    tokio::time::timeout(DEADLINE, client.run_until(std::future::pending(), true))
+        .await
+        .unwrap()
+        .unwrap();
+    eventually("the client left on the server", || async {
+        let m = server.lan.members();
+        m.iter()
+            .any(|m| m.name == "c0" && m.status == concord_core::gossip::MemberStatus::Left)
+            .then_some(())
+    })
+    .await;
+    server.run_until(async {}).await.unwrap();
+}
