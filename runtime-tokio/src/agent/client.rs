@@ -43,7 +43,14 @@ impl ClientAgent {
         let id = identity::node_id(config.node_id.as_deref(), Some(&dir))?;
         let (stop, _) = watch::channel(false);
         let stop = Arc::new(stop);
-        let lan = serf::start_pool(&config, id, advertise, 0, false, stopped(&stop)).await?;
+        let lan = serf::start_pool(
+            &config,
+            advertise,
+            serf::tags(&config, id, 0, None),
+            false,
+            stopped(&stop),
+        )
+        .await?;
         let book = Arc::new(AddressBook::new(LocalServer {
             id,
             name: config.node_name.clone(),

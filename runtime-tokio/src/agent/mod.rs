@@ -173,8 +173,11 @@ impl Agent {
 
         let (stop, _) = watch::channel(false);
         let stop = Arc::new(stop);
-        let lan = serf::start_pool(&config, id, advertise, rpc_addr.port(), false, stopped(&stop)).await?;
-        let wan = serf::start_pool(&config, id, advertise, rpc_addr.port(), true, stopped(&stop)).await?;
+        let rpc_port = rpc_addr.port();
+        let wan_tags = serf::tags(&config, id, rpc_port, None);
+        let wan = serf::start_pool(&config, advertise, wan_tags, true, stopped(&stop)).await?;
+        let lan_tags = serf::tags(&config, id, rpc_port, Some(wan.addr.port()));
+        let lan = serf::start_pool(&config, advertise, lan_tags, false, stopped(&stop)).await?;
 
         let clock = TokioClock::new();
         let node_config = NodeConfig {
@@ -269,6 +272,24 @@ impl Agent {
             tokio::select! {
                 _ = serf::retry_join(join_lan, join_addrs, join_port, join_every, "LAN") => {}
                 _ = join_stop => {}
+            }
+        });
+        let (wan_join, wan_stop) = (wan.clone(), stopped(&stop));
+        let (wan_addrs, wan_port) = (config.retry_join_wan.clone(), config.ports.serf_wan);
+        tasks.spawn(async move {
+            tokio::select! {
+                _ = serf::retry_join(wan_join, wan_addrs, wan_port, join_every, "WAN") => {}
+                _ = wan_stop => {}
+            }
+        });
+        let (flood_stop, flood) = (
+            stopped(&stop),
+            serf::flood_join_wan(lan.clone(), wan.clone(), config.datacenter.clone()),
+        );
+        tasks.spawn(async move {
+            tokio::select! {
+                _ = flood => {}
+                _ = flood_stop => {}
             }
         });
         let (seen, dc, me) = (lan.clone(), config.datacenter.clone(), config.node_name.clone());

@@ -10,6 +10,7 @@ use crate::http::{KeyringOp, KeyringPool};
 use crate::rpc::AddressBook;
 use concord_core::gossip::{GossipEvent, GossipTiming, Member, MemberStatus, Tags};
 use concord_core::NodeId;
+
 use std::net::{IpAddr, SocketAddr};
 use std::path::PathBuf;
 use std::sync::Arc;
@@ -43,8 +44,8 @@ pub fn alive_servers(members: &[Member], datacenter: &str) -> Vec<ServerInfo> {
         .collect()
 }
 
-/// Consul's serf tags for this agent.
-pub fn tags(config: &AgentConfig, id: NodeId, rpc_port: u16, wan: bool) -> Tags {
+/// Consul's serf tags for this agent. `wan_port`: the WAN pool's actual port (LAN tags of servers).
+pub fn tags(config: &AgentConfig, id: NodeId, rpc_port: u16, wan_port: Option<u16>) -> Tags {
     let mut tags = Tags::new();
     let mut put = |k: &str, v: String| {
         tags.insert(k.to_string(), v);
@@ -70,8 +71,8 @@ pub fn tags(config: &AgentConfig, id: NodeId, rpc_port: u16, wan: bool) -> Tags 
         if let Some(n) = config.bootstrap_expect {
             put("expect", n.to_string());
         }
-        if !wan {
-            put("wan_join_port", config.ports.serf_wan.to_string());
+        if let Some(port) = wan_port {
+            put("wan_join_port", port.to_string());
         }
     }
     tags
@@ -96,9 +97,8 @@ fn keyring_path(config: &AgentConfig, wan: bool) -> Option<PathBuf> {
 /// Start one pool (LAN, or WAN with `wan`) on `bind_ip:port`.
 pub async fn start_pool(
     config: &AgentConfig,
-    id: NodeId,
     advertise: IpAddr,
-    rpc_port: u16,
+    tags: Tags,
     wan: bool,
     stop: impl std::future::Future<Output = ()> + Send + 'static,
 ) -> Result<PoolHandle, AgentError> {
@@ -122,7 +122,7 @@ pub async fn start_pool(
         },
         bind: SocketAddr::new(config.bind_addr, port),
         advertise,
-        tags: tags(config, id, rpc_port, wan),
+        tags,
         timing: timing(config, wan),
         keyring: keyring.map(Arc::new),
         seed: super::identity::random_seed(),
@@ -215,7 +215,8 @@ pub async fn apply_keyring_events(pool: PoolHandle) {
         let text = String::from_utf8_lossy(&payload);
         let result = match text.split_once(':') {
             Some(("install", k)) => ring.install(k),
-            Some(("use", k)) => ring.use_key(k),
+            // "use" carries the key: install it first if its install was missed.
+            Some(("use", k)) => ring.install(k).and_then(|()| ring.use_key(k)),
             Some(("remove", k)) => ring.remove(k),
             _ => continue,
         };
@@ -247,6 +248,9 @@ pub async fn keyring_op(
             let name = KEYRING_EVENT.to_string();
             pool.input(concord_core::gossip::Input::UserEvent { name, payload })
                 .await?;
+            // Answer once the change has been gossiped, so an install is in place before the next step
+            // (use) seals traffic with the new key.
+            pool.flush_broadcasts(Duration::from_secs(10)).await;
         }
         // Without serf queries, each member's keyring is not polled: the counts assume the change spread.
         let nodes = pool
@@ -264,4 +268,47 @@ pub async fn keyring_op(
         });
     }
     Ok(out)
+}
+
+/// Servers of one datacenter join each other's WAN pool on their own (Consul's flood join): every LAN
+/// server whose WAN member is not alive is joined at its `wan_join_port`, at most every 10 s each.
+pub async fn flood_join_wan(lan: PoolHandle, wan: PoolHandle, datacenter: String) {
+    let mut members = lan.subscribe_members();
+    let mut tried: std::collections::BTreeMap<String, tokio::time::Instant> = Default::default();
+    loop {
+        let lan_members = members.borrow_and_update().clone();
+        let wan_members = wan.members();
+        for m in lan_members.iter().filter(|m| m.status == MemberStatus::Alive) {
+            let tag = |k: &str| m.tags.get(k).map(String::as_str);
+            if tag("role") != Some("consul") || tag("dc") != Some(datacenter.as_str()) {
+                continue;
+            }
+            let Some(port) = tag("wan_join_port").and_then(|p| p.parse::<u16>().ok()) else {
+                continue;
+            };
+            let wan_name = format!("{}.{datacenter}", m.name);
+            if wan_members
+                .iter()
+                .any(|w| w.name == wan_name && w.status == MemberStatus::Alive)
+            {
+                continue;
+            }
+            let now = tokio::time::Instant::now();
+            if tried
+                .get(&wan_name)
+                .is_some_and(|t| now.duration_since(*t) < Duration::from_secs(10))
+            {
+                continue;
+            }
+            tried.insert(wan_name, now);
+            let addr = SocketAddr::new(m.addr.ip(), port).to_string();
+            if let Err(e) = wan.join(&[addr], port).await {
+                tracing::debug!(target: "agent", "WAN flood join of {} failed: {e}", m.name);
+            }
+        }
+        tokio::select! {
+            changed = members.changed() => if changed.is_err() { return },
+            _ = tokio::time::sleep(Duration::from_secs(10)) => {}
+        }
+    }
 }

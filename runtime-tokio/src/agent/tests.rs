@@ -216,6 +216,20 @@ async fn three_servers_bootstrap_expect_replicate_and_survive_the_leader() {
     }
     let refs: Vec<&Agent> = agents.iter().collect();
     let leader = agreed_leader(&refs).await;
+    // The servers flood-join each other's WAN pool from what the LAN pool shows.
+    for a in &agents {
+        let wan = a.wan.clone().unwrap();
+        eventually("3 alive WAN members", || async {
+            let alive = wan
+                .members()
+                .iter()
+                .filter(|m| m.status == concord_core::gossip::MemberStatus::Alive)
+                .count();
+            (alive == 3).then_some(())
+        })
+        .await;
+        assert!(wan.members().iter().any(|m| m.name == "s0.dc1"));
+    }
     for a in &agents {
         assert_eq!(
             a.handle.membership().servers.len(),
@@ -467,4 +481,72 @@ async fn a_client_agent_finds_the_server_by_gossip_and_forwards_requests() {
     })
     .await;
     server.run_until(async {}).await.unwrap();
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn gossip_encryption_keeps_out_a_wrong_key_and_rotates_keys_cluster_wide() {
+    let (k1, k2, k3) = (
+        crate::gossip::generate_key(),
+        crate::gossip::generate_key(),
+        crate::gossip::generate_key(),
+    );
+    let dirs: Vec<_> = (0..3).map(|_| tempfile::tempdir().unwrap()).collect();
+    let s0 = Agent::start(server_config(
+        "s0",
+        dirs[0].path(),
+        0,
+        &strings(&["-bootstrap", "-encrypt", &k1]),
+    ))
+    .await
+    .unwrap();
+    let join = |key: &str| strings(&["-encrypt", key, "-retry-join", &s0.lan.addr.to_string()]);
+    let s1 = Agent::start(server_config("s1", dirs[1].path(), 0, &join(&k1)))
+        .await
+        .unwrap();
+    let s2 = Agent::start(server_config("s2", dirs[2].path(), 0, &join(&k2)))
+        .await
+        .unwrap();
+    eventually("s1 in s0's member list", || async {
+        s0.lan.members().iter().any(|m| m.name == "s1").then_some(())
+    })
+    .await;
+    let stored = std::fs::read_to_string(dirs[0].path().join("serf/local.keyring")).unwrap();
+    assert_eq!(stored, format!("[\"{k1}\"]"));
+
+    // Install a key through s0's HTTP API: it reaches s1's keyring by gossip; then make it primary.
+    let http_body = |method: &str, key: &str| {
+        let body = format!("{{\"Key\":\"{key}\"}}");
+        format!("{method} /v1/operator/keyring HTTP/1.1\r\nHost: x\r\nContent-Length: {}\r\nConnection: close\r\n\r\n{body}", body.len())
+    };
+    for req in [http_body("POST", &k3), http_body("PUT", &k3)] {
+        let mut s = tokio::net::TcpStream::connect(s0.http_addrs[0]).await.unwrap();
+        s.write_all(req.as_bytes()).await.unwrap();
+        let mut raw = Vec::new();
+        s.read_to_end(&mut raw).await.unwrap();
+        assert!(
+            String::from_utf8_lossy(&raw).starts_with("HTTP/1.1 200"),
+            "{}",
+            String::from_utf8_lossy(&raw)
+        );
+    }
+    let ring1 = s1.lan.keyring.clone().unwrap();
+    eventually("k3 primary on s1", || async { (ring1.primary() == k3).then_some(()) }).await;
+    let (status, body) = http(s0.http_addrs[0], "GET", "/v1/operator/keyring").await;
+    assert_eq!(status, 200);
+    assert!(body.contains(&k3) && body.contains("\"WAN\":true"), "{body}");
+
+    // Gossip still flows between s0 and s1 under the new primary; s2 (wrong key) never got in.
+    eventually("s1 alive on s0 after rotation", || async {
+        s0.lan
+            .members()
+            .iter()
+            .any(|m| m.name == "s1" && m.status == concord_core::gossip::MemberStatus::Alive)
+            .then_some(())
+    })
+    .await;
+    assert!(!s0.lan.members().iter().any(|m| m.name == "s2"));
+    assert_eq!(s2.lan.members().len(), 1);
+    for a in [s2, s1, s0] {
+        a.run_until(async {}).await.unwrap();
+    }
 }

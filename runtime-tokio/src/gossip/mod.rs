@@ -51,6 +51,9 @@ enum Command {
     Leave {
         reply: oneshot::Sender<()>,
     },
+    QueuedBroadcasts {
+        reply: oneshot::Sender<usize>,
+    },
     Input(Input),
 }
 
@@ -129,6 +132,22 @@ impl PoolHandle {
             prune,
         })
         .await
+    }
+
+    /// Wait until every queued broadcast has been sent its full number of times (or `timeout`): after
+    /// this, a change broadcast just before has reached the cluster with high probability.
+    pub async fn flush_broadcasts(&self, timeout: Duration) {
+        let deadline = tokio::time::Instant::now() + timeout;
+        while tokio::time::Instant::now() < deadline {
+            let (reply, rx) = oneshot::channel();
+            if self.cmd.send(Command::QueuedBroadcasts { reply }).await.is_err() {
+                return;
+            }
+            match rx.await {
+                Ok(0) | Err(_) => return,
+                Ok(_) => tokio::time::sleep(Duration::from_millis(50)).await,
+            }
+        }
     }
 
     pub async fn input(&self, input: Input) -> Result<(), String> {
@@ -272,6 +291,10 @@ impl Pool {
                     Command::Leave { reply } => {
                         self.leave_waiters.push(reply);
                         Input::Leave
+                    }
+                    Command::QueuedBroadcasts { reply } => {
+                        let _ = reply.send(self.gossip.queued_broadcasts());
+                        continue;
                     }
                     Command::Input(input) => input,
                 },
