@@ -85,6 +85,7 @@ impl ClientAgent {
             }
         });
         tasks.spawn(serf::apply_keyring_events(lan.clone()));
+        serf::snapshot_tasks(&mut tasks, &config, &lan, false, stopped(&stop));
         let (join_lan, join_stop) = (lan.clone(), stopped(&stop));
         let (addrs, port, every) = (config.retry_join.clone(), config.ports.serf_lan, config.retry_interval);
         tasks.spawn(async move {

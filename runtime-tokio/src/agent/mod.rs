@@ -274,6 +274,8 @@ impl Agent {
                 _ = join_stop => {}
             }
         });
+        serf::snapshot_tasks(&mut tasks, &config, &lan, false, stopped(&stop));
+        serf::snapshot_tasks(&mut tasks, &config, &wan, true, stopped(&stop));
         let (wan_join, wan_stop) = (wan.clone(), stopped(&stop));
         let (wan_addrs, wan_port) = (config.retry_join_wan.clone(), config.ports.serf_wan);
         tasks.spawn(async move {

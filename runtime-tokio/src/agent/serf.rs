@@ -312,3 +312,121 @@ pub async fn flood_join_wan(lan: PoolHandle, wan: PoolHandle, datacenter: String
         }
     }
 }
+
+/// What a pool remembers across restarts (serf's snapshot): the addresses of the members it last saw
+/// alive, and whether this agent left gracefully.
+#[derive(Debug, Default, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+pub struct Snapshot {
+    pub members: Vec<String>,
+    pub left: bool,
+}
+
+pub fn snapshot_path(config: &AgentConfig, wan: bool) -> Option<PathBuf> {
+    let dir = if config.dev { None } else { config.data_dir.clone() }?;
+    Some(
+        dir.join("serf")
+            .join(if wan { "remote.snapshot" } else { "local.snapshot" }),
+    )
+}
+
+/// The addresses to rejoin at start: those of the snapshot, unless this agent left gracefully and
+/// `-rejoin` is not set.
+pub fn rejoin_addresses(path: Option<&std::path::Path>, rejoin_after_leave: bool) -> Vec<String> {
+    let Some(text) = path.and_then(|p| std::fs::read_to_string(p).ok()) else {
+        return Vec::new();
+    };
+    let Ok(snapshot) = serde_json::from_str::<Snapshot>(&text) else {
+        tracing::warn!(target: "agent", "ignoring an unreadable gossip snapshot");
+        return Vec::new();
+    };
+    if snapshot.left && !rejoin_after_leave {
+        tracing::info!(target: "agent", "this agent left the cluster before; not rejoining (start with -rejoin to rejoin)");
+        return Vec::new();
+    }
+    snapshot.members
+}
+
+/// Keep the snapshot file in step with the member list: at most once a second, except that a leave is
+/// written at once (the agent stops soon after). Ends with the pool.
+pub async fn record_snapshot(pool: PoolHandle, path: PathBuf, me: String) {
+    let mut members = pool.subscribe_members();
+    let mut last = Snapshot::default();
+    let mut last_write: Option<tokio::time::Instant> = None;
+    loop {
+        let current = members.borrow_and_update().clone();
+        let snapshot = Snapshot {
+            members: current
+                .iter()
+                .filter(|m| m.name != me && m.status == MemberStatus::Alive)
+                .map(|m| m.addr.to_string())
+                .collect(),
+            left: current
+                .iter()
+                .any(|m| m.name == me && matches!(m.status, MemberStatus::Leaving | MemberStatus::Left)),
+        };
+        // Never forget peers because they all went away at once (e.g. our own shutdown).
+        let worth = snapshot != last && (!snapshot.members.is_empty() || snapshot.left);
+        let due = snapshot.left != last.left || last_write.is_none_or(|t| t.elapsed() >= Duration::from_secs(1));
+        if worth && due {
+            let text = serde_json::to_string(&snapshot).expect("a snapshot serialises");
+            let tmp = path.with_extension("tmp");
+            if std::fs::write(&tmp, text)
+                .and_then(|()| std::fs::rename(&tmp, &path))
+                .is_err()
+            {
+                tracing::warn!(target: "agent", "cannot write the gossip snapshot {}", path.display());
+            }
+            last = snapshot;
+            last_write = Some(tokio::time::Instant::now());
+            continue;
+        }
+        tokio::select! {
+            changed = members.changed() => if changed.is_err() { return },
+            _ = pool.closed() => return,
+            _ = tokio::time::sleep(Duration::from_secs(1)), if worth => {}
+        }
+    }
+}
+
+/// Start rejoining from the snapshot and recording it (both end with `stop`).
+pub fn snapshot_tasks(
+    tasks: &mut tokio::task::JoinSet<()>,
+    config: &AgentConfig,
+    pool: &PoolHandle,
+    wan: bool,
+    stop: impl std::future::Future<Output = ()> + Send + 'static,
+) {
+    let Some(path) = snapshot_path(config, wan) else { return };
+    if let Some(dir) = path.parent() {
+        let _ = std::fs::create_dir_all(dir);
+    }
+    let addrs = rejoin_addresses(Some(&path), config.rejoin_after_leave);
+    let me = if wan {
+        format!("{}.{}", config.node_name, config.datacenter)
+    } else {
+        config.node_name.clone()
+    };
+    let (pool, port) = (
+        pool.clone(),
+        if wan {
+            config.ports.serf_wan
+        } else {
+            config.ports.serf_lan
+        },
+    );
+    tasks.spawn(async move {
+        let rejoin = async {
+            if !addrs.is_empty() {
+                match pool.join(&addrs, port).await {
+                    Ok(n) => tracing::info!(target: "agent", "rejoined {n} members from the gossip snapshot"),
+                    Err(e) => tracing::warn!(target: "agent", "rejoin from the gossip snapshot failed: {e}"),
+                }
+            }
+            record_snapshot(pool, path, me).await
+        };
+        tokio::select! {
+            _ = rejoin => {}
+            _ = stop => {}
+        }
+    });
+}

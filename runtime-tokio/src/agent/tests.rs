@@ -550,3 +550,69 @@ async fn gossip_encryption_keeps_out_a_wrong_key_and_rotates_keys_cluster_wide()
         a.run_until(async {}).await.unwrap();
     }
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_restarted_agent_rejoins_from_its_snapshot_unless_it_left_without_rejoin() {
+    let dirs: Vec<_> = (0..2).map(|_| tempfile::tempdir().unwrap()).collect();
+    let server = Agent::start(server_config("s0", dirs[0].path(), 0, &strings(&["-bootstrap"])))
+        .await
+        .unwrap();
+    let client_args = |extra: &[&str]| {
+        let mut args = strings(&["-node", "c0", "-data-dir", dirs[1].path().to_str().unwrap()]);
+        args.extend(strings(&[
+            "-bind",
+            "127.0.0.1",
+            "-client",
+            "127.0.0.1",
+            "-http-port",
+            "0",
+            "-serf-lan-port",
+            "0",
+        ]));
+        args.extend(strings(extra));
+        parse_agent_args(&args).unwrap()
+    };
+    let sees_server = |c: &ClientAgent| {
+        c.lan
+            .members()
+            .iter()
+            .any(|m| m.name == "s0" && m.status == concord_core::gossip::MemberStatus::Alive)
+    };
+    let join = server.lan.addr.to_string();
+    let client = ClientAgent::start(client_args(&["-retry-join", &join])).await.unwrap();
+    eventually("c0 sees s0", || async { sees_server(&client).then_some(()) }).await;
+    let snapshot = dirs[1].path().join("serf/local.snapshot");
+    eventually("the snapshot", || async {
+        std::fs::read_to_string(&snapshot).ok().filter(|s| s.contains(&join))
+    })
+    .await;
+    client.run_until(async {}, false).await.unwrap();
+
+    // Restarted without -retry-join: it rejoins the members it knew.
+    let client = ClientAgent::start(client_args(&[])).await.unwrap();
+    eventually("c0 rejoined from its snapshot", || async {
+        sees_server(&client).then_some(())
+    })
+    .await;
+    let (status, _) = http(client.http_addrs[0], "PUT", "/v1/agent/leave").await;
+    assert_eq!(status, 200);
+    client.run_until(std::future::pending(), true).await.unwrap();
+    assert!(std::fs::read_to_string(&snapshot).unwrap().contains("\"left\":true"));
+
+    // After a graceful leave it stays out, unless started with -rejoin.
+    let client = ClientAgent::start(client_args(&[])).await.unwrap();
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    assert_eq!(
+        client.lan.members().len(),
+        1,
+        "a left agent does not rejoin without -rejoin"
+    );
+    client.run_until(async {}, false).await.unwrap();
+    let client = ClientAgent::start(client_args(&["-rejoin"])).await.unwrap();
+    eventually("c0 rejoined with -rejoin", || async {
+        sees_server(&client).then_some(())
+    })
+    .await;
+    client.run_until(async {}, false).await.unwrap();
+    server.run_until(async {}).await.unwrap();
+}
