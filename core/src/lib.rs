@@ -4,7 +4,10 @@
 #![forbid(unsafe_code)]
 #![deny(clippy::disallowed_methods, clippy::disallowed_types)]
 
+pub mod agent;
 pub mod api;
+#[doc(hidden)]
+pub mod fuzzing;
 pub mod gossip;
 pub mod id;
 pub mod node;

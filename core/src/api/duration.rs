@@ -87,3 +87,63 @@ mod tests {
         }
     }
 }
+
+/// Go's `time.Duration.String()`: `0s`, `1.5ms`, `10s`, `1m30s`, `2h0m0s`, as Consul prints check
+/// intervals and timeouts.
+pub fn format_go_duration(d: Duration) -> String {
+    let ns = d.as_nanos();
+    if ns == 0 {
+        return "0s".into();
+    }
+    // A value below one second is printed in the largest unit that keeps it >= 1.
+    let fraction = |whole: u128, frac: u128, digits: usize, unit: &str| {
+        let mut s = whole.to_string();
+        if frac > 0 {
+            let f = format!("{frac:0digits$}");
+            s.push('.');
+            s.push_str(f.trim_end_matches('0'));
+        }
+        s.push_str(unit);
+        s
+    };
+    if ns < 1_000 {
+        return format!("{ns}ns");
+    }
+    if ns < 1_000_000 {
+        return fraction(ns / 1_000, ns % 1_000, 3, "µs");
+    }
+    if ns < 1_000_000_000 {
+        return fraction(ns / 1_000_000, ns % 1_000_000, 6, "ms");
+    }
+    let secs = ns / 1_000_000_000;
+    let seconds = fraction(secs % 60, ns % 1_000_000_000, 9, "s");
+    let (minutes, hours) = ((secs / 60) % 60, secs / 3600);
+    match (hours, minutes) {
+        (0, 0) => seconds,
+        (0, m) => format!("{m}m{seconds}"),
+        (h, m) => format!("{h}h{m}m{seconds}"),
+    }
+}
+
+#[cfg(test)]
+mod format_tests {
+    use super::*;
+
+    #[test]
+    fn formats_like_go() {
+        let cases = [
+            (0, "0s"),
+            (1, "1ns"),
+            (1_500, "1.5µs"),
+            (1_500_000, "1.5ms"),
+            (10_000_000_000, "10s"),
+            (90_000_000_000, "1m30s"),
+            (7_200_000_000_000, "2h0m0s"),
+            (61_500_000_000, "1m1.5s"),
+        ];
+        for (ns, want) in cases {
+            assert_eq!(format_go_duration(Duration::from_nanos(ns)), want);
+            assert_eq!(parse_go_duration(want).unwrap(), Duration::from_nanos(ns));
+        }
+    }
+}

@@ -5,10 +5,11 @@
 
 mod duration;
 
-pub use duration::{parse_go_duration, BadDuration};
+pub use duration::{format_go_duration, parse_go_duration, BadDuration};
 
 use crate::id::NodeId;
 use crate::raft::Index;
+pub use crate::state::{CatalogQuery, CatalogResult};
 use crate::state::{Command, CommandResult, KvEntry};
 use serde::{Deserialize, Serialize};
 use std::time::Duration;
@@ -53,10 +54,23 @@ pub enum KvQuery {
     Keys { prefix: String, separator: Option<String> },
 }
 
+/// Any read of the replicated state.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub enum Query {
+    Kv(KvQuery),
+    Catalog(CatalogQuery),
+}
+
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub enum Request {
     KvRead {
         query: KvQuery,
+        mode: ReadMode,
+        block: Option<Blocking>,
+    },
+    /// A catalog or health read (answered `Response::Catalog`); KV reads may come this way too.
+    Read {
+        query: Query,
         mode: ReadMode,
         block: Option<Blocking>,
     },
@@ -114,6 +128,10 @@ pub enum Response {
     Kv {
         meta: QueryMeta,
         result: KvResult,
+    },
+    Catalog {
+        meta: QueryMeta,
+        result: CatalogResult,
     },
     Written {
         index: Index,

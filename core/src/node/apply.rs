@@ -20,7 +20,7 @@ fn fnv1a(mut h: u64, bytes: &[u8]) -> u64 {
 
 impl Node {
     pub(super) fn apply_committed(&mut self, now: Instant, out: &mut Vec<Effect>) {
-        let mut changed: Vec<String> = Vec::new();
+        let mut changed = crate::state::Changes::default();
         while self.applied < self.raft.commit {
             let index = self.applied + 1;
             let entry = self

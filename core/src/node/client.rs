@@ -7,11 +7,11 @@
 //! check and the wait.
 
 use super::{Effect, Node, PeerMessage, ReqId};
-use crate::api::{ApiError, Blocking, KvQuery, KvResult, QueryMeta, RaftServer, ReadMode, Request, Response};
+use crate::api::{ApiError, Blocking, KvQuery, KvResult, Query, QueryMeta, RaftServer, ReadMode, Request, Response};
 use crate::id::NodeId;
 use crate::node::Role;
 use crate::raft::{Index, Membership, Payload, ReadOutcome, ServerInfo};
-use crate::state::{KeyRange, WatchId};
+use crate::state::{Changes, KeyRange, WatchId};
 use crate::time::Instant;
 use rand::Rng;
 use std::collections::{BTreeMap, BTreeSet};
@@ -32,7 +32,7 @@ pub(crate) enum Origin {
 #[derive(Clone, Debug)]
 pub(crate) struct ReadSpec {
     pub(crate) req_id: ReqId,
-    pub(crate) query: KvQuery,
+    pub(crate) query: Query,
     pub(crate) mode: ReadMode,
     pub(crate) block: Option<Blocking>,
 }
@@ -62,7 +62,7 @@ pub(crate) struct Pending {
     pub(crate) writes: BTreeMap<Index, (Origin, u64)>,
     /// Requests forwarded to the leader, by forward id.
     /// Kept until answered, so an undelivered one can be re-routed before its deadline.
-    forwards: BTreeMap<u64, (ReqId, Request, Instant)>,
+    forwards: BTreeMap<u64, (ReqId, Request, Instant, NodeId)>,
     reads: BTreeMap<u64, PendingRead>,
     /// Local reads with a read index, waiting for the state machine to apply up to it.
     apply_waiters: BTreeMap<Index, Vec<ReadSpec>>,
@@ -71,8 +71,11 @@ pub(crate) struct Pending {
     wait_leader: BTreeMap<u64, (ReqId, Request, Instant)>,
     /// Parked blocking queries and their deadlines.
     watches: BTreeMap<ReqId, (ReadSpec, Instant)>,
-    /// Forwarded request ids already seen per follower, so a duplicated message is not applied twice.
-    seen: BTreeMap<NodeId, BTreeSet<u64>>,
+    /// Forwarded request ids already seen per follower (oldest first), so a duplicated message is not
+    /// applied twice. Ids carry a per-incarnation nonce, so a restarted follower's ids are new.
+    seen: BTreeMap<NodeId, (BTreeSet<u64>, std::collections::VecDeque<u64>)>,
+    /// Which leader each follower read-index request went to: only its answer counts.
+    read_leader: BTreeMap<u64, NodeId>,
     next_id: u64,
     /// While re-routing a parked request: its original deadline, so retries never extend it.
     redispatch_deadline: Option<Instant>,
@@ -86,6 +89,10 @@ impl Pending {
     fn id(&mut self) -> u64 {
         self.next_id += 1;
         self.next_id
+    }
+
+    pub(super) fn start_ids(&mut self, nonce: u64) {
+        self.next_id = nonce;
     }
 }
 
@@ -124,22 +131,8 @@ impl Node {
             }
         }
         match req {
-            Request::KvRead { query, mode, block } => match origin {
-                Origin::Local(req_id) => self.read(
-                    now,
-                    ReadSpec {
-                        req_id,
-                        query,
-                        mode,
-                        block,
-                    },
-                    out,
-                ),
-                Origin::Remote { .. } => {
-                    let err = ApiError::BadRequest("reads are not forwarded".into());
-                    self.reply(origin, Response::Error(err), out)
-                }
-            },
+            Request::KvRead { query, mode, block } => self.client_read(now, origin, Query::Kv(query), mode, block, out),
+            Request::Read { query, mode, block } => self.client_read(now, origin, query, mode, block, out),
             Request::Leader => {
                 let addr = self
                     .raft
@@ -190,6 +183,33 @@ impl Node {
             | Request::AddServer { .. }
             | Request::RemovePeer { .. }
             | Request::TransferLeader { .. }) => self.leader_request(now, origin, req, out),
+        }
+    }
+
+    fn client_read(
+        &mut self,
+        now: Instant,
+        origin: Origin,
+        query: Query,
+        mode: ReadMode,
+        block: Option<Blocking>,
+        out: &mut Vec<Effect>,
+    ) {
+        match origin {
+            Origin::Local(req_id) => self.read(
+                now,
+                ReadSpec {
+                    req_id,
+                    query,
+                    mode,
+                    block,
+                },
+                out,
+            ),
+            Origin::Remote { .. } => {
+                let err = ApiError::BadRequest("reads are not forwarded".into());
+                self.reply(origin, Response::Error(err), out)
+            }
         }
     }
 
@@ -297,7 +317,9 @@ impl Node {
             Some(leader) => {
                 let id = self.pending.id();
                 let deadline = self.request_deadline(now);
-                self.pending.forwards.insert(id, (req_id, req.clone(), deadline));
+                self.pending
+                    .forwards
+                    .insert(id, (req_id, req.clone(), deadline, leader));
                 self.timer(deadline, Timer::Forward(id));
                 out.push(Effect::Send {
                     to: leader,
@@ -334,15 +356,16 @@ impl Node {
         let retry_at = now + self.config.raft.heartbeat_interval;
         match msg {
             PeerMessage::Forward { id, .. } => {
-                if let Some((req_id, req, deadline)) = self.pending.forwards.remove(&id) {
+                if let Some((req_id, req, deadline, _)) = self.pending.forwards.remove(&id) {
                     self.pending.redispatch_deadline = Some(deadline);
                     self.park_for_leader(now, req_id, req, Some(retry_at));
                     self.pending.redispatch_deadline = None;
                 }
             }
             PeerMessage::ReadIndex { id, .. } => {
+                self.pending.read_leader.remove(&id);
                 if let Some(PendingRead::Local(spec)) = self.pending.reads.remove(&id) {
-                    let req = Request::KvRead {
+                    let req = Request::Read {
                         query: spec.query,
                         mode: spec.mode,
                         block: spec.block,
@@ -363,18 +386,24 @@ impl Node {
     }
 
     pub(super) fn remote_request(&mut self, now: Instant, from: NodeId, id: u64, req: Request, out: &mut Vec<Effect>) {
-        let seen = self.pending.seen.entry(from).or_default();
+        let (seen, order) = self.pending.seen.entry(from).or_default();
         if !seen.insert(id) {
             return; // a duplicate delivery: the first copy is being (or was) answered
         }
-        if seen.len() as u64 > SEEN_WINDOW {
-            seen.pop_first();
+        order.push_back(id);
+        if order.len() as u64 > SEEN_WINDOW {
+            if let Some(oldest) = order.pop_front() {
+                seen.remove(&oldest);
+            }
         }
         self.request(now, Origin::Remote { from, id }, req, out);
     }
 
-    pub(super) fn forward_reply(&mut self, id: u64, resp: Response, out: &mut Vec<Effect>) {
-        if let Some((req_id, _, _)) = self.pending.forwards.remove(&id) {
+    pub(super) fn forward_reply(&mut self, from: NodeId, id: u64, resp: Response, out: &mut Vec<Effect>) {
+        if self.pending.forwards.get(&id).is_some_and(|f| f.3 != from) {
+            return; // not from the leader we asked: a stray (e.g. for an earlier incarnation)
+        }
+        if let Some((req_id, _, _, _)) = self.pending.forwards.remove(&id) {
             out.push(Effect::Reply { req_id, resp });
         }
     }
@@ -408,6 +437,7 @@ impl Node {
                 let id = self.pending.id();
                 let lease = spec.mode == ReadMode::Default;
                 self.pending.reads.insert(id, PendingRead::Local(spec));
+                self.pending.read_leader.insert(id, leader);
                 self.timer(self.request_deadline(now), Timer::Read(id));
                 out.push(Effect::Send {
                     to: leader,
@@ -415,7 +445,7 @@ impl Node {
                 });
             }
             None => {
-                let req = Request::KvRead {
+                let req = Request::Read {
                     query: spec.query,
                     mode: spec.mode,
                     block: spec.block,
@@ -450,7 +480,18 @@ impl Node {
         }
     }
 
-    pub(super) fn read_index_reply(&mut self, now: Instant, id: u64, index: Option<Index>, out: &mut Vec<Effect>) {
+    pub(super) fn read_index_reply(
+        &mut self,
+        now: Instant,
+        from: NodeId,
+        id: u64,
+        index: Option<Index>,
+        out: &mut Vec<Effect>,
+    ) {
+        if self.pending.read_leader.get(&id) != Some(&from) {
+            return; // not the leader we asked: a stray (e.g. for an earlier incarnation)
+        }
+        self.pending.read_leader.remove(&id);
         self.read_confirmed(now, id, index, out);
     }
 
@@ -500,7 +541,41 @@ impl Node {
 
     /// Answer a read from the applied state, or park it if it blocks and nothing changed yet.
     fn serve(&mut self, now: Instant, spec: ReadSpec, out: &mut Vec<Effect>) {
-        let (index, result) = match &spec.query {
+        let (index, resp) = match &spec.query {
+            Query::Kv(query) => {
+                let (index, result) = self.kv_read(query);
+                (
+                    index,
+                    Response::Kv {
+                        meta: self.meta(now, index, spec.mode),
+                        result,
+                    },
+                )
+            }
+            Query::Catalog(query) => {
+                let (index, result) = self.sm.catalog.read(query);
+                (
+                    index,
+                    Response::Catalog {
+                        meta: self.meta(now, index, spec.mode),
+                        result,
+                    },
+                )
+            }
+        };
+        if let Some(block) = spec.block {
+            if block.min_index > 0 && index <= block.min_index && !self.pending.watches.contains_key(&spec.req_id) {
+                return self.park(now, spec, block, out);
+            }
+        }
+        out.push(Effect::Reply {
+            req_id: spec.req_id,
+            resp,
+        });
+    }
+
+    fn kv_read(&self, query: &KvQuery) -> (u64, KvResult) {
+        match query {
             KvQuery::Get { key } => {
                 let (index, entry) = self.sm.kv.get(key);
                 (index, KvResult::Entries(entry.into_iter().collect()))
@@ -513,17 +588,7 @@ impl Node {
                 let (index, keys) = self.sm.kv.keys(prefix, separator.as_deref());
                 (index, KvResult::Keys(keys))
             }
-        };
-        if let Some(block) = spec.block {
-            if block.min_index > 0 && index <= block.min_index && !self.pending.watches.contains_key(&spec.req_id) {
-                return self.park(now, spec, block, out);
-            }
         }
-        let meta = self.meta(now, index, spec.mode);
-        out.push(Effect::Reply {
-            req_id: spec.req_id,
-            resp: Response::Kv { meta, result },
-        });
     }
 
     fn park(&mut self, now: Instant, spec: ReadSpec, block: Blocking, out: &mut Vec<Effect>) {
@@ -551,8 +616,9 @@ impl Node {
         });
         let deadline = now + (wait + jitter).min(max);
         let range = match &spec.query {
-            KvQuery::Get { key } => KeyRange::Key(key.clone()),
-            KvQuery::Recurse { prefix } | KvQuery::Keys { prefix, .. } => KeyRange::Prefix(prefix.clone()),
+            Query::Kv(KvQuery::Get { key }) => KeyRange::Key(key.clone()),
+            Query::Kv(KvQuery::Recurse { prefix } | KvQuery::Keys { prefix, .. }) => KeyRange::Prefix(prefix.clone()),
+            Query::Catalog(query) => KeyRange::Catalog(query.range()),
         };
         self.watches.insert(range, WatchId(spec.req_id));
         self.timer(deadline, Timer::Watch(spec.req_id));
@@ -560,12 +626,13 @@ impl Node {
     }
 
     /// Answer the parked queries whose range contains one of `changed`.
-    pub(super) fn wake_watches(&mut self, now: Instant, changed: &[String], out: &mut Vec<Effect>) {
+    pub(super) fn wake_watches(&mut self, now: Instant, changed: &Changes, out: &mut Vec<Effect>) {
         if self.watches.is_empty() {
             return;
         }
         let mut fired = Vec::new();
-        self.watches.fire(changed, &mut fired);
+        self.watches.fire(&changed.keys, &mut fired);
+        self.watches.fire_catalog(&changed.catalog, &mut fired);
         for WatchId(req_id) in fired {
             if let Some((mut spec, _)) = self.pending.watches.remove(&req_id) {
                 spec.block = None;
@@ -605,14 +672,16 @@ impl Node {
                     }
                 }
                 Timer::Forward(id) => {
-                    if let Some((req_id, _, _)) = self.pending.forwards.remove(&id) {
+                    if let Some((req_id, _, _, _)) = self.pending.forwards.remove(&id) {
                         out.push(Effect::Reply {
                             req_id,
                             resp: Response::Error(ApiError::Timeout),
                         });
                     }
                 }
-                Timer::Read(id) => match self.pending.reads.remove(&id) {
+                Timer::Read(id) => match self.pending.reads.remove(&id).inspect(|_| {
+                    self.pending.read_leader.remove(&id);
+                }) {
                     Some(PendingRead::Local(spec)) => out.push(Effect::Reply {
                         req_id: spec.req_id,
                         resp: Response::Error(ApiError::Timeout),
@@ -653,7 +722,10 @@ impl Node {
                 reply(req_id);
             }
         }
-        pending.forwards.into_values().for_each(|(req_id, _, _)| reply(req_id));
+        pending
+            .forwards
+            .into_values()
+            .for_each(|(req_id, _, _, _)| reply(req_id));
         for read in pending.reads.into_values() {
             if let PendingRead::Local(spec) = read {
                 reply(spec.req_id);

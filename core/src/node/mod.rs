@@ -173,8 +173,9 @@ pub struct NodeConfig {
     pub name: String,
     /// This server's RPC address as others dial it (`-advertise` or `-bind`, with `-server-port`).
     pub address: String,
-    /// Seeds the node's RNG (election jitter, wait jitter). The runtime takes it from the OS; the
-    /// simulator from the run's seed.
+    /// Seeds the node's RNG (election jitter, wait jitter, request-id nonce). Must differ on every start
+    /// of the node: the runtime takes it from the OS; the simulator derives it from the run's seed and the
+    /// incarnation.
     pub seed: u64,
     pub raft: RaftConfig,
     pub limits: Limits,
@@ -234,7 +235,7 @@ use crate::raft::Raft;
 use crate::state::{StateMachine, Watches};
 use client::{Origin, Pending, Timer};
 use rand::rngs::SmallRng;
-use rand::SeedableRng;
+use rand::{Rng, SeedableRng};
 use std::collections::BTreeSet;
 
 /// A concord server: Raft, the replicated state machine, reads and watches, with no I/O.
@@ -281,8 +282,13 @@ impl Node {
             config.seed,
         );
         let seen_membership = raft.membership.clone();
+        let mut rng = SmallRng::seed_from_u64(config.seed ^ 0x9e37_79b9_7f4a_7c15);
+        let mut pending = Pending::default();
+        // Request ids start at a random per-incarnation nonce: a peer must never mistake this incarnation's
+        // requests for duplicates of the previous one's, nor match its late replies to ours.
+        pending.start_ids(u64::from(rng.gen::<u32>()) << 32);
         Node {
-            rng: SmallRng::seed_from_u64(config.seed ^ 0x9e37_79b9_7f4a_7c15),
+            rng,
             config,
             raft,
             sm,
@@ -291,7 +297,7 @@ impl Node {
             digest,
             applied_membership,
             watches: Watches::default(),
-            pending: Pending::default(),
+            pending,
             deadlines: BTreeSet::new(),
             now,
             seen_leader: (0, None),
@@ -379,9 +385,9 @@ impl Node {
         match msg {
             PeerMessage::Raft(m) => self.raft.step(now, from, m),
             PeerMessage::Forward { id, req } => self.remote_request(now, from, id, req, out),
-            PeerMessage::ForwardReply { id, resp } => self.forward_reply(id, resp, out),
+            PeerMessage::ForwardReply { id, resp } => self.forward_reply(from, id, resp, out),
             PeerMessage::ReadIndex { id, lease } => self.remote_read_index(now, from, id, lease, out),
-            PeerMessage::ReadIndexReply { id, index } => self.read_index_reply(now, id, index, out),
+            PeerMessage::ReadIndexReply { id, index } => self.read_index_reply(now, from, id, index, out),
         }
     }
 

@@ -109,6 +109,7 @@ impl Raft {
             .map(|id| (*id, Progress::new(last)))
             .collect();
         self.round_sent.clear();
+        self.leader_first_round = self.round + 1;
         self.check_quorum_deadline = now + self.cfg.election_timeout;
         self.term_start = self.append_local(Payload::Noop);
         self.broadcast_heartbeat(now);

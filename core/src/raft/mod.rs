@@ -130,6 +130,8 @@ pub(crate) struct Raft {
     pub(crate) heartbeat_deadline: Instant,
     pub(crate) check_quorum_deadline: Instant,
     pub(crate) round: u64,
+    /// The first round of the current leadership: acknowledgements of earlier rounds are ignored.
+    pub(crate) leader_first_round: u64,
     pub(crate) round_sent: VecDeque<(u64, Instant)>,
     pub(crate) reads: read::ReadQueue,
     pub(crate) transfer: Option<(NodeId, Instant)>,
@@ -191,6 +193,7 @@ impl Raft {
             heartbeat_deadline: now,
             check_quorum_deadline: now,
             round: 0,
+            leader_first_round: 1,
             round_sent: VecDeque::new(),
             reads: read::ReadQueue::default(),
             transfer: None,
@@ -437,15 +440,21 @@ impl Raft {
         index
     }
 
-    /// Start a brand-new cluster. Only allowed on a node with no Raft state at all.
+    /// Start a brand-new cluster. Only on a node with no log and no snapshot. The configuration entry is
+    /// written before the hard state: a crash that keeps only the first write leaves a node that still
+    /// knows its cluster (and restarts in term 0, campaigning into term 1 or later), never one stuck with
+    /// a term and no configuration.
     pub(crate) fn bootstrap(&mut self, now: Instant, membership: Membership) -> bool {
-        if self.term > 0 || self.log.last_index() > 0 || self.snapshot.is_some() {
+        if self.log.last_index() > 0 || self.snapshot.is_some() {
             return false;
         }
-        self.term = 1;
-        self.vote = None;
-        self.persist_hard_state();
+        let term = self.term.max(1);
+        if term != self.term {
+            self.term = term;
+            self.vote = None;
+        }
         self.append_local(Payload::Config(membership));
+        self.persist_hard_state();
         self.role = self.idle_or_follower();
         if self.membership.voters().count() == 1 && self.membership.is_voter(self.id) {
             // Alone: no one to wait for.

@@ -78,7 +78,10 @@ impl Raft {
                             term: self.term,
                             success: false,
                             index,
-                            round,
+                            // Round 0: this answers a deposed leader and must never count as an
+                            // acknowledgement of a round sent by a later leader of our term (which may
+                            // be the same node).
+                            round: 0,
                         },
                     );
                 } else {
@@ -111,7 +114,7 @@ impl Raft {
                         offset: 0,
                         done: false,
                         index,
-                        round,
+                        round: 0, // see the stale Append above
                     };
                     self.send(from, msg);
                 } else {
@@ -246,9 +249,13 @@ impl Raft {
 
     fn handle_append_response(&mut self, now: Instant, from: NodeId, success: bool, index: Index, round: u64) {
         let last = self.log.last_index();
+        let (first_round, last_round) = (self.leader_first_round, self.round);
         let Some(p) = self.progress.get_mut(&from) else { return };
         p.last_ack = Some(now);
-        p.acked_round = p.acked_round.max(round);
+        // Only rounds this leadership sent prove anything about it.
+        if (first_round..=last_round).contains(&round) {
+            p.acked_round = p.acked_round.max(round);
+        }
         if success {
             if index > p.matched {
                 p.matched = index.min(last);
@@ -489,9 +496,13 @@ impl Raft {
         index: Index,
         round: u64,
     ) {
+        let (first_round, last_round) = (self.leader_first_round, self.round);
         let Some(p) = self.progress.get_mut(&from) else { return };
         p.last_ack = Some(now);
-        p.acked_round = p.acked_round.max(round);
+        // Only rounds this leadership sent prove anything about it.
+        if (first_round..=last_round).contains(&round) {
+            p.acked_round = p.acked_round.max(round);
+        }
         if done {
             p.matched = p.matched.max(index);
             p.next = p.matched + 1;

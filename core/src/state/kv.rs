@@ -59,6 +59,10 @@ impl KvStore {
                 self.reap(*up_to);
                 CommandResult::Bool(true)
             }
+            // Not a KV command: the state machine routes those elsewhere.
+            Command::CatalogRegister(_) | Command::CatalogDeregister { .. } | Command::CatalogCheckUpdate { .. } => {
+                CommandResult::Bool(false)
+            }
         }
     }
 
@@ -174,6 +178,7 @@ impl KvStore {
                 live.max(deleted).max(self.reap_floor).max(1)
             }
             KeyRange::Prefix(prefix) => self.prefix_index(prefix),
+            KeyRange::Catalog(_) => self.reap_floor.max(1),
         }
     }
 

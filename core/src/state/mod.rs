@@ -3,11 +3,18 @@
 //! server. Reads report a per-range index (the highest change inside the range, tombstones included), so a
 //! blocking query wakes only when the range it reads changes and its index never goes backwards.
 
+mod catalog;
+#[cfg(test)]
+mod catalog_tests;
 mod kv;
 #[cfg(test)]
 mod tests;
 mod watch;
 
+pub use catalog::{
+    CatalogError, CatalogNode, CatalogQuery, CatalogRange, CatalogResult, CatalogStore, CheckDefinition,
+    CheckServiceNode, CheckStatus, HealthCheck, Registration, ServiceAddress, ServiceInstance, Weights,
+};
 pub use kv::KvStore;
 pub use watch::{KeyRange, WatchId, Watches};
 
@@ -30,6 +37,21 @@ pub enum Command {
     KvDeleteTree { prefix: String },
     /// Forget tombstones with index <= `up_to`; ranges then report at least `up_to` so indexes never go back.
     KvReapTombstones { up_to: u64 },
+    /// `PUT /v1/catalog/register` (and anti-entropy): node, optional service and checks, atomically.
+    CatalogRegister(Box<Registration>),
+    /// `PUT /v1/catalog/deregister`: the node alone removes it with everything on it.
+    CatalogDeregister {
+        node: String,
+        service_id: Option<String>,
+        check_id: Option<String>,
+    },
+    /// A check's new status and output (anti-entropy of a check result).
+    CatalogCheckUpdate {
+        node: String,
+        check_id: String,
+        status: CheckStatus,
+        output: String,
+    },
 }
 
 /// The outcome of applying a command, returned to the client that proposed it.
@@ -37,6 +59,28 @@ pub enum Command {
 pub enum CommandResult {
     /// KV PUT and DELETE answer a literal `true` / `false`.
     Bool(bool),
+    /// A catalog write that was refused as a whole (nothing changed).
+    Refused(CatalogError),
+}
+
+/// What one applied command changed, for the watch layer.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct Changes {
+    /// KV keys whose entry or tombstone changed.
+    pub keys: Vec<String>,
+    /// Catalog ranges whose reads changed, each once.
+    pub catalog: Vec<CatalogRange>,
+}
+
+impl Changes {
+    pub fn is_empty(&self) -> bool {
+        self.keys.is_empty() && self.catalog.is_empty()
+    }
+
+    pub fn clear(&mut self) {
+        self.keys.clear();
+        self.catalog.clear();
+    }
 }
 
 /// One KV entry as Consul shapes it.
@@ -78,24 +122,76 @@ impl Command {
 #[derive(Clone, Debug, Default, PartialEq, Eq)]
 pub struct StateMachine {
     pub kv: KvStore,
+    pub catalog: CatalogStore,
+}
+
+/// The snapshot form: each store encodes itself.
+#[derive(Serialize, Deserialize)]
+struct Snapshot {
+    kv: Vec<u8>,
+    catalog: Vec<u8>,
 }
 
 impl StateMachine {
-    /// Apply one committed command at Raft index `index`, pushing every key whose entry or tombstone it
-    /// changed onto `changed` (the watch layer wakes exactly the ranges that contain one of them).
-    pub fn apply(&mut self, index: u64, cmd: &Command, changed: &mut Vec<String>) -> CommandResult {
-        self.kv.apply(index, cmd, changed)
+    /// Apply one committed command at Raft index `index`, recording in `changed` every KV key and catalog
+    /// range it changed (the watch layer wakes exactly the ranges that contain one of them).
+    pub fn apply(&mut self, index: u64, cmd: &Command, changed: &mut Changes) -> CommandResult {
+        let done = |r: Result<(), CatalogError>| match r {
+            Ok(()) => CommandResult::Bool(true),
+            Err(e) => CommandResult::Refused(e),
+        };
+        match cmd {
+            Command::KvSet { .. } | Command::KvDelete { .. } | Command::KvDeleteTree { .. } => {
+                self.kv.apply(index, cmd, &mut changed.keys)
+            }
+            Command::KvReapTombstones { up_to } => {
+                self.catalog.reap(*up_to);
+                self.kv.apply(index, cmd, &mut changed.keys)
+            }
+            Command::CatalogRegister(reg) => done(self.catalog.register(index, reg, &mut changed.catalog)),
+            Command::CatalogDeregister {
+                node,
+                service_id,
+                check_id,
+            } => done(self.catalog.deregister(
+                index,
+                node,
+                service_id.as_deref(),
+                check_id.as_deref(),
+                &mut changed.catalog,
+            )),
+            Command::CatalogCheckUpdate {
+                node,
+                check_id,
+                status,
+                output,
+            } => {
+                self.catalog
+                    .update_check(index, node, check_id, *status, output, &mut changed.catalog);
+                CommandResult::Bool(true)
+            }
+        }
     }
 
     /// Encode the whole state for a Raft snapshot.
     pub fn snapshot(&self) -> Bytes {
-        Bytes::from(self.kv.encode())
+        let snapshot = Snapshot {
+            kv: self.kv.encode(),
+            catalog: self.catalog.encode(),
+        };
+        Bytes::from(postcard::to_allocvec(&snapshot).expect("snapshots always encode"))
     }
 
     /// Decode a snapshot produced by [`StateMachine::snapshot`]. Never panics on corrupt input.
     pub fn restore(data: &[u8]) -> Result<Self, DecodeError> {
+        let snapshot: Snapshot = match postcard::take_from_bytes(data) {
+            Ok((snapshot, [])) => snapshot,
+            Ok(_) => return Err(DecodeError::Snapshot("trailing bytes".into())),
+            Err(e) => return Err(DecodeError::Snapshot(e.to_string())),
+        };
         Ok(StateMachine {
-            kv: KvStore::decode(data)?,
+            kv: KvStore::decode(&snapshot.kv)?,
+            catalog: CatalogStore::decode(&snapshot.catalog)?,
         })
     }
 }

@@ -23,7 +23,9 @@ fn del(key: &str, cas: Option<u64>) -> Command {
 /// Apply `cmd` and return (result as bool, changed keys).
 fn apply(kv: &mut KvStore, index: u64, cmd: &Command) -> (bool, Vec<String>) {
     let mut changed = Vec::new();
-    let CommandResult::Bool(ok) = kv.apply(index, cmd, &mut changed);
+    let CommandResult::Bool(ok) = kv.apply(index, cmd, &mut changed) else {
+        panic!("KV commands answer a bool");
+    };
     (ok, changed)
 }
 
@@ -166,7 +168,7 @@ fn set_removes_the_tombstone_and_starts_a_new_life() {
 #[test]
 fn state_machine_snapshot_restores_the_same_state() {
     let mut sm = StateMachine::default();
-    let mut changed = Vec::new();
+    let mut changed = super::Changes::default();
     sm.apply(1, &set("a", "1", None), &mut changed);
     sm.apply(2, &set("b", "2", None), &mut changed);
     sm.apply(3, &del("a", None), &mut changed);
@@ -318,6 +320,9 @@ impl Model {
             Command::KvReapTombstones { up_to } => {
                 self.floor = self.floor.max(*up_to);
                 true
+            }
+            Command::CatalogRegister(_) | Command::CatalogDeregister { .. } | Command::CatalogCheckUpdate { .. } => {
+                unreachable!("the KV history has no catalog commands")
             }
         };
         for key in &changed {

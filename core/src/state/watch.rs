@@ -1,4 +1,5 @@
-//! Blocking-query watches: parked reads keyed by the range of keys they read.
+//! Blocking-query watches: parked reads keyed by the range of keys they read (KV keys or prefixes) or by
+//! the catalog range they read ([`CatalogRange`]: a service, a node, the service or node list, all checks).
 //!
 //! Invariant: a watch wakes exactly when a key in its range changed. [`Watches::fire`] with the keys an
 //! apply reported as changed moves out every watch whose range contains one of them, each once, and keeps
@@ -10,11 +11,15 @@
 //! however many watches are parked, never a scan over all of them.
 use std::collections::{BTreeMap, BTreeSet};
 
-/// The keys a read covers: exactly one key, or every key starting with a prefix (`""` = all keys).
+use super::CatalogRange;
+
+/// What a read covers: exactly one KV key, every KV key starting with a prefix (`""` = all keys), or a
+/// catalog range (which no KV key is in).
 #[derive(Clone, Debug, PartialEq, Eq, PartialOrd, Ord)]
 pub enum KeyRange {
     Key(String),
     Prefix(String),
+    Catalog(CatalogRange),
 }
 
 impl KeyRange {
@@ -22,6 +27,7 @@ impl KeyRange {
         match self {
             KeyRange::Key(k) => k == key,
             KeyRange::Prefix(p) => key.starts_with(p.as_str()),
+            KeyRange::Catalog(_) => false,
         }
     }
 }
@@ -33,6 +39,7 @@ pub struct WatchId(pub u64);
 pub struct Watches {
     exact: BTreeMap<String, BTreeSet<WatchId>>,
     prefixes: BTreeMap<String, BTreeSet<WatchId>>,
+    catalog: BTreeMap<CatalogRange, BTreeSet<WatchId>>,
     /// id → its range, to find it again on `remove`. Every id here is in exactly one set above, and back.
     ranges: BTreeMap<WatchId, KeyRange>,
 }
@@ -41,11 +48,11 @@ impl Watches {
     /// Park watch `id` on `range`. Inserting an id that is already parked moves it to the new range.
     pub fn insert(&mut self, range: KeyRange, id: WatchId) {
         self.remove(id);
-        let (map, key) = match &range {
-            KeyRange::Key(k) => (&mut self.exact, k),
-            KeyRange::Prefix(p) => (&mut self.prefixes, p),
+        match &range {
+            KeyRange::Key(k) => self.exact.entry(k.clone()).or_default().insert(id),
+            KeyRange::Prefix(p) => self.prefixes.entry(p.clone()).or_default().insert(id),
+            KeyRange::Catalog(r) => self.catalog.entry(r.clone()).or_default().insert(id),
         };
-        map.entry(key.clone()).or_default().insert(id);
         self.ranges.insert(id, range);
     }
 
@@ -54,17 +61,33 @@ impl Watches {
         let Some(range) = self.ranges.remove(&id) else {
             return false;
         };
-        let (map, key) = match &range {
-            KeyRange::Key(k) => (&mut self.exact, k),
-            KeyRange::Prefix(p) => (&mut self.prefixes, p),
-        };
-        if let Some(ids) = map.get_mut(key.as_str()) {
-            ids.remove(&id);
-            if ids.is_empty() {
-                map.remove(key.as_str());
+        fn unpark<K: Ord + ?Sized, Q: Ord + std::borrow::Borrow<K>>(
+            map: &mut BTreeMap<Q, BTreeSet<WatchId>>,
+            key: &K,
+            id: WatchId,
+        ) {
+            if let Some(ids) = map.get_mut(key) {
+                ids.remove(&id);
+                if ids.is_empty() {
+                    map.remove(key);
+                }
             }
         }
+        match &range {
+            KeyRange::Key(k) => unpark(&mut self.exact, k.as_str(), id),
+            KeyRange::Prefix(p) => unpark(&mut self.prefixes, p.as_str(), id),
+            KeyRange::Catalog(r) => unpark(&mut self.catalog, r, id),
+        }
         true
+    }
+
+    /// Move every watch on one of the `changed` catalog ranges (an exact lookup per range) into `fired` (each id once) and unpark it.
+    pub fn fire_catalog(&mut self, changed: &[CatalogRange], fired: &mut Vec<WatchId>) {
+        for range in changed {
+            if let Some(ids) = self.catalog.remove(range) {
+                self.take(ids, fired);
+            }
+        }
     }
 
     /// Move every watch whose range contains one of the `changed` keys into `fired` (each id once) and

@@ -21,6 +21,7 @@ pub struct AgentBackend {
     pub(super) exit: DriverExitWatch,
     pub(super) lan: PoolHandle,
     pub(super) wan: Option<PoolHandle>,
+    pub(super) local: crate::local::LocalAgentHandle,
 }
 
 impl Backend for AgentBackend {
@@ -28,8 +29,14 @@ impl Backend for AgentBackend {
         self.handle.call(req)
     }
 
+    fn local(&self) -> &crate::local::LocalAgentHandle {
+        &self.local
+    }
+
     async fn agent_self(&self) -> AgentSelf {
         let mut me = (*self.info).clone();
+        me.services = self.local.services().len();
+        me.checks = self.local.checks().len();
         me.raft = self.handle.status().await;
         me.leader_addr = self
             .handle

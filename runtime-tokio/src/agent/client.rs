@@ -63,7 +63,11 @@ impl ClientAgent {
             http_listeners.push(bind(SocketAddr::new(*ip, config.ports.http), "HTTP").await?);
         }
         let http_addrs: Vec<SocketAddr> = http_listeners.iter().filter_map(|l| l.local_addr().ok()).collect();
+        // Services and checks registered on a client are kept and checked locally; syncing them into the
+        // catalog through a server (anti-entropy over RPC) is not wired yet.
+        let local = super::local_agent(&config, id, advertise, 0, Some(dir.clone()))?;
         let backend = ClientBackend {
+            local: local.clone(),
             lan: lan.clone(),
             book,
             info: Arc::new(agent_self(&config, id, advertise, &http_addrs, config.ports.server)),
@@ -85,6 +89,10 @@ impl ClientAgent {
             }
         });
         tasks.spawn(serf::apply_keyring_events(lan.clone()));
+        let (timers, timers_stop) = (local.run_timers(), stopped(&stop));
+        tasks.spawn(async move {
+            tokio::select! { _ = timers => {} _ = timers_stop => {} }
+        });
         serf::snapshot_tasks(&mut tasks, &config, &lan, false, stopped(&stop));
         let (join_lan, join_stop) = (lan.clone(), stopped(&stop));
         let (addrs, port, every) = (config.retry_join.clone(), config.ports.serf_lan, config.retry_interval);
@@ -148,6 +156,7 @@ impl ClientAgent {
 
 #[derive(Clone)]
 pub struct ClientBackend {
+    local: crate::local::LocalAgentHandle,
     lan: PoolHandle,
     book: Arc<AddressBook>,
     info: Arc<AgentSelf>,
@@ -196,9 +205,15 @@ impl Backend for ClientBackend {
         async move { me.forward(req).await }
     }
 
+    fn local(&self) -> &crate::local::LocalAgentHandle {
+        &self.local
+    }
+
     async fn agent_self(&self) -> AgentSelf {
         let mut me = (*self.info).clone();
         me.known_servers = self.servers().len();
+        me.services = self.local.services().len();
+        me.checks = self.local.checks().len();
         me
     }
 

@@ -5,6 +5,8 @@
 //! storage writer drains and closes the store (releasing the data-dir lock), then `run` returns.
 
 mod backend;
+#[cfg(test)]
+mod catalog_tests;
 mod client;
 mod clock;
 mod cluster;
@@ -23,9 +25,13 @@ pub use logging::utc_timestamp;
 use crate::config::AgentConfig;
 use crate::driver::{self, Clock, Devices, DriverExit, DriverHandle, LogStore, StorageError};
 use crate::gossip::PoolHandle;
+use crate::http::decode::Obj;
 use crate::http::{AgentPorts, AgentSelf, HttpSettings, CONSUL_COMPAT_VERSION};
+use crate::local::definition::{self, ScriptPolicy};
+use crate::local::LocalAgentHandle;
 use crate::rpc::{self, AddressBook, LocalServer, TcpTransport};
 use crate::storage::{spawn_writer, FjallStore, MemStore};
+use concord_core::agent::{LocalAgent, NodeIdentity};
 use concord_core::node::{Limits, NodeConfig, RaftConfig};
 use concord_core::wire::DEFAULT_MAX_FRAME;
 use concord_core::{Node, NodeId};
@@ -226,7 +232,9 @@ impl Agent {
             http_listeners.push(bind(addr, "HTTP").await?);
         }
         let http_addrs: Vec<SocketAddr> = http_listeners.iter().filter_map(|l| l.local_addr().ok()).collect();
+        let local = local_agent(&config, id, advertise, rpc_addr.port(), data_dir.clone())?;
         let backend = AgentBackend {
+            local: local.clone(),
             handle: handle.clone(),
             info: Arc::new(agent_self(&config, id, advertise, &http_addrs, rpc_addr.port())),
             stop: stop.clone(),
@@ -317,6 +325,19 @@ impl Agent {
             }
         });
         tasks.spawn(log_leader_changes(handle.clone(), book.clone()));
+        let (timers_stop, ae_stop) = (stopped(&stop), stopped(&stop));
+        let timers = local.clone().run_timers();
+        tasks.spawn(async move {
+            tokio::select! { _ = timers => {} _ = timers_stop => {} }
+        });
+        let ae = crate::local::run_anti_entropy(crate::local::AntiEntropy {
+            handle: handle.clone(),
+            local,
+            interval: ANTI_ENTROPY_INTERVAL,
+        });
+        tasks.spawn(async move {
+            tokio::select! { _ = ae => {} _ = ae_stop => {} }
+        });
         Ok(Agent {
             handle,
             book,
@@ -374,6 +395,71 @@ impl Agent {
             _ => Ok(()),
         }
     }
+}
+
+/// Consul's `ae_interval` for clusters of up to 128 nodes.
+const ANTI_ENTROPY_INTERVAL: Duration = Duration::from_secs(60);
+
+/// The agent's local state: this node as the catalog shows it, services and checks saved by an earlier
+/// run, then those of the config files (`service`/`check` blocks in `-config-dir`).
+fn local_agent(
+    config: &AgentConfig,
+    id: NodeId,
+    advertise: IpAddr,
+    rpc_port: u16,
+    data_dir: Option<std::path::PathBuf>,
+) -> Result<LocalAgentHandle, AgentError> {
+    let addr = advertise.to_string();
+    let family = if advertise.is_ipv4() { "ipv4" } else { "ipv6" };
+    let tagged = [
+        ("lan".to_string(), addr.clone()),
+        (format!("lan_{family}"), addr.clone()),
+        ("wan".to_string(), addr.clone()),
+        (format!("wan_{family}"), addr.clone()),
+    ];
+    let mut meta = config.node_meta.clone();
+    meta.insert("consul-network-segment".into(), String::new());
+    meta.insert("consul-version".into(), CONSUL_COMPAT_VERSION.into());
+    let node = NodeIdentity {
+        name: config.node_name.clone(),
+        id: id.to_string(),
+        address: addr,
+        datacenter: config.datacenter.clone(),
+        tagged_addresses: tagged.into_iter().collect(),
+        meta,
+    };
+    let server_port = (config.server || config.dev).then_some(rpc_port);
+    let clock = TokioClock::new();
+    let mut state = LocalAgent::new(node, server_port);
+    let policy = ScriptPolicy {
+        allowed: config.enable_script_checks || config.enable_local_script_checks,
+    };
+    let bad =
+        |what: &str, e: String| AgentError::Config(format!("invalid {what} definition in the configuration: {e}"));
+    for value in &config.services {
+        let obj = Obj::new(value).map_err(|e| bad("service", e))?;
+        let (service, checks) = definition::service(obj, policy).map_err(|e| bad("service", e))?;
+        state
+            .add_service(clock.now(), service, checks, true)
+            .map_err(|e| bad("service", e.to_string()))?;
+    }
+    for value in &config.checks {
+        let obj = Obj::new(value).map_err(|e| bad("check", e))?;
+        let def = definition::check(obj, policy, true).map_err(|e| bad("check", e))?;
+        state
+            .add_check(clock.now(), def)
+            .map_err(|e| bad("check", e.to_string()))?;
+    }
+    state.mark_registered_as_config();
+    if let Some(saved) = data_dir.as_deref().and_then(crate::local::load_saved) {
+        state.restore(clock.now(), saved);
+    }
+    Ok(LocalAgentHandle::from_state(
+        clock,
+        state,
+        data_dir.as_deref(),
+        config.enable_script_checks,
+    ))
 }
 
 /// Consul's leadership log lines. Ends when the driver does.

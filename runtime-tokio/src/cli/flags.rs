@@ -13,6 +13,8 @@ enum Kind {
     Bool,
     Str,
     U64,
+    /// A string flag that may repeat (`-tag a -tag b`).
+    List,
 }
 
 struct Spec {
@@ -35,6 +37,7 @@ pub(crate) enum FlagError {
 pub(crate) struct FlagSet {
     specs: Vec<Spec>,
     values: BTreeMap<&'static str, String>,
+    lists: BTreeMap<&'static str, Vec<String>>,
     args: Vec<String>,
 }
 
@@ -64,6 +67,10 @@ impl FlagSet {
 
     pub(crate) fn u64(self, name: &'static str, help: &'static str) -> Self {
         self.add(name, Kind::U64, "0", help)
+    }
+
+    pub(crate) fn list(self, name: &'static str, help: &'static str) -> Self {
+        self.add(name, Kind::List, "", help)
     }
 
     fn spec(&self, name: &str) -> Option<&Spec> {
@@ -118,6 +125,10 @@ impl FlagSet {
                     "invalid value {value:?} for flag -{name}: parse error"
                 )));
             }
+            if kind == Kind::List {
+                self.lists.entry(key).or_default().push(value);
+                continue;
+            }
             self.values.insert(key, value);
         }
         self.args = args[i..].to_vec();
@@ -137,6 +148,11 @@ impl FlagSet {
 
     pub(crate) fn get_str(&self, name: &str) -> &str {
         self.raw(name)
+    }
+
+    /// Every value of a repeatable flag, in order.
+    pub(crate) fn get_list(&self, name: &str) -> &[String] {
+        self.lists.get(name).map_or(&[], Vec::as_slice)
     }
 
     pub(crate) fn get_u64(&self, name: &str) -> u64 {
@@ -160,7 +176,7 @@ impl FlagSet {
         for s in &self.specs {
             let arg = match s.kind {
                 Kind::Bool => "",
-                Kind::Str => "=<string>",
+                Kind::Str | Kind::List => "=<string>",
                 Kind::U64 => "=<uint>",
             };
             out.push_str(&format!("\n  -{}{}\n     {}\n", s.name, arg, s.help));

@@ -4,6 +4,9 @@
 //! Output rules, as Consul's `cli.Ui`: results go to stdout, errors are one line on stderr, and a
 //! failing command exits 1.
 
+mod catalog;
+#[cfg(test)]
+mod catalog_tests;
 mod client;
 mod flags;
 mod kv;
@@ -57,6 +60,7 @@ const USAGE: &str = "Usage: concord [--version] [--help] <command> [<args>]
 
 Available commands are:
     agent          Runs a concord agent
+    catalog        Interact with the catalog
     force-leave    Forces a member of the cluster to enter the \"left\" state
     info           Provides debugging information for operators.
     join           Tell a running agent to join the cluster
@@ -64,8 +68,10 @@ Available commands are:
     keyring        Manages gossip layer encryption keys
     kv             Interact with the key-value store
     leave          Gracefully leaves the cluster and shuts down
+    maint          Controls node or service maintenance mode
     members        Lists the members of a cluster
     operator       Provides cluster-level tools for operators
+    services       Interact with services
     version        Prints the concord version";
 
 pub(crate) fn run_with(args: &[String], io: &mut Io<'_>) -> i32 {
@@ -75,6 +81,9 @@ pub(crate) fn run_with(args: &[String], io: &mut Io<'_>) -> i32 {
     match command.as_str() {
         "agent" => run_agent(rest, io),
         "kv" => kv::run(rest, io),
+        "catalog" => catalog::catalog(rest, io),
+        "services" => catalog::services_cmd(rest, io),
+        "maint" => catalog::maint(rest, io),
         "info" => ops::info(rest, io),
         "leave" => ops::leave(rest, io),
         "members" => members::members(rest, io),

@@ -8,10 +8,10 @@ use concord_core::api::{ApiError, KvQuery, ReadMode, Request};
 use std::io::{Read, Write};
 use std::sync::atomic::Ordering;
 
-struct Run {
-    code: i32,
-    out: String,
-    err: String,
+pub(crate) struct Run {
+    pub(crate) code: i32,
+    pub(crate) out: String,
+    pub(crate) err: String,
 }
 
 fn run_env(args: &[&str], stdin: &[u8], env: &dyn Fn(&str) -> Option<String>) -> Run {
@@ -33,7 +33,7 @@ fn run_env(args: &[&str], stdin: &[u8], env: &dyn Fn(&str) -> Option<String>) ->
 }
 
 /// Run against `s`, addressed through `CONSUL_HTTP_ADDR` as users usually do.
-fn run(s: &TestServer, args: &[&str]) -> Run {
+pub(crate) fn run(s: &TestServer, args: &[&str]) -> Run {
     run_stdin(s, args, b"")
 }
 
@@ -42,12 +42,12 @@ fn run_stdin(s: &TestServer, args: &[&str], stdin: &[u8]) -> Run {
     run_env(args, stdin, &move |k| (k == "CONSUL_HTTP_ADDR").then(|| addr.clone()))
 }
 
-fn ok(r: &Run) -> &str {
+pub(crate) fn ok(r: &Run) -> &str {
     assert_eq!((r.code, r.err.as_str()), (0, ""), "stdout: {}", r.out);
     &r.out
 }
 
-fn failed(r: &Run) -> &str {
+pub(crate) fn failed(r: &Run) -> &str {
     assert_eq!(r.code, 1, "stdout: {}", r.out);
     &r.err
 }

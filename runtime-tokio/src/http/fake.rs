@@ -4,7 +4,7 @@
 
 use super::{AgentPorts, AgentSelf, Backend};
 use bytes::Bytes;
-use concord_core::api::{ApiError, KvQuery, KvResult, QueryMeta, RaftServer, ReadMode, Request, Response};
+use concord_core::api::{ApiError, KvQuery, KvResult, Query, QueryMeta, RaftServer, ReadMode, Request, Response};
 use concord_core::node::{NodeStatus, Role};
 use concord_core::state::{Command, CommandResult, KvEntry};
 use concord_core::NodeId;
@@ -19,6 +19,8 @@ pub(crate) const HANG_KEY: &str = "hang";
 #[derive(Default)]
 struct Inner {
     kv: BTreeMap<String, KvEntry>,
+    /// The catalog is the real one (its reads are pure); only its KV part is unused.
+    sm: concord_core::state::StateMachine,
     index: u64,
     requests: Vec<Request>,
     fail_next: Option<ApiError>,
@@ -33,11 +35,24 @@ pub(crate) struct FakeBackend {
     /// Set when a parked [`HANG_KEY`] call was dropped (the client went away).
     pub(crate) hang_dropped: Arc<AtomicBool>,
     pub(crate) left: Arc<AtomicBool>,
+    pub(crate) local: Option<crate::local::LocalAgentHandle>,
 }
 
 impl FakeBackend {
     pub(crate) fn new() -> Self {
-        let fake = FakeBackend::default();
+        let fake = FakeBackend {
+            local: Some(crate::local::LocalAgentHandle::new(
+                concord_core::agent::NodeIdentity {
+                    name: "server-1".into(),
+                    address: "127.0.0.1".into(),
+                    datacenter: "dc1".into(),
+                    ..Default::default()
+                },
+                None,
+                true,
+            )),
+            ..FakeBackend::default()
+        };
         fake.inner.lock().unwrap().index = 1;
         fake
     }
@@ -184,6 +199,11 @@ fn apply(inner: &mut Inner, cmd: Command) -> bool {
             true
         }
         Command::KvReapTombstones { .. } => true,
+        cmd
+        @ (Command::CatalogRegister(_) | Command::CatalogDeregister { .. } | Command::CatalogCheckUpdate { .. }) => {
+            let mut changes = concord_core::state::Changes::default();
+            inner.sm.apply(next, &cmd, &mut changes) == CommandResult::Bool(true)
+        }
     };
     if ok {
         inner.index = next;
@@ -207,6 +227,38 @@ impl Backend for FakeBackend {
         }
         match req {
             Request::KvRead { query, mode, block } => self.kv_read(query, mode, block).await,
+            Request::Read {
+                query: Query::Kv(query),
+                mode,
+                block,
+            } => self.kv_read(query, mode, block).await,
+            Request::Read {
+                query: Query::Catalog(query),
+                mode,
+                ..
+            } => {
+                let inner = self.inner.lock().unwrap();
+                let (_, result) = inner.sm.catalog.read(&query);
+                Response::Catalog {
+                    meta: Self::meta(inner.index, mode),
+                    result,
+                }
+            }
+            Request::Write(
+                cmd @ (Command::CatalogRegister(_)
+                | Command::CatalogDeregister { .. }
+                | Command::CatalogCheckUpdate { .. }),
+            ) => {
+                let mut inner = self.inner.lock().unwrap();
+                inner.index += 1;
+                let index = inner.index;
+                let result = inner
+                    .sm
+                    .apply(index, &cmd, &mut concord_core::state::Changes::default());
+                drop(inner);
+                self.changed.notify_waiters();
+                Response::Written { index, result }
+            }
             Request::Write(cmd) => {
                 let mut inner = self.inner.lock().unwrap();
                 let ok = apply(&mut inner, cmd);
@@ -243,6 +295,10 @@ impl Backend for FakeBackend {
             Request::RemovePeer { .. } | Request::TransferLeader { .. } => Response::Done,
             Request::AddServer { .. } | Request::Bootstrap { .. } => Response::Done,
         }
+    }
+
+    fn local(&self) -> &crate::local::LocalAgentHandle {
+        self.local.as_ref().expect("FakeBackend::new makes the local agent")
     }
 
     async fn agent_self(&self) -> AgentSelf {

@@ -12,9 +12,16 @@
 //!   the cap gets a 429 and is closed.
 
 mod agent;
+mod agent_local;
+pub(crate) mod catalog;
+mod catalog_json;
+#[cfg(test)]
+mod catalog_tests;
 mod conn_limit;
+pub(crate) mod decode;
 #[cfg(test)]
 pub(crate) mod fake;
+mod filter;
 mod kv;
 mod members;
 mod params;
@@ -23,7 +30,7 @@ pub(crate) mod reply;
 pub(crate) mod tests;
 
 use axum::http::HeaderValue;
-use axum::routing::{any, get, post};
+use axum::routing::{any, get, post, put};
 use axum::Router;
 use concord_core::api::{Request, Response};
 use concord_core::gossip::Member;
@@ -66,6 +73,8 @@ pub trait Backend: Clone + Send + Sync + 'static {
     fn keyring(&self, _op: KeyringOp) -> impl Future<Output = Result<Vec<KeyringPool>, String>> + Send {
         async { Err("gossip encryption is not configured".to_string()) }
     }
+    /// The agent's local services and checks (`/v1/agent/service*`, `/v1/agent/check*`).
+    fn local(&self) -> &crate::local::LocalAgentHandle;
 }
 
 /// The ports of an agent, as `/v1/agent/self` reports them.
@@ -274,6 +283,45 @@ fn router<B: Backend>(state: AppState<B>) -> Router {
             "/v1/operator/raft/transfer-leader",
             post(agent::raft_transfer_leader::<B>).put(agent::raft_transfer_leader::<B>),
         )
+        .route("/v1/catalog/register", any(catalog::register::<B>))
+        .route("/v1/catalog/deregister", any(catalog::deregister::<B>))
+        .route("/v1/catalog/datacenters", get(catalog::datacenters::<B>))
+        .route("/v1/catalog/nodes", get(catalog::nodes::<B>))
+        .route("/v1/catalog/services", get(catalog::services::<B>))
+        .route("/v1/catalog/service/{name}", get(catalog::service::<B>))
+        .route("/v1/catalog/node/{node}", get(catalog::node::<B>))
+        .route("/v1/catalog/node-services/{node}", get(catalog::node_services::<B>))
+        .route("/v1/health/node/{node}", get(catalog::health_node::<B>))
+        .route("/v1/health/checks/{service}", get(catalog::health_checks::<B>))
+        .route("/v1/health/service/{service}", get(catalog::health_service::<B>))
+        .route("/v1/health/state/{state}", get(catalog::health_state::<B>))
+        .route("/v1/agent/services", get(agent_local::services::<B>))
+        .route("/v1/agent/service/register", put(agent_local::service_register::<B>))
+        .route(
+            "/v1/agent/service/deregister/{id}",
+            put(agent_local::service_deregister::<B>),
+        )
+        .route(
+            "/v1/agent/service/maintenance/{id}",
+            put(agent_local::service_maintenance::<B>),
+        )
+        .route("/v1/agent/service/{id}", get(agent_local::service::<B>))
+        .route("/v1/agent/checks", get(agent_local::checks::<B>))
+        .route("/v1/agent/check/register", put(agent_local::check_register::<B>))
+        .route(
+            "/v1/agent/check/deregister/{id}",
+            put(agent_local::check_deregister::<B>),
+        )
+        .route("/v1/agent/check/pass/{id}", put(agent_local::check_pass::<B>))
+        .route("/v1/agent/check/warn/{id}", put(agent_local::check_warn::<B>))
+        .route("/v1/agent/check/fail/{id}", put(agent_local::check_fail::<B>))
+        .route("/v1/agent/check/update/{id}", put(agent_local::check_update::<B>))
+        .route("/v1/agent/health/service/id/{id}", get(agent_local::health_by_id::<B>))
+        .route(
+            "/v1/agent/health/service/name/{name}",
+            get(agent_local::health_by_name::<B>),
+        )
+        .route("/v1/agent/maintenance", put(agent_local::node_maintenance::<B>))
         .route("/v1/agent/self", get(agent::agent_self::<B>))
         .route("/v1/agent/leave", axum::routing::put(agent::agent_leave::<B>))
         .route("/v1/agent/members", get(members::agent_members::<B>))

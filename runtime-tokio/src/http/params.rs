@@ -26,6 +26,15 @@ impl Params {
         self.0.iter().find(|(k, _)| k == name).map(|(_, v)| v.as_str())
     }
 
+    /// Every value of a repeatable parameter (`?tag=a&tag=b`), in order.
+    pub(crate) fn all(&self, name: &str) -> Vec<&str> {
+        self.0
+            .iter()
+            .filter(|(k, _)| k == name)
+            .map(|(_, v)| v.as_str())
+            .collect()
+    }
+
     /// A non-empty value of `name`, or `None` if absent or empty.
     pub(crate) fn value(&self, name: &str) -> Option<&str> {
         self.get(name).filter(|v| !v.is_empty())

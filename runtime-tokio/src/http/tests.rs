@@ -61,21 +61,21 @@ impl TestServer {
     }
 }
 
-struct Reply {
-    status: u16,
-    headers: Vec<(String, String)>,
-    body: Vec<u8>,
+pub(crate) struct Reply {
+    pub(crate) status: u16,
+    pub(crate) headers: Vec<(String, String)>,
+    pub(crate) body: Vec<u8>,
 }
 
 impl Reply {
-    fn header(&self, name: &str) -> Option<&str> {
+    pub(crate) fn header(&self, name: &str) -> Option<&str> {
         self.headers
             .iter()
             .find(|(k, _)| k.eq_ignore_ascii_case(name))
             .map(|(_, v)| v.as_str())
     }
 
-    fn text(&self) -> &str {
+    pub(crate) fn text(&self) -> &str {
         std::str::from_utf8(&self.body).unwrap()
     }
 }
@@ -104,7 +104,7 @@ fn into_reply(result: Result<ureq::Response, ureq::Error>) -> Reply {
     Reply { status, headers, body }
 }
 
-fn call(method: &str, url: &str, body: Option<&[u8]>) -> Reply {
+pub(crate) fn call(method: &str, url: &str, body: Option<&[u8]>) -> Reply {
     let req = agent().request(method, url);
     into_reply(match body {
         Some(b) => req.send_bytes(b),
@@ -112,11 +112,11 @@ fn call(method: &str, url: &str, body: Option<&[u8]>) -> Reply {
     })
 }
 
-fn get(s: &TestServer, path: &str) -> Reply {
+pub(crate) fn get(s: &TestServer, path: &str) -> Reply {
     call("GET", &s.url(path), None)
 }
 
-fn put(s: &TestServer, path: &str, body: &[u8]) -> Reply {
+pub(crate) fn put(s: &TestServer, path: &str, body: &[u8]) -> Reply {
     call("PUT", &s.url(path), Some(body))
 }
 

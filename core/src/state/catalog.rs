@@ -1,0 +1,805 @@
+//! The service catalog (Consul's `nodes`, `services` and `checks` tables, `agent/consul/state/catalog.go`).
+//!
+//! Invariants:
+//! - Every row carries `CreateIndex`/`ModifyIndex` = the Raft index of the write that created/last changed
+//!   it; a re-registration identical to the stored row changes nothing (no index bump, no wake-up).
+//! - Every service and every check belongs to a node in `nodes`; a service check's service exists on its
+//!   node, and its `ServiceName`/`ServiceTags` mirror that service.
+//! - `by_name` indexes exactly the rows of `services` by service name.
+//! - Each [`CatalogRange`] has an index: the Raft index of the last write that changed what a read of that
+//!   range returns (kept after the rows are gone, like KV tombstones), raised to the reap floor, at least 1.
+//!   So a range's index never goes backwards and moves whenever its reads change.
+//! - A command is validated completely before anything is written: it applies whole or not at all.
+//! - Applying never panics, whatever the command holds.
+use std::collections::{BTreeMap, BTreeSet};
+
+use serde::{Deserialize, Serialize};
+
+use super::DecodeError;
+
+/// What a catalog read covers, for blocking queries: a watch on a range wakes when a write changes it.
+#[derive(Clone, Debug, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
+pub enum CatalogRange {
+    /// `/catalog/services`: the set of service names and their tags.
+    Services,
+    /// `/catalog/nodes`: every node.
+    Nodes,
+    /// `/catalog/service/:name`, `/health/service/:name`, `/health/checks/:name`: the instances of one
+    /// service, their nodes, and their checks (node checks included).
+    Service(String),
+    /// `/catalog/node/:node`, `/health/node/:node`: one node, its services and checks.
+    Node(String),
+    /// `/health/state/:state`: every check.
+    Checks,
+}
+
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
+pub enum CheckStatus {
+    Passing,
+    Warning,
+    /// Consul's default for a new check.
+    #[default]
+    Critical,
+}
+
+impl CheckStatus {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            CheckStatus::Passing => "passing",
+            CheckStatus::Warning => "warning",
+            CheckStatus::Critical => "critical",
+        }
+    }
+
+    /// Parse Consul's lowercase status names (`maintenance` is how the API names an injected critical).
+    pub fn parse(s: &str) -> Option<Self> {
+        match s {
+            "passing" => Some(CheckStatus::Passing),
+            "warning" => Some(CheckStatus::Warning),
+            "critical" | "maintenance" => Some(CheckStatus::Critical),
+            _ => None,
+        }
+    }
+}
+
+/// A node row.
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct CatalogNode {
+    /// The node's UUID (may be empty for catalog-only "external" nodes).
+    pub id: String,
+    pub node: String,
+    pub address: String,
+    pub datacenter: String,
+    pub tagged_addresses: BTreeMap<String, String>,
+    pub meta: BTreeMap<String, String>,
+    pub create_index: u64,
+    pub modify_index: u64,
+}
+
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ServiceAddress {
+    pub address: String,
+    pub port: u32,
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Weights {
+    pub passing: u32,
+    pub warning: u32,
+}
+
+impl Default for Weights {
+    /// Consul's default weights.
+    fn default() -> Self {
+        Weights { passing: 1, warning: 1 }
+    }
+}
+
+/// A service instance on a node.
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ServiceInstance {
+    pub id: String,
+    pub service: String,
+    /// `""` for a typical service; `connect-proxy`, … otherwise.
+    pub kind: String,
+    pub tags: Vec<String>,
+    pub address: String,
+    pub tagged_addresses: BTreeMap<String, ServiceAddress>,
+    pub meta: BTreeMap<String, String>,
+    pub port: u32,
+    pub weights: Weights,
+    pub enable_tag_override: bool,
+    pub create_index: u64,
+    pub modify_index: u64,
+}
+
+/// How a check runs, as recorded in the catalog (`Definition`). Durations in nanoseconds, as Go keeps them.
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct CheckDefinition {
+    pub http: String,
+    pub method: String,
+    pub header: BTreeMap<String, Vec<String>>,
+    pub body: String,
+    pub tls_server_name: String,
+    pub tls_skip_verify: bool,
+    pub tcp: String,
+    pub interval_ns: u64,
+    pub timeout_ns: u64,
+    pub deregister_critical_service_after_ns: u64,
+}
+
+/// A check row.
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct HealthCheck {
+    pub node: String,
+    pub check_id: String,
+    pub name: String,
+    pub status: CheckStatus,
+    pub notes: String,
+    pub output: String,
+    /// `""` for a node-level check.
+    pub service_id: String,
+    pub service_name: String,
+    pub service_tags: Vec<String>,
+    /// `ttl`, `http`, `tcp`, `script`, … (`""` for catalog-only checks).
+    pub check_type: String,
+    pub definition: CheckDefinition,
+    pub create_index: u64,
+    pub modify_index: u64,
+}
+
+/// `PUT /v1/catalog/register` (also what anti-entropy sends): a node, optionally one service, and checks.
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Registration {
+    pub id: String,
+    pub node: String,
+    pub address: String,
+    pub datacenter: String,
+    pub tagged_addresses: BTreeMap<String, String>,
+    pub node_meta: BTreeMap<String, String>,
+    /// Leave an existing node row as it is (a node missing from the catalog is still created).
+    pub skip_node_update: bool,
+    /// Indexes in it are ignored.
+    pub service: Option<ServiceInstance>,
+    /// Indexes, `node`, `service_name` and `service_tags` in them are filled in by the store.
+    pub checks: Vec<HealthCheck>,
+}
+
+/// One entry of `/health/service/:name`.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct CheckServiceNode {
+    pub node: CatalogNode,
+    pub service: ServiceInstance,
+    /// The node's checks, then the service's, each in check-ID order.
+    pub checks: Vec<HealthCheck>,
+}
+
+/// A read of the catalog or of health, as the HTTP endpoints ask it.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub enum CatalogQuery {
+    /// `/catalog/services`
+    Services,
+    /// `/catalog/nodes`
+    Nodes,
+    /// `/catalog/service/:name?tag=` (every tag must be present, case-insensitively as in Consul)
+    Service { name: String, tags: Vec<String> },
+    /// `/catalog/node/:node`, `/catalog/node-services/:node`
+    Node { node: String },
+    /// `/health/service/:name?tag=&passing`
+    HealthService {
+        name: String,
+        tags: Vec<String>,
+        passing: bool,
+    },
+    /// `/health/checks/:service`
+    HealthChecks { service: String },
+    /// `/health/node/:node`
+    HealthNode { node: String },
+    /// `/health/state/:state`; `None` = `any`.
+    HealthState { status: Option<CheckStatus> },
+}
+
+impl CatalogQuery {
+    /// The range whose changes can change this read's answer.
+    pub fn range(&self) -> CatalogRange {
+        match self {
+            CatalogQuery::Services => CatalogRange::Services,
+            CatalogQuery::Nodes => CatalogRange::Nodes,
+            CatalogQuery::Service { name, .. }
+            | CatalogQuery::HealthService { name, .. }
+            | CatalogQuery::HealthChecks { service: name } => CatalogRange::Service(name.clone()),
+            CatalogQuery::Node { node } | CatalogQuery::HealthNode { node } => CatalogRange::Node(node.clone()),
+            CatalogQuery::HealthState { .. } => CatalogRange::Checks,
+        }
+    }
+}
+
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub enum CatalogResult {
+    /// Service name → union of its instances' tags (sorted, deduplicated).
+    Services(BTreeMap<String, Vec<String>>),
+    Nodes(Vec<CatalogNode>),
+    /// (node, instance) pairs, in node then service-ID order.
+    ServiceNodes(Vec<(CatalogNode, ServiceInstance)>),
+    /// The node and its services in ID order; `None` when the node is unknown.
+    Node(Option<Box<(CatalogNode, Vec<ServiceInstance>)>>),
+    Checks(Vec<HealthCheck>),
+    CheckServiceNodes(Vec<CheckServiceNode>),
+}
+
+/// Why a catalog write was refused (nothing was written).
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize, thiserror::Error)]
+pub enum CatalogError {
+    #[error("Must provide node")]
+    MissingNode,
+    #[error("Must provide address")]
+    MissingAddress,
+    #[error("Must provide service name")]
+    MissingServiceName,
+    #[error("Must provide check ID or name")]
+    MissingCheckId,
+    #[error("failed inserting node: Error while renaming Node ID: \"{id}\": Node name {existing} is reserved by node {id} with name {existing}")]
+    NodeIdConflict { id: String, existing: String },
+    #[error("Missing service registration")]
+    MissingService,
+    #[error("Missing node registration")]
+    MissingNodeRegistration,
+    #[error("check {0:?} belongs to another node")]
+    CheckNodeMismatch(String),
+}
+
+type RowKey = (String, String);
+
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct CatalogStore {
+    nodes: BTreeMap<String, CatalogNode>,
+    /// (node, service ID) → instance.
+    services: BTreeMap<RowKey, ServiceInstance>,
+    /// (node, check ID) → check.
+    checks: BTreeMap<RowKey, HealthCheck>,
+    /// Service name → (node, service ID) of its instances.
+    by_name: BTreeMap<String, BTreeSet<RowKey>>,
+    /// Range → Raft index of the last change to it.
+    indexes: BTreeMap<CatalogRange, u64>,
+    /// Highest reap: range indexes at or below it were forgotten, so every range reports at least this.
+    reap_floor: u64,
+}
+
+#[derive(Serialize, Deserialize)]
+struct CatalogSnapshot {
+    nodes: Vec<CatalogNode>,
+    services: Vec<(String, ServiceInstance)>,
+    checks: Vec<HealthCheck>,
+    indexes: Vec<(CatalogRange, u64)>,
+    reap_floor: u64,
+}
+
+/// The changes one write makes, collected then stamped with its index.
+struct Touched<'a> {
+    ranges: &'a mut Vec<CatalogRange>,
+}
+
+impl Touched<'_> {
+    fn add(&mut self, range: CatalogRange) {
+        if !self.ranges.contains(&range) {
+            self.ranges.push(range);
+        }
+    }
+}
+
+impl CatalogStore {
+    /// `catalog/register`: validate, then upsert node, service and checks. Pushes every range it changed.
+    pub fn register(
+        &mut self,
+        index: u64,
+        reg: &Registration,
+        changed: &mut Vec<CatalogRange>,
+    ) -> Result<(), CatalogError> {
+        self.validate(reg)?;
+        let mut touched = Touched { ranges: changed };
+        let start = touched.ranges.len();
+        let node_exists = self.nodes.contains_key(&reg.node);
+        if !reg.skip_node_update || !node_exists {
+            self.upsert_node(index, reg, &mut touched);
+        }
+        if let Some(svc) = &reg.service {
+            self.upsert_service(index, &reg.node, svc, &mut touched);
+        }
+        for check in &reg.checks {
+            self.upsert_check(index, &reg.node, check, &mut touched);
+        }
+        self.stamp(index, &touched.ranges[start..]);
+        Ok(())
+    }
+
+    fn validate(&self, reg: &Registration) -> Result<(), CatalogError> {
+        if reg.node.is_empty() {
+            return Err(CatalogError::MissingNode);
+        }
+        if reg.address.is_empty() && !(reg.skip_node_update && self.nodes.contains_key(&reg.node)) {
+            return Err(CatalogError::MissingAddress);
+        }
+        if !reg.id.is_empty() {
+            if let Some(other) = self.nodes.values().find(|n| n.id == reg.id && n.node != reg.node) {
+                return Err(CatalogError::NodeIdConflict {
+                    id: reg.id.clone(),
+                    existing: other.node.clone(),
+                });
+            }
+        }
+        if let Some(svc) = &reg.service {
+            if svc.service.is_empty() {
+                return Err(CatalogError::MissingServiceName);
+            }
+        }
+        for check in &reg.checks {
+            if check.check_id.is_empty() {
+                return Err(CatalogError::MissingCheckId);
+            }
+            if !check.node.is_empty() && check.node != reg.node {
+                return Err(CatalogError::CheckNodeMismatch(check.check_id.clone()));
+            }
+            if !check.service_id.is_empty() {
+                let in_reg = reg.service.as_ref().is_some_and(|s| s.id == check.service_id);
+                let stored = self
+                    .services
+                    .contains_key(&(reg.node.clone(), check.service_id.clone()));
+                if !in_reg && !stored {
+                    return Err(CatalogError::MissingService);
+                }
+            }
+        }
+        Ok(())
+    }
+
+    fn upsert_node(&mut self, index: u64, reg: &Registration, touched: &mut Touched) {
+        let mut row = CatalogNode {
+            id: reg.id.clone(),
+            node: reg.node.clone(),
+            address: reg.address.clone(),
+            datacenter: reg.datacenter.clone(),
+            tagged_addresses: reg.tagged_addresses.clone(),
+            meta: reg.node_meta.clone(),
+            create_index: index,
+            modify_index: index,
+        };
+        if let Some(old) = self.nodes.get(&reg.node) {
+            row.create_index = old.create_index;
+            row.modify_index = old.modify_index;
+            if *old == row {
+                return;
+            }
+            row.modify_index = index;
+        }
+        self.nodes.insert(reg.node.clone(), row);
+        self.node_touched(&reg.node, touched);
+    }
+
+    /// Ranges that show a node's row: the node lists, the node, and every service on it.
+    fn node_touched(&self, node: &str, touched: &mut Touched) {
+        touched.add(CatalogRange::Nodes);
+        touched.add(CatalogRange::Node(node.to_owned()));
+        for (_, svc) in self.node_services_iter(node) {
+            touched.add(CatalogRange::Service(svc.service.clone()));
+        }
+    }
+
+    fn upsert_service(&mut self, index: u64, node: &str, svc: &ServiceInstance, touched: &mut Touched) {
+        let key = (node.to_owned(), svc.id.clone());
+        let mut row = svc.clone();
+        row.create_index = index;
+        row.modify_index = index;
+        let old = self.services.get(&key).cloned();
+        if let Some(old) = &old {
+            row.create_index = old.create_index;
+            row.modify_index = old.modify_index;
+            if *old == row {
+                return;
+            }
+            row.modify_index = index;
+            if old.service != row.service || old.tags != row.tags {
+                touched.add(CatalogRange::Services);
+            }
+            touched.add(CatalogRange::Service(old.service.clone()));
+            self.unindex_service(&key, &old.service);
+        } else {
+            touched.add(CatalogRange::Services);
+        }
+        touched.add(CatalogRange::Service(row.service.clone()));
+        touched.add(CatalogRange::Node(node.to_owned()));
+        self.by_name.entry(row.service.clone()).or_default().insert(key.clone());
+        let (name, tags) = (row.service.clone(), row.tags.clone());
+        self.services.insert(key, row);
+        // Service checks mirror the service's name and tags.
+        let mut checks_changed = false;
+        for check in self.checks.values_mut() {
+            if check.node == node
+                && check.service_id == svc.id
+                && (check.service_name != name || check.service_tags != tags)
+            {
+                check.service_name = name.clone();
+                check.service_tags = tags.clone();
+                check.modify_index = index;
+                checks_changed = true;
+            }
+        }
+        if checks_changed {
+            touched.add(CatalogRange::Checks);
+        }
+    }
+
+    fn unindex_service(&mut self, key: &RowKey, name: &str) {
+        if let Some(keys) = self.by_name.get_mut(name) {
+            keys.remove(key);
+            if keys.is_empty() {
+                self.by_name.remove(name);
+            }
+        }
+    }
+
+    fn upsert_check(&mut self, index: u64, node: &str, check: &HealthCheck, touched: &mut Touched) {
+        let key = (node.to_owned(), check.check_id.clone());
+        let mut row = check.clone();
+        row.node = node.to_owned();
+        row.service_name.clear();
+        row.service_tags.clear();
+        if !row.service_id.is_empty() {
+            if let Some(svc) = self.services.get(&(node.to_owned(), row.service_id.clone())) {
+                row.service_name = svc.service.clone();
+                row.service_tags = svc.tags.clone();
+            }
+        }
+        row.create_index = index;
+        row.modify_index = index;
+        let old = self.checks.get(&key).cloned();
+        if let Some(old) = &old {
+            row.create_index = old.create_index;
+            row.modify_index = old.modify_index;
+            if *old == row {
+                return;
+            }
+            row.modify_index = index;
+            self.check_touched(old, touched);
+        }
+        self.check_touched(&row, touched);
+        self.checks.insert(key, row);
+    }
+
+    /// Ranges that show a check: all checks, its node, its service — or, for a node check, every service
+    /// on the node (their health includes it).
+    fn check_touched(&self, check: &HealthCheck, touched: &mut Touched) {
+        touched.add(CatalogRange::Checks);
+        touched.add(CatalogRange::Node(check.node.clone()));
+        if check.service_id.is_empty() {
+            for (_, svc) in self.node_services_iter(&check.node) {
+                touched.add(CatalogRange::Service(svc.service.clone()));
+            }
+        } else if !check.service_name.is_empty() {
+            touched.add(CatalogRange::Service(check.service_name.clone()));
+        }
+    }
+
+    /// `catalog/deregister`: the whole node (with its services and checks), one service (with its checks)
+    /// or one check. Removing something absent is a no-op, as in Consul.
+    pub fn deregister(
+        &mut self,
+        index: u64,
+        node: &str,
+        service_id: Option<&str>,
+        check_id: Option<&str>,
+        changed: &mut Vec<CatalogRange>,
+    ) -> Result<(), CatalogError> {
+        if node.is_empty() {
+            return Err(CatalogError::MissingNode);
+        }
+        let mut touched = Touched { ranges: changed };
+        let start = touched.ranges.len();
+        match (service_id, check_id) {
+            (None, None) => self.remove_node(node, &mut touched),
+            (service_id, check_id) => {
+                if let Some(id) = service_id {
+                    self.remove_service(node, id, &mut touched);
+                }
+                if let Some(id) = check_id {
+                    self.remove_check(node, id, &mut touched);
+                }
+            }
+        }
+        self.stamp(index, &touched.ranges[start..]);
+        Ok(())
+    }
+
+    fn remove_node(&mut self, node: &str, touched: &mut Touched) {
+        if !self.nodes.contains_key(node) {
+            return;
+        }
+        self.node_touched(node, touched);
+        let ids: Vec<String> = self.node_services_iter(node).map(|(k, _)| k.1.clone()).collect();
+        for id in ids {
+            self.remove_service(node, &id, touched);
+        }
+        let checks: Vec<String> = self.node_checks_iter(node).map(|c| c.check_id.clone()).collect();
+        for id in checks {
+            self.remove_check(node, &id, touched);
+        }
+        self.nodes.remove(node);
+    }
+
+    fn remove_service(&mut self, node: &str, id: &str, touched: &mut Touched) {
+        let key = (node.to_owned(), id.to_owned());
+        let Some(svc) = self.services.remove(&key) else {
+            return;
+        };
+        self.unindex_service(&key, &svc.service);
+        touched.add(CatalogRange::Services);
+        touched.add(CatalogRange::Service(svc.service.clone()));
+        touched.add(CatalogRange::Node(node.to_owned()));
+        let checks: Vec<String> = self
+            .node_checks_iter(node)
+            .filter(|c| c.service_id == id)
+            .map(|c| c.check_id.clone())
+            .collect();
+        for check in checks {
+            if let Some(c) = self.checks.remove(&(node.to_owned(), check)) {
+                touched.add(CatalogRange::Checks);
+                touched.add(CatalogRange::Service(c.service_name));
+            }
+        }
+    }
+
+    fn remove_check(&mut self, node: &str, id: &str, touched: &mut Touched) {
+        if let Some(check) = self.checks.get(&(node.to_owned(), id.to_owned())).cloned() {
+            self.check_touched(&check, touched);
+            self.checks.remove(&(node.to_owned(), id.to_owned()));
+        }
+    }
+
+    /// A check's status and output changed (anti-entropy of a check result). Absent check: no-op.
+    pub fn update_check(
+        &mut self,
+        index: u64,
+        node: &str,
+        check_id: &str,
+        status: CheckStatus,
+        output: &str,
+        changed: &mut Vec<CatalogRange>,
+    ) {
+        let Some(old) = self.checks.get(&(node.to_owned(), check_id.to_owned())) else {
+            return;
+        };
+        if old.status == status && old.output == output {
+            return;
+        }
+        let mut row = old.clone();
+        row.status = status;
+        row.output = output.to_owned();
+        row.modify_index = index;
+        let mut touched = Touched { ranges: changed };
+        let start = touched.ranges.len();
+        self.check_touched(&row, &mut touched);
+        self.checks.insert((node.to_owned(), check_id.to_owned()), row);
+        self.stamp(index, &touched.ranges[start..]);
+    }
+
+    fn stamp(&mut self, index: u64, ranges: &[CatalogRange]) {
+        for range in ranges {
+            let at = self.indexes.entry(range.clone()).or_insert(0);
+            *at = (*at).max(index);
+        }
+    }
+
+    /// Forget the indexes of ranges that are empty now and last changed at or below `up_to` (the floor
+    /// keeps their reads at or above what they reported).
+    pub fn reap(&mut self, up_to: u64) {
+        let keep: Vec<CatalogRange> = self
+            .indexes
+            .iter()
+            .filter(|(range, at)| **at > up_to || !self.range_is_empty(range))
+            .map(|(r, _)| r.clone())
+            .collect();
+        let mut kept = BTreeMap::new();
+        for range in keep {
+            let at = self.indexes[&range];
+            kept.insert(range, at);
+        }
+        self.indexes = kept;
+        self.reap_floor = self.reap_floor.max(up_to);
+    }
+
+    fn range_is_empty(&self, range: &CatalogRange) -> bool {
+        match range {
+            CatalogRange::Services | CatalogRange::Nodes | CatalogRange::Checks => false,
+            CatalogRange::Service(name) => !self.by_name.contains_key(name),
+            CatalogRange::Node(node) => !self.nodes.contains_key(node),
+        }
+    }
+
+    /// The index a read of `range` reports (X-Consul-Index): never 0, never backwards.
+    pub fn range_index(&self, range: &CatalogRange) -> u64 {
+        self.indexes
+            .get(range)
+            .copied()
+            .unwrap_or(0)
+            .max(self.reap_floor)
+            .max(1)
+    }
+
+    fn node_services_iter<'a>(&'a self, node: &'a str) -> impl Iterator<Item = (&'a RowKey, &'a ServiceInstance)> + 'a {
+        self.services
+            .range((node.to_owned(), String::new())..)
+            .take_while(move |((n, _), _)| n == node)
+    }
+
+    fn node_checks_iter<'a>(&'a self, node: &'a str) -> impl Iterator<Item = &'a HealthCheck> + 'a {
+        self.checks
+            .range((node.to_owned(), String::new())..)
+            .take_while(move |((n, _), _)| n == node)
+            .map(|(_, c)| c)
+    }
+
+    /// Instances of service `name` carrying every tag of `tags` (case-insensitive), in (node, ID) order.
+    fn instances<'a>(
+        &'a self,
+        name: &str,
+        tags: &'a [String],
+    ) -> impl Iterator<Item = (&'a CatalogNode, &'a ServiceInstance)> + 'a {
+        self.by_name
+            .get(name)
+            .into_iter()
+            .flatten()
+            .filter_map(|key| Some((self.nodes.get(&key.0)?, self.services.get(key)?)))
+            .filter(move |(_, svc)| {
+                tags.iter()
+                    .all(|want| svc.tags.iter().any(|t| t.eq_ignore_ascii_case(want)))
+            })
+    }
+
+    pub fn node(&self, node: &str) -> Option<&CatalogNode> {
+        self.nodes.get(node)
+    }
+
+    pub fn service(&self, node: &str, id: &str) -> Option<&ServiceInstance> {
+        self.services.get(&(node.to_owned(), id.to_owned()))
+    }
+
+    pub fn check(&self, node: &str, id: &str) -> Option<&HealthCheck> {
+        self.checks.get(&(node.to_owned(), id.to_owned()))
+    }
+
+    /// The services and checks registered on `node`, in ID order.
+    pub fn node_rows(&self, node: &str) -> (Vec<ServiceInstance>, Vec<HealthCheck>) {
+        (
+            self.node_services_iter(node).map(|(_, s)| s.clone()).collect(),
+            self.node_checks_iter(node).cloned().collect(),
+        )
+    }
+
+    /// Answer a read: (the index of its range, the result).
+    pub fn read(&self, query: &CatalogQuery) -> (u64, CatalogResult) {
+        let index = self.range_index(&query.range());
+        let result = match query {
+            CatalogQuery::Services => {
+                let mut out: BTreeMap<String, Vec<String>> = BTreeMap::new();
+                for (name, keys) in &self.by_name {
+                    let mut tags = BTreeSet::new();
+                    for key in keys {
+                        if let Some(svc) = self.services.get(key) {
+                            tags.extend(svc.tags.iter().cloned());
+                        }
+                    }
+                    out.insert(name.clone(), tags.into_iter().collect());
+                }
+                CatalogResult::Services(out)
+            }
+            CatalogQuery::Nodes => CatalogResult::Nodes(self.nodes.values().cloned().collect()),
+            CatalogQuery::Service { name, tags } => CatalogResult::ServiceNodes(
+                self.instances(name, tags)
+                    .map(|(n, s)| (n.clone(), s.clone()))
+                    .collect(),
+            ),
+            CatalogQuery::Node { node } => CatalogResult::Node(self.nodes.get(node).map(|n| {
+                let services = self.node_services_iter(node).map(|(_, s)| s.clone()).collect();
+                Box::new((n.clone(), services))
+            })),
+            CatalogQuery::HealthService { name, tags, passing } => {
+                let mut out = Vec::new();
+                for (node, svc) in self.instances(name, tags) {
+                    let checks: Vec<HealthCheck> = self
+                        .node_checks_iter(&node.node)
+                        .filter(|c| c.service_id.is_empty())
+                        .chain(self.node_checks_iter(&node.node).filter(|c| c.service_id == svc.id))
+                        .cloned()
+                        .collect();
+                    if *passing && checks.iter().any(|c| c.status != CheckStatus::Passing) {
+                        continue;
+                    }
+                    out.push(CheckServiceNode {
+                        node: node.clone(),
+                        service: svc.clone(),
+                        checks,
+                    });
+                }
+                CatalogResult::CheckServiceNodes(out)
+            }
+            CatalogQuery::HealthChecks { service } => CatalogResult::Checks(
+                self.checks
+                    .values()
+                    .filter(|c| !c.service_id.is_empty() && c.service_name == *service)
+                    .cloned()
+                    .collect(),
+            ),
+            CatalogQuery::HealthNode { node } => CatalogResult::Checks(self.node_checks_iter(node).cloned().collect()),
+            CatalogQuery::HealthState { status } => CatalogResult::Checks(
+                self.checks
+                    .values()
+                    .filter(|c| status.is_none_or(|s| c.status == s))
+                    .cloned()
+                    .collect(),
+            ),
+        };
+        (index, result)
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.nodes.is_empty() && self.indexes.is_empty() && self.reap_floor == 0
+    }
+
+    pub fn encode(&self) -> Vec<u8> {
+        let snapshot = CatalogSnapshot {
+            nodes: self.nodes.values().cloned().collect(),
+            services: self.services.iter().map(|((n, _), s)| (n.clone(), s.clone())).collect(),
+            checks: self.checks.values().cloned().collect(),
+            indexes: self.indexes.iter().map(|(r, i)| (r.clone(), *i)).collect(),
+            reap_floor: self.reap_floor,
+        };
+        postcard::to_allocvec(&snapshot).expect("a catalog snapshot always encodes")
+    }
+
+    /// Decode what [`CatalogStore::encode`] produced, checking the invariants. Never panics.
+    pub fn decode(data: &[u8]) -> Result<Self, DecodeError> {
+        let bad = |m: &str| DecodeError::Snapshot(format!("catalog: {m}"));
+        let snapshot: CatalogSnapshot = match postcard::take_from_bytes(data) {
+            Ok((snapshot, [])) => snapshot,
+            Ok(_) => return Err(bad("trailing bytes")),
+            Err(e) => return Err(bad(&e.to_string())),
+        };
+        let mut store = CatalogStore {
+            reap_floor: snapshot.reap_floor,
+            ..CatalogStore::default()
+        };
+        for node in snapshot.nodes {
+            if store.nodes.insert(node.node.clone(), node).is_some() {
+                return Err(bad("duplicate node"));
+            }
+        }
+        for (node, svc) in snapshot.services {
+            if !store.nodes.contains_key(&node) {
+                return Err(bad("service on an unknown node"));
+            }
+            let key = (node, svc.id.clone());
+            store
+                .by_name
+                .entry(svc.service.clone())
+                .or_default()
+                .insert(key.clone());
+            if store.services.insert(key, svc).is_some() {
+                return Err(bad("duplicate service"));
+            }
+        }
+        for check in snapshot.checks {
+            if !store.nodes.contains_key(&check.node) {
+                return Err(bad("check on an unknown node"));
+            }
+            let key = (check.node.clone(), check.check_id.clone());
+            if store.checks.insert(key, check).is_some() {
+                return Err(bad("duplicate check"));
+            }
+        }
+        for (range, index) in snapshot.indexes {
+            if store.indexes.insert(range, index).is_some() {
+                return Err(bad("duplicate range index"));
+            }
+        }
+        Ok(store)
+    }
+}

@@ -1,0 +1,532 @@
+//! Tests of the catalog: Consul's register/deregister semantics, health views, and (property) that every
+//! read's range index moves forward exactly when its answer changes, against a plain model.
+use std::collections::{BTreeMap, BTreeSet};
+
+use proptest::prelude::*;
+
+use super::{
+    CatalogError, CatalogQuery, CatalogRange, CatalogResult, CatalogStore, Changes, CheckStatus, Command,
+    CommandResult, HealthCheck, Registration, ServiceInstance, StateMachine,
+};
+
+fn node_reg(node: &str, address: &str) -> Registration {
+    Registration {
+        node: node.into(),
+        address: address.into(),
+        datacenter: "dc1".into(),
+        ..Registration::default()
+    }
+}
+
+fn service(id: &str, name: &str, tags: &[&str]) -> ServiceInstance {
+    ServiceInstance {
+        id: id.into(),
+        service: name.into(),
+        tags: tags.iter().map(|t| t.to_string()).collect(),
+        port: 80,
+        ..ServiceInstance::default()
+    }
+}
+
+fn check(id: &str, service_id: &str, status: CheckStatus) -> HealthCheck {
+    HealthCheck {
+        check_id: id.into(),
+        name: id.into(),
+        service_id: service_id.into(),
+        status,
+        ..HealthCheck::default()
+    }
+}
+
+fn apply(sm: &mut StateMachine, index: u64, cmd: Command) -> (CommandResult, Changes) {
+    let mut changes = Changes::default();
+    let result = sm.apply(index, &cmd, &mut changes);
+    (result, changes)
+}
+
+fn register(sm: &mut StateMachine, index: u64, reg: Registration) -> (CommandResult, Changes) {
+    apply(sm, index, Command::CatalogRegister(Box::new(reg)))
+}
+
+fn health(sm: &StateMachine, name: &str, passing: bool) -> Vec<(String, String)> {
+    let query = CatalogQuery::HealthService {
+        name: name.into(),
+        tags: vec![],
+        passing,
+    };
+    match sm.catalog.read(&query).1 {
+        CatalogResult::CheckServiceNodes(v) => v.into_iter().map(|e| (e.node.node, e.service.id)).collect(),
+        other => panic!("{other:?}"),
+    }
+}
+
+#[test]
+fn register_creates_node_service_and_checks_with_raft_indexes() {
+    let mut sm = StateMachine::default();
+    let mut reg = node_reg("n1", "10.0.0.1");
+    reg.service = Some(service("web1", "web", &["prod"]));
+    reg.checks = vec![check("service:web1", "web1", CheckStatus::Passing)];
+    let (result, changes) = register(&mut sm, 5, reg.clone());
+    assert_eq!(result, CommandResult::Bool(true));
+    for range in [
+        CatalogRange::Nodes,
+        CatalogRange::Services,
+        CatalogRange::Checks,
+        CatalogRange::Node("n1".into()),
+        CatalogRange::Service("web".into()),
+    ] {
+        assert!(changes.catalog.contains(&range), "{range:?} not reported");
+        assert_eq!(sm.catalog.range_index(&range), 5);
+    }
+    let c = sm.catalog.check("n1", "service:web1").unwrap();
+    assert_eq!((c.node.as_str(), c.service_name.as_str()), ("n1", "web"));
+    assert_eq!(c.service_tags, vec!["prod".to_string()]);
+    assert_eq!((c.create_index, c.modify_index), (5, 5));
+
+    // The same registration again changes nothing: no index moves, nobody wakes.
+    let (_, changes) = register(&mut sm, 6, reg.clone());
+    assert!(changes.is_empty(), "{changes:?}");
+    assert_eq!(sm.catalog.range_index(&CatalogRange::Service("web".into())), 5);
+
+    // A new tag: the service, its node, the service list, and the check (which mirrors the tags) move.
+    reg.service = Some(service("web1", "web", &["prod", "v2"]));
+    let (_, changes) = register(&mut sm, 7, reg);
+    assert!(changes.catalog.contains(&CatalogRange::Services));
+    assert!(!changes.catalog.contains(&CatalogRange::Nodes));
+    let svc = sm.catalog.service("n1", "web1").unwrap();
+    assert_eq!((svc.create_index, svc.modify_index), (5, 7));
+    assert_eq!(sm.catalog.check("n1", "service:web1").unwrap().service_tags.len(), 2);
+}
+
+#[test]
+fn a_refused_registration_writes_nothing() {
+    let mut sm = StateMachine::default();
+    let mut reg = node_reg("n1", "10.0.0.1");
+    reg.checks = vec![check("c", "nope", CheckStatus::Passing)];
+    let (result, changes) = register(&mut sm, 2, reg);
+    assert_eq!(result, CommandResult::Refused(CatalogError::MissingService));
+    assert!(changes.is_empty());
+    assert!(
+        sm.catalog.node("n1").is_none(),
+        "the node of a refused registration is not created"
+    );
+    assert_eq!(
+        register(&mut sm, 3, node_reg("", "1.2.3.4")).0,
+        CommandResult::Refused(CatalogError::MissingNode)
+    );
+    assert_eq!(
+        register(&mut sm, 3, node_reg("n", "")).0,
+        CommandResult::Refused(CatalogError::MissingAddress)
+    );
+    let mut a = node_reg("a", "1.1.1.1");
+    a.id = "11111111-2222-3333-4444-555555555555".into();
+    register(&mut sm, 4, a.clone());
+    a.node = "b".into();
+    assert!(matches!(
+        register(&mut sm, 5, a).0,
+        CommandResult::Refused(CatalogError::NodeIdConflict { .. })
+    ));
+}
+
+#[test]
+fn health_passing_needs_every_node_and_service_check_passing() {
+    let mut sm = StateMachine::default();
+    for (i, node) in ["n1", "n2"].iter().enumerate() {
+        let mut reg = node_reg(node, "10.0.0.1");
+        reg.service = Some(service("web", "web", &[]));
+        reg.checks = vec![
+            check("serfHealth", "", CheckStatus::Passing),
+            check("service:web", "web", CheckStatus::Passing),
+        ];
+        register(&mut sm, 2 + i as u64, reg);
+    }
+    assert_eq!(health(&sm, "web", true).len(), 2);
+    let (_, changes) = apply(
+        &mut sm,
+        10,
+        Command::CatalogCheckUpdate {
+            node: "n2".into(),
+            check_id: "serfHealth".into(),
+            status: CheckStatus::Critical,
+            output: "gone".into(),
+        },
+    );
+    assert!(
+        changes.catalog.contains(&CatalogRange::Service("web".into())),
+        "a node check changes the health of every service on the node"
+    );
+    assert_eq!(health(&sm, "web", true), vec![("n1".to_string(), "web".to_string())]);
+    assert_eq!(health(&sm, "web", false).len(), 2);
+    assert_eq!(sm.catalog.range_index(&CatalogRange::Service("web".into())), 10);
+    assert_eq!(sm.catalog.range_index(&CatalogRange::Node("n1".into())), 2);
+}
+
+#[test]
+fn deregister_removes_a_check_a_service_or_the_whole_node() {
+    let mut sm = StateMachine::default();
+    let mut reg = node_reg("n1", "10.0.0.1");
+    reg.service = Some(service("db1", "db", &[]));
+    reg.checks = vec![
+        check("serfHealth", "", CheckStatus::Passing),
+        check("db-check", "db1", CheckStatus::Passing),
+    ];
+    register(&mut sm, 2, reg);
+    let mut other = node_reg("n1", "10.0.0.1");
+    other.service = Some(service("cache1", "cache", &[]));
+    register(&mut sm, 3, other);
+
+    let dereg = |service_id: Option<&str>, check_id: Option<&str>| Command::CatalogDeregister {
+        node: "n1".into(),
+        service_id: service_id.map(String::from),
+        check_id: check_id.map(String::from),
+    };
+    let (_, changes) = apply(&mut sm, 4, dereg(Some("db1"), None));
+    assert!(sm.catalog.service("n1", "db1").is_none());
+    assert!(
+        sm.catalog.check("n1", "db-check").is_none(),
+        "the service's checks go with it"
+    );
+    assert!(sm.catalog.check("n1", "serfHealth").is_some());
+    assert!(!changes.catalog.contains(&CatalogRange::Service("cache".into())));
+    assert_eq!(
+        sm.catalog.range_index(&CatalogRange::Service("db".into())),
+        4,
+        "kept after the rows go"
+    );
+
+    let (_, changes) = apply(&mut sm, 5, dereg(Some("db1"), None));
+    assert!(changes.is_empty(), "removing what is absent is a no-op");
+
+    apply(&mut sm, 6, dereg(None, Some("serfHealth")));
+    assert!(sm.catalog.check("n1", "serfHealth").is_none());
+    assert_eq!(sm.catalog.range_index(&CatalogRange::Service("cache".into())), 6);
+
+    apply(&mut sm, 7, dereg(None, None));
+    assert!(sm.catalog.node("n1").is_none());
+    assert!(sm.catalog.service("n1", "cache1").is_none());
+    assert_eq!(
+        sm.catalog.read(&CatalogQuery::Services).1,
+        CatalogResult::Services(BTreeMap::new())
+    );
+}
+
+#[test]
+fn services_lists_the_union_of_tags_and_tag_queries_need_every_tag() {
+    let mut sm = StateMachine::default();
+    for (i, (node, tags)) in [("n1", &["primary", "v1"][..]), ("n2", &["secondary", "v1"][..])]
+        .iter()
+        .enumerate()
+    {
+        let mut reg = node_reg(node, "10.0.0.1");
+        reg.service = Some(service("redis", "redis", tags));
+        register(&mut sm, 2 + i as u64, reg);
+    }
+    let CatalogResult::Services(services) = sm.catalog.read(&CatalogQuery::Services).1 else {
+        panic!()
+    };
+    assert_eq!(services["redis"], vec!["primary", "secondary", "v1"]);
+    let query = CatalogQuery::Service {
+        name: "redis".into(),
+        tags: vec!["V1".into(), "primary".into()],
+    };
+    let CatalogResult::ServiceNodes(nodes) = sm.catalog.read(&query).1 else {
+        panic!()
+    };
+    assert_eq!(nodes.len(), 1);
+    assert_eq!(nodes[0].0.node, "n1");
+}
+
+#[test]
+fn snapshot_restores_the_catalog_and_rejects_corruption() {
+    let mut sm = StateMachine::default();
+    let mut reg = node_reg("n1", "10.0.0.1");
+    reg.service = Some(service("web1", "web", &["a"]));
+    reg.checks = vec![check("c1", "web1", CheckStatus::Warning)];
+    register(&mut sm, 3, reg);
+    apply(&mut sm, 4, Command::KvReapTombstones { up_to: 2 });
+    let restored = StateMachine::restore(&sm.snapshot()).expect("own snapshot decodes");
+    assert_eq!(restored, sm);
+    let data = sm.catalog.encode();
+    assert!(CatalogStore::decode(&data[..data.len() - 1]).is_err());
+    let mut longer = data.clone();
+    longer.push(0);
+    assert!(CatalogStore::decode(&longer).is_err());
+}
+
+// ---------------------------------------------------------------- property: against a model
+
+#[derive(Clone, Debug)]
+enum Op {
+    RegisterNode {
+        node: usize,
+        address: usize,
+        skip: bool,
+    },
+    RegisterService {
+        node: usize,
+        id: usize,
+        name: usize,
+        tags: Vec<usize>,
+    },
+    RegisterCheck {
+        node: usize,
+        id: usize,
+        service: Option<usize>,
+        status: usize,
+    },
+    UpdateCheck {
+        node: usize,
+        id: usize,
+        status: usize,
+    },
+    DeregisterNode {
+        node: usize,
+    },
+    DeregisterService {
+        node: usize,
+        id: usize,
+    },
+    DeregisterCheck {
+        node: usize,
+        id: usize,
+    },
+    Reap,
+}
+
+const NODES: [&str; 3] = ["n0", "n1", "n2"];
+const NAMES: [&str; 3] = ["web", "db", "cache"];
+const STATUSES: [CheckStatus; 3] = [CheckStatus::Passing, CheckStatus::Warning, CheckStatus::Critical];
+
+fn op() -> impl Strategy<Value = Op> {
+    prop_oneof![
+        (0..3usize, 0..2usize, any::<bool>()).prop_map(|(node, address, skip)| Op::RegisterNode {
+            node,
+            address,
+            skip
+        }),
+        (
+            0..3usize,
+            0..3usize,
+            0..3usize,
+            proptest::collection::vec(0..3usize, 0..3)
+        )
+            .prop_map(|(node, id, name, tags)| Op::RegisterService { node, id, name, tags }),
+        (0..3usize, 0..3usize, proptest::option::of(0..3usize), 0..3usize).prop_map(|(node, id, service, status)| {
+            Op::RegisterCheck {
+                node,
+                id,
+                service,
+                status,
+            }
+        }),
+        (0..3usize, 0..3usize, 0..3usize).prop_map(|(node, id, status)| Op::UpdateCheck { node, id, status }),
+        (0..3usize).prop_map(|node| Op::DeregisterNode { node }),
+        (0..3usize, 0..3usize).prop_map(|(node, id)| Op::DeregisterService { node, id }),
+        (0..3usize, 0..3usize).prop_map(|(node, id)| Op::DeregisterCheck { node, id }),
+        Just(Op::Reap),
+    ]
+}
+
+fn command(op: &Op, index: u64) -> Command {
+    let node = |n: usize| NODES[n].to_string();
+    let reg = |n: usize| Registration {
+        skip_node_update: true,
+        ..node_reg(NODES[n], "10.0.0.1")
+    };
+    match op {
+        Op::RegisterNode { node, address, skip } => {
+            let mut r = node_reg(NODES[*node], ["10.0.0.1", "10.0.0.2"][*address]);
+            r.skip_node_update = *skip;
+            Command::CatalogRegister(Box::new(r))
+        }
+        Op::RegisterService { node, id, name, tags } => {
+            let mut r = reg(*node);
+            let tags: Vec<&str> = tags.iter().map(|t| ["a", "b", "c"][*t]).collect();
+            r.service = Some(service(&format!("s{id}"), NAMES[*name], &tags));
+            Command::CatalogRegister(Box::new(r))
+        }
+        Op::RegisterCheck {
+            node,
+            id,
+            service,
+            status,
+        } => {
+            let mut r = reg(*node);
+            let sid = service.map(|s| format!("s{s}")).unwrap_or_default();
+            r.checks = vec![check(&format!("c{id}"), &sid, STATUSES[*status])];
+            Command::CatalogRegister(Box::new(r))
+        }
+        Op::UpdateCheck { node: n, id, status } => Command::CatalogCheckUpdate {
+            node: node(*n),
+            check_id: format!("c{id}"),
+            status: STATUSES[*status],
+            output: String::new(),
+        },
+        Op::DeregisterNode { node: n } => Command::CatalogDeregister {
+            node: node(*n),
+            service_id: None,
+            check_id: None,
+        },
+        Op::DeregisterService { node: n, id } => Command::CatalogDeregister {
+            node: node(*n),
+            service_id: Some(format!("s{id}")),
+            check_id: None,
+        },
+        Op::DeregisterCheck { node: n, id } => Command::CatalogDeregister {
+            node: node(*n),
+            service_id: None,
+            check_id: Some(format!("c{id}")),
+        },
+        Op::Reap => Command::KvReapTombstones {
+            up_to: index.saturating_sub(3),
+        },
+    }
+}
+
+/// The catalog as plain sets: node → address, (node, id) → (name, tags), (node, check) → (service, status).
+#[derive(Default, Debug, PartialEq)]
+struct Model {
+    nodes: BTreeMap<String, String>,
+    services: BTreeMap<(String, String), (String, Vec<String>)>,
+    checks: BTreeMap<(String, String), (String, CheckStatus)>,
+}
+
+impl Model {
+    fn apply(&mut self, cmd: &Command) {
+        match cmd {
+            Command::CatalogRegister(r) => {
+                let ok = r.checks.iter().all(|c| {
+                    c.service_id.is_empty() || self.services.contains_key(&(r.node.clone(), c.service_id.clone()))
+                });
+                if !ok {
+                    return;
+                }
+                if !r.skip_node_update || !self.nodes.contains_key(&r.node) {
+                    self.nodes.insert(r.node.clone(), r.address.clone());
+                }
+                if let Some(s) = &r.service {
+                    self.services
+                        .insert((r.node.clone(), s.id.clone()), (s.service.clone(), s.tags.clone()));
+                }
+                for c in &r.checks {
+                    self.checks
+                        .insert((r.node.clone(), c.check_id.clone()), (c.service_id.clone(), c.status));
+                }
+            }
+            Command::CatalogCheckUpdate {
+                node, check_id, status, ..
+            } => {
+                if let Some(c) = self.checks.get_mut(&(node.clone(), check_id.clone())) {
+                    c.1 = *status;
+                }
+            }
+            Command::CatalogDeregister {
+                node,
+                service_id,
+                check_id,
+            } => match (service_id, check_id) {
+                (None, None) => {
+                    self.nodes.remove(node);
+                    self.services.retain(|(n, _), _| n != node);
+                    self.checks.retain(|(n, _), _| n != node);
+                }
+                _ => {
+                    if let Some(id) = service_id {
+                        self.services.remove(&(node.clone(), id.clone()));
+                        self.checks.retain(|(n, _), (s, _)| !(n == node && s == id));
+                    }
+                    if let Some(id) = check_id {
+                        self.checks.remove(&(node.clone(), id.clone()));
+                    }
+                }
+            },
+            _ => {}
+        }
+    }
+
+    fn of(store: &CatalogStore) -> Model {
+        let mut m = Model::default();
+        let CatalogResult::Nodes(nodes) = store.read(&CatalogQuery::Nodes).1 else {
+            unreachable!()
+        };
+        for n in nodes {
+            let (services, checks) = store.node_rows(&n.node);
+            for s in services {
+                m.services.insert((n.node.clone(), s.id), (s.service, s.tags));
+            }
+            for c in checks {
+                m.checks.insert((n.node.clone(), c.check_id), (c.service_id, c.status));
+            }
+            m.nodes.insert(n.node, n.address);
+        }
+        m
+    }
+}
+
+fn queries() -> Vec<CatalogQuery> {
+    let mut q = vec![
+        CatalogQuery::Services,
+        CatalogQuery::Nodes,
+        CatalogQuery::HealthState { status: None },
+        CatalogQuery::HealthState {
+            status: Some(CheckStatus::Passing),
+        },
+    ];
+    for name in NAMES {
+        q.push(CatalogQuery::Service {
+            name: name.into(),
+            tags: vec![],
+        });
+        q.push(CatalogQuery::HealthService {
+            name: name.into(),
+            tags: vec![],
+            passing: false,
+        });
+        q.push(CatalogQuery::HealthService {
+            name: name.into(),
+            tags: vec!["a".into()],
+            passing: true,
+        });
+        q.push(CatalogQuery::HealthChecks { service: name.into() });
+    }
+    for node in NODES {
+        q.push(CatalogQuery::Node { node: node.into() });
+        q.push(CatalogQuery::HealthNode { node: node.into() });
+    }
+    q
+}
+
+proptest! {
+    #![proptest_config(ProptestConfig { cases: 256, ..ProptestConfig::default() })]
+
+    #[test]
+    fn catalog_matches_the_model_and_reads_wake_exactly_when_they_change(
+        ops in proptest::collection::vec((1..3u64, op()), 1..60)
+    ) {
+        let mut sm = StateMachine::default();
+        let mut model = Model::default();
+        let queries = queries();
+        let mut before: Vec<(u64, CatalogResult)> = queries.iter().map(|q| sm.catalog.read(q)).collect();
+        let mut index = 1;
+        for (gap, op) in &ops {
+            index += gap;
+            let cmd = command(op, index);
+            let (_, changes) = apply(&mut sm, index, cmd.clone());
+            model.apply(&cmd);
+            prop_assert_eq!(&Model::of(&sm.catalog), &model, "after {:?}", cmd);
+            let reported: BTreeSet<_> = changes.catalog.iter().cloned().collect();
+            prop_assert_eq!(reported.len(), changes.catalog.len(), "ranges reported once: {:?}", changes);
+            for (query, old) in queries.iter().zip(before.iter_mut()) {
+                let now = sm.catalog.read(query);
+                prop_assert!(now.0 >= 1 && now.0 >= old.0, "{:?} went from {} to {}", query, old.0, now.0);
+                if now.1 != old.1 {
+                    prop_assert!(now.0 > old.0, "{:?} changed but its index stayed at {} ({:?})", query, now.0, cmd);
+                    prop_assert!(reported.contains(&query.range()), "{:?} changed but no watch fires", query);
+                }
+                *old = now;
+            }
+        }
+        let restored = StateMachine::restore(&sm.snapshot()).expect("own snapshot decodes");
+        prop_assert_eq!(restored, sm);
+    }
+}

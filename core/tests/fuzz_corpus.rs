@@ -1,0 +1,569 @@
+//! Replays every fuzz target's committed corpus (`fuzz/corpus/<target>/`) through the same checks the
+//! cargo-fuzz targets run (`concord_core::fuzzing`), so CI exercises the corpora on stable without
+//! cargo-fuzz. A missing or empty corpus directory fails: a lost corpus must not pass silently.
+//!
+//! `cargo test -p concord-core --test fuzz_corpus -- --ignored write_seed_corpus` regenerates the seed
+//! files (`seed-*`); entries the fuzzers found keep their hash names.
+// The test reads corpus files from disk; core's I/O ban (clippy.toml) is for the library, not its tests.
+#![allow(clippy::disallowed_methods)]
+
+use bytes::Bytes;
+use concord_core::api::{Blocking, KvQuery, KvResult, QueryMeta, ReadMode, Request, Response};
+use concord_core::fuzzing::{self, Check, Op, TARGETS};
+use concord_core::raft::{Entry, Membership, Message, Payload, ServerInfo, SnapshotMeta};
+use concord_core::state::{Command, CommandResult, KvEntry, StateMachine};
+use concord_core::wire::{encode_frame, Frame, WIRE_VERSION};
+use concord_core::{NodeId, PeerMessage};
+use std::panic::{catch_unwind, AssertUnwindSafe};
+use std::path::PathBuf;
+use std::time::Duration;
+
+fn corpus_dir(target: &str) -> PathBuf {
+    PathBuf::from(env!("CARGO_MANIFEST_DIR"))
+        .join("../fuzz/corpus")
+        .join(target)
+}
+
+fn target_fn(target: &str) -> Check {
+    TARGETS
+        .iter()
+        .find(|(name, _)| *name == target)
+        .map(|(_, f)| *f)
+        .unwrap_or_else(|| panic!("no fuzz target {target}"))
+}
+
+/// Run every file of the target's corpus; report all failing files at once.
+fn replay(target: &str) {
+    let dir = corpus_dir(target);
+    let entries = std::fs::read_dir(&dir).unwrap_or_else(|e| panic!("corpus {}: {e}", dir.display()));
+    let mut files: Vec<PathBuf> = entries
+        .map(|e| e.expect("corpus entry").path())
+        .filter(|p| p.is_file())
+        .collect();
+    files.sort();
+    assert!(!files.is_empty(), "corpus {} is empty", dir.display());
+    let check = target_fn(target);
+    let failed: Vec<String> = files
+        .iter()
+        .filter(|path| {
+            let data = std::fs::read(path).expect("readable corpus file");
+            catch_unwind(AssertUnwindSafe(|| check(&data))).is_err()
+        })
+        .map(|p| p.display().to_string())
+        .collect();
+    assert!(
+        failed.is_empty(),
+        "{} of {} {target} inputs fail (reproduce: cd fuzz && cargo fuzz run {target} <file>): {failed:#?}",
+        failed.len(),
+        files.len()
+    );
+}
+
+#[test]
+fn rpc_frame_corpus() {
+    replay("rpc_frame");
+}
+
+#[test]
+fn state_snapshot_corpus() {
+    replay("state_snapshot");
+}
+
+#[test]
+fn command_corpus() {
+    replay("command");
+}
+
+#[test]
+fn go_duration_corpus() {
+    replay("go_duration");
+}
+
+#[test]
+fn cluster_schedule_corpus() {
+    replay("cluster_schedule");
+}
+
+#[test]
+fn every_target_has_a_replay_test() {
+    let names: Vec<&str> = TARGETS.iter().map(|(name, _)| *name).collect();
+    assert_eq!(
+        names,
+        [
+            "rpc_frame",
+            "state_snapshot",
+            "command",
+            "go_duration",
+            "cluster_schedule"
+        ]
+    );
+}
+
+// ---- seed corpus generator ----------------------------------------------------------------------------
+
+/// Writes the hand-made seed inputs (valid encodings and edge cases) into `fuzz/corpus/<target>/seed-*`.
+#[test]
+#[ignore = "generator: run by hand to refresh the seed corpus"]
+fn write_seed_corpus() {
+    let seeds = [
+        ("rpc_frame", rpc_frame_seeds()),
+        ("state_snapshot", state_snapshot_seeds()),
+        ("command", command_seeds()),
+        ("go_duration", go_duration_seeds()),
+        ("cluster_schedule", cluster_schedule_seeds()),
+    ];
+    for (target, inputs) in seeds {
+        let dir = corpus_dir(target);
+        std::fs::create_dir_all(&dir).expect("create corpus dir");
+        for (name, data) in inputs {
+            // Every seed must pass its own target before it is committed.
+            target_fn(target)(&data);
+            std::fs::write(dir.join(format!("seed-{name}")), data).expect("write seed");
+        }
+    }
+}
+
+fn id(i: u128) -> NodeId {
+    NodeId(0x1000 + i)
+}
+
+fn set(key: &str, value: &str, cas: Option<u64>) -> Command {
+    Command::KvSet {
+        key: key.into(),
+        value: Bytes::from(value.to_string()),
+        flags: 42,
+        cas,
+    }
+}
+
+fn membership() -> Membership {
+    Membership {
+        servers: (0..3)
+            .map(|i| {
+                let info = ServerInfo {
+                    name: format!("s{i}"),
+                    address: format!("10.0.0.{i}:8300"),
+                    voter: i != 2,
+                };
+                (id(i), info)
+            })
+            .collect(),
+    }
+}
+
+fn entry() -> KvEntry {
+    KvEntry {
+        key: "dir/x".into(),
+        create_index: 5,
+        modify_index: 9,
+        lock_index: 1,
+        flags: 42,
+        value: Bytes::from_static(b"hello"),
+        session: Some("adf4238a-882b-9ddc-4a9d-5b6758e4159e".into()),
+    }
+}
+
+fn rpc_frame_seeds() -> Vec<(&'static str, Vec<u8>)> {
+    let meta = QueryMeta {
+        index: 12,
+        known_leader: true,
+        last_contact_ms: 3,
+        consistency: ReadMode::Consistent,
+    };
+    let entries = vec![
+        Entry {
+            term: 1,
+            index: 1,
+            payload: Payload::Config(membership()),
+        },
+        Entry {
+            term: 2,
+            index: 2,
+            payload: Payload::Noop,
+        },
+        Entry {
+            term: 2,
+            index: 3,
+            payload: Payload::Command(set("a", "1", None).encode()),
+        },
+    ];
+    let raft = |m: Message| Frame::Peer(PeerMessage::Raft(m));
+    let frames: Vec<(&str, Frame)> = vec![
+        (
+            "hello",
+            Frame::Hello {
+                id: id(1),
+                name: "s1".into(),
+                address: "10.0.0.1:8300".into(),
+                datacenter: "dc1".into(),
+                servers: vec![(id(2), "s2".into(), "10.0.0.2:8300".into())],
+            },
+        ),
+        (
+            "prevote",
+            raft(Message::PreVote {
+                term: 3,
+                last_index: 7,
+                last_term: 2,
+            }),
+        ),
+        (
+            "vote",
+            raft(Message::Vote {
+                term: 3,
+                last_index: 7,
+                last_term: 2,
+                transfer: true,
+            }),
+        ),
+        ("vote-response", raft(Message::VoteResponse { term: 3, granted: true })),
+        (
+            "append",
+            raft(Message::Append {
+                term: 2,
+                prev_index: 0,
+                prev_term: 0,
+                entries,
+                commit: 1,
+                round: 4,
+            }),
+        ),
+        (
+            "append-response",
+            raft(Message::AppendResponse {
+                term: 2,
+                success: false,
+                index: 3,
+                round: 4,
+            }),
+        ),
+        (
+            "install-snapshot",
+            raft(Message::InstallSnapshot {
+                term: 2,
+                meta: SnapshotMeta {
+                    index: 9,
+                    term: 2,
+                    membership: membership(),
+                    digest: 0xdead_beef,
+                },
+                offset: 0,
+                data: fuzzing::command_start_state().snapshot(),
+                done: true,
+                round: 5,
+            }),
+        ),
+        ("timeout-now", raft(Message::TimeoutNow { term: 4 })),
+        (
+            "forward-write",
+            Frame::Peer(PeerMessage::Forward {
+                id: 7,
+                req: Request::Write(set("k", "v", Some(0))),
+            }),
+        ),
+        (
+            "read-index",
+            Frame::Peer(PeerMessage::ReadIndexReply { id: 7, index: Some(12) }),
+        ),
+        (
+            "call-blocking-read",
+            Frame::Call {
+                id: 1,
+                req: Request::KvRead {
+                    query: KvQuery::Keys {
+                        prefix: "dir/".into(),
+                        separator: Some("/".into()),
+                    },
+                    mode: ReadMode::Stale,
+                    block: Some(Blocking {
+                        min_index: 10,
+                        wait: Duration::from_millis(1500),
+                    }),
+                },
+            },
+        ),
+        (
+            "call-add-server",
+            Frame::Call {
+                id: 2,
+                req: Request::AddServer {
+                    id: id(3),
+                    name: "s3".into(),
+                    address: "10.0.0.3:8300".into(),
+                },
+            },
+        ),
+        (
+            "reply-kv",
+            Frame::Reply {
+                id: 1,
+                resp: Response::Kv {
+                    meta,
+                    result: KvResult::Entries(vec![entry()]),
+                },
+            },
+        ),
+        (
+            "reply-written",
+            Frame::Reply {
+                id: 3,
+                resp: Response::Written {
+                    index: 5,
+                    result: CommandResult::Bool(true),
+                },
+            },
+        ),
+        (
+            "reply-error",
+            Frame::Reply {
+                id: 4,
+                resp: Response::Error(concord_core::api::ApiError::BadRequest("bad".into())),
+            },
+        ),
+    ];
+    let mut seeds: Vec<(&str, Vec<u8>)> = frames.iter().map(|(n, f)| (*n, encode_frame(f))).collect();
+    let hello = encode_frame(&frames[0].1);
+    let append = encode_frame(&frames[4].1);
+    let mut stream = hello.clone();
+    stream.extend_from_slice(&append);
+    stream.extend_from_slice(&encode_frame(&frames[3].1));
+    seeds.push(("stream-of-three", stream));
+    seeds.push(("empty", Vec::new()));
+    seeds.push(("short-prefix", vec![0, 0, 1]));
+    seeds.push(("zero-length", vec![0, 0, 0, 0]));
+    seeds.push(("oversized-length", vec![0xff, 0xff, 0xff, 0xff, WIRE_VERSION, 0]));
+    seeds.push(("just-over-max", vec![0x00, 0x80, 0x00, 0x01, WIRE_VERSION]));
+    let mut wrong_version = hello.clone();
+    wrong_version[4] = WIRE_VERSION + 1;
+    seeds.push(("wrong-version", wrong_version));
+    seeds.push(("truncated-body", append[..append.len() / 2].to_vec()));
+    let mut trailing = hello.clone();
+    trailing.push(0);
+    let len = (trailing.len() - 4) as u32;
+    trailing[..4].copy_from_slice(&len.to_be_bytes());
+    seeds.push(("trailing-byte-in-frame", trailing));
+    seeds.push(("bad-variant", vec![0, 0, 0, 2, WIRE_VERSION, 0x7f]));
+    seeds.push((
+        "huge-vec-length",
+        vec![0, 0, 0, 8, WIRE_VERSION, 1, 4, 0xff, 0xff, 0xff, 0xff, 0x0f],
+    ));
+    seeds
+}
+
+fn state_snapshot_seeds() -> Vec<(&'static str, Vec<u8>)> {
+    let mut one = StateMachine::default();
+    one.apply(3, &set("a", "x", None), &mut concord_core::state::Changes::default());
+    let one = one.snapshot().to_vec();
+    // [entries: 1][entry "a"…][tombstones: 0][reap floor 0]: splice to make duplicates and clashes.
+    let entry_bytes = &one[1..one.len() - 2];
+    let mut duplicate = vec![2];
+    duplicate.extend_from_slice(entry_bytes);
+    duplicate.extend_from_slice(entry_bytes);
+    duplicate.extend_from_slice(&[0, 0]);
+    let mut live_and_dead = vec![1];
+    live_and_dead.extend_from_slice(entry_bytes);
+    live_and_dead.extend_from_slice(&[1, 1, b'a', 5, 0]);
+    let mut big = StateMachine::default();
+    for i in 0..20u64 {
+        big.apply(
+            i + 2,
+            &set(&format!("svc/{}/k{i}", i % 3), &"v".repeat(i as usize), None),
+            &mut concord_core::state::Changes::default(),
+        );
+    }
+    big.apply(
+        30,
+        &Command::KvDeleteTree {
+            prefix: "svc/1/".into(),
+        },
+        &mut concord_core::state::Changes::default(),
+    );
+    for bad in [&duplicate, &live_and_dead] {
+        let err = StateMachine::restore(bad).expect_err("spliced snapshot is rejected");
+        assert!(
+            err.to_string().contains("duplicate"),
+            "rejected for the splice, not a typo: {err}"
+        );
+    }
+    let full = fuzzing::command_start_state().snapshot().to_vec();
+    let mut trailing = full.clone();
+    trailing.push(0);
+    vec![
+        ("empty-state", StateMachine::default().snapshot().to_vec()),
+        ("one-entry", one.clone()),
+        ("entries-tombstones-floor", full.clone()),
+        ("twenty-keys", big.snapshot().to_vec()),
+        ("empty", Vec::new()),
+        ("truncated", full[..full.len() / 2].to_vec()),
+        ("trailing-byte", trailing),
+        ("duplicate-key", duplicate),
+        ("live-and-tombstoned", live_and_dead),
+        ("huge-entry-count", vec![0xff, 0xff, 0xff, 0xff, 0x0f, 0, 0]),
+        ("invalid-utf8-key", vec![1, 1, 0xc3, 1, 1, 0, 0, 0, 0, 0, 0]),
+    ]
+}
+
+fn command_seeds() -> Vec<(&'static str, Vec<u8>)> {
+    let cmds = [
+        ("set-new", set("new", "v", None)),
+        ("set-existing", set("a", "v", None)),
+        ("set-cas-create", set("a", "v", Some(0))),
+        ("set-cas-hit", set("dir/x", "v", Some(10))),
+        ("set-cas-miss", set("dir/y", "v", Some(5))),
+        ("set-over-tombstone", set("gone", "v", None)),
+        (
+            "delete",
+            Command::KvDelete {
+                key: "dir/y".into(),
+                cas: None,
+            },
+        ),
+        (
+            "delete-cas-hit",
+            Command::KvDelete {
+                key: "dir/x".into(),
+                cas: Some(10),
+            },
+        ),
+        (
+            "delete-absent",
+            Command::KvDelete {
+                key: "nope".into(),
+                cas: Some(0),
+            },
+        ),
+        ("delete-tree", Command::KvDeleteTree { prefix: "dir/".into() }),
+        ("delete-tree-all", Command::KvDeleteTree { prefix: String::new() }),
+        ("reap", Command::KvReapTombstones { up_to: 8 }),
+        ("reap-max", Command::KvReapTombstones { up_to: u64::MAX }),
+    ];
+    let mut seeds: Vec<(&str, Vec<u8>)> = cmds.iter().map(|(n, c)| (*n, c.encode().to_vec())).collect();
+    let set_bytes = cmds[0].1.encode().to_vec();
+    let mut trailing = set_bytes.clone();
+    trailing.push(0);
+    seeds.extend([
+        ("empty", Vec::new()),
+        ("bad-variant", vec![9]),
+        ("truncated", set_bytes[..set_bytes.len() - 2].to_vec()),
+        ("trailing-byte", trailing),
+        ("huge-key-length", vec![0, 0xff, 0xff, 0xff, 0xff, 0x0f]),
+        ("invalid-utf8-key", vec![2, 2, 0xff, 0xfe]),
+        (
+            "overlong-varint",
+            vec![3, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0x01],
+        ),
+    ]);
+    seeds
+}
+
+fn go_duration_seeds() -> Vec<(&'static str, Vec<u8>)> {
+    [
+        ("ms", "60000ms"),
+        ("compound", "1h15m30.5s"),
+        ("zero", "0"),
+        ("plus", "+5s"),
+        ("minus", "-5s"),
+        ("leading-dot", ".5s"),
+        ("trailing-dot", "1.s"),
+        ("micro-sign", "10µs"),
+        ("greek-mu", "10μs"),
+        ("empty", ""),
+        ("no-unit", "5"),
+        ("overflow", "99999999999999999999h"),
+        ("long-fraction", "1.0000000000000000000000000000000000009s"),
+        ("u64-seconds", "18446744073709551615s"),
+        ("u64-seconds-plus-one", "18446744073709551616s"),
+        ("repeated-unit", "1h1h"),
+        ("exponent", "1e3s"),
+        ("sub-nanosecond", "0.9ns"),
+        ("two-dots", "1..2s"),
+        ("unit-only", "ms"),
+    ]
+    .into_iter()
+    .map(|(n, s)| (n, s.as_bytes().to_vec()))
+    .collect()
+}
+
+fn cluster_schedule_seeds() -> Vec<(&'static str, Vec<u8>)> {
+    let settle = |rounds| Op::Settle { rounds };
+    let writes = |n: u8| {
+        (0..n)
+            .map(|i| Op::Write {
+                node: i % 3,
+                kind: i % 6,
+            })
+            .collect::<Vec<_>>()
+    };
+    let mut elect_and_write = vec![settle(15), settle(15)];
+    elect_and_write.extend(writes(3));
+    elect_and_write.extend([settle(15), Op::Read { node: 0, mode: 0 }, Op::Read { node: 1, mode: 1 }]);
+    elect_and_write.extend([Op::Read { node: 2, mode: 2 }, settle(15)]);
+
+    let mut crash_restart = vec![settle(15), settle(15)];
+    crash_restart.extend(writes(4));
+    crash_restart.extend([Op::DeliverAll, Op::Sync { node: 1 }, Op::Crash { node: 0 }, settle(15)]);
+    crash_restart.extend([Op::Crash { node: 1 }, Op::Restart { node: 0 }, settle(15), settle(15)]);
+    crash_restart.extend(writes(2));
+    crash_restart.extend([settle(15), Op::Restart { node: 1 }, settle(15), settle(15)]);
+
+    let mut snapshots = vec![settle(15), settle(15), Op::Crash { node: 2 }];
+    for _ in 0..6 {
+        snapshots.extend(writes(4));
+        snapshots.push(settle(3));
+    }
+    snapshots.extend([Op::Restart { node: 2 }, settle(15), settle(15), settle(15)]);
+
+    let mut members = vec![settle(15), settle(15)];
+    for kind in 0..6 {
+        members.extend([
+            Op::Membership { node: 0, kind },
+            Op::Membership { node: 1, kind },
+            settle(15),
+        ]);
+    }
+    members.extend(writes(3));
+    members.push(settle(15));
+
+    let mut chaos = vec![Op::Advance { steps: 15 }];
+    for i in 0..40u8 {
+        chaos.extend([
+            Op::Deliver { at: i % 16 },
+            Op::Duplicate { at: i % 5 },
+            Op::Drop { at: i % 7 },
+            Op::SyncOldest { node: i % 3 },
+            Op::DeliverTo { node: (i + 1) % 3 },
+            Op::Advance { steps: i % 4 },
+            Op::Write {
+                node: i % 3,
+                kind: i % 6,
+            },
+        ]);
+        if i % 10 == 9 {
+            chaos.extend([
+                Op::Crash { node: i % 3 },
+                Op::Tick { node: i % 3 },
+                Op::Restart { node: i % 3 },
+            ]);
+        }
+    }
+    let mut storage_failure = vec![settle(15), settle(15)];
+    storage_failure.extend(writes(3));
+    storage_failure.extend([
+        Op::DeliverAll,
+        Op::StorageFails { node: 0 },
+        Op::StorageFails { node: 1 },
+    ]);
+    storage_failure.extend([settle(15), Op::Crash { node: 0 }, Op::Restart { node: 0 }, settle(15)]);
+    storage_failure.extend(writes(3));
+    storage_failure.extend([settle(15), Op::Crash { node: 1 }, Op::Restart { node: 1 }, settle(15)]);
+    let encode = |ops: Vec<Op>| ops.into_iter().map(Op::encode).collect::<Vec<u8>>();
+    vec![
+        ("empty", Vec::new()),
+        ("elect-and-write", encode(elect_and_write)),
+        ("crash-restart", encode(crash_restart)),
+        ("snapshot-catch-up", encode(snapshots)),
+        ("membership", encode(members)),
+        ("chaos", encode(chaos)),
+        ("storage-failure", encode(storage_failure)),
+    ]
+}

@@ -1,0 +1,215 @@
+//! `/v1/catalog/*` and `/v1/health/*` as a client sees them, over real HTTP in front of the fake backend
+//! (whose catalog is the real core store): Consul's exact JSON, `[]` vs `null`, key casing on input,
+//! `?tag`, `?passing`, `?filter`, errors.
+
+use super::tests::{get, put, TestServer};
+use super::HttpSettings;
+
+fn register_web(s: &TestServer) {
+    // Lowercase and snake_case keys, as Go's decoder accepts.
+    let body = br#"{"node":"n1","address":"10.0.0.1","nodemeta":{"Rack":"r1"},
+        "service":{"service":"web","id":"web1","tags":["prod"],"port":8080,
+                   "tagged_addresses":{"lan":{"address":"10.0.0.1","port":8080}}},
+        "checks":[{"Name":"web alive","CheckID":"web-check","ServiceID":"web1","Status":"passing"},
+                  {"name":"serfHealth","status":"passing"}]}"#;
+    let r = put(s, "/v1/catalog/register", body);
+    assert_eq!((r.status, r.text()), (200, "true"));
+}
+
+#[test]
+fn catalog_service_and_services_are_consul_json() {
+    let s = TestServer::start(HttpSettings::default());
+    register_web(&s);
+    let r = get(&s, "/v1/catalog/services");
+    assert_eq!(r.text(), r#"{"web":["prod"]}"#);
+    assert!(r.header("X-Consul-Index").is_some());
+    let r = get(&s, "/v1/catalog/service/web");
+    assert_eq!(
+        r.text(),
+        concat!(
+            r#"[{"ID":"","Node":"n1","Address":"10.0.0.1","Datacenter":"dc1","TaggedAddresses":null,"#,
+            r#""NodeMeta":{"Rack":"r1"},"ServiceKind":"","ServiceID":"web1","ServiceName":"web","#,
+            r#""ServiceTags":["prod"],"ServiceAddress":"","#,
+            r#""ServiceTaggedAddresses":{"lan":{"Address":"10.0.0.1","Port":8080}},"#,
+            r#""ServiceWeights":{"Passing":1,"Warning":1},"ServiceMeta":{},"ServicePort":8080,"#,
+            r#""ServiceEnableTagOverride":false,"ServiceProxy":{"Mode":"","MeshGateway":{},"Expose":{}},"#,
+            r#""ServiceConnect":{},"CreateIndex":2,"ModifyIndex":2}]"#
+        )
+    );
+    assert_eq!(get(&s, "/v1/catalog/service/nope").text(), "[]");
+    assert_eq!(get(&s, "/v1/catalog/service/web?tag=dev").text(), "[]");
+    assert_eq!(
+        get(&s, "/v1/catalog/service/web?tag=prod")
+            .text()
+            .matches("web1")
+            .count(),
+        1
+    );
+}
+
+#[test]
+fn health_endpoints_shape_and_passing() {
+    let s = TestServer::start(HttpSettings::default());
+    register_web(&s);
+    let r = get(&s, "/v1/health/service/web?passing");
+    let v: serde_json::Value = serde_json::from_slice(&r.body).unwrap();
+    assert_eq!(v.as_array().unwrap().len(), 1);
+    assert_eq!(v[0]["Service"]["ID"], "web1");
+    assert_eq!(v[0]["Node"]["Meta"]["Rack"], "r1");
+    let checks: Vec<&str> = v[0]["Checks"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|c| c["CheckID"].as_str().unwrap())
+        .collect();
+    assert_eq!(checks, ["serfHealth", "web-check"], "node checks first");
+    assert!(
+        r.text().contains(concat!(
+            r#"{"Node":"n1","CheckID":"serfHealth","Name":"serfHealth","Status":"passing","Notes":"","#,
+            r#""Output":"","ServiceID":"","ServiceName":"","ServiceTags":[],"Type":"","Interval":"","#,
+            r#""Timeout":"","ExposedPort":0,"Definition":{},"CreateIndex":2,"ModifyIndex":2}"#
+        )),
+        "{}",
+        r.text()
+    );
+    // A failing check drops the instance from ?passing only.
+    let r = put(
+        &s,
+        "/v1/catalog/register",
+        br#"{"Node":"n1","Address":"10.0.0.1","SkipNodeUpdate":true,
+             "Check":{"CheckID":"web-check","Name":"web alive","ServiceID":"web1","Status":"critical"}}"#,
+    );
+    assert_eq!(r.status, 200, "{}", r.text());
+    assert_eq!(get(&s, "/v1/health/service/web?passing=1").text(), "[]");
+    let all: serde_json::Value = serde_json::from_slice(&get(&s, "/v1/health/service/web?passing=false").body).unwrap();
+    assert_eq!(all.as_array().unwrap().len(), 1);
+    let critical: serde_json::Value = serde_json::from_slice(&get(&s, "/v1/health/state/critical").body).unwrap();
+    assert_eq!(critical[0]["CheckID"], "web-check");
+    assert_eq!(critical[0]["ServiceTags"], serde_json::json!(["prod"]));
+    assert_eq!(get(&s, "/v1/health/state/any").text().matches("CheckID").count(), 2);
+    assert_eq!(get(&s, "/v1/health/state/bogus").status, 400);
+    assert_eq!(get(&s, "/v1/health/checks/web").text().matches("CheckID").count(), 1);
+    assert_eq!(get(&s, "/v1/health/node/n1").text().matches("CheckID").count(), 2);
+    assert_eq!(get(&s, "/v1/health/node/nope").text(), "[]");
+}
+
+#[test]
+fn catalog_node_views_and_deregister() {
+    let s = TestServer::start(HttpSettings::default());
+    register_web(&s);
+    let v: serde_json::Value = serde_json::from_slice(&get(&s, "/v1/catalog/node/n1").body).unwrap();
+    assert_eq!(v["Node"]["Node"], "n1");
+    assert_eq!(v["Services"]["web1"]["Port"], 8080);
+    assert_eq!(get(&s, "/v1/catalog/node/nope").text(), "null");
+    let r = put(
+        &s,
+        "/v1/catalog/register",
+        br#"{"Node":"n1","Address":"10.0.0.1","Service":{"Service":"db"}}"#,
+    );
+    assert_eq!(r.status, 200);
+    let v: serde_json::Value =
+        serde_json::from_slice(&get(&s, "/v1/catalog/node/n1?filter=Service%20%3D%3D%20db").body).unwrap();
+    let ids: Vec<&String> = v["Services"].as_object().unwrap().keys().collect();
+    assert_eq!(ids, ["db"], "filtered services keep their own IDs");
+    let r = put(&s, "/v1/catalog/deregister", br#"{"Node":"n1","ServiceID":"db"}"#);
+    assert_eq!(r.status, 200);
+    assert_eq!(
+        get(&s, "/v1/catalog/node-services/nope").text(),
+        r#"{"Node":null,"Services":[]}"#
+    );
+    let v: serde_json::Value = serde_json::from_slice(&get(&s, "/v1/catalog/node-services/n1").body).unwrap();
+    assert_eq!(v["Services"][0]["ID"], "web1");
+    assert_eq!(
+        get(&s, "/v1/catalog/nodes").text().matches("\"Node\":\"n1\"").count(),
+        1
+    );
+    assert_eq!(get(&s, "/v1/catalog/datacenters").text(), r#"["dc1"]"#);
+
+    let r = put(&s, "/v1/catalog/deregister", br#"{"Node":"n1","ServiceID":"web1"}"#);
+    assert_eq!((r.status, r.text()), (200, "true"));
+    assert_eq!(get(&s, "/v1/catalog/services").text(), "{}");
+    assert_eq!(get(&s, "/v1/health/node/n1").text().matches("CheckID").count(), 1);
+    let r = put(&s, "/v1/catalog/deregister", br#"{"node":"n1"}"#);
+    assert_eq!(r.status, 200);
+    assert_eq!(get(&s, "/v1/catalog/nodes").text(), "[]");
+}
+
+#[test]
+fn filters_and_bad_requests() {
+    let s = TestServer::start(HttpSettings::default());
+    register_web(&s);
+    put(
+        &s,
+        "/v1/catalog/register",
+        br#"{"Node":"n2","Address":"10.0.0.2","Service":{"Service":"web","Tags":["dev"]}}"#,
+    );
+    let ids = |path: &str| -> Vec<String> {
+        let v: serde_json::Value = serde_json::from_slice(&get(&s, path).body).unwrap();
+        v.as_array()
+            .unwrap()
+            .iter()
+            .map(|e| e["Node"]["Node"].as_str().or(e["Node"].as_str()).unwrap().to_string())
+            .collect()
+    };
+    assert_eq!(ids("/v1/health/service/web"), ["n1", "n2"]);
+    assert_eq!(
+        ids("/v1/health/service/web?filter=Service.Tags%20contains%20dev"),
+        ["n2"]
+    );
+    assert_eq!(
+        ids("/v1/health/service/web?filter=not%20(Node.Node%20%3D%3D%20n2)"),
+        ["n1"]
+    );
+    assert_eq!(
+        ids("/v1/catalog/service/web?filter=ServiceTags%20contains%20prod%20or%20Node%20%3D%3D%20n2"),
+        ["n1", "n2"]
+    );
+    assert_eq!(ids("/v1/catalog/service/web?node-meta=Rack:r1"), ["n1"]);
+    assert_eq!(get(&s, "/v1/health/service/web?filter=Service.Tags%20%3D").status, 400);
+
+    let r = put(&s, "/v1/catalog/register", br#"{"Address":"1.2.3.4"}"#);
+    assert_eq!((r.status, r.text()), (400, "Must provide node"));
+    let r = put(
+        &s,
+        "/v1/catalog/register",
+        br#"{"Node":"x","Address":"1.2.3.4","Check":{"Name":"c","ServiceID":"nope"}}"#,
+    );
+    assert_eq!((r.status, r.text()), (500, "Missing service registration"));
+    let r = put(&s, "/v1/catalog/register", b"{not json");
+    assert_eq!(r.status, 400);
+    assert_eq!(get(&s, "/v1/catalog/register").status, 405);
+}
+
+#[test]
+fn agent_service_blocks_on_its_content_hash() {
+    let s = TestServer::start(HttpSettings::default());
+    assert_eq!(
+        put(&s, "/v1/agent/service/register", br#"{"Name":"web","Port":80}"#).status,
+        200
+    );
+    let r = get(&s, "/v1/agent/service/web");
+    let hash = r.header("X-Consul-ContentHash").unwrap().to_string();
+    let v: serde_json::Value = serde_json::from_slice(&r.body).unwrap();
+    assert_eq!(v["ContentHash"], hash.as_str());
+    let started = std::time::Instant::now();
+    let r = get(&s, &format!("/v1/agent/service/web?hash={hash}&wait=300ms"));
+    assert!(
+        started.elapsed() >= std::time::Duration::from_millis(300),
+        "waited for a change"
+    );
+    assert_eq!(r.header("X-Consul-ContentHash"), Some(hash.as_str()));
+
+    let url = s.url(&format!("/v1/agent/service/web?hash={hash}&wait=20s"));
+    let waiting = std::thread::spawn(move || super::tests::call("GET", &url, None));
+    std::thread::sleep(std::time::Duration::from_millis(200));
+    assert!(!waiting.is_finished());
+    assert_eq!(
+        put(&s, "/v1/agent/service/register", br#"{"Name":"web","Port":81}"#).status,
+        200
+    );
+    let r = waiting.join().unwrap();
+    let v: serde_json::Value = serde_json::from_slice(&r.body).unwrap();
+    assert_eq!(v["Port"], 81);
+    assert_ne!(r.header("X-Consul-ContentHash"), Some(hash.as_str()));
+    assert_eq!(get(&s, "/v1/agent/service/nope").status, 404);
+}

@@ -1,0 +1,145 @@
+//! Black-box service discovery on a real three-server cluster (reference: consul-compat.md §1.2 catalog,
+//! §1.3 health, §1.4 agent, §2 checks and anti-entropy): every server registers itself, a service
+//! registered through one server's agent API is seen through every server, its HTTP check against a
+//! target started here moves it in and out of `?passing`, and blocking health queries wake for their
+//! own service only.
+
+use concord_tests::{poll, Cluster};
+use std::io::{Read, Write};
+use std::net::TcpListener;
+use std::sync::atomic::{AtomicU16, Ordering};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+const FIRST_LEADER: Duration = Duration::from_secs(30);
+const SETTLE: Duration = Duration::from_secs(15);
+
+/// An HTTP server on 127.0.0.1 answering every request with the status in `code`.
+fn http_target(code: Arc<AtomicU16>) -> String {
+    let l = TcpListener::bind("127.0.0.1:0").unwrap();
+    let addr = l.local_addr().unwrap().to_string();
+    std::thread::spawn(move || {
+        for mut s in l.incoming().flatten() {
+            let mut buf = [0u8; 4096];
+            let _ = s.read(&mut buf);
+            let code = code.load(Ordering::SeqCst);
+            let resp = format!("HTTP/1.1 {code} X\r\nContent-Length: 2\r\nConnection: close\r\n\r\nok");
+            let _ = s.write_all(resp.as_bytes());
+        }
+    });
+    addr
+}
+
+/// Instances of `service` passing all checks, as server `i` answers.
+fn passing(c: &Cluster, i: usize, service: &str) -> Result<usize, String> {
+    let v = c
+        .get(i, &format!("/v1/health/service/{service}?passing"))?
+        .expect_status(200)?
+        .json()?;
+    v.as_array().map(Vec::len).ok_or_else(|| format!("not a list: {v}"))
+}
+
+#[test]
+fn services_reach_every_server_and_health_follows_the_check() {
+    let mut c = Cluster::start(3);
+    c.wait_leader(FIRST_LEADER);
+
+    // Anti-entropy registers every server node with its `consul` service.
+    poll(SETTLE, "three nodes and three consul instances", || {
+        let nodes = c.get(0, "/v1/catalog/nodes")?.expect_status(200)?.json()?;
+        let consul = c.get(1, "/v1/catalog/service/consul")?.expect_status(200)?.json()?;
+        let (n, k) = (
+            nodes.as_array().map_or(0, Vec::len),
+            consul.as_array().map_or(0, Vec::len),
+        );
+        (n == 3 && k == 3)
+            .then_some(())
+            .ok_or(format!("{n} nodes, {k} consul instances"))
+    });
+
+    let code = Arc::new(AtomicU16::new(200));
+    let target = http_target(code.clone());
+    let body =
+        format!(r#"{{"Name":"web","Port":8080,"Tags":["v1"],"Check":{{"HTTP":"http://{target}/","Interval":"1s"}}}}"#);
+    c.put(1, "/v1/agent/service/register", body.as_bytes())
+        .and_then(|r| r.expect_status(200))
+        .unwrap();
+    poll(SETTLE, "web passing through every server", || {
+        for i in 0..3 {
+            let n = passing(&c, i, "web")?;
+            if n != 1 {
+                return Err(format!("server {i}: {n} passing"));
+            }
+        }
+        Ok(())
+    });
+    let v = c.get(2, "/v1/catalog/service/web").unwrap().json().unwrap();
+    assert_eq!(
+        v[0]["Node"],
+        c.servers[1].name.as_str(),
+        "registered on the node of the agent that took it"
+    );
+    assert_eq!(v[0]["ServicePort"], 8080);
+
+    code.store(503, Ordering::SeqCst);
+    let failed_at = Instant::now();
+    poll(SETTLE, "web gone from ?passing", || {
+        (passing(&c, 0, "web")? == 0)
+            .then_some(())
+            .ok_or("still passing".to_string())
+    });
+    let took = failed_at.elapsed();
+    eprintln!("web left ?passing on another server {took:?} after its target failed (interval 1s)");
+    assert!(took < Duration::from_secs(4), "took {took:?} with a 1s check interval");
+
+    code.store(200, Ordering::SeqCst);
+    poll(SETTLE, "web passing again", || {
+        (passing(&c, 2, "web")? == 1)
+            .then_some(())
+            .ok_or("not passing yet".to_string())
+    });
+
+    c.put(1, "/v1/agent/service/deregister/web", b"")
+        .and_then(|r| r.expect_status(200))
+        .unwrap();
+    poll(SETTLE, "web gone from the catalog", || {
+        let services = c.get(0, "/v1/catalog/services")?.json()?;
+        services.get("web").is_none().then_some(()).ok_or(format!("{services}"))
+    });
+}
+
+#[test]
+fn a_blocking_health_query_on_a_follower_wakes_for_its_service_only() {
+    let mut c = Cluster::start(3);
+    let leader = c.wait_leader(FIRST_LEADER);
+    let follower = (leader + 1) % 3;
+    let register = |name: &str, tag: &str| {
+        let body = format!(r#"{{"Name":"{name}","Tags":["{tag}"],"Port":1}}"#);
+        c.put(leader, "/v1/agent/service/register", body.as_bytes())
+            .and_then(|r| r.expect_status(200))
+            .unwrap();
+    };
+    register("x", "v1");
+    poll(SETTLE, "x on the follower", || {
+        (passing(&c, follower, "x")? == 1)
+            .then_some(())
+            .ok_or("not yet".to_string())
+    });
+    let first = c.get(follower, "/v1/health/service/x").unwrap();
+    let index = first.index().unwrap();
+
+    let url = c.url(follower, &format!("/v1/health/service/x?index={index}&wait=30s"));
+    let waiting = std::thread::spawn(move || concord_tests::http("GET", &url, None, Duration::from_secs(60)));
+    register("y", "v1");
+    poll(SETTLE, "y on the follower", || {
+        (passing(&c, follower, "y")? == 1)
+            .then_some(())
+            .ok_or("not yet".to_string())
+    });
+    assert!(!waiting.is_finished(), "a change to y must not wake a query on x");
+
+    register("x", "v2");
+    let woken = waiting.join().unwrap().unwrap();
+    assert!(woken.index().unwrap() > index);
+    assert_eq!(woken.json().unwrap()[0]["Service"]["Tags"][0], "v2");
+}
