@@ -182,7 +182,7 @@ impl Gossip {
         });
         let limit = self.retransmit_limit();
         for target in targets {
-            let parts = self.broadcasts.take(self.timing.max_packet - 1, limit);
+            let parts = self.broadcasts.take(self.timing.max_packet.saturating_sub(1), limit);
             if parts.is_empty() {
                 break;
             }
