@@ -12,7 +12,7 @@ mod schedule;
 pub use schedule::{cluster_schedule, Op};
 
 use crate::api::parse_go_duration;
-use crate::state::{Changes, Command, CommandResult, KeyRange, StateMachine};
+use crate::state::{Command, CommandResult, KeyRange, StateMachine};
 use crate::wire::{decode_frame, encode_frame, frame_len, Frame, DEFAULT_MAX_FRAME};
 
 /// A target's body: takes any bytes, panics only on a bug.
@@ -102,7 +102,7 @@ pub fn command_start_state() -> StateMachine {
     ];
     let mut sm = StateMachine::default();
     for (i, cmd) in history.iter().enumerate() {
-        sm.apply(i as u64 + 2, cmd, &mut Changes::default());
+        sm.apply(i as u64 + 2, cmd, &mut crate::state::Changes::default());
     }
     sm
 }
@@ -119,7 +119,7 @@ pub fn command(data: &[u8]) {
     );
     let before = command_start_state();
     let mut sm = before.clone();
-    let mut changes = Changes::default();
+    let mut changes = crate::state::Changes::default();
     let result = sm.apply(COMMAND_INDEX, &cmd, &mut changes);
     let changed = changes.keys;
     if !changed.is_empty() {
