@@ -8,6 +8,7 @@ pub mod agent;
 pub mod api;
 #[doc(hidden)]
 pub mod fuzzing;
+pub mod gossip;
 pub mod id;
 pub mod node;
 pub mod raft;

@@ -423,6 +423,53 @@ impl Cluster {
         Cluster { servers, _dir: dir }
     }
 
+    /// Starts a client agent (no `-server`) named `name` on the next address of the cluster's subnet,
+    /// `-retry-join`ing every server; it is appended to `servers` (so `url`, `kill`, … take its index).
+    pub fn add_client(&mut self, name: &str) -> usize {
+        let first = self.servers[0].ip.octets();
+        let ip = Ipv4Addr::new(127, first[1], first[2], self.servers.len() as u8 + 1);
+        let home = self._dir.path().join(name);
+        let data_dir = home.join("data");
+        std::fs::create_dir_all(&data_dir).expect("create data dir");
+        let http_port = free_port(ip);
+        let mut args: Vec<String> = [
+            "agent",
+            "-data-dir",
+            &data_dir.display().to_string(),
+            "-node",
+            name,
+            "-bind",
+            &ip.to_string(),
+            "-client",
+            &ip.to_string(),
+            "-http-port",
+            &http_port.to_string(),
+            "-retry-interval",
+            "1s",
+        ]
+        .iter()
+        .map(|s| s.to_string())
+        .collect();
+        for s in self.servers.iter().filter(|s| s.args.iter().any(|a| a == "-server")) {
+            args.push("-retry-join".into());
+            args.push(s.ip.to_string());
+        }
+        let mut client = Server {
+            name: name.to_string(),
+            ip,
+            http_port,
+            server_port: DEFAULT_SERVER_PORT,
+            data_dir,
+            log_dir: home,
+            args,
+            child: None,
+            starts: 0,
+        };
+        client.start();
+        self.servers.push(client);
+        self.servers.len() - 1
+    }
+
     pub fn len(&self) -> usize {
         self.servers.len()
     }
@@ -541,6 +588,11 @@ impl Agent {
             http_port.to_string(),
             "-server-port".into(),
             server_port.to_string(),
+            // Gossip on any free ports: parallel dev agents share 127.0.0.1.
+            "-serf-lan-port".into(),
+            "0".into(),
+            "-serf-wan-port".into(),
+            "0".into(),
         ];
         let mut server = Server {
             name: "dev".into(),

@@ -26,6 +26,10 @@ async fn dev_agent(extra: &[&str]) -> Agent {
         "0",
         "-server-port",
         "0",
+        "-serf-lan-port",
+        "0",
+        "-serf-wan-port",
+        "0",
     ]
     .iter()
     .map(|s| s.to_string())
@@ -282,6 +286,10 @@ async fn services_checks_and_ttl_status_survive_a_restart() {
             "-http-port",
             "0",
             "-server-port",
+            "0",
+            "-serf-lan-port",
+            "0",
+            "-serf-wan-port",
             "0",
         ]
         .iter()

@@ -1,11 +1,12 @@
 //! Forming or joining the cluster at start.
 //!
 //! - `-bootstrap` / `-dev`: bootstrap a one-server cluster at once.
-//! - `-bootstrap-expect N`: exchange hellos with every `-retry-join` address each second; once N servers
-//!   are known and every peer heard from reports the same N (the lowest IDs), bootstrap with exactly those.
-//!   All of them compute the same set, so they all bootstrap the same configuration.
-//! - `-retry-join` alone: ask the join addresses to add this server (`AddServer`; a follower forwards to the
-//!   leader) until one answers `Done`.
+//! - `-bootstrap-expect N`: exchange hellos each second with every server the LAN gossip pool shows (they
+//!   advertise their RPC port in their tags); once N servers are known and every peer heard from reports
+//!   the same N (the lowest IDs), bootstrap with exactly those. All of them compute the same set, so they
+//!   all bootstrap the same configuration.
+//! - `-retry-join` alone: once gossip shows servers, ask them to add this server (`AddServer`; a follower
+//!   forwards to the leader) until one answers `Done`.
 //!
 //! A server that already holds a configuration (a restart) does none of this.
 
@@ -18,8 +19,10 @@ use std::time::Duration;
 pub struct Plan {
     pub bootstrap: bool,
     pub bootstrap_expect: Option<usize>,
-    /// Normalised `ip:port` RPC addresses.
-    pub join: Vec<String>,
+    /// `-retry-join` was given (the gossip join itself runs elsewhere).
+    pub has_join: bool,
+    /// RPC addresses (`ip:port`) of the other servers gossip currently shows alive.
+    pub discovered: Arc<dyn Fn() -> Vec<String> + Send + Sync>,
     pub retry_interval: Duration,
     pub max_frame: usize,
 }
@@ -36,7 +39,7 @@ pub async fn form(plan: Plan, book: Arc<AddressBook>, handle: DriverHandle) {
         _ if plan.bootstrap => bootstrap(&handle, vec![myself]).await,
         Some(expect) if expect <= 1 => bootstrap(&handle, vec![myself]).await,
         Some(expect) => {
-            if plan.join.is_empty() {
+            if !plan.has_join {
                 tracing::warn!(target: "agent",
                     "-bootstrap-expect {expect} without -retry-join: waiting for the other servers to contact this one");
             }
@@ -46,7 +49,7 @@ pub async fn form(plan: Plan, book: Arc<AddressBook>, handle: DriverHandle) {
             // This server is not among the first `expect`: the cluster formed without it, so join it.
             join(&plan, &book, &handle, myself).await;
         }
-        None if !plan.join.is_empty() => join(&plan, &book, &handle, myself).await,
+        None if plan.has_join => join(&plan, &book, &handle, myself).await,
         None => {
             tracing::info!(target: "agent",
                 "no -bootstrap, -bootstrap-expect or -retry-join: waiting to be added to a cluster")
@@ -72,7 +75,7 @@ async fn bootstrap(handle: &DriverHandle, servers: Vec<ServerEntry>) {
 async fn expect_servers(plan: &Plan, expect: usize, book: &AddressBook, handle: &DriverHandle) -> bool {
     let me = book.me().id;
     loop {
-        for address in &plan.join {
+        for address in &(plan.discovered)() {
             if let Err(e) = rpc::exchange_hello(address, book, plan.max_frame).await {
                 tracing::debug!(target: "agent", "hello to {address} failed: {e}");
             }
@@ -108,7 +111,7 @@ async fn expect_servers(plan: &Plan, expect: usize, book: &AddressBook, handle: 
 /// The voters of a cluster one of the join addresses already belongs to, if any: a server started with
 /// `-bootstrap-expect` after the cluster formed must join it, not found a second one.
 async fn existing_cluster(plan: &Plan, book: &AddressBook) -> Option<Vec<String>> {
-    for address in &plan.join {
+    for address in &(plan.discovered)() {
         match rpc::call(address, book, Request::Peers, plan.max_frame, Duration::from_secs(2)).await {
             Ok(Response::Peers(peers)) if !peers.is_empty() => return Some(peers),
             _ => {}
@@ -124,7 +127,7 @@ async fn join(plan: &Plan, book: &AddressBook, handle: &DriverHandle, myself: Se
             tracing::info!(target: "agent", "Join completed: this server is in the cluster configuration");
             return;
         }
-        for target in &plan.join {
+        for target in &(plan.discovered)() {
             let req = Request::AddServer {
                 id,
                 name: name.clone(),

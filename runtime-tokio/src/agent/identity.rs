@@ -123,23 +123,3 @@ pub fn advertise_ip(bind: IpAddr, advertise: Option<IpAddr>) -> Result<IpAddr, A
 pub fn socket_string(ip: IpAddr, port: u16) -> String {
     SocketAddr::new(ip, port).to_string()
 }
-
-/// A `-retry-join` address as something to dial: a bare host or IP gets the server port; the Serf LAN
-/// port (which Consul users often write, and where concord runs no gossip) becomes the server port too.
-pub fn join_address(raw: &str, server_port: u16, serf_lan_port: u16) -> String {
-    let raw = raw.trim();
-    let fix = |port: u16| if port == serf_lan_port { server_port } else { port };
-    if let Ok(sa) = raw.parse::<SocketAddr>() {
-        return SocketAddr::new(sa.ip(), fix(sa.port())).to_string();
-    }
-    if let Ok(ip) = raw.trim_start_matches('[').trim_end_matches(']').parse::<IpAddr>() {
-        return socket_string(ip, server_port);
-    }
-    match raw.rsplit_once(':') {
-        Some((host, port)) if !host.contains(':') => match port.parse::<u16>() {
-            Ok(port) => format!("{host}:{}", fix(port)),
-            Err(_) => format!("{raw}:{server_port}"),
-        },
-        _ => format!("{raw}:{server_port}"),
-    }
-}

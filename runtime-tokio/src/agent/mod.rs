@@ -7,20 +7,24 @@
 mod backend;
 #[cfg(test)]
 mod catalog_tests;
+mod client;
 mod clock;
 mod cluster;
 mod identity;
 mod logging;
+pub mod serf;
 #[cfg(test)]
 mod tests;
 
 pub use backend::AgentBackend;
+pub use client::{ClientAgent, ClientBackend};
 pub use clock::TokioClock;
-pub use identity::{join_address, single_private_ipv4};
+pub use identity::single_private_ipv4;
 pub use logging::utc_timestamp;
 
 use crate::config::AgentConfig;
 use crate::driver::{self, Clock, Devices, DriverExit, DriverHandle, LogStore, StorageError};
+use crate::gossip::PoolHandle;
 use crate::http::decode::Obj;
 use crate::http::{AgentPorts, AgentSelf, HttpSettings, CONSUL_COMPAT_VERSION};
 use crate::local::definition::{self, ScriptPolicy};
@@ -75,6 +79,11 @@ pub fn run(config: AgentConfig) -> Result<(), AgentError> {
         .build()
         .map_err(AgentError::Runtime)?;
     runtime.block_on(async {
+        if !config.server && !config.dev {
+            let leave = config.leave_on_terminate || !config.skip_leave_on_interrupt;
+            let agent = ClientAgent::start(config).await?;
+            return agent.run_until(shutdown_signal(), leave).await;
+        }
         let agent = Agent::start(config).await?;
         agent.run_until(shutdown_signal()).await
     })
@@ -118,6 +127,9 @@ pub struct Agent {
     pub rpc_addr: SocketAddr,
     /// The HTTP listeners' actual addresses.
     pub http_addrs: Vec<SocketAddr>,
+    /// The LAN gossip pool (every agent) and the WAN pool (servers).
+    pub lan: PoolHandle,
+    pub wan: Option<PoolHandle>,
     stop: Arc<watch::Sender<bool>>,
     exit: DriverExitWatch,
     tasks: tokio::task::JoinSet<()>,
@@ -129,7 +141,7 @@ impl Agent {
     pub async fn start(config: AgentConfig) -> Result<Agent, AgentError> {
         if !config.server && !config.dev {
             return Err(AgentError::Config(
-                "client agents are not supported yet: run concord agent with -server (or -dev)".into(),
+                "Agent::start runs servers; start a client agent with ClientAgent::start".into(),
             ));
         }
         let advertise = identity::advertise_ip(config.bind_addr, config.advertise_addr)?;
@@ -165,6 +177,14 @@ impl Agent {
             datacenter: config.datacenter.clone(),
         }));
 
+        let (stop, _) = watch::channel(false);
+        let stop = Arc::new(stop);
+        let rpc_port = rpc_addr.port();
+        let wan_tags = serf::tags(&config, id, rpc_port, None);
+        let wan = serf::start_pool(&config, advertise, wan_tags, true, stopped(&stop)).await?;
+        let lan_tags = serf::tags(&config, id, rpc_port, Some(wan.addr.port()));
+        let lan = serf::start_pool(&config, advertise, lan_tags, false, stopped(&stop)).await?;
+
         let clock = TokioClock::new();
         let node_config = NodeConfig {
             id,
@@ -191,8 +211,6 @@ impl Agent {
         };
         let (handle, driver) = driver::start(node, devices);
 
-        let (stop, _) = watch::channel(false);
-        let stop = Arc::new(stop);
         let (exit_tx, exit) = watch::channel(None);
         let mut tasks = tokio::task::JoinSet::new();
         tasks.spawn(async move {
@@ -221,6 +239,8 @@ impl Agent {
             info: Arc::new(agent_self(&config, id, advertise, &http_addrs, rpc_addr.port())),
             stop: stop.clone(),
             exit: exit.clone(),
+            lan: lan.clone(),
+            wan: Some(wan.clone()),
         };
         let settings = HttpSettings {
             datacenter: config.datacenter.clone(),
@@ -246,14 +266,54 @@ impl Agent {
         }
 
         tracing::info!(target: "agent", "Consul agent running!");
+        tasks.spawn(serf::feed_address_book(
+            lan.clone(),
+            book.clone(),
+            config.datacenter.clone(),
+        ));
+        tasks.spawn(serf::apply_keyring_events(lan.clone()));
+        tasks.spawn(serf::apply_keyring_events(wan.clone()));
+        let (join_lan, join_stop) = (lan.clone(), stopped(&stop));
+        let (join_addrs, join_port, join_every) =
+            (config.retry_join.clone(), config.ports.serf_lan, config.retry_interval);
+        tasks.spawn(async move {
+            tokio::select! {
+                _ = serf::retry_join(join_lan, join_addrs, join_port, join_every, "LAN") => {}
+                _ = join_stop => {}
+            }
+        });
+        serf::snapshot_tasks(&mut tasks, &config, &lan, false, stopped(&stop));
+        serf::snapshot_tasks(&mut tasks, &config, &wan, true, stopped(&stop));
+        let (wan_join, wan_stop) = (wan.clone(), stopped(&stop));
+        let (wan_addrs, wan_port) = (config.retry_join_wan.clone(), config.ports.serf_wan);
+        tasks.spawn(async move {
+            tokio::select! {
+                _ = serf::retry_join(wan_join, wan_addrs, wan_port, join_every, "WAN") => {}
+                _ = wan_stop => {}
+            }
+        });
+        let (flood_stop, flood) = (
+            stopped(&stop),
+            serf::flood_join_wan(lan.clone(), wan.clone(), config.datacenter.clone()),
+        );
+        tasks.spawn(async move {
+            tokio::select! {
+                _ = flood => {}
+                _ = flood_stop => {}
+            }
+        });
+        let (seen, dc, me) = (lan.clone(), config.datacenter.clone(), config.node_name.clone());
         let plan = cluster::Plan {
             bootstrap: config.bootstrap || config.dev,
             bootstrap_expect: config.bootstrap_expect,
-            join: config
-                .retry_join
-                .iter()
-                .map(|j| identity::join_address(j, config.ports.server, config.ports.serf_lan))
-                .collect(),
+            has_join: !config.retry_join.is_empty(),
+            discovered: Arc::new(move || {
+                serf::alive_servers(&seen.members(), &dc)
+                    .into_iter()
+                    .filter(|s| s.name != me)
+                    .map(|s| s.rpc_addr)
+                    .collect()
+            }),
             retry_interval: config.retry_interval,
             max_frame: DEFAULT_MAX_FRAME,
         };
@@ -283,6 +343,8 @@ impl Agent {
             book,
             rpc_addr,
             http_addrs,
+            lan,
+            wan: Some(wan),
             stop,
             exit,
             tasks,

@@ -4,18 +4,6 @@ use std::net::Ipv4Addr;
 use std::time::UNIX_EPOCH;
 
 #[test]
-fn join_addresses_get_the_server_port() {
-    assert_eq!(join_address("127.0.0.2", 8300, 8301), "127.0.0.2:8300");
-    assert_eq!(join_address("127.0.0.2:9000", 8300, 8301), "127.0.0.2:9000");
-    // The Serf LAN port Consul users write maps to the RPC port (concord joins over RPC).
-    assert_eq!(join_address("10.0.0.1:8301", 8300, 8301), "10.0.0.1:8300");
-    assert_eq!(join_address("consul-server01", 8300, 8301), "consul-server01:8300");
-    assert_eq!(join_address("consul-server01:8400", 8300, 8301), "consul-server01:8400");
-    assert_eq!(join_address("::1", 8300, 8301), "[::1]:8300");
-    assert_eq!(join_address("[fe80::1]", 8300, 8301), "[fe80::1]:8300");
-}
-
-#[test]
 fn bind_any_needs_exactly_one_private_ipv4() {
     let ip = |a, b, c, d| IpAddr::V4(Ipv4Addr::new(a, b, c, d));
     let one = [
@@ -132,6 +120,10 @@ fn server_config(name: &str, dir: &std::path::Path, port: u16, extra: &[String])
         "0",
         "-server-port",
         &port.to_string(),
+        "-serf-lan-port",
+        "0",
+        "-serf-wan-port",
+        "0",
     ]
     .iter()
     .map(|s| s.to_string())
@@ -217,13 +209,27 @@ async fn three_servers_bootstrap_expect_replicate_and_survive_the_leader() {
         .await
         .unwrap()];
     let mut join = expect.clone();
-    join.extend(strings(&["-retry-join", &agents[0].rpc_addr.to_string()]));
+    join.extend(strings(&["-retry-join", &agents[0].lan.addr.to_string()]));
     for (i, dir) in dirs.iter().enumerate().skip(1) {
         let config = server_config(&format!("s{i}"), dir.path(), 0, &join);
         agents.push(Agent::start(config).await.unwrap());
     }
     let refs: Vec<&Agent> = agents.iter().collect();
     let leader = agreed_leader(&refs).await;
+    // The servers flood-join each other's WAN pool from what the LAN pool shows.
+    for a in &agents {
+        let wan = a.wan.clone().unwrap();
+        eventually("3 alive WAN members", || async {
+            let alive = wan
+                .members()
+                .iter()
+                .filter(|m| m.status == concord_core::gossip::MemberStatus::Alive)
+                .count();
+            (alive == 3).then_some(())
+        })
+        .await;
+        assert!(wan.members().iter().any(|m| m.name == "s0.dc1"));
+    }
     for a in &agents {
         assert_eq!(
             a.handle.membership().servers.len(),
@@ -312,7 +318,7 @@ async fn retry_join_adds_a_server_and_leave_removes_it() {
     let first = Agent::start(server_config("s0", dirs[0].path(), 0, &strings(&["-bootstrap"])))
         .await
         .unwrap();
-    let join = strings(&["-retry-join", &first.rpc_addr.to_string()]);
+    let join = strings(&["-retry-join", &first.lan.addr.to_string()]);
     let second = Agent::start(server_config("s1", dirs[1].path(), 0, &join))
         .await
         .unwrap();
@@ -322,10 +328,31 @@ async fn retry_join_adds_a_server_and_leave_removes_it() {
     })
     .await;
     assert_eq!(agreed_leader(&[&first, &second]).await, first.handle.id());
+    let members = |agent: SocketAddr| async move {
+        let (status, body) = http(agent, "GET", "/v1/agent/members").await;
+        assert_eq!(status, 200, "{body}");
+        serde_json::from_str::<Vec<serde_json::Value>>(&body).unwrap()
+    };
+    let status_of = |list: &[serde_json::Value], name: &str| {
+        list.iter()
+            .find(|m| m["Name"] == name)
+            .map(|m| m["Status"].as_u64().unwrap())
+    };
+    let list = members(first.http_addrs[0]).await;
+    assert_eq!(status_of(&list, "s0"), Some(1));
+    assert_eq!(status_of(&list, "s1"), Some(1));
+    let s1 = list.iter().find(|m| m["Name"] == "s1").unwrap();
+    assert_eq!(s1["Tags"]["role"], "consul");
+    assert_eq!(s1["Tags"]["port"], second.rpc_addr.port().to_string());
+    assert_eq!(s1["Port"], second.lan.addr.port());
+    let (status, _) = http(first.http_addrs[0], "GET", "/v1/agent/members?wan").await;
+    assert_eq!(status, 200);
+    let (status, body) = http(first.http_addrs[0], "PUT", "/v1/agent/force-leave/nobody").await;
+    assert_eq!(status, 500, "{body}");
 
     // PUT /v1/agent/leave on s1: it is removed from the configuration and its agent stops.
-    let (status, _) = http(second.http_addrs[0], "PUT", "/v1/agent/leave").await;
-    assert_eq!(status, 200);
+    let (status, body) = http(second.http_addrs[0], "PUT", "/v1/agent/leave").await;
+    assert_eq!(status, 200, "{body}");
     tokio::time::timeout(DEADLINE, second.run_until(std::future::pending()))
         .await
         .unwrap()
@@ -334,6 +361,8 @@ async fn retry_join_adds_a_server_and_leave_removes_it() {
         (!first.handle.membership().servers.contains_key(&second_id)).then_some(())
     })
     .await;
+    let left = || async { (status_of(&members(first.http_addrs[0]).await, "s1") == Some(3)).then_some(()) };
+    eventually("s1 left (not failed) in s0's member list", left).await;
     first.run_until(async {}).await.unwrap();
 }
 
@@ -386,4 +415,204 @@ async fn a_second_agent_on_the_same_data_dir_is_refused() {
     };
     assert!(err.to_string().contains("in use"), "{err}");
     agent.run_until(async {}).await.unwrap();
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_client_agent_finds_the_server_by_gossip_and_forwards_requests() {
+    let dirs: Vec<_> = (0..2).map(|_| tempfile::tempdir().unwrap()).collect();
+    let server = Agent::start(server_config("s0", dirs[0].path(), 0, &strings(&["-bootstrap"])))
+        .await
+        .unwrap();
+    agreed_leader(&[&server]).await;
+    let mut args = strings(&["-node", "c0", "-data-dir", dirs[1].path().to_str().unwrap()]);
+    args.extend(strings(&[
+        "-bind",
+        "127.0.0.1",
+        "-client",
+        "127.0.0.1",
+        "-http-port",
+        "0",
+    ]));
+    args.extend(strings(&[
+        "-serf-lan-port",
+        "0",
+        "-retry-join",
+        &server.lan.addr.to_string(),
+    ]));
+    let client = ClientAgent::start(parse_agent_args(&args).unwrap()).await.unwrap();
+    let http_c = client.http_addrs[0];
+
+    // The client learns the server from gossip, then serves writes and reads through it.
+    eventually("a write through the client", || async {
+        let mut s = tokio::net::TcpStream::connect(http_c).await.unwrap();
+        let req = "PUT /v1/kv/color HTTP/1.1\r\nHost: x\r\nContent-Length: 3\r\nConnection: close\r\n\r\nred";
+        s.write_all(req.as_bytes()).await.unwrap();
+        let mut raw = Vec::new();
+        s.read_to_end(&mut raw).await.unwrap();
+        String::from_utf8_lossy(&raw).contains("\r\n\r\ntrue").then_some(())
+    })
+    .await;
+    assert_eq!(read(&server, "color").await.as_deref(), Some("red"));
+    let (status, body) = http(http_c, "GET", "/v1/kv/color?raw").await;
+    assert_eq!((status, body.as_str()), (200, "red"));
+    let (status, body) = http(http_c, "GET", "/v1/agent/members").await;
+    assert_eq!(status, 200);
+    let list: Vec<serde_json::Value> = serde_json::from_str(&body).unwrap();
+    let roles: Vec<(&str, &str)> = list
+        .iter()
+        .map(|m| (m["Name"].as_str().unwrap(), m["Tags"]["role"].as_str().unwrap()))
+        .collect();
+    assert_eq!(roles, vec![("c0", "node"), ("s0", "consul")]);
+    let (_, body) = http(http_c, "GET", "/v1/agent/self").await;
+    assert!(body.contains("\"known_servers\":\"1\""), "{body}");
+
+    // The client leaves: the server lists it as left (3), not failed.
+    let (status, _) = http(http_c, "PUT", "/v1/agent/leave").await;
+    assert_eq!(status, 200);
+    tokio::time::timeout(DEADLINE, client.run_until(std::future::pending(), true))
+        .await
+        .unwrap()
+        .unwrap();
+    eventually("the client left on the server", || async {
+        let m = server.lan.members();
+        m.iter()
+            .any(|m| m.name == "c0" && m.status == concord_core::gossip::MemberStatus::Left)
+            .then_some(())
+    })
+    .await;
+    server.run_until(async {}).await.unwrap();
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn gossip_encryption_keeps_out_a_wrong_key_and_rotates_keys_cluster_wide() {
+    let (k1, k2, k3) = (
+        crate::gossip::generate_key(),
+        crate::gossip::generate_key(),
+        crate::gossip::generate_key(),
+    );
+    let dirs: Vec<_> = (0..3).map(|_| tempfile::tempdir().unwrap()).collect();
+    let s0 = Agent::start(server_config(
+        "s0",
+        dirs[0].path(),
+        0,
+        &strings(&["-bootstrap", "-encrypt", &k1]),
+    ))
+    .await
+    .unwrap();
+    let join = |key: &str| strings(&["-encrypt", key, "-retry-join", &s0.lan.addr.to_string()]);
+    let s1 = Agent::start(server_config("s1", dirs[1].path(), 0, &join(&k1)))
+        .await
+        .unwrap();
+    let s2 = Agent::start(server_config("s2", dirs[2].path(), 0, &join(&k2)))
+        .await
+        .unwrap();
+    eventually("s1 in s0's member list", || async {
+        s0.lan.members().iter().any(|m| m.name == "s1").then_some(())
+    })
+    .await;
+    let stored = std::fs::read_to_string(dirs[0].path().join("serf/local.keyring")).unwrap();
+    assert_eq!(stored, format!("[\"{k1}\"]"));
+
+    // Install a key through s0's HTTP API: it reaches s1's keyring by gossip; then make it primary.
+    let http_body = |method: &str, key: &str| {
+        let body = format!("{{\"Key\":\"{key}\"}}");
+        format!("{method} /v1/operator/keyring HTTP/1.1\r\nHost: x\r\nContent-Length: {}\r\nConnection: close\r\n\r\n{body}", body.len())
+    };
+    for req in [http_body("POST", &k3), http_body("PUT", &k3)] {
+        let mut s = tokio::net::TcpStream::connect(s0.http_addrs[0]).await.unwrap();
+        s.write_all(req.as_bytes()).await.unwrap();
+        let mut raw = Vec::new();
+        s.read_to_end(&mut raw).await.unwrap();
+        assert!(
+            String::from_utf8_lossy(&raw).starts_with("HTTP/1.1 200"),
+            "{}",
+            String::from_utf8_lossy(&raw)
+        );
+    }
+    let ring1 = s1.lan.keyring.clone().unwrap();
+    eventually("k3 primary on s1", || async { (ring1.primary() == k3).then_some(()) }).await;
+    let (status, body) = http(s0.http_addrs[0], "GET", "/v1/operator/keyring").await;
+    assert_eq!(status, 200);
+    assert!(body.contains(&k3) && body.contains("\"WAN\":true"), "{body}");
+
+    // Gossip still flows between s0 and s1 under the new primary; s2 (wrong key) never got in.
+    eventually("s1 alive on s0 after rotation", || async {
+        s0.lan
+            .members()
+            .iter()
+            .any(|m| m.name == "s1" && m.status == concord_core::gossip::MemberStatus::Alive)
+            .then_some(())
+    })
+    .await;
+    assert!(!s0.lan.members().iter().any(|m| m.name == "s2"));
+    assert_eq!(s2.lan.members().len(), 1);
+    for a in [s2, s1, s0] {
+        a.run_until(async {}).await.unwrap();
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_restarted_agent_rejoins_from_its_snapshot_unless_it_left_without_rejoin() {
+    let dirs: Vec<_> = (0..2).map(|_| tempfile::tempdir().unwrap()).collect();
+    let server = Agent::start(server_config("s0", dirs[0].path(), 0, &strings(&["-bootstrap"])))
+        .await
+        .unwrap();
+    let client_args = |extra: &[&str]| {
+        let mut args = strings(&["-node", "c0", "-data-dir", dirs[1].path().to_str().unwrap()]);
+        args.extend(strings(&[
+            "-bind",
+            "127.0.0.1",
+            "-client",
+            "127.0.0.1",
+            "-http-port",
+            "0",
+            "-serf-lan-port",
+            "0",
+        ]));
+        args.extend(strings(extra));
+        parse_agent_args(&args).unwrap()
+    };
+    let sees_server = |c: &ClientAgent| {
+        c.lan
+            .members()
+            .iter()
+            .any(|m| m.name == "s0" && m.status == concord_core::gossip::MemberStatus::Alive)
+    };
+    let join = server.lan.addr.to_string();
+    let client = ClientAgent::start(client_args(&["-retry-join", &join])).await.unwrap();
+    eventually("c0 sees s0", || async { sees_server(&client).then_some(()) }).await;
+    let snapshot = dirs[1].path().join("serf/local.snapshot");
+    eventually("the snapshot", || async {
+        std::fs::read_to_string(&snapshot).ok().filter(|s| s.contains(&join))
+    })
+    .await;
+    client.run_until(async {}, false).await.unwrap();
+
+    // Restarted without -retry-join: it rejoins the members it knew.
+    let client = ClientAgent::start(client_args(&[])).await.unwrap();
+    eventually("c0 rejoined from its snapshot", || async {
+        sees_server(&client).then_some(())
+    })
+    .await;
+    let (status, _) = http(client.http_addrs[0], "PUT", "/v1/agent/leave").await;
+    assert_eq!(status, 200);
+    client.run_until(std::future::pending(), true).await.unwrap();
+    assert!(std::fs::read_to_string(&snapshot).unwrap().contains("\"left\":true"));
+
+    // After a graceful leave it stays out, unless started with -rejoin.
+    let client = ClientAgent::start(client_args(&[])).await.unwrap();
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    assert_eq!(
+        client.lan.members().len(),
+        1,
+        "a left agent does not rejoin without -rejoin"
+    );
+    client.run_until(async {}, false).await.unwrap();
+    let client = ClientAgent::start(client_args(&["-rejoin"])).await.unwrap();
+    eventually("c0 rejoined with -rejoin", || async {
+        sees_server(&client).then_some(())
+    })
+    .await;
+    client.run_until(async {}, false).await.unwrap();
+    server.run_until(async {}).await.unwrap();
 }

@@ -10,6 +10,7 @@ mod catalog_tests;
 pub(crate) mod client;
 pub(crate) mod flags;
 mod kv;
+mod members;
 mod ops;
 #[cfg(test)]
 mod tests;
@@ -60,10 +61,15 @@ const USAGE: &str = "Usage: concord [--version] [--help] <command> [<args>]
 Available commands are:
     agent          Runs a concord agent
     catalog        Interact with the catalog
+    force-leave    Forces a member of the cluster to enter the \"left\" state
     info           Provides debugging information for operators.
+    join           Tell a running agent to join the cluster
+    keygen         Generates a new encryption key
+    keyring        Manages gossip layer encryption keys
     kv             Interact with the key-value store
     leave          Gracefully leaves the cluster and shuts down
     maint          Controls node or service maintenance mode
+    members        Lists the members of a cluster
     operator       Provides cluster-level tools for operators
     services       Interact with services
     template       Renders templates from Consul data (consul-template)
@@ -81,6 +87,11 @@ pub(crate) fn run_with(args: &[String], io: &mut Io<'_>) -> i32 {
         "maint" => catalog::maint(rest, io),
         "info" => ops::info(rest, io),
         "leave" => ops::leave(rest, io),
+        "members" => members::members(rest, io),
+        "join" => members::join(rest, io),
+        "force-leave" => members::force_leave(rest, io),
+        "keygen" => members::keygen(rest, io),
+        "keyring" => members::keyring(rest, io),
         "operator" => ops::operator(rest, io),
         "template" => crate::template::run_cli(rest, io),
         "version" | "-v" | "-version" | "--version" => ops::version(rest, io),

@@ -311,6 +311,47 @@ fn operator_raft_commands() {
 }
 
 #[test]
+fn members_join_force_leave_keygen() {
+    let s = server();
+    let out = ok(&run(&s, &["members"])).to_string();
+    let lines: Vec<&str> = out.lines().collect();
+    assert_eq!(lines.len(), 3, "{out}");
+    assert!(lines[0].starts_with("Node      Address"), "{out}");
+    assert!(
+        lines[1].starts_with("server-1  10.0.0.1:8301   alive   server  1.21.0  2"),
+        "{out}"
+    );
+    assert!(
+        lines[2].starts_with("client-1  10.0.0.22:8301  failed  client"),
+        "{out}"
+    );
+    let detailed = ok(&run(&s, &["members", "-detailed"])).to_string();
+    assert!(detailed.contains("role=consul"), "{detailed}");
+    assert_eq!(ok(&run(&s, &["members", "-wan"])).lines().count(), 2);
+    assert_eq!(ok(&run(&s, &["members", "-status", "failed"])).lines().count(), 2);
+
+    assert_eq!(
+        ok(&run(&s, &["join", "10.0.0.5", "10.0.0.6"])),
+        "Successfully joined cluster by contacting 2 nodes.\n"
+    );
+    let r = run(&s, &["join", "192.0.2.1"]);
+    assert_eq!(r.code, 1);
+    assert!(
+        r.err.contains("Error joining address '192.0.2.1'") && r.err.contains("Failed to join any nodes."),
+        "{}",
+        r.err
+    );
+
+    assert_eq!(ok(&run(&s, &["force-leave", "-prune", "client-1"])), "");
+    assert!(failed(&run(&s, &["force-leave", "ghost"])).contains("No node found with name 'ghost'"));
+    assert!(failed(&run(&s, &["force-leave"])).contains("A single node name"));
+
+    let key = ok(&run(&s, &["keygen"])).trim().to_string();
+    assert_eq!(crate::gossip::parse_key(&key).unwrap().len(), 32);
+    assert!(failed(&run(&s, &["keyring", "-list"])).contains("not configured"));
+}
+
+#[test]
 fn leave_and_version() {
     let s = server();
     assert_eq!(ok(&run(&s, &["leave"])), "Graceful leave complete\n");

@@ -54,6 +54,7 @@ const FLAGS: &[(&str, Kind)] = &[
     ("rejoin", Kind::Bool),
     ("retry-interval", Kind::Value),
     ("retry-join", Kind::Value),
+    ("retry-join-wan", Kind::Value),
     ("serf-lan-port", Kind::Value),
     ("serf-wan-port", Kind::Value),
     ("server", Kind::Bool),
@@ -189,8 +190,12 @@ fn set_value(parsed: &mut ParsedFlags, flag: &str, value: String) -> Result<(), 
             parsed.config_format = Some(format);
             return Ok(());
         }
-        "join" | "retry-join" | "recursor" => {
-            let key = if flag == "recursor" { "recursors" } else { "retry_join" };
+        "join" | "retry-join" | "recursor" | "retry-join-wan" => {
+            let key = match flag {
+                "recursor" => "recursors",
+                "retry-join-wan" => "retry_join_wan",
+                _ => "retry_join",
+            };
             append(object(parsed), key, Value::String(value));
             return Ok(());
         }

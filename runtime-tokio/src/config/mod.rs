@@ -50,6 +50,8 @@ pub struct AgentConfig {
     pub datacenter: String,
     /// `-retry-join`, `-join`, `retry_join` and `start_join`, in that merge order.
     pub retry_join: Vec<String>,
+    /// `-retry-join-wan`, `retry_join_wan` and `start_join_wan` (servers' WAN pool).
+    pub retry_join_wan: Vec<String>,
     pub retry_interval: Duration,
     pub ports: Ports,
     pub log_level: String,
@@ -149,6 +151,7 @@ impl Default for AgentConfig {
             node_id: None,
             datacenter: "dc1".to_string(),
             retry_join: Vec::new(),
+            retry_join_wan: Vec::new(),
             retry_interval: Duration::from_secs(30),
             ports: Ports::default(),
             log_level: "info".to_string(),

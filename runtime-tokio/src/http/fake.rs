@@ -343,4 +343,44 @@ impl Backend for FakeBackend {
         self.left.store(true, Ordering::SeqCst);
         Ok(())
     }
+
+    /// Two members: a server (alive) and a client (failed); the WAN pool has the server only.
+    async fn members(&self, wan: bool) -> Result<Vec<concord_core::gossip::Member>, String> {
+        use concord_core::gossip::{Member, MemberStatus};
+        let member = |name: &str, ip: [u8; 4], role: &str, status| Member {
+            name: name.into(),
+            addr: std::net::SocketAddr::from((ip, 8301)),
+            tags: [
+                ("role", role),
+                ("dc", "dc1"),
+                ("vsn", "2"),
+                ("build", "1.21.0:concord-0.1.0"),
+            ]
+            .into_iter()
+            .map(|(k, v)| (k.to_string(), v.to_string()))
+            .collect(),
+            incarnation: 1,
+            status,
+        };
+        let mut list = vec![member("server-1", [10, 0, 0, 1], "consul", MemberStatus::Alive)];
+        if !wan {
+            list.push(member("client-1", [10, 0, 0, 22], "node", MemberStatus::Failed));
+        }
+        Ok(list)
+    }
+
+    async fn join(&self, addr: String, _wan: bool) -> Result<(), String> {
+        if addr.starts_with("10.") {
+            Ok(())
+        } else {
+            Err(format!("no member answered at {addr}"))
+        }
+    }
+
+    async fn force_leave(&self, node: String, _prune: bool, _wan: bool) -> Result<(), String> {
+        match node.as_str() {
+            "server-1" | "client-1" => Ok(()),
+            _ => Err(format!("agent: No node found with name '{node}'")),
+        }
+    }
 }

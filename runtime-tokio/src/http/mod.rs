@@ -23,6 +23,7 @@ pub(crate) mod decode;
 pub(crate) mod fake;
 mod filter;
 mod kv;
+mod members;
 mod params;
 pub(crate) mod reply;
 #[cfg(test)]
@@ -32,7 +33,9 @@ use axum::http::HeaderValue;
 use axum::routing::{any, get, post, put};
 use axum::Router;
 use concord_core::api::{Request, Response};
+use concord_core::gossip::Member;
 use concord_core::node::NodeStatus;
+pub use members::{KeyringOp, KeyringPool};
 use std::collections::BTreeMap;
 use std::future::Future;
 use std::net::IpAddr;
@@ -54,6 +57,22 @@ pub trait Backend: Clone + Send + Sync + 'static {
     /// Start a graceful leave (`PUT /v1/agent/leave`): a server removes itself from the Raft
     /// configuration, then the agent shuts down. Returns once the leave is complete (or failed).
     fn leave(&self) -> impl Future<Output = Result<(), String>> + Send;
+    /// The gossip pool's members (`GET /v1/agent/members`, `wan` for the WAN pool), sorted by name.
+    fn members(&self, _wan: bool) -> impl Future<Output = Result<Vec<Member>, String>> + Send {
+        async { Err("gossip is not running on this agent".to_string()) }
+    }
+    /// Join the pool through `addr` (`PUT /v1/agent/join/:addr`).
+    fn join(&self, _addr: String, _wan: bool) -> impl Future<Output = Result<(), String>> + Send {
+        async { Err("gossip is not running on this agent".to_string()) }
+    }
+    /// `PUT /v1/agent/force-leave/:node`.
+    fn force_leave(&self, _node: String, _prune: bool, _wan: bool) -> impl Future<Output = Result<(), String>> + Send {
+        async { Err("gossip is not running on this agent".to_string()) }
+    }
+    /// `/v1/operator/keyring`.
+    fn keyring(&self, _op: KeyringOp) -> impl Future<Output = Result<Vec<KeyringPool>, String>> + Send {
+        async { Err("gossip encryption is not configured".to_string()) }
+    }
     /// The agent's local services and checks (`/v1/agent/service*`, `/v1/agent/check*`).
     fn local(&self) -> &crate::local::LocalAgentHandle;
 }
@@ -305,6 +324,13 @@ fn router<B: Backend>(state: AppState<B>) -> Router {
         .route("/v1/agent/maintenance", put(agent_local::node_maintenance::<B>))
         .route("/v1/agent/self", get(agent::agent_self::<B>))
         .route("/v1/agent/leave", axum::routing::put(agent::agent_leave::<B>))
+        .route("/v1/agent/members", get(members::agent_members::<B>))
+        .route("/v1/agent/join/{addr}", axum::routing::put(members::agent_join::<B>))
+        .route(
+            "/v1/agent/force-leave/{node}",
+            axum::routing::put(members::agent_force_leave::<B>),
+        )
+        .route("/v1/operator/keyring", any(members::operator_keyring::<B>))
         .fallback(reply::not_found)
         .layer(axum::middleware::map_response(add_common_headers))
         .with_state(state)

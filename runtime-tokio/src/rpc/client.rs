@@ -44,11 +44,44 @@ pub async fn call(
     max_frame: usize,
     timeout: Duration,
 ) -> Result<Response, RpcError> {
-    let (mut stream, _) = dial(address, book, max_frame).await?;
-    write_frame(&mut stream, &Frame::Call { id: 1, req }).await?;
+    call_after_dial(address, book, req, max_frame, timeout)
+        .await
+        .map_err(|e| match e {
+            CallError::Dial(e) | CallError::Call(e) => e,
+        })
+}
+
+/// Where a call failed: before the request left (`Dial`: safe to try another server) or after.
+#[derive(Debug)]
+pub enum CallError {
+    Dial(RpcError),
+    Call(RpcError),
+}
+
+/// [`call`], telling a failure to reach the server apart from a failure after the request was sent.
+pub async fn call_after_dial(
+    address: &str,
+    book: &AddressBook,
+    req: Request,
+    max_frame: usize,
+    timeout: Duration,
+) -> Result<Response, CallError> {
+    let (mut stream, _) = dial(address, book, max_frame).await.map_err(CallError::Dial)?;
+    call_on(&mut stream, req, max_frame, timeout)
+        .await
+        .map_err(CallError::Call)
+}
+
+async fn call_on(
+    stream: &mut TcpStream,
+    req: Request,
+    max_frame: usize,
+    timeout: Duration,
+) -> Result<Response, RpcError> {
+    write_frame(stream, &Frame::Call { id: 1, req }).await?;
     let mut buf = Vec::new();
     loop {
-        match read_frame_within(&mut stream, &mut buf, max_frame, timeout).await? {
+        match read_frame_within(stream, &mut buf, max_frame, timeout).await? {
             Frame::Reply { id: 1, resp } => return Ok(resp),
             Frame::Hello { .. } => continue,
             _ => return Err(RpcError::Protocol("unexpected frame while waiting for a reply".into())),

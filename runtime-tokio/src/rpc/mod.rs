@@ -19,7 +19,7 @@ mod listener;
 mod tests;
 mod transport;
 
-pub use client::{call, exchange_hello};
+pub use client::{call, call_after_dial, exchange_hello, CallError};
 pub use frames::{read_frame, RpcError};
 pub use listener::{serve, CallHandler};
 pub use transport::{TcpTransport, PEER_QUEUE};

@@ -1,0 +1,221 @@
+//! Failure detection (direct and indirect probes, Lifeguard awareness) and dissemination (gossip fan-out,
+//! periodic push-pull).
+
+use super::{shuffle, Effect, Gossip, Message, Probe, Timer};
+use crate::gossip::wire::MemberState;
+use crate::time::Instant;
+use std::net::SocketAddr;
+
+impl Gossip {
+    pub(super) fn on_message(&mut self, now: Instant, from: SocketAddr, msg: Message, out: &mut Vec<Effect>) {
+        match msg {
+            Message::Ping { seq, target } => {
+                // A ping meant for a previous owner of our address must not vouch for it.
+                if target == self.name {
+                    self.send(from, Message::Ack { seq }, out);
+                }
+            }
+            Message::IndirectPing {
+                seq,
+                target,
+                target_addr,
+                nack,
+            } => {
+                let own = self.next_seq();
+                self.probes.insert(
+                    own,
+                    Probe::Relay {
+                        requester: from,
+                        seq,
+                        nack,
+                    },
+                );
+                self.send(target_addr, Message::Ping { seq: own, target }, out);
+                self.schedule(now + self.timing.probe_timeout, Timer::AckTimeout(own));
+            }
+            Message::Ack { seq } => match self.probes.remove(&seq) {
+                Some(Probe::Direct { .. }) => self.apply_awareness(-1),
+                Some(Probe::Relay { requester, seq, .. }) => self.send(requester, Message::Ack { seq }, out),
+                None => {}
+            },
+            Message::Nack { seq } => {
+                if let Some(Probe::Direct { nacks, .. }) = self.probes.get_mut(&seq) {
+                    *nacks += 1;
+                }
+            }
+            Message::Alive {
+                incarnation,
+                name,
+                addr,
+                tags,
+            } => self.on_alive(now, incarnation, name, addr, tags, out),
+            Message::Suspect {
+                incarnation,
+                name,
+                from,
+            } => self.on_suspect(now, incarnation, name, from, out),
+            Message::Dead {
+                incarnation,
+                name,
+                from,
+            } => self.on_dead(now, incarnation, name, from, out),
+            Message::Leave {
+                incarnation,
+                name,
+                prune,
+            } => self.on_leave(now, incarnation, name, prune, out),
+            Message::UserEvent { ltime, name, payload } => self.on_user_event(ltime, name, payload, out),
+        }
+    }
+
+    pub(super) fn probe(&mut self, now: Instant, out: &mut Vec<Effect>) {
+        let interval = self.scaled(self.timing.probe_interval);
+        self.schedule(now + interval, Timer::Probe);
+        if self.leaving {
+            return;
+        }
+        let Some(target) = self.next_probe_target() else { return };
+        let addr = self.members[&target].addr;
+        let seq = self.next_seq();
+        self.probes.insert(
+            seq,
+            Probe::Direct {
+                target: target.clone(),
+                nacks: 0,
+                expected_nacks: 0,
+            },
+        );
+        self.send(addr, Message::Ping { seq, target }, out);
+        self.schedule(now + self.scaled(self.timing.probe_timeout), Timer::AckTimeout(seq));
+        self.schedule(now + interval, Timer::ProbeEnd(seq));
+    }
+
+    fn next_probe_target(&mut self) -> Option<String> {
+        for _ in 0..=self.node_list.len() {
+            if self.probe_index >= self.node_list.len() {
+                if self.node_list.is_empty() {
+                    return None;
+                }
+                shuffle(&mut self.rng, &mut self.node_list);
+                self.probe_index = 0;
+            }
+            let name = &self.node_list[self.probe_index];
+            self.probe_index += 1;
+            if let Some(e) = self.members.get(name) {
+                if matches!(e.state, MemberState::Alive | MemberState::Suspect) {
+                    return Some(name.clone());
+                }
+            }
+        }
+        None
+    }
+
+    /// No direct ack in time: a direct probe goes indirect; a relay gives up (and nacks if asked).
+    pub(super) fn ack_timeout(&mut self, _now: Instant, seq: u32, out: &mut Vec<Effect>) {
+        match self.probes.get(&seq) {
+            Some(Probe::Direct { target, .. }) => {
+                let target = target.clone();
+                let Some(target_addr) = self.members.get(&target).map(|e| e.addr) else {
+                    return;
+                };
+                let k = self.timing.indirect_checks;
+                let relays = self.random_members(k, |n, e| n != target && e.state == MemberState::Alive);
+                for relay in &relays {
+                    let addr = self.members[relay].addr;
+                    let msg = Message::IndirectPing {
+                        seq,
+                        target: target.clone(),
+                        target_addr,
+                        nack: true,
+                    };
+                    self.send(addr, msg, out);
+                }
+                if let Some(Probe::Direct { expected_nacks, .. }) = self.probes.get_mut(&seq) {
+                    *expected_nacks = relays.len() as u32;
+                }
+            }
+            Some(Probe::Relay { .. }) => {
+                if let Some(Probe::Relay { requester, seq, nack }) = self.probes.remove(&seq) {
+                    if nack {
+                        self.send(requester, Message::Nack { seq }, out);
+                    }
+                }
+            }
+            None => {}
+        }
+    }
+
+    /// The probe interval ended without any ack: suspect the target, and judge our own health by the
+    /// nacks (relays that could not reach it either prove our network works).
+    pub(super) fn probe_end(&mut self, now: Instant, seq: u32, out: &mut Vec<Effect>) {
+        let Some(Probe::Direct {
+            target,
+            nacks,
+            expected_nacks,
+        }) = self.probes.remove(&seq)
+        else {
+            return;
+        };
+        self.stats.probes_failed += 1;
+        let delta = if expected_nacks > 0 {
+            expected_nacks.saturating_sub(nacks)
+        } else {
+            1
+        };
+        self.apply_awareness(delta as i64);
+        if let Some(e) = self.members.get(&target) {
+            let incarnation = e.incarnation;
+            let me = self.name.clone();
+            self.on_suspect(now, incarnation, target, me, out);
+        }
+    }
+
+    pub(super) fn gossip(&mut self, now: Instant, out: &mut Vec<Effect>) {
+        if self.broadcasts.len() == 0 {
+            return;
+        }
+        let to_the_dead = self.timing.gossip_to_the_dead;
+        let targets = self.random_members(self.timing.gossip_nodes, |_, e| match e.state {
+            MemberState::Alive | MemberState::Suspect => true,
+            MemberState::Dead => now.saturating_since(e.state_change) < to_the_dead,
+            MemberState::Left => false,
+        });
+        let limit = self.retransmit_limit();
+        for target in targets {
+            let parts = self.broadcasts.take(self.timing.max_packet.saturating_sub(1), limit);
+            if parts.is_empty() {
+                break;
+            }
+            let bytes = super::wire::assemble_packet(parts.iter().map(|v| v.as_slice()));
+            out.push(Effect::Packet {
+                to: self.members[&target].addr,
+                bytes,
+            });
+        }
+    }
+
+    pub(super) fn periodic_push_pull(&mut self, now: Instant, out: &mut Vec<Effect>) {
+        // memberlist's pushPullScale: above 32 members, sync less often so the cluster-wide TCP load stays flat.
+        let n = self.num_alive();
+        let mult = if n <= 32 {
+            1
+        } else {
+            ((n as f64).log2() - 32f64.log2()).ceil() as u32 + 1
+        };
+        self.schedule(now + self.timing.push_pull_interval * mult, Timer::PushPull);
+        self.push_pull_random(out);
+    }
+
+    pub(super) fn push_pull_random(&mut self, out: &mut Vec<Effect>) {
+        if self.leaving {
+            return;
+        }
+        let picked = self.random_members(1, |_, e| e.state == MemberState::Alive);
+        if let Some(name) = picked.first() {
+            out.push(Effect::PushPull {
+                to: self.members[name].addr,
+                state: self.local_state(false),
+            });
+        }
+    }
+}

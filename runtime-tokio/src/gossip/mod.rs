@@ -1,0 +1,471 @@
+//! A gossip pool (LAN or WAN) on real sockets: one task owns the sans-IO [`Gossip`] machine and drives
+//! it from a UDP socket (probes and piggybacked broadcasts), a TCP listener (push-pull full-state syncs)
+//! and commands from the agent (join, leave, force-leave). Packets and push-pull frames are encrypted
+//! with the keyring's primary key when one is configured; a packet no key opens is dropped, so a member
+//! with the wrong key cannot join.
+//!
+//! Invariants: the task never blocks on a peer (UDP sends are `try_send_to`, TCP exchanges run in their
+//! own tasks with timeouts); untrusted bytes are bounded (`MAX_PACKET_BYTES`, `MAX_PUSH_PULL_BYTES`) and
+//! never panic.
+
+mod keyring;
+#[cfg(test)]
+mod tests;
+
+pub use keyring::{generate_key, parse_key, Keyring, KeyringError};
+
+use crate::agent::TokioClock;
+use crate::driver::Clock;
+use concord_core::gossip::wire::{self, MAX_PACKET_BYTES};
+use concord_core::gossip::{Effect, Gossip, GossipConfig, GossipEvent, GossipTiming, Input, Member, PushPull, Tags};
+use std::collections::BTreeMap;
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::time::Duration;
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::net::{TcpListener, TcpStream, UdpSocket};
+use tokio::sync::{broadcast, mpsc, oneshot, watch};
+
+/// memberlist's `TCPTimeout` (LAN).
+const TCP_TIMEOUT: Duration = Duration::from_secs(10);
+
+pub struct PoolSettings {
+    /// "lan" or "wan", for logs.
+    pub pool: &'static str,
+    pub name: String,
+    /// Where to bind UDP and TCP (port 0: any free port, the same for both).
+    pub bind: SocketAddr,
+    /// The IP others reach us at (the port is the bound one).
+    pub advertise: std::net::IpAddr,
+    pub tags: Tags,
+    pub timing: GossipTiming,
+    pub keyring: Option<Arc<Keyring>>,
+    pub seed: u64,
+}
+
+enum Command {
+    Join {
+        addrs: Vec<SocketAddr>,
+        reply: oneshot::Sender<usize>,
+    },
+    Leave {
+        reply: oneshot::Sender<()>,
+    },
+    QueuedBroadcasts {
+        reply: oneshot::Sender<usize>,
+    },
+    Input(Input),
+}
+
+/// The agent's side of a running pool. Cheap to clone.
+#[derive(Clone)]
+pub struct PoolHandle {
+    cmd: mpsc::Sender<Command>,
+    members: watch::Receiver<Arc<Vec<Member>>>,
+    events: broadcast::Sender<GossipEvent>,
+    /// The advertised gossip address (`Addr`/`Port` in `/v1/agent/members`).
+    pub addr: SocketAddr,
+    pub keyring: Option<Arc<Keyring>>,
+}
+
+impl PoolHandle {
+    /// The current member list, sorted by name.
+    pub fn members(&self) -> Arc<Vec<Member>> {
+        self.members.borrow().clone()
+    }
+
+    pub fn subscribe_members(&self) -> watch::Receiver<Arc<Vec<Member>>> {
+        self.members.clone()
+    }
+
+    pub fn subscribe(&self) -> broadcast::Receiver<GossipEvent> {
+        self.events.subscribe()
+    }
+
+    /// Resolves once the pool's task has ended.
+    pub async fn closed(&self) {
+        self.cmd.closed().await
+    }
+
+    /// Join through each address (`host[:port]`, default port `default_port`); the number that answered.
+    pub async fn join(&self, addrs: &[String], default_port: u16) -> Result<usize, String> {
+        let mut resolved = Vec::new();
+        let mut errors = Vec::new();
+        for a in addrs {
+            match resolve(a, default_port).await {
+                Ok(sa) => resolved.push(sa),
+                Err(e) => errors.push(e),
+            }
+        }
+        let (reply, rx) = oneshot::channel();
+        if !resolved.is_empty() {
+            self.cmd
+                .send(Command::Join { addrs: resolved, reply })
+                .await
+                .map_err(|_| "the gossip pool is shut down".to_string())?;
+        } else {
+            drop(reply);
+        }
+        let joined = rx.await.unwrap_or(0);
+        if joined == 0 {
+            errors.push(format!("no member answered at {}", addrs.join(", ")));
+            return Err(errors.join("; "));
+        }
+        Ok(joined)
+    }
+
+    /// Leave gracefully; returns once the intent had time to spread (or the pool stopped).
+    pub async fn leave(&self) {
+        let (reply, rx) = oneshot::channel();
+        if self.cmd.send(Command::Leave { reply }).await.is_ok() {
+            let _ = tokio::time::timeout(Duration::from_secs(5), rx).await;
+        }
+    }
+
+    /// `force-leave`: an error if no member has that name.
+    pub async fn force_leave(&self, name: &str, prune: bool) -> Result<(), String> {
+        if !self.members().iter().any(|m| m.name == name) {
+            return Err(format!("agent: No node found with name '{name}'"));
+        }
+        self.input(Input::ForceLeave {
+            name: name.to_string(),
+            prune,
+        })
+        .await
+    }
+
+    /// Wait until every queued broadcast has been sent its full number of times (or `timeout`): after
+    /// this, a change broadcast just before has reached the cluster with high probability.
+    pub async fn flush_broadcasts(&self, timeout: Duration) {
+        let deadline = tokio::time::Instant::now() + timeout;
+        while tokio::time::Instant::now() < deadline {
+            let (reply, rx) = oneshot::channel();
+            if self.cmd.send(Command::QueuedBroadcasts { reply }).await.is_err() {
+                return;
+            }
+            match rx.await {
+                Ok(0) | Err(_) => return,
+                Ok(_) => tokio::time::sleep(Duration::from_millis(50)).await,
+            }
+        }
+    }
+
+    pub async fn input(&self, input: Input) -> Result<(), String> {
+        self.cmd
+            .send(Command::Input(input))
+            .await
+            .map_err(|_| "the gossip pool is shut down".to_string())
+    }
+}
+
+/// `host[:port]` to a socket address (DNS names resolved).
+pub async fn resolve(addr: &str, default_port: u16) -> Result<SocketAddr, String> {
+    let addr = addr.trim();
+    if let Ok(sa) = addr.parse::<SocketAddr>() {
+        return Ok(sa);
+    }
+    let bare = addr.trim_start_matches('[').trim_end_matches(']');
+    if let Ok(ip) = bare.parse::<std::net::IpAddr>() {
+        return Ok(SocketAddr::new(ip, default_port));
+    }
+    let with_port = match addr.rsplit_once(':') {
+        Some((_, p)) if p.parse::<u16>().is_ok() => addr.to_string(),
+        _ => format!("{addr}:{default_port}"),
+    };
+    let mut found = tokio::net::lookup_host(with_port)
+        .await
+        .map_err(|e| format!("cannot resolve {addr}: {e}"))?;
+    found.next().ok_or_else(|| format!("cannot resolve {addr}"))
+}
+
+/// Bind the pool's sockets and start its task. The task ends when `stop` resolves.
+pub async fn start(
+    settings: PoolSettings,
+    stop: impl std::future::Future<Output = ()> + Send + 'static,
+) -> std::io::Result<(PoolHandle, tokio::task::JoinHandle<()>)> {
+    let tcp = TcpListener::bind(settings.bind).await?;
+    let port = tcp.local_addr()?.port();
+    let udp = UdpSocket::bind(SocketAddr::new(settings.bind.ip(), port)).await?;
+    let addr = SocketAddr::new(settings.advertise, port);
+    let clock = TokioClock::new();
+    let gossip = Gossip::new(
+        GossipConfig {
+            name: settings.name.clone(),
+            addr,
+            tags: settings.tags.clone(),
+            seed: settings.seed,
+            timing: settings.timing.clone(),
+        },
+        clock.now(),
+    );
+    let (cmd_tx, cmd_rx) = mpsc::channel(256);
+    let (members_tx, members_rx) = watch::channel(Arc::new(gossip.members()));
+    let (events, _) = broadcast::channel(1024);
+    let (conn_tx, conn_rx) = mpsc::channel(64);
+    let keyring = settings.keyring.clone();
+    tokio::spawn(accept_push_pull(tcp, conn_tx, keyring.clone()));
+    let pool = Pool {
+        gossip,
+        clock,
+        udp: Arc::new(udp),
+        keyring: keyring.clone(),
+        members: members_tx,
+        events: events.clone(),
+        conns: BTreeMap::new(),
+        next_conn: 0,
+        leave_waiters: Vec::new(),
+        pool: settings.pool,
+    };
+    tracing::info!(target: "agent.server.serf", "serf {}: listening on {addr} (UDP and TCP)", settings.pool);
+    let task = tokio::spawn(pool.run(cmd_rx, conn_rx, stop));
+    Ok((
+        PoolHandle {
+            cmd: cmd_tx,
+            members: members_rx,
+            events,
+            addr,
+            keyring,
+        },
+        task,
+    ))
+}
+
+type IncomingSync = (PushPull, oneshot::Sender<PushPull>);
+
+struct Pool {
+    gossip: Gossip,
+    clock: TokioClock,
+    udp: Arc<UdpSocket>,
+    keyring: Option<Arc<Keyring>>,
+    members: watch::Sender<Arc<Vec<Member>>>,
+    events: broadcast::Sender<GossipEvent>,
+    conns: BTreeMap<u64, oneshot::Sender<PushPull>>,
+    next_conn: u64,
+    leave_waiters: Vec<oneshot::Sender<()>>,
+    pool: &'static str,
+}
+
+impl Pool {
+    async fn run(
+        mut self,
+        mut cmd_rx: mpsc::Receiver<Command>,
+        mut conn_rx: mpsc::Receiver<IncomingSync>,
+        stop: impl std::future::Future<Output = ()>,
+    ) {
+        tokio::pin!(stop);
+        let (reply_tx, mut reply_rx) = mpsc::channel::<PushPull>(64);
+        let mut buf = vec![0u8; MAX_PACKET_BYTES + 64];
+        loop {
+            let deadline = self.gossip.next_deadline();
+            let sleep = async {
+                match deadline {
+                    Some(d) => self.clock.sleep_until(d).await,
+                    None => std::future::pending().await,
+                }
+            };
+            let mut join_reply = None;
+            let input = tokio::select! {
+                _ = &mut stop => break,
+                _ = sleep => Input::Tick,
+                r = self.udp.recv_from(&mut buf) => match r {
+                    Ok((n, from)) => match self.open(&buf[..n]) {
+                        Some(bytes) => Input::Packet { from, bytes },
+                        None => continue,
+                    },
+                    Err(e) => {
+                        tracing::debug!(target: "agent.server.memberlist", "UDP receive failed: {e}");
+                        continue;
+                    }
+                },
+                Some((state, reply)) = conn_rx.recv() => {
+                    self.next_conn += 1;
+                    self.conns.insert(self.next_conn, reply);
+                    Input::PushPull { conn: self.next_conn, state }
+                }
+                Some(state) = reply_rx.recv() => Input::PushPullReply { state },
+                Some(cmd) = cmd_rx.recv() => match cmd {
+                    Command::Join { addrs, reply } => {
+                        join_reply = Some(reply);
+                        Input::Join { addrs }
+                    }
+                    Command::Leave { reply } => {
+                        self.leave_waiters.push(reply);
+                        Input::Leave
+                    }
+                    Command::QueuedBroadcasts { reply } => {
+                        let _ = reply.send(self.gossip.queued_broadcasts());
+                        continue;
+                    }
+                    Command::Input(input) => input,
+                },
+            };
+            let mut out = Vec::new();
+            let now = self.clock.now();
+            self.gossip.handle(now, input, &mut out);
+            self.carry_out(out, &reply_tx, join_reply);
+        }
+    }
+
+    fn open(&self, datagram: &[u8]) -> Option<Vec<u8>> {
+        match &self.keyring {
+            None => Some(datagram.to_vec()),
+            Some(k) => match k.decrypt(datagram) {
+                Ok(plain) => Some(plain),
+                Err(_) => {
+                    tracing::debug!(target: "agent.server.memberlist", "dropped a packet no key decrypts");
+                    None
+                }
+            },
+        }
+    }
+
+    fn carry_out(&mut self, out: Vec<Effect>, reply_tx: &mpsc::Sender<PushPull>, join: Option<oneshot::Sender<usize>>) {
+        // A leave shows as "leaving" at once, though the machine reports no event for it.
+        let mut changed = !self.leave_waiters.is_empty();
+        let mut left = false;
+        let mut syncs = Vec::new();
+        for effect in out {
+            match effect {
+                Effect::Packet { to, bytes } => {
+                    let bytes = match &self.keyring {
+                        Some(k) => k.encrypt(&bytes),
+                        None => bytes,
+                    };
+                    // Never wait on the socket: a full buffer loses the packet, which gossip tolerates.
+                    let _ = self.udp.try_send_to(&bytes, to);
+                }
+                Effect::PushPull { to, state } => syncs.push((to, state)),
+                Effect::PushPullReply { conn, state } => {
+                    if let Some(reply) = self.conns.remove(&conn) {
+                        let _ = reply.send(state);
+                    }
+                }
+                Effect::Event(ev) => {
+                    changed = true;
+                    self.log_event(&ev);
+                    left |= ev == GossipEvent::LeaveDone;
+                    let _ = self.events.send(ev);
+                }
+            }
+        }
+        let (done_tx, mut done_rx) = mpsc::channel::<bool>(syncs.len().max(1));
+        let n = syncs.len();
+        for (to, state) in syncs {
+            let (reply_tx, done_tx, keyring) = (reply_tx.clone(), done_tx.clone(), self.keyring.clone());
+            tokio::spawn(async move {
+                let ok = match tokio::time::timeout(TCP_TIMEOUT, exchange(to, &state, keyring.as_deref())).await {
+                    Ok(Ok(remote)) => reply_tx.send(remote).await.is_ok(),
+                    Ok(Err(e)) => {
+                        tracing::debug!(target: "agent.server.memberlist", "push-pull with {to} failed: {e}");
+                        false
+                    }
+                    Err(_) => false,
+                };
+                let _ = done_tx.send(ok).await;
+            });
+        }
+        drop(done_tx);
+        if let Some(reply) = join {
+            tokio::spawn(async move {
+                let mut joined = 0;
+                for _ in 0..n {
+                    if let Some(true) = done_rx.recv().await {
+                        joined += 1;
+                    }
+                }
+                let _ = reply.send(joined);
+            });
+        }
+        if changed {
+            self.members.send_replace(Arc::new(self.gossip.members()));
+        }
+        // Only after publishing, so whoever waited on the leave sees this member as left.
+        if left {
+            for w in self.leave_waiters.drain(..) {
+                let _ = w.send(());
+            }
+        }
+    }
+
+    fn log_event(&self, ev: &GossipEvent) {
+        let pool = self.pool;
+        match ev {
+            GossipEvent::MemberJoin(m) => {
+                tracing::info!(target: "agent.server.serf", "serf {pool}: EventMemberJoin: {} {}", m.name, m.addr.ip())
+            }
+            GossipEvent::MemberFailed(m) => {
+                tracing::info!(target: "agent.server.serf", "serf {pool}: EventMemberFailed: {} {}", m.name, m.addr.ip())
+            }
+            GossipEvent::MemberLeft(m) => {
+                tracing::info!(target: "agent.server.serf", "serf {pool}: EventMemberLeft: {} {}", m.name, m.addr.ip())
+            }
+            GossipEvent::MemberReaped(name) => {
+                tracing::info!(target: "agent.server.serf", "serf {pool}: EventMemberReap: {name}")
+            }
+            _ => {}
+        }
+    }
+}
+
+/// Accept push-pull connections and hand each to the pool task.
+async fn accept_push_pull(listener: TcpListener, conn_tx: mpsc::Sender<IncomingSync>, keyring: Option<Arc<Keyring>>) {
+    loop {
+        let Ok((stream, from)) = listener.accept().await else {
+            continue;
+        };
+        let (conn_tx, keyring) = (conn_tx.clone(), keyring.clone());
+        if conn_tx.is_closed() {
+            return;
+        }
+        tokio::spawn(async move {
+            let served = tokio::time::timeout(TCP_TIMEOUT, serve_push_pull(stream, conn_tx, keyring.as_deref())).await;
+            if let Ok(Err(e)) = served {
+                tracing::debug!(target: "agent.server.memberlist", "push-pull from {from} failed: {e}");
+            }
+        });
+    }
+}
+
+async fn serve_push_pull(
+    mut stream: TcpStream,
+    conn_tx: mpsc::Sender<IncomingSync>,
+    keyring: Option<&Keyring>,
+) -> Result<(), String> {
+    let remote = read_sync(&mut stream, keyring).await?;
+    let (reply, rx) = oneshot::channel();
+    conn_tx.send((remote, reply)).await.map_err(|_| "shutting down")?;
+    let local = rx.await.map_err(|_| "shutting down")?;
+    write_sync(&mut stream, &local, keyring).await
+}
+
+/// One push-pull: send our state, read theirs.
+async fn exchange(to: SocketAddr, state: &PushPull, keyring: Option<&Keyring>) -> Result<PushPull, String> {
+    let mut stream = TcpStream::connect(to).await.map_err(|e| e.to_string())?;
+    write_sync(&mut stream, state, keyring).await?;
+    read_sync(&mut stream, keyring).await
+}
+
+/// `[u32 BE length][body]`, the body a push-pull frame body, sealed when a keyring is in use.
+async fn write_sync(stream: &mut TcpStream, state: &PushPull, keyring: Option<&Keyring>) -> Result<(), String> {
+    let frame = wire::encode_push_pull(state);
+    let body = match keyring {
+        Some(k) => k.encrypt(&frame[4..]),
+        None => frame[4..].to_vec(),
+    };
+    let mut out = (body.len() as u32).to_be_bytes().to_vec();
+    out.extend_from_slice(&body);
+    stream.write_all(&out).await.map_err(|e| e.to_string())
+}
+
+async fn read_sync(stream: &mut TcpStream, keyring: Option<&Keyring>) -> Result<PushPull, String> {
+    let mut prefix = [0u8; 4];
+    stream.read_exact(&mut prefix).await.map_err(|e| e.to_string())?;
+    let len = wire::push_pull_frame_len(prefix).map_err(|e| e.to_string())?;
+    let mut body = vec![0u8; len];
+    stream.read_exact(&mut body).await.map_err(|e| e.to_string())?;
+    let body = match keyring {
+        Some(k) => k.decrypt(&body).map_err(|e| e.to_string())?,
+        None => body,
+    };
+    wire::decode_push_pull(&body).map_err(|e| e.to_string())
+}
