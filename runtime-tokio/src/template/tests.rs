@@ -35,10 +35,23 @@ struct DevAgent {
 
 impl DevAgent {
     fn start() -> DevAgent {
-        let args: Vec<String> = ["-dev", "-http-port", "0", "-server-port", "0", "-dns-port", "-1"]
-            .iter()
-            .map(|s| s.to_string())
-            .collect();
+        // Every port on 0: tests run several dev agents on 127.0.0.1 at once.
+        let args: Vec<String> = [
+            "-dev",
+            "-http-port",
+            "0",
+            "-server-port",
+            "0",
+            "-serf-lan-port",
+            "0",
+            "-serf-wan-port",
+            "0",
+            "-dns-port",
+            "-1",
+        ]
+        .iter()
+        .map(|s| s.to_string())
+        .collect();
         let config = crate::config::parse_agent_args(&args).expect("dev agent flags");
         let (addr_tx, addr_rx) = std::sync::mpsc::channel();
         let (stop_tx, stop_rx) = tokio::sync::oneshot::channel::<()>();
