@@ -5,9 +5,9 @@ use super::broadcast::BroadcastKey;
 use super::wire::{MemberState, Message, PushPull, Tags};
 use super::{Effect, Entry, Gossip, GossipEvent, Suspicion, Timer};
 use crate::time::Instant;
+use core::net::SocketAddr;
 use rand::Rng;
 use std::collections::BTreeSet;
-use std::net::SocketAddr;
 use std::time::Duration;
 
 impl Gossip {

@@ -26,12 +26,12 @@ pub use wire::{MemberRecord, MemberState, Message, PushPull, Tags};
 
 use crate::time::Instant;
 use broadcast::{BroadcastKey, BroadcastQueue};
+use core::net::SocketAddr;
 use rand::rngs::SmallRng;
 use rand::seq::SliceRandom;
 use rand::{Rng, SeedableRng};
 use serde::{Deserialize, Serialize};
 use std::collections::{BTreeMap, BTreeSet};
-use std::net::SocketAddr;
 use std::time::Duration;
 
 #[derive(Clone, Debug, PartialEq, Eq)]

@@ -4,7 +4,7 @@
 use super::{shuffle, Effect, Gossip, Message, Probe, Timer};
 use crate::gossip::wire::MemberState;
 use crate::time::Instant;
-use std::net::SocketAddr;
+use core::net::SocketAddr;
 
 impl Gossip {
     pub(super) fn on_message(&mut self, now: Instant, from: SocketAddr, msg: Message, out: &mut Vec<Effect>) {

@@ -5,9 +5,9 @@
 //! Decoding untrusted bytes never panics and is bounded: packets and frames over their limits, unknown
 //! versions, oversized names or tags and trailing bytes are rejected as a whole.
 
+use core::net::SocketAddr;
 use serde::{Deserialize, Serialize};
 use std::collections::BTreeMap;
-use std::net::SocketAddr;
 
 pub const GOSSIP_VERSION: u8 = 1;
 /// Largest datagram accepted (a peer may use a larger `max_packet` than ours, never above UDP's limit).
