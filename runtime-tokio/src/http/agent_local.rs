@@ -229,17 +229,21 @@ fn ttl<B: Backend>(state: &AppState<B>, id: &str, status: CheckStatus, output: &
     }
 }
 
-/// `PUT /v1/agent/check/{pass,warn,fail}/:id?note=`
+/// `PUT /v1/agent/check/{pass,warn,fail}/:id?note=`: the note becomes the check's output.
+fn ttl_with_note<B: Backend>(state: &AppState<B>, id: &str, status: CheckStatus, uri: &Uri) -> Response {
+    let note = Params::parse(uri)
+        .ok()
+        .and_then(|p| p.get("note").map(String::from))
+        .unwrap_or_default();
+    ttl(state, id, status, &note)
+}
+
 pub(crate) async fn check_pass<B: Backend>(
     State(state): State<AppState<B>>,
     Path(id): Path<String>,
     uri: Uri,
 ) -> Response {
-    let note = Params::parse(&uri)
-        .ok()
-        .and_then(|p| p.get("note").map(String::from))
-        .unwrap_or_default();
-    ttl(&state, &id, CheckStatus::Passing, &note)
+    ttl_with_note(&state, &id, CheckStatus::Passing, &uri)
 }
 
 pub(crate) async fn check_warn<B: Backend>(
@@ -247,11 +251,7 @@ pub(crate) async fn check_warn<B: Backend>(
     Path(id): Path<String>,
     uri: Uri,
 ) -> Response {
-    let note = Params::parse(&uri)
-        .ok()
-        .and_then(|p| p.get("note").map(String::from))
-        .unwrap_or_default();
-    ttl(&state, &id, CheckStatus::Warning, &note)
+    ttl_with_note(&state, &id, CheckStatus::Warning, &uri)
 }
 
 pub(crate) async fn check_fail<B: Backend>(
@@ -259,11 +259,7 @@ pub(crate) async fn check_fail<B: Backend>(
     Path(id): Path<String>,
     uri: Uri,
 ) -> Response {
-    let note = Params::parse(&uri)
-        .ok()
-        .and_then(|p| p.get("note").map(String::from))
-        .unwrap_or_default();
-    ttl(&state, &id, CheckStatus::Critical, &note)
+    ttl_with_note(&state, &id, CheckStatus::Critical, &uri)
 }
 
 /// `PUT /v1/agent/check/update/:id` with `{"Status": …, "Output": …}`
