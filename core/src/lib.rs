@@ -12,6 +12,7 @@ pub mod gossip;
 pub mod id;
 pub mod node;
 pub mod raft;
+pub mod reconcile;
 pub mod state;
 pub mod template;
 pub mod time;

@@ -63,8 +63,8 @@ impl ClientAgent {
             http_listeners.push(bind(SocketAddr::new(*ip, config.ports.http), "HTTP").await?);
         }
         let http_addrs: Vec<SocketAddr> = http_listeners.iter().filter_map(|l| l.local_addr().ok()).collect();
-        // Services and checks registered on a client are kept and checked locally; syncing them into the
-        // catalog through a server (anti-entropy over RPC) is not wired yet.
+        // Services and checks registered on a client are kept and checked locally, and anti-entropy syncs
+        // them into the catalog through a server.
         let local = super::local_agent(&config, id, advertise, 0, Some(dir.clone()))?;
         let backend = ClientBackend {
             local: local.clone(),
@@ -89,9 +89,18 @@ impl ClientAgent {
             }
         });
         tasks.spawn(serf::apply_keyring_events(lan.clone()));
-        let (timers, timers_stop) = (local.run_timers(), stopped(&stop));
+        let (timers, timers_stop) = (local.clone().run_timers(), stopped(&stop));
         tasks.spawn(async move {
             tokio::select! { _ = timers => {} _ = timers_stop => {} }
+        });
+        let ae = crate::local::run_anti_entropy(crate::local::AntiEntropy {
+            handle: backend.clone(),
+            local: local.clone(),
+            interval: super::ANTI_ENTROPY_INTERVAL,
+        });
+        let ae_stop = stopped(&stop);
+        tasks.spawn(async move {
+            tokio::select! { _ = ae => {} _ = ae_stop => {} }
         });
         serf::snapshot_tasks(&mut tasks, &config, &lan, false, stopped(&stop));
         let (join_lan, join_stop) = (lan.clone(), stopped(&stop));
@@ -151,6 +160,13 @@ impl ClientAgent {
         }
         tracing::info!(target: "agent", "shutdown complete");
         Ok(())
+    }
+}
+
+impl crate::local::CatalogCaller for ClientBackend {
+    fn call_catalog(&self, req: Request) -> impl std::future::Future<Output = Response> + Send {
+        let this = self.clone();
+        async move { this.forward(req).await }
     }
 }
 

@@ -12,6 +12,7 @@ mod clock;
 mod cluster;
 mod identity;
 mod logging;
+mod reconcile;
 pub mod serf;
 #[cfg(test)]
 mod tests;
@@ -325,6 +326,14 @@ impl Agent {
             }
         });
         tasks.spawn(log_leader_changes(handle.clone(), book.clone()));
+        let reconciler = concord_core::reconcile::Reconciler {
+            node_name: config.node_name.clone(),
+            datacenter: config.datacenter.clone(),
+        };
+        let (reconcile_stop, reconcile) = (stopped(&stop), reconcile::run(handle.clone(), lan.clone(), reconciler));
+        tasks.spawn(async move {
+            tokio::select! { _ = reconcile => {} _ = reconcile_stop => {} }
+        });
         let (timers_stop, ae_stop) = (stopped(&stop), stopped(&stop));
         let timers = local.clone().run_timers();
         tasks.spawn(async move {
