@@ -4,7 +4,8 @@
 //!
 //! - alive member → node registered (`Node`, `ID` from the `id` tag, `Address`, `Datacenter`; an existing
 //!   row keeps its tagged addresses and meta, a new one gets `consul-version` from the `build` tag) with
-//!   `serfHealth` passing, "Agent alive and reachable";
+//!   `serfHealth` passing, "Agent alive and reachable"; an existing row is only rewritten when the member's
+//!   address changed (unlike Consul, which rewrites it from a possibly stale read);
 //! - failed member → `serfHealth` critical, "Agent not live or unreachable", the node row left as it is
 //!   (a node the catalog does not know is ignored);
 //! - left or reaped member → node deregistered with everything on it, except the leader itself (a new
@@ -121,6 +122,10 @@ impl Reconciler {
             reg.tagged_addresses = existing.tagged_addresses.clone();
             reg.node_meta = existing.meta.clone();
         }
+        // Only a node at a new address needs its row rewritten. Otherwise the row is left as it is when
+        // this write applies: the agent's anti-entropy may have written it (with its meta and tagged
+        // addresses) after our read, and a stale copy must not clobber that. A row still missing is created.
+        reg.skip_node_update = rows.node.is_none_or(|n| n.address == reg.address);
         Some(Command::CatalogRegister(Box::new(reg)))
     }
 

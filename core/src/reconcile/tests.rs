@@ -245,3 +245,24 @@ fn a_member_back_at_a_new_address_is_re_registered_there() {
     assert_eq!(cat.reconcile(&[moved]), 1);
     assert_eq!(cat.nodes()[0].address, "10.0.0.9");
 }
+
+#[test]
+fn a_node_row_written_after_the_read_is_not_clobbered() {
+    let mut cat = Catalog::new();
+    let c1 = member("c1", 5, MemberStatus::Alive);
+    // The leader read an empty catalog; then the agent's anti-entropy registered its node.
+    let plan = leader().reconcile_all(std::slice::from_ref(&c1), &[], &[]);
+    cat.apply(&Command::CatalogRegister(Box::new(Registration {
+        id: "00000005-0000-0000-0000-000000000000".into(),
+        node: "c1".into(),
+        address: "10.0.0.5".into(),
+        datacenter: "dc1".into(),
+        node_meta: [("rack".to_string(), "r1".to_string())].into(),
+        ..Registration::default()
+    })));
+    for cmd in &plan {
+        cat.apply(cmd);
+    }
+    assert_eq!(cat.nodes()[0].meta.get("rack").map(String::as_str), Some("r1"));
+    assert_eq!(cat.serf_health("c1").unwrap().0, CheckStatus::Passing);
+}
