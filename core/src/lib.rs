@@ -6,6 +6,7 @@
 
 pub mod agent;
 pub mod api;
+pub mod dns;
 #[doc(hidden)]
 pub mod fuzzing;
 pub mod gossip;

@@ -6,7 +6,7 @@
 //! learned into their address book and cannot take part in `-bootstrap-expect`).
 
 use super::serf::{self, ServerInfo};
-use super::{agent_self, banner, bind, identity, stopped, AgentError};
+use super::{agent_self, banner, bind, bind_dns, identity, stopped, AgentError};
 use crate::config::AgentConfig;
 use crate::gossip::PoolHandle;
 use crate::http::{AgentSelf, Backend, HttpSettings, KeyringOp, KeyringPool};
@@ -33,7 +33,7 @@ pub struct ClientAgent {
 }
 
 impl ClientAgent {
-    pub async fn start(config: AgentConfig) -> Result<ClientAgent, AgentError> {
+    pub async fn start(mut config: AgentConfig) -> Result<ClientAgent, AgentError> {
         let advertise = identity::advertise_ip(config.bind_addr, config.advertise_addr)?;
         let Some(dir) = config.data_dir.clone() else {
             return Err(AgentError::Config("Must specify data directory using -data-dir".into()));
@@ -63,6 +63,7 @@ impl ClientAgent {
             http_listeners.push(bind(SocketAddr::new(*ip, config.ports.http), "HTTP").await?);
         }
         let http_addrs: Vec<SocketAddr> = http_listeners.iter().filter_map(|l| l.local_addr().ok()).collect();
+        let (dns, dns_listeners) = bind_dns(&mut config).await?;
         // Services and checks registered on a client are kept and checked locally, and anti-entropy syncs
         // them into the catalog through a server.
         let local = super::local_agent(&config, id, advertise, 0, Some(dir.clone()))?;
@@ -82,6 +83,7 @@ impl ClientAgent {
             http_max_conns_per_client: config.http_max_conns_per_client,
         };
         let mut tasks = tokio::task::JoinSet::new();
+        crate::dns::spawn(&mut tasks, dns_listeners, dns, backend.clone(), stopped(&stop));
         let (http_backend, http_stop) = (backend.clone(), stopped(&stop));
         tasks.spawn(async move {
             if let Err(e) = crate::http::serve(http_listeners, http_backend, settings, http_stop).await {
