@@ -16,6 +16,7 @@ mod reconcile;
 pub mod serf;
 #[cfg(test)]
 mod tests;
+pub(crate) mod tombstones;
 
 pub use backend::AgentBackend;
 pub use client::{ClientAgent, ClientBackend};
@@ -335,6 +336,13 @@ impl Agent {
         let (reconcile_stop, reconcile) = (stopped(&stop), reconcile::run(handle.clone(), lan.clone(), reconciler));
         tasks.spawn(async move {
             tokio::select! { _ = reconcile => {} _ = reconcile_stop => {} }
+        });
+        let (gc_stop, gc) = (
+            stopped(&stop),
+            tombstones::run(handle.clone(), tombstones::TombstoneGc::default()),
+        );
+        tasks.spawn(async move {
+            tokio::select! { _ = gc => {} _ = gc_stop => {} }
         });
         let (timers_stop, ae_stop) = (stopped(&stop), stopped(&stop));
         let timers = local.clone().run_timers();
