@@ -63,8 +63,8 @@ impl ClientAgent {
             http_listeners.push(bind(SocketAddr::new(*ip, config.ports.http), "HTTP").await?);
         }
         let http_addrs: Vec<SocketAddr> = http_listeners.iter().filter_map(|l| l.local_addr().ok()).collect();
-        // Services and checks registered on a client are kept and checked locally; syncing them into the
-        // catalog through a server (anti-entropy over RPC) is not wired yet.
+        // Services and checks registered on a client are kept and checked locally, and anti-entropy
+        // syncs them into the catalog through whichever server answers (forwarded RPC).
         let local = super::local_agent(&config, id, advertise, 0, Some(dir.clone()))?;
         let backend = ClientBackend {
             local: local.clone(),
@@ -89,6 +89,14 @@ impl ClientAgent {
             }
         });
         tasks.spawn(serf::apply_keyring_events(lan.clone()));
+        let ae = crate::local::run_anti_entropy(crate::local::AntiEntropy {
+            backend: backend.clone(),
+            interval: super::ANTI_ENTROPY_INTERVAL,
+        });
+        let ae_stop = stopped(&stop);
+        tasks.spawn(async move {
+            tokio::select! { _ = ae => {} _ = ae_stop => {} }
+        });
         let (timers, timers_stop) = (local.run_timers(), stopped(&stop));
         tasks.spawn(async move {
             tokio::select! { _ = timers => {} _ = timers_stop => {} }

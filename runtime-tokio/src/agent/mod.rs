@@ -249,7 +249,7 @@ impl Agent {
             max_query_time: config.max_query_time,
             http_max_conns_per_client: config.http_max_conns_per_client,
         };
-        let http_stop = stopped(&stop);
+        let (http_stop, ae_backend) = (stopped(&stop), backend.clone());
         tasks.spawn(async move {
             if let Err(e) = crate::http::serve(http_listeners, backend, settings, http_stop).await {
                 tracing::error!(target: "agent.http", "HTTP server failed: {e}");
@@ -331,8 +331,7 @@ impl Agent {
             tokio::select! { _ = timers => {} _ = timers_stop => {} }
         });
         let ae = crate::local::run_anti_entropy(crate::local::AntiEntropy {
-            handle: handle.clone(),
-            local,
+            backend: ae_backend,
             interval: ANTI_ENTROPY_INTERVAL,
         });
         tasks.spawn(async move {
@@ -398,7 +397,7 @@ impl Agent {
 }
 
 /// Consul's `ae_interval` for clusters of up to 128 nodes.
-const ANTI_ENTROPY_INTERVAL: Duration = Duration::from_secs(60);
+pub(crate) const ANTI_ENTROPY_INTERVAL: Duration = Duration::from_secs(60);
 
 /// The agent's local state: this node as the catalog shows it, services and checks saved by an earlier
 /// run, then those of the config files (`service`/`check` blocks in `-config-dir`).
