@@ -190,13 +190,33 @@ fn a_client_agents_services_and_checks_reach_the_servers_catalog() {
         "{h}"
     );
 
-    // The check runs on the client; its result reaches the server's health view.
+    // An alias check on the server mirrors the client's service through the catalog.
+    c.put(
+        0,
+        "/v1/agent/check/register",
+        br#"{"Name":"api-alias","AliasNode":"c1","AliasService":"api-1"}"#,
+    )
+    .and_then(|r| r.expect_status(200))
+    .unwrap();
+    let alias = |want: &str| {
+        poll(SETTLE, &format!("the alias check {want}"), || {
+            let checks = c.get(0, "/v1/agent/checks")?.expect_status(200)?.json()?;
+            let check = &checks["api-alias"];
+            (check["Status"] == want && check["Type"] == "alias")
+                .then_some(())
+                .ok_or(format!("{check}"))
+        })
+    };
+    alias("passing");
+
+    // The check runs on the client; its result reaches the server's health view, and the alias follows.
     code.store(500, Ordering::SeqCst);
     poll(SETTLE, "api critical on the server", || {
         let h = c.get(0, "/v1/health/checks/api")?.expect_status(200)?.json()?;
         (h[0]["Status"] == "critical").then_some(()).ok_or(format!("{h}"))
     });
     assert_eq!(passing(&c, 0, "api").unwrap(), 0);
+    alias("critical");
 
     // A node-level check registered on the client, then the service's deregistration.
     c.put(

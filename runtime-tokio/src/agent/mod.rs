@@ -233,6 +233,11 @@ impl Agent {
         }
         let http_addrs: Vec<SocketAddr> = http_listeners.iter().filter_map(|l| l.local_addr().ok()).collect();
         let local = local_agent(&config, id, advertise, rpc_addr.port(), data_dir.clone())?;
+        let alias_handle = handle.clone();
+        local.connect_catalog(Arc::new(move |req| {
+            let handle = alias_handle.clone();
+            Box::pin(async move { handle.call(req).await })
+        }));
         let backend = AgentBackend {
             local: local.clone(),
             handle: handle.clone(),
