@@ -67,7 +67,10 @@ fn main() {
             std::process::exit(2);
         }
     };
-    let rt = tokio::runtime::Builder::new_current_thread().enable_all().build().unwrap();
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .unwrap();
     if let Err(e) = rt.block_on(run(&args)) {
         eprintln!("watchbench: {e}");
         std::process::exit(1);
@@ -90,10 +93,22 @@ fn start_agent(args: &Args) -> Result<Agent, String> {
     let dir = tempfile::tempdir().map_err(|e| e.to_string())?;
     let config = dir.path().join("limits.json");
     let limit = args.watchers * 2 + 100;
-    std::fs::write(&config, format!(r#"{{"limits": {{"http_max_conns_per_client": {limit}}}}}"#))
-        .map_err(|e| e.to_string())?;
+    std::fs::write(
+        &config,
+        format!(r#"{{"limits": {{"http_max_conns_per_client": {limit}}}}}"#),
+    )
+    .map_err(|e| e.to_string())?;
     let child = Command::new(&args.concord)
-        .args(["agent", "-dev", "-bind", &args.ip, "-client", &args.ip, "-http-port", "8500"])
+        .args([
+            "agent",
+            "-dev",
+            "-bind",
+            &args.ip,
+            "-client",
+            &args.ip,
+            "-http-port",
+            "8500",
+        ])
         .args(["-serf-lan-port", "0", "-serf-wan-port", "0", "-config-file"])
         .arg(&config)
         .stdin(Stdio::null())
@@ -115,7 +130,9 @@ fn call(method: &str, url: &str, body: Option<&str>) -> Result<(u64, String), St
     .map_err(|e| format!("{method} {url}: {e}"))?;
     let index = resp.header("X-Consul-Index").and_then(|v| v.parse().ok()).unwrap_or(0);
     let mut text = String::new();
-    resp.into_reader().read_to_string(&mut text).map_err(|e| e.to_string())?;
+    resp.into_reader()
+        .read_to_string(&mut text)
+        .map_err(|e| e.to_string())?;
     Ok((index, text))
 }
 
@@ -268,7 +285,11 @@ async fn run(args: &Args) -> Result<(), String> {
     for round in 1..=args.rounds {
         let rss_parked = settled_rss(pid, Duration::from_secs(2), Duration::from_secs(120)).await?;
         if round == 1 {
-            eprintln!("watchbench: {} watchers connected in {:?}", args.watchers, connect_start.elapsed());
+            eprintln!(
+                "watchbench: {} watchers connected in {:?}",
+                args.watchers,
+                connect_start.elapsed()
+            );
         }
         // An unrelated service changes: nothing may wake.
         register(&base, "y", &format!("r{round}"))?;
