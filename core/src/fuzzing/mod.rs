@@ -7,9 +7,13 @@
 //! panics, a decoded value does not round-trip, two nodes disagree on the applied history), and that panic
 //! is the bug report.
 
+mod gossip;
 mod schedule;
+mod template;
 
+pub use gossip::{gossip_packet, gossip_push_pull};
 pub use schedule::{cluster_schedule, Op};
+pub use template::template;
 
 use crate::api::parse_go_duration;
 use crate::state::{Command, CommandResult, KeyRange, StateMachine};
@@ -25,6 +29,9 @@ pub const TARGETS: &[(&str, Check)] = &[
     ("command", command),
     ("go_duration", go_duration),
     ("cluster_schedule", cluster_schedule),
+    ("gossip_packet", gossip_packet),
+    ("gossip_push_pull", gossip_push_pull),
+    ("template", template),
 ];
 
 /// The bytes a server reads from an RPC connection: length-prefixed frames back to back, read the way a

@@ -19,7 +19,7 @@ mod catalog_json;
 mod catalog_tests;
 mod conn_limit;
 pub(crate) mod decode;
-#[cfg(test)]
+#[cfg(any(test, feature = "fuzzing"))]
 pub(crate) mod fake;
 mod filter;
 mod kv;
@@ -268,7 +268,7 @@ pub async fn serve<B: Backend>(
 /// How long shutdown waits for open connections to finish their current response.
 pub const SHUTDOWN_GRACE: Duration = Duration::from_secs(5);
 
-fn router<B: Backend>(state: AppState<B>) -> Router {
+pub(crate) fn router<B: Backend>(state: AppState<B>) -> Router {
     Router::new()
         .route("/v1/kv/", any(kv::kv_root::<B>))
         .route("/v1/kv/{*key}", any(kv::kv_key::<B>))
