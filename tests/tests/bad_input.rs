@@ -71,6 +71,17 @@ fn hostile_http_requests_get_4xx_and_the_agent_stays_up() {
     let (status, _, body) = raw(&addr, &get_req("/v1/kv/dir%2Fk?raw"));
     assert_eq!((status.as_str(), &body[..]), ("HTTP/1.1 200 OK", &b"slash"[..]));
 
+    // Dot segments and doubled slashes are redirected to the clean path (Go's ServeMux, as in Consul),
+    // before any handler: a PUT through `..` writes nothing.
+    let (status, headers, _) = raw(&addr, &get_req("/v1/kv/../agent/self?pretty"));
+    assert!(status.starts_with("HTTP/1.1 301"), "{status}");
+    assert!(headers.contains("location: /v1/agent/self?pretty"), "{headers}");
+    let sneaky = b"PUT /v1/kv/x/%2e%2e/keep HTTP/1.1\r\nHost: x\r\nContent-Length: 4\r\nConnection: close\r\n\r\nevil";
+    let (status, headers, _) = raw(&addr, sneaky);
+    assert!(status.starts_with("HTTP/1.1 301"), "{status}");
+    assert!(headers.contains("location: /v1/kv/keep"), "{headers}");
+    assert!(raw(&addr, &get_req("/v1/kv//keep")).0.starts_with("HTTP/1.1 301"));
+
     // ?raw is never sniffed: text/plain with nosniff, whatever the value looks like.
     http_put(&c.url(0, "/v1/kv/html"), b"<html><script>alert(1)</script>").unwrap();
     let (status, headers, _) = raw(&addr, &get_req("/v1/kv/html?raw"));
