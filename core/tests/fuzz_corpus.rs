@@ -3,13 +3,16 @@
 //! cargo-fuzz. A missing or empty corpus directory fails: a lost corpus must not pass silently.
 //!
 //! `cargo test -p concord-core --test fuzz_corpus -- --ignored write_seed_corpus` regenerates the seed
-//! files (`seed-*`); entries the fuzzers found keep their hash names.
+//! files (`seed-*`; `SEED_TARGETS=a,b` limits it to those targets); entries the fuzzers found keep their
+//! hash names.
 // The test reads corpus files from disk; core's I/O ban (clippy.toml) is for the library, not its tests.
 #![allow(clippy::disallowed_methods)]
 
 use bytes::Bytes;
 use concord_core::api::{Blocking, KvQuery, KvResult, QueryMeta, ReadMode, Request, Response};
 use concord_core::fuzzing::{self, Check, Op, TARGETS};
+use concord_core::gossip::wire::{assemble_packet, encode_message, encode_push_pull};
+use concord_core::gossip::{MemberRecord, MemberState, Message as GossipMessage, PushPull, Tags};
 use concord_core::raft::{Entry, Membership, Message, Payload, ServerInfo, SnapshotMeta};
 use concord_core::state::{Command, CommandResult, KvEntry, StateMachine};
 use concord_core::wire::{encode_frame, Frame, WIRE_VERSION};
@@ -90,6 +93,21 @@ fn dns_packet_corpus() {
 }
 
 #[test]
+fn gossip_packet_corpus() {
+    replay("gossip_packet");
+}
+
+#[test]
+fn gossip_push_pull_corpus() {
+    replay("gossip_push_pull");
+}
+
+#[test]
+fn template_corpus() {
+    replay("template");
+}
+
+#[test]
 fn every_target_has_a_replay_test() {
     let names: Vec<&str> = TARGETS.iter().map(|(name, _)| *name).collect();
     assert_eq!(
@@ -100,7 +118,10 @@ fn every_target_has_a_replay_test() {
             "command",
             "go_duration",
             "cluster_schedule",
-            "dns_packet"
+            "dns_packet",
+            "gossip_packet",
+            "gossip_push_pull",
+            "template"
         ]
     );
 }
@@ -111,14 +132,24 @@ fn every_target_has_a_replay_test() {
 #[test]
 #[ignore = "generator: run by hand to refresh the seed corpus"]
 fn write_seed_corpus() {
-    let seeds = [
-        ("rpc_frame", rpc_frame_seeds()),
-        ("state_snapshot", state_snapshot_seeds()),
-        ("command", command_seeds()),
-        ("go_duration", go_duration_seeds()),
-        ("cluster_schedule", cluster_schedule_seeds()),
-        ("dns_packet", dns_packet_seeds()),
+    type Seeds = fn() -> Vec<(&'static str, Vec<u8>)>;
+    let seeds: [(&str, Seeds); 9] = [
+        ("rpc_frame", rpc_frame_seeds),
+        ("state_snapshot", state_snapshot_seeds),
+        ("command", command_seeds),
+        ("go_duration", go_duration_seeds),
+        ("cluster_schedule", cluster_schedule_seeds),
+        ("gossip_packet", gossip_packet_seeds),
+        ("gossip_push_pull", gossip_push_pull_seeds),
+        ("template", template_seeds),
+        ("dns_packet", dns_packet_seeds),
     ];
+    // `SEED_TARGETS=a,b` regenerates only those targets' seeds.
+    let only = std::env::var("SEED_TARGETS").ok();
+    let seeds = seeds
+        .into_iter()
+        .filter(|(t, _)| only.as_deref().is_none_or(|o| o.split(',').any(|x| x == *t)))
+        .map(|(t, f)| (t, f()));
     for (target, inputs) in seeds {
         let dir = corpus_dir(target);
         std::fs::create_dir_all(&dir).expect("create corpus dir");
@@ -575,18 +606,6 @@ fn cluster_schedule_seeds() -> Vec<(&'static str, Vec<u8>)> {
     ]
 }
 
-/// `write_seed_corpus` for `dns_packet` alone (`-- --ignored write_dns_packet_seed_corpus`).
-#[test]
-#[ignore]
-fn write_dns_packet_seed_corpus() {
-    let dir = corpus_dir("dns_packet");
-    std::fs::create_dir_all(&dir).expect("create corpus dir");
-    for (name, data) in dns_packet_seeds() {
-        fuzzing::dns_packet(&data);
-        std::fs::write(dir.join(format!("seed-{name}")), data).expect("write seed");
-    }
-}
-
 /// DNS requests: every name form and type the server answers, EDNS0, then the malformed shapes (short,
 /// truncated question, bad label length, compression loop, several questions, a response, other opcodes).
 fn dns_packet_seeds() -> Vec<(&'static str, Vec<u8>)> {
@@ -662,4 +681,217 @@ fn dns_packet_seeds() -> Vec<(&'static str, Vec<u8>)> {
     many[4..6].copy_from_slice(&u16::MAX.to_be_bytes());
     seeds.push(("huge-qdcount", many));
     seeds
+}
+
+fn gossip_addr(last: u8) -> std::net::SocketAddr {
+    std::net::SocketAddr::from(([127, 0, 0, last], 8301))
+}
+
+fn gossip_messages() -> Vec<(&'static str, GossipMessage)> {
+    let tags: Tags = [("dc", "dc1"), ("role", "consul"), ("port", "8300")]
+        .into_iter()
+        .map(|(k, v)| (k.to_string(), v.to_string()))
+        .collect();
+    vec![
+        (
+            "ping",
+            GossipMessage::Ping {
+                seq: 1,
+                target: "fuzz-self".into(),
+            },
+        ),
+        (
+            "indirect-ping",
+            GossipMessage::IndirectPing {
+                seq: 2,
+                target: "fuzz-peer".into(),
+                target_addr: gossip_addr(2),
+                nack: true,
+            },
+        ),
+        ("ack", GossipMessage::Ack { seq: 1 }),
+        ("nack", GossipMessage::Nack { seq: 2 }),
+        (
+            "alive",
+            GossipMessage::Alive {
+                incarnation: 3,
+                name: "node-3".into(),
+                addr: gossip_addr(3),
+                tags,
+            },
+        ),
+        (
+            "suspect-peer",
+            GossipMessage::Suspect {
+                incarnation: 0,
+                name: "fuzz-peer".into(),
+                from: "node-3".into(),
+            },
+        ),
+        (
+            "suspect-self",
+            GossipMessage::Suspect {
+                incarnation: 0,
+                name: "fuzz-self".into(),
+                from: "fuzz-peer".into(),
+            },
+        ),
+        (
+            "dead-peer",
+            GossipMessage::Dead {
+                incarnation: 0,
+                name: "fuzz-peer".into(),
+                from: "node-3".into(),
+            },
+        ),
+        (
+            "leave-peer",
+            GossipMessage::Leave {
+                incarnation: 0,
+                name: "fuzz-peer".into(),
+                prune: true,
+            },
+        ),
+        (
+            "user-event",
+            GossipMessage::UserEvent {
+                ltime: 9,
+                name: "deploy".into(),
+                payload: b"v1.2".to_vec(),
+            },
+        ),
+    ]
+}
+
+fn gossip_packet_seeds() -> Vec<(&'static str, Vec<u8>)> {
+    let msgs = gossip_messages();
+    let mut seeds: Vec<(&'static str, Vec<u8>)> = msgs
+        .iter()
+        .map(|(name, m)| (*name, assemble_packet([encode_message(m).as_slice()])))
+        .collect();
+    let all: Vec<Vec<u8>> = msgs.iter().map(|(_, m)| encode_message(m)).collect();
+    let compound = assemble_packet(all.iter().map(Vec::as_slice));
+    let mut wrong_version = compound.clone();
+    wrong_version[0] = 2;
+    let mut trailing = assemble_packet([all[0].as_slice()]);
+    trailing.push(0);
+    let mut bad_len = assemble_packet([all[4].as_slice()]);
+    bad_len[1..3].copy_from_slice(&u16::MAX.to_be_bytes());
+    let long_name = GossipMessage::Ping {
+        seq: 1,
+        target: "n".repeat(300),
+    };
+    let big_payload = GossipMessage::UserEvent {
+        ltime: 1,
+        name: "e".into(),
+        payload: vec![7; 600],
+    };
+    let mut bad_tag = assemble_packet([all[2].as_slice()]);
+    bad_tag[3] = 0x7f;
+    seeds.extend([
+        ("compound", compound.clone()),
+        ("empty", Vec::new()),
+        ("version-only", vec![1]),
+        ("wrong-version", wrong_version),
+        ("truncated", compound[..compound.len() / 2].to_vec()),
+        ("trailing-byte", trailing),
+        ("oversized-length", bad_len),
+        ("long-name", assemble_packet([encode_message(&long_name).as_slice()])),
+        (
+            "big-event-payload",
+            assemble_packet([encode_message(&big_payload).as_slice()]),
+        ),
+        ("bad-enum-tag", bad_tag),
+    ]);
+    seeds
+}
+
+fn gossip_push_pull_seeds() -> Vec<(&'static str, Vec<u8>)> {
+    let record = |name: &str, last: u8, state: MemberState| MemberRecord {
+        name: name.into(),
+        addr: gossip_addr(last),
+        tags: [("role".to_string(), "node".to_string())].into_iter().collect(),
+        incarnation: 1,
+        state,
+    };
+    let body = |pp: &PushPull| encode_push_pull(pp)[4..].to_vec();
+    let full = PushPull {
+        join: true,
+        members: vec![
+            record("fuzz-self", 1, MemberState::Suspect),
+            record("fuzz-peer", 2, MemberState::Dead),
+            record("node-3", 3, MemberState::Alive),
+            record("node-4", 4, MemberState::Left),
+        ],
+        event_ltime: 12,
+    };
+    let empty = PushPull {
+        join: false,
+        members: Vec::new(),
+        event_ltime: 0,
+    };
+    let mut huge_count = body(&empty);
+    huge_count.truncate(2);
+    huge_count.extend([0xff, 0xff, 0xff, 0xff, 0x0f]);
+    let full_body = body(&full);
+    vec![
+        ("full", full_body.clone()),
+        ("empty-state", body(&empty)),
+        ("empty", Vec::new()),
+        ("wrong-version", [vec![9], full_body[1..].to_vec()].concat()),
+        ("truncated", full_body[..full_body.len() / 2].to_vec()),
+        ("huge-member-count", huge_count),
+    ]
+}
+
+fn template_seeds() -> Vec<(&'static str, Vec<u8>)> {
+    let with = |delims: u8, src: &str| [vec![delims], src.as_bytes().to_vec()].concat();
+    vec![
+        (
+            "nginx-upstream",
+            with(
+                0,
+                "upstream http_backend {\n  {{range service \"nginx\"}}\n  server {{.Address}}:{{.Port}};\n  {{end}}\n}\n",
+            ),
+        ),
+        (
+            "services-nested",
+            with(
+                0,
+                "{{range services}}{{.Name}}:{{range service .Name}}{{.Address}} {{end}}\n{{end}}",
+            ),
+        ),
+        (
+            "kv-and-funcs",
+            with(
+                0,
+                "{{key \"a/b\"}} {{keyOrDefault \"x\" \"d\"}} {{range ls \"dir\"}}{{.Key}}={{.Value}}{{end}} \
+                 {{with $x := \"v\" | toUpper}}{{$x}}{{end}} {{printf \"%d-%s\" 3 \"x\"}} {{- \"trim\" -}}",
+            ),
+        ),
+        (
+            "control-flow",
+            with(
+                0,
+                "{{if and (eq 1 1) (ne \"a\" \"b\")}}y{{else if true}}n{{else}}z{{end}}\
+                 {{range $i, $e := split \",\" \"a,b,c\"}}{{if eq $i 1}}{{continue}}{{end}}{{$e}}{{end}}\
+                 {{/* comment */}}{{len \"abc\"}} {{index (split \",\" \"a,b\") 1}}",
+            ),
+        ),
+        (
+            "json-and-math",
+            with(
+                0,
+                "{{toJSON (parseJSON \"{\\\"a\\\":[1,2.5,null]}\")}} {{add 1 2}} {{divide 7 2}} \
+                 {{timestamp \"2006-01-02\"}} {{env \"HOME\"}} {{base64Encode \"hi\"}}",
+            ),
+        ),
+        ("square-delims", with(1, "[[range service \"web\"]][[.Address]][[end]]")),
+        ("percent-delims", with(2, "<% key \"k\" %>")),
+        ("unclosed", with(0, "{{range service \"x\"}}")),
+        ("unterminated-action", with(0, "{{ key \"a")),
+        ("unsupported-define", with(0, "{{define \"x\"}}{{end}}")),
+        ("deep-parens", with(0, &format!("{{{{{}1{}}}}}", "(".repeat(200), ")".repeat(200)))),
+        ("empty", Vec::new()),
+    ]
 }

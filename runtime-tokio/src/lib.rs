@@ -13,6 +13,9 @@ pub mod agent;
 pub mod cli;
 #[cfg(feature = "server")]
 pub mod config;
+#[cfg(any(test, feature = "fuzzing"))]
+#[doc(hidden)]
+pub mod fuzzing;
 #[cfg(feature = "server")]
 pub mod dns;
 #[cfg(feature = "server")]

@@ -231,6 +231,8 @@ impl LocalAgent {
         if service.id == CONSUL_SERVICE && self.server_port.is_some() {
             return Err(AgentError::BadRequest("The 'consul' service is reserved".into()));
         }
+        crate::api::validate_meta(&service.meta, "Service")
+            .map_err(|e| AgentError::BadRequest(format!("Invalid Service Meta: {e}")))?;
         let many = checks.len() > 1;
         for (i, c) in checks.iter_mut().enumerate() {
             c.service_id = service.id.clone();

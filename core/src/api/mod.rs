@@ -4,8 +4,10 @@
 //! (Go durations) lives here so it is fuzzed once.
 
 mod duration;
+mod limits;
 
 pub use duration::{format_go_duration, parse_go_duration, BadDuration};
+pub use limits::{validate_meta, META_KEY_MAX_LEN, META_MAX_PAIRS, META_RESERVED_PREFIX, META_VALUE_MAX_LEN};
 
 use crate::id::NodeId;
 use crate::raft::Index;

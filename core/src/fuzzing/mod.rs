@@ -8,10 +8,14 @@
 //! is the bug report.
 
 mod dns;
+mod gossip;
 mod schedule;
+mod template;
 
 pub use dns::dns_packet;
+pub use gossip::{gossip_packet, gossip_push_pull};
 pub use schedule::{cluster_schedule, Op};
+pub use template::template;
 
 use crate::api::parse_go_duration;
 use crate::state::{Command, CommandResult, KeyRange, StateMachine};
@@ -28,6 +32,9 @@ pub const TARGETS: &[(&str, Check)] = &[
     ("go_duration", go_duration),
     ("cluster_schedule", cluster_schedule),
     ("dns_packet", dns_packet),
+    ("gossip_packet", gossip_packet),
+    ("gossip_push_pull", gossip_push_pull),
+    ("template", template),
 ];
 
 /// The bytes a server reads from an RPC connection: length-prefixed frames back to back, read the way a

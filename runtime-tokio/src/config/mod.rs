@@ -301,8 +301,28 @@ pub fn parse_agent_args(args: &[String]) -> Result<AgentConfig, ConfigError> {
     let flag_values = source::normalize(parsed.values);
     source::check(&flag_values, COMMAND_LINE)?;
     source::merge(&mut merged, flag_values);
+    let mut config = from_merged(&merged, parsed.dev)?;
+    config.config_files = files;
+    Ok(config)
+}
 
-    let mut config = if parsed.dev {
+/// The configuration one file's text gives on its own (`format`: `json` or `hcl`), as
+/// `concord agent -config-file <file>` would read it. The entry point for fuzzing the config parsers.
+pub fn parse_config_text(text: &str, format: &str) -> Result<AgentConfig, ConfigError> {
+    let path = std::path::Path::new("<text>");
+    let format = source::Format::from_name(format).ok_or_else(|| ConfigError::UnknownFormat {
+        path: path.to_path_buf(),
+    })?;
+    let value = source::parse_text(text, format, path)?;
+    source::check(&value, "<text>")?;
+    let mut merged = serde_json::Map::new();
+    source::merge(&mut merged, value);
+    from_merged(&merged, false)
+}
+
+/// Defaults, then the merged sources, then Consul's cross-key rules.
+fn from_merged(merged: &serde_json::Map<String, serde_json::Value>, dev: bool) -> Result<AgentConfig, ConfigError> {
+    let mut config = if dev {
         AgentConfig::dev_defaults()
     } else {
         AgentConfig::default()
@@ -310,14 +330,13 @@ pub fn parse_agent_args(args: &[String]) -> Result<AgentConfig, ConfigError> {
     // Consul's leave defaults follow the final server mode unless a source sets them explicitly.
     let explicit_leave = merged.contains_key("leave_on_terminate");
     let explicit_skip = merged.contains_key("skip_leave_on_interrupt");
-    source::apply(&mut config, &merged, "merged config")?;
+    source::apply(&mut config, merged, "merged config")?;
     if !explicit_leave {
         config.leave_on_terminate = !config.server;
     }
     if !explicit_skip {
         config.skip_leave_on_interrupt = config.server;
     }
-    config.config_files = files;
     validate(&mut config)?;
     Ok(config)
 }

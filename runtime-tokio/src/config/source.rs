@@ -114,6 +114,11 @@ fn load_file(path: &Path, format: Format) -> Result<Value, ConfigError> {
         path: path.to_path_buf(),
         reason: e.to_string(),
     })?;
+    parse_text(&text, format, path)
+}
+
+/// One config file's text (`path` only names it in errors), parsed and normalized.
+pub(super) fn parse_text(text: &str, format: Format, path: &Path) -> Result<Value, ConfigError> {
     let parse_err = |reason: String| ConfigError::Parse {
         path: path.to_path_buf(),
         format: format.name(),
@@ -123,8 +128,8 @@ fn load_file(path: &Path, format: Format) -> Result<Value, ConfigError> {
         Value::Object(Map::new())
     } else {
         match format {
-            Format::Json => serde_json::from_str(&text).map_err(|e| parse_err(e.to_string()))?,
-            Format::Hcl => hcl::from_str(&text).map_err(|e| parse_err(one_line(&e.to_string())))?,
+            Format::Json => serde_json::from_str(text).map_err(|e| parse_err(e.to_string()))?,
+            Format::Hcl => hcl::from_str(text).map_err(|e| parse_err(one_line(&e.to_string())))?,
         }
     };
     if !value.is_object() {

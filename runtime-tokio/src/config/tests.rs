@@ -575,3 +575,17 @@ fn node_names_dns_cannot_serve_are_warnings() {
         .iter()
         .any(|w| w.contains("63")));
 }
+
+#[test]
+fn one_config_text_parses_as_a_file_would() {
+    let c = crate::config::parse_config_text(r#"{"server": true, "bootstrap": true, "data_dir": "/tmp/x"}"#, "json")
+        .expect("valid JSON config");
+    assert!(c.server && c.bootstrap);
+    let c = crate::config::parse_config_text("server = true\ndata_dir = \"/tmp/x\"\n", "hcl").expect("valid HCL");
+    assert!(c.server);
+    let e = crate::config::parse_config_text("server = = true", "hcl")
+        .unwrap_err()
+        .to_string();
+    assert!(e.contains("HCL") && !e.contains('\n'), "{e}");
+    assert!(crate::config::parse_config_text("{}", "yaml").is_err());
+}

@@ -8,7 +8,7 @@
 //! own tasks with timeouts); untrusted bytes are bounded (`MAX_PACKET_BYTES`, `MAX_PUSH_PULL_BYTES`) and
 //! never panic.
 
-mod keyring;
+pub(crate) mod keyring;
 #[cfg(test)]
 mod tests;
 

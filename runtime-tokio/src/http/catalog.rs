@@ -14,7 +14,9 @@ use axum::body::{Body, Bytes};
 use axum::extract::{Path, State};
 use axum::http::{Method, StatusCode, Uri};
 use axum::response::{IntoResponse, Response};
-use concord_core::api::{CatalogQuery, CatalogResult, Query, QueryMeta, Request, Response as NodeResponse};
+use concord_core::api::{
+    validate_meta, CatalogQuery, CatalogResult, Query, QueryMeta, Request, Response as NodeResponse,
+};
 use concord_core::state::{
     CatalogError, CheckDefinition, CheckStatus, Command, CommandResult, HealthCheck, Registration, ServiceAddress,
     ServiceInstance, Weights,
@@ -385,6 +387,12 @@ pub(crate) async fn register<B: Backend>(
             }
             if reg.datacenter.is_empty() {
                 reg.datacenter = state.settings.datacenter.clone();
+            }
+            validate_meta(&reg.node_meta, "Node")
+                .map_err(|e| HttpError::bad_request(format!("Invalid node metadata: {e}")))?;
+            if let Some(service) = &reg.service {
+                validate_meta(&service.meta, "Service")
+                    .map_err(|e| HttpError::bad_request(format!("Invalid Service Meta: {e}")))?;
             }
             write(&state, Command::CatalogRegister(Box::new(reg)), params.pretty()).await
         }

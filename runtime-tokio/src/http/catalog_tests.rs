@@ -213,3 +213,37 @@ fn agent_service_blocks_on_its_content_hash() {
     assert_ne!(r.header("X-Consul-ContentHash"), Some(hash.as_str()));
     assert_eq!(get(&s, "/v1/agent/service/nope").status, 404);
 }
+
+#[test]
+fn meta_over_consuls_limits_is_400_and_nothing_is_registered() {
+    let s = TestServer::start(HttpSettings::default());
+    let long_key = "k".repeat(129);
+    let body = format!(r#"{{"Node":"n1","Address":"10.0.0.1","NodeMeta":{{"{long_key}":"v"}}}}"#);
+    let r = put(&s, "/v1/catalog/register", body.as_bytes());
+    assert_eq!(
+        (r.status, r.text()),
+        (400, "Invalid node metadata: Key is too long (limit: 128 characters)")
+    );
+    let pairs: Vec<String> = (0..65).map(|i| format!(r#""k{i}":"v""#)).collect();
+    let body = format!(
+        r#"{{"Node":"n1","Address":"10.0.0.1","Service":{{"Service":"web","Meta":{{{}}}}}}}"#,
+        pairs.join(",")
+    );
+    let r = put(&s, "/v1/catalog/register", body.as_bytes());
+    assert_eq!(
+        (r.status, r.text()),
+        (
+            400,
+            "Invalid Service Meta: Service metadata cannot contain more than 64 key/value pairs"
+        )
+    );
+    let long_value = "v".repeat(513);
+    let body = format!(r#"{{"name":"web","meta":{{"k":"{long_value}"}}}}"#);
+    let r = put(&s, "/v1/agent/service/register", body.as_bytes());
+    assert_eq!(
+        (r.status, r.text()),
+        (400, "Invalid Service Meta: Value is too long (limit: 512 characters)")
+    );
+    assert_eq!(get(&s, "/v1/catalog/nodes").text(), "[]");
+    assert_eq!(get(&s, "/v1/agent/services").text(), "{}");
+}

@@ -1,3 +1,4 @@
+#![cfg_attr(not(test), allow(dead_code))] // the fuzz build uses only part of the fake
 //! An in-memory [`Backend`] for HTTP- and CLI-layer tests: a small KV store with Consul's index rules
 //! (every write bumps the index; CAS on ModifyIndex), blocking reads that wake on any write, a log of
 //! every request it received, and a few knobs (injected errors, a read that hangs until dropped).

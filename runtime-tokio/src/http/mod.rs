@@ -10,6 +10,8 @@
 //!   blocking query is released in the core.
 //! - Concurrent connections per client IP are capped at `http_max_conns_per_client`; the connection beyond
 //!   the cap gets a 429 and is closed.
+//! - A path with `.`/`..` segments or repeated slashes is answered 301 with the cleaned path (Go's
+//!   `ServeMux`, as in Consul); no handler ever sees one.
 
 mod agent;
 mod agent_local;
@@ -17,9 +19,10 @@ pub(crate) mod catalog;
 mod catalog_json;
 #[cfg(test)]
 mod catalog_tests;
+mod clean_path;
 mod conn_limit;
 pub(crate) mod decode;
-#[cfg(test)]
+#[cfg(any(test, feature = "fuzzing"))]
 pub(crate) mod fake;
 mod filter;
 mod kv;
@@ -288,7 +291,7 @@ pub async fn serve<B: Backend>(
 /// How long shutdown waits for open connections to finish their current response.
 pub const SHUTDOWN_GRACE: Duration = Duration::from_secs(5);
 
-fn router<B: Backend>(state: AppState<B>) -> Router {
+pub(crate) fn router<B: Backend>(state: AppState<B>) -> Router {
     Router::new()
         .route("/v1/kv/", any(kv::kv_root::<B>))
         .route("/v1/kv/{*key}", any(kv::kv_key::<B>))
@@ -352,6 +355,7 @@ fn router<B: Backend>(state: AppState<B>) -> Router {
         )
         .route("/v1/operator/keyring", any(members::operator_keyring::<B>))
         .fallback(reply::not_found)
+        .layer(axum::middleware::from_fn(clean_path::redirect_unclean))
         .layer(axum::middleware::map_response(add_common_headers))
         .with_state(state)
 }

@@ -19,10 +19,10 @@
 //! - A corrupt hard state stops the node (`StorageError::Corrupt`): forgetting a vote could elect two
 //!   leaders in one term, which is worse than refusing to start.
 
-mod codec;
+pub(crate) mod codec;
 mod fjall_store;
 mod mem;
-mod snapshot_file;
+pub(crate) mod snapshot_file;
 mod writer;
 
 #[cfg(test)]

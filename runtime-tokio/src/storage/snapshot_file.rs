@@ -64,12 +64,7 @@ impl SnapshotDir {
         let tmp_path = self.path.join(format!("{}-{}{TMP_SUFFIX}", name.term, name.index));
         let body = postcard::to_allocvec(snapshot).expect("postcard encoding into a Vec cannot fail");
         let mut file = File::create(&tmp_path).map_err(|e| io_err("cannot create", &tmp_path, e))?;
-        let mut header = [0u8; HEADER_LEN];
-        header[0..4].copy_from_slice(&MAGIC);
-        header[4..8].copy_from_slice(&VERSION.to_le_bytes());
-        header[8..16].copy_from_slice(&(body.len() as u64).to_le_bytes());
-        header[16..20].copy_from_slice(&crc32fast::hash(&body).to_le_bytes());
-        file.write_all(&header)
+        file.write_all(&file_header(&body))
             .and_then(|()| file.write_all(&body))
             .and_then(|()| file.sync_all())
             .map_err(|e| io_err("cannot write", &tmp_path, e))?;
@@ -151,6 +146,23 @@ impl SnapshotDir {
 /// Read and validate one snapshot file; the error says why it was rejected.
 fn read_file(path: &Path, name: SnapName) -> Result<Snapshot, String> {
     let bytes = fs::read(path).map_err(|e| format!("cannot read: {e}"))?;
+    decode_file(&bytes, name.term, name.index)
+}
+
+/// The header of a snapshot file for `body`.
+pub(crate) fn file_header(body: &[u8]) -> [u8; HEADER_LEN] {
+    let mut header = [0u8; HEADER_LEN];
+    header[0..4].copy_from_slice(&MAGIC);
+    header[4..8].copy_from_slice(&VERSION.to_le_bytes());
+    header[8..16].copy_from_slice(&(body.len() as u64).to_le_bytes());
+    header[16..20].copy_from_slice(&crc32fast::hash(body).to_le_bytes());
+    header
+}
+
+/// Validate and decode the bytes of the snapshot file named `<term>-<index>.snap`; the error says why they
+/// were rejected.
+pub(crate) fn decode_file(bytes: &[u8], term: Term, index: Index) -> Result<Snapshot, String> {
+    let name = SnapName { index, term };
     let (header, body) = bytes
         .split_at_checked(HEADER_LEN)
         .ok_or_else(|| format!("{} bytes, shorter than the header", bytes.len()))?;
