@@ -11,6 +11,8 @@ mod bridge;
 mod daemon;
 mod docker;
 #[cfg(test)]
+mod engine_tests;
+#[cfg(test)]
 mod tests;
 
 use crate::cli::flags::FlagSet;

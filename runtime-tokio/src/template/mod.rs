@@ -6,7 +6,7 @@ mod config;
 mod output;
 mod runner;
 #[cfg(test)]
-mod tests;
+pub(crate) mod tests;
 mod watch;
 
 use crate::cli::flags::{FlagError, FlagSet};
