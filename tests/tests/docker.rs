@@ -14,6 +14,7 @@
 use concord_tests::{concord_bin, http_get, poll, Cluster};
 use std::fs::File;
 use std::net::{Ipv4Addr, SocketAddrV4, TcpListener};
+use std::os::unix::process::CommandExt;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
@@ -91,7 +92,8 @@ impl Drop for DockerGuard {
     }
 }
 
-/// A child process with its log file; killed on drop, log printed if the test is failing.
+/// A child process, in its own process group, with its log file; stopped on drop (the whole group, so
+/// nginx's workers go with their master), log printed if the test is failing.
 struct Proc {
     name: &'static str,
     child: Option<Child>,
@@ -102,6 +104,7 @@ impl Proc {
     fn spawn(name: &'static str, cmd: &mut Command, log: PathBuf) -> Proc {
         let file = File::create(&log).expect("log file");
         let child = cmd
+            .process_group(0)
             .stdin(Stdio::null())
             .stdout(file.try_clone().expect("log file"))
             .stderr(file)
@@ -114,11 +117,28 @@ impl Proc {
         }
     }
 
+    /// SIGTERM to the group, then SIGKILL if it has not exited within a few seconds.
     fn kill(&mut self) {
-        if let Some(mut c) = self.child.take() {
-            let _ = c.kill();
-            let _ = c.wait();
+        let Some(mut c) = self.child.take() else {
+            return;
+        };
+        let group = format!("-{}", c.id());
+        let signal = |sig: &str| {
+            let _ = Command::new("kill")
+                .args([sig, "--", &group])
+                .stderr(Stdio::null())
+                .status();
+        };
+        signal("-TERM");
+        let deadline = Instant::now() + Duration::from_secs(5);
+        while Instant::now() < deadline && matches!(c.try_wait(), Ok(None)) {
+            std::thread::sleep(Duration::from_millis(20));
         }
+        // Only while the leader is unreaped does the group id surely still name our processes.
+        if matches!(c.try_wait(), Ok(None)) {
+            signal("-KILL");
+        }
+        let _ = c.wait();
     }
 
     fn assert_running(&mut self) {
