@@ -17,7 +17,7 @@ use std::net::{Ipv4Addr, SocketAddrV4, TcpListener};
 use std::os::unix::process::CommandExt;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
-use std::time::{Duration, Instant};
+use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 /// Leader election among three fresh servers on a loaded machine.
 const CLUSTER_UP: Duration = Duration::from_secs(30);
@@ -229,17 +229,50 @@ fn upstream_ports(path: &Path) -> Result<Vec<u16>, String> {
     Ok(ports)
 }
 
-fn wait_upstream(path: &Path, want: &[u16], what: &str) -> Duration {
+/// Polls until the upstream lists exactly `want`; returns when it was seen to.
+fn wait_upstream(path: &Path, want: &[u16], what: &str) -> SystemTime {
     let mut want = want.to_vec();
     want.sort_unstable();
-    let start = Instant::now();
     poll(PROPAGATION, what, || {
         let got = upstream_ports(path)?;
         (got == want)
-            .then_some(())
+            .then(SystemTime::now)
             .ok_or(format!("upstream has {got:?}, want {want:?}"))
-    });
-    start.elapsed()
+    })
+}
+
+/// When the engine says container `name` started or finished (`StartedAt`/`FinishedAt`), on the same
+/// host clock as ours: the start of the propagation the test measures.
+fn engine_time(name: &str, field: &str) -> SystemTime {
+    let text = docker(&["inspect", "-f", &format!("{{{{.State.{field}}}}}"), name]);
+    parse_rfc3339_utc(&text).unwrap_or_else(|| panic!("cannot parse {field} of {name}: {text:?}"))
+}
+
+/// `2026-11-26T15:33:01.123456789Z` → a `SystemTime`.
+fn parse_rfc3339_utc(s: &str) -> Option<SystemTime> {
+    let (date, time) = s.strip_suffix('Z')?.split_once('T')?;
+    let mut d = date.splitn(3, '-').map(|x| x.parse::<i64>().ok());
+    let (y, m, day) = (d.next()??, d.next()??, d.next()??);
+    let (hms, frac) = time.split_once('.').unwrap_or((time, "0"));
+    let mut t = hms.splitn(3, ':').map(|x| x.parse::<i64>().ok());
+    let (hh, mm, ss) = (t.next()??, t.next()??, t.next()??);
+    // Days from the civil date (Howard Hinnant's days_from_civil).
+    let y = if m <= 2 { y - 1 } else { y };
+    let era = y.div_euclid(400);
+    let yoe = y - era * 400;
+    let doy = (153 * (if m > 2 { m - 3 } else { m + 9 }) + 2) / 5 + day - 1;
+    let doe = yoe * 365 + yoe / 4 - yoe / 100 + doy;
+    let days = era * 146_097 + doe - 719_468;
+    let secs = u64::try_from(days * 86_400 + hh * 3600 + mm * 60 + ss).ok()?;
+    let nanos: u32 = format!("{frac:0<9}").get(..9)?.parse().ok()?;
+    Some(UNIX_EPOCH + Duration::new(secs, nanos))
+}
+
+fn since(seen: SystemTime, event: SystemTime) -> String {
+    match seen.duration_since(event) {
+        Ok(d) => secs(d),
+        Err(_) => "0.00 s (clock skew)".into(),
+    }
 }
 
 /// Sends requests through nginx until every backend in `want` answered; fails if one not in `want` does.
@@ -340,11 +373,7 @@ fn tutorial_registrator_template_nginx_on_real_docker() {
         t.join("template.log"),
     );
     let all: Vec<u16> = ports.values().copied().collect();
-    let took = wait_upstream(&upstream, &all, "the three backends in the rendered upstream");
-    eprintln!(
-        "three backends in the upstream {} after the last `docker run`",
-        secs(took)
-    );
+    wait_upstream(&upstream, &all, "the three backends in the rendered upstream");
 
     // nginx starts on the rendered upstream; the template's reloads from now on reach it.
     let mut nginx = Proc::spawn(
@@ -360,29 +389,32 @@ fn tutorial_registrator_template_nginx_on_real_docker() {
     reaches_exactly(&nginx_url, &["web1", "web2", "web3"]);
 
     // Stopping a backend takes it out of the upstream and out of nginx's rotation.
-    let stop = Instant::now();
-    docker(&["stop", "-t", "5", &format!("{prefix}-web2")]);
-    let stopped = stop.elapsed();
-    wait_upstream(&upstream, &[ports["web1"], ports["web3"]], "web2 to leave the upstream");
-    let gone = stop.elapsed();
+    // Stopping a backend takes it out of the upstream and out of nginx's rotation. `docker stop` runs in
+    // the background so the upstream is watched while it works; the figure is from the container's exit.
+    let web2 = format!("{prefix}-web2");
+    let mut stop = Command::new("docker")
+        .args(["stop", "-t", "5", &web2])
+        .stdout(Stdio::null())
+        .spawn()
+        .expect("docker stop");
+    let seen = wait_upstream(&upstream, &[ports["web1"], ports["web3"]], "web2 to leave the upstream");
+    assert!(stop.wait().expect("docker stop").success(), "docker stop {web2} failed");
     reaches_exactly(&nginx_url, &["web1", "web3"]);
     eprintln!(
-        "`docker stop web2` took {}; web2 left the upstream {} after the stop began",
-        secs(stopped),
-        secs(gone)
+        "web2 left the rendered upstream {} after its container exited",
+        since(seen, engine_time(&web2, "FinishedAt"))
     );
 
     // Starting one adds it.
-    let start = Instant::now();
     ports.insert("web4", start_backend(&prefix, &image, "web4"));
-    wait_upstream(
+    let seen = wait_upstream(
         &upstream,
         &[ports["web1"], ports["web3"], ports["web4"]],
         "web4 to join the upstream",
     );
     eprintln!(
-        "web4 joined the upstream {} after `docker run` began",
-        secs(start.elapsed())
+        "web4 joined the rendered upstream {} after its container started",
+        since(seen, engine_time(&format!("{prefix}-web4"), "StartedAt"))
     );
     reaches_exactly(&nginx_url, &["web1", "web3", "web4"]);
 
@@ -409,4 +441,20 @@ fn tutorial_registrator_template_nginx_on_real_docker() {
     registrator.assert_running();
     template.assert_running();
     nginx.assert_running();
+}
+
+#[test]
+fn engine_timestamps_parse() {
+    let at = |s| parse_rfc3339_utc(s).map(|t| t.duration_since(UNIX_EPOCH).unwrap());
+    assert_eq!(at("1970-01-01T00:00:01.5Z"), Some(Duration::from_millis(1500)));
+    assert_eq!(at("2000-02-29T00:00:00Z"), Some(Duration::from_secs(951_782_400)));
+    assert_eq!(
+        at("2026-11-26T15:33:01.123456789Z"),
+        Some(Duration::new(1_795_707_181, 123_456_789))
+    );
+    assert_eq!(
+        at("0001-01-01T00:00:00Z"),
+        None,
+        "Docker's zero time is before the epoch"
+    );
 }
