@@ -23,8 +23,10 @@ const DEADLINE: Duration = Duration::from_secs(20);
 
 #[derive(Default)]
 struct Engine {
-    /// Container ID → (running, host port of 80/tcp).
-    containers: BTreeMap<String, (bool, u16)>,
+    /// Container ID → (running, host port of 80/tcp, exit code).
+    containers: BTreeMap<String, (bool, u16, i64)>,
+    /// How many times the registrator listed the containers (one per reconciliation).
+    listings: u32,
     /// The open event stream, if any; dropping it ends the stream.
     events: Option<UnboundedSender<Bytes>>,
     /// How many times the registrator opened the event stream.
@@ -35,10 +37,10 @@ struct Engine {
 
 type Shared = Arc<Mutex<Engine>>;
 
-fn inspect(id: &str, running: bool, port: u16) -> Value {
+fn inspect(id: &str, running: bool, port: u16, exit_code: i64) -> Value {
     json!({
         "Id": id, "Name": format!("/{id}"),
-        "State": {"Status": if running { "running" } else { "exited" }, "Running": running, "ExitCode": 0},
+        "State": {"Status": if running { "running" } else { "exited" }, "Running": running, "ExitCode": exit_code},
         "Config": {"Hostname": id, "ExposedPorts": {"80/tcp": {}}, "Env": [], "Image": "nginx:latest", "Labels": {}},
         "HostConfig": {"NetworkMode": "default"},
         "NetworkSettings": {"Ports": {"80/tcp": [{"HostIp": "127.0.0.1", "HostPort": port.to_string()}]},
@@ -66,15 +68,18 @@ async fn engine_api(State(engine): State<Shared>, uri: Uri) -> Response {
     let ok = |v: Value| json_reply(StatusCode::OK, v);
     match path.split('/').collect::<Vec<_>>().as_slice() {
         ["version"] => ok(json!({"ApiVersion": "1.41", "Version": "20.10.24"})),
-        ["containers", "json"] => ok(Value::Array(
-            e.containers
-                .iter()
-                .filter(|(_, (running, _))| *running)
-                .map(|(id, _)| json!({"Id": id}))
-                .collect(),
-        )),
+        ["containers", "json"] => {
+            e.listings += 1;
+            ok(Value::Array(
+                e.containers
+                    .iter()
+                    .filter(|(_, (running, _, _))| *running)
+                    .map(|(id, _)| json!({"Id": id}))
+                    .collect(),
+            ))
+        }
         ["containers", id, "json"] => match e.containers.get(*id) {
-            Some(&(running, port)) => ok(inspect(id, running, port)),
+            Some(&(running, port, exit_code)) => ok(inspect(id, running, port, exit_code)),
             None => json_reply(StatusCode::NOT_FOUND, json!({"message": "No such container"})),
         },
         ["events"] => {
@@ -100,13 +105,22 @@ struct Harness {
 
 impl Harness {
     fn start(agent: &DevAgent, kv_prefix: Option<&str>, cleanup: bool) -> Harness {
+        let target = super::backend::Target::Tcp(agent.addr.to_string());
+        Harness::with(target, |o| {
+            o.backend.kv_prefix = kv_prefix.map(String::from);
+            o.cleanup = cleanup;
+        })
+    }
+
+    /// The daemon against `target`, with options adjusted by `tweak`.
+    fn with(target: super::backend::Target, tweak: impl FnOnce(&mut Options)) -> Harness {
         let dir = tempfile::tempdir().unwrap();
         let socket: PathBuf = dir.path().join("docker.sock");
         let engine: Shared = Arc::default();
-        let opts = Options {
+        let mut opts = Options {
             backend: BackendUri {
-                target: super::backend::Target::Tcp(agent.addr.to_string()),
-                kv_prefix: kv_prefix.map(String::from),
+                target,
+                kv_prefix: None,
             },
             token: None,
             settings: Settings {
@@ -114,12 +128,13 @@ impl Harness {
                 ..Settings::default()
             },
             resync: None,
-            cleanup,
+            cleanup: false,
             deregister_on_success: false,
             retry_attempts: -1,
             retry_interval: Duration::from_millis(100),
             docker_socket: socket.clone(),
         };
+        tweak(&mut opts);
         let (stop_tx, stop_rx) = tokio::sync::oneshot::channel::<()>();
         let shared = engine.clone();
         let thread = std::thread::spawn(move || {
@@ -147,8 +162,12 @@ impl Harness {
 
     /// Sets a container's state and, if the stream is open, sends its event.
     fn container(&self, id: &str, running: bool, port: u16, event: Option<&str>) {
+        self.container_exit(id, running, port, 0, event);
+    }
+
+    fn container_exit(&self, id: &str, running: bool, port: u16, exit_code: i64, event: Option<&str>) {
         let mut e = self.engine.lock().unwrap();
-        e.containers.insert(id.into(), (running, port));
+        e.containers.insert(id.into(), (running, port, exit_code));
         if let (Some(action), Some(tx)) = (event, &e.events) {
             let msg = json!({"Type": "container", "Action": action, "Actor": {"ID": id, "Attributes": {}},
                              "time": 0, "timeNano": 0});
@@ -165,6 +184,10 @@ impl Harness {
 
     fn subscriptions(&self) -> u32 {
         self.engine.lock().unwrap().subscriptions
+    }
+
+    fn listings(&self) -> u32 {
+        self.engine.lock().unwrap().listings
     }
 }
 
@@ -306,4 +329,136 @@ fn kv_backend_writes_name_and_address_under_the_prefix() {
         Err(ureq::Error::Status(404, _)) => Ok(()),
         other => Err(format!("{other:?}")),
     });
+}
+
+#[test]
+fn on_success_keeps_the_services_of_failed_containers() {
+    let agent = DevAgent::start();
+    let target = super::backend::Target::Tcp(agent.addr.to_string());
+    let h = Harness::with(target, |o| o.deregister_on_success = true);
+    for (i, id) in ["failed", "clean", "killed"].into_iter().enumerate() {
+        h.container(id, true, 32768 + i as u16, None);
+    }
+    let all = [
+        ("docker1:clean:80", 32769),
+        ("docker1:failed:80", 32768),
+        ("docker1:killed:80", 32770),
+    ];
+    expect_services(&agent, &all, "the initial sync");
+    eventually("the event stream", || {
+        (h.subscriptions() == 1).then_some(()).ok_or("not yet".into())
+    });
+    h.container_exit("failed", false, 32768, 1, Some("die"));
+    h.container_exit("clean", false, 32769, 0, Some("die"));
+    h.container_exit("killed", false, 32770, 137, Some("die"));
+    // Events are handled in order, so once `killed` is gone the `failed` one has been decided too.
+    expect_services(
+        &agent,
+        &[("docker1:failed:80", 32768)],
+        "exit 0 and death by signal to deregister, exit 1 to stay",
+    );
+}
+
+/// A fake agent on a unix socket: what was registered, how many writes, and the tokens it saw.
+#[derive(Default)]
+struct FakeAgent {
+    services: BTreeMap<String, Value>,
+    writes: u32,
+    tokens: Vec<Option<String>>,
+}
+
+async fn agent_api(
+    State(agent): State<Arc<Mutex<FakeAgent>>>,
+    method: axum::http::Method,
+    headers: axum::http::HeaderMap,
+    uri: Uri,
+    body: Bytes,
+) -> Response {
+    let mut a = agent.lock().unwrap();
+    let token = headers
+        .get("x-consul-token")
+        .and_then(|v| v.to_str().ok())
+        .map(String::from);
+    a.tokens.push(token);
+    let reply = |v: Value| Response::new(Body::from(v.to_string()));
+    match (method.as_str(), uri.path()) {
+        ("GET", "/v1/status/leader") => reply(json!("127.0.0.1:8300")),
+        ("GET", "/v1/agent/services") => reply(Value::Object(
+            a.services
+                .iter()
+                .map(|(id, r)| {
+                    let s = json!({"ID": id, "Service": r["Name"], "Tags": r["Tags"], "Address": r["Address"],
+                                   "Port": r["Port"], "Meta": r["Meta"]});
+                    (id.clone(), s)
+                })
+                .collect(),
+        )),
+        ("PUT", "/v1/agent/service/register") => {
+            let r: Value = serde_json::from_slice(&body).unwrap();
+            a.writes += 1;
+            a.services.insert(r["ID"].as_str().unwrap().to_string(), r);
+            reply(Value::Null)
+        }
+        _ => {
+            let mut r = Response::new(Body::from("unexpected"));
+            *r.status_mut() = StatusCode::BAD_REQUEST;
+            r
+        }
+    }
+}
+
+#[test]
+fn unix_socket_agent_with_token_and_resync_that_writes_only_what_drifted() {
+    let dir = tempfile::tempdir().unwrap();
+    let sock = dir.path().join("agent.sock");
+    let fake: Arc<Mutex<FakeAgent>> = Arc::default();
+    let (shared, path) = (fake.clone(), sock.clone());
+    let (ready_tx, ready_rx) = std::sync::mpsc::channel();
+    std::thread::spawn(move || {
+        let rt = tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()
+            .unwrap();
+        rt.block_on(async move {
+            let listener = tokio::net::UnixListener::bind(&path).unwrap();
+            ready_tx.send(()).unwrap();
+            let app = axum::Router::new().fallback(agent_api).with_state(shared);
+            let _ = axum::serve(listener, app).await;
+        });
+    });
+    ready_rx.recv_timeout(DEADLINE).unwrap();
+    let h = Harness::with(super::backend::Target::Unix(sock), |o| {
+        o.token = Some("secret".into());
+        o.resync = Some(Duration::from_millis(50));
+    });
+    h.container("web1", true, 32768, None);
+    let writes = || fake.lock().unwrap().writes;
+    eventually("the registration", || {
+        (writes() == 1).then_some(()).ok_or(format!("{} writes", writes()))
+    });
+    let body = fake.lock().unwrap().services["docker1:web1:80"].clone();
+    assert_eq!(
+        body,
+        json!({"ID": "docker1:web1:80", "Name": "nginx", "Tags": [], "Port": 32768, "Address": "127.0.0.1",
+               "Meta": {}})
+    );
+    // Several resyncs later nothing was written again: watchers of the service are not woken.
+    let seen = h.listings();
+    eventually("three more reconciliations", || {
+        (h.listings() >= seen + 3).then_some(()).ok_or("not yet".into())
+    });
+    assert_eq!(writes(), 1, "a resync with nothing changed must not re-register");
+    // The agent loses the service (say, its state was wiped): the next resync puts it back.
+    fake.lock().unwrap().services.clear();
+    eventually("the resync to repair the agent", || {
+        (writes() == 2).then_some(()).ok_or(format!("{} writes", writes()))
+    });
+    assert!(
+        fake.lock()
+            .unwrap()
+            .tokens
+            .iter()
+            .all(|t| t.as_deref() == Some("secret")),
+        "every call carries X-Consul-Token"
+    );
 }
