@@ -27,6 +27,8 @@ struct Engine {
     containers: BTreeMap<String, (bool, u16, i64)>,
     /// How many times the registrator listed the containers (one per reconciliation).
     listings: u32,
+    /// Container ID → its `Config.Env`.
+    env: BTreeMap<String, Vec<String>>,
     /// The open event stream, if any; dropping it ends the stream.
     events: Option<UnboundedSender<Bytes>>,
     /// How many times the registrator opened the event stream.
@@ -37,11 +39,11 @@ struct Engine {
 
 type Shared = Arc<Mutex<Engine>>;
 
-fn inspect(id: &str, running: bool, port: u16, exit_code: i64) -> Value {
+fn inspect(id: &str, running: bool, port: u16, exit_code: i64, env: &[String]) -> Value {
     json!({
         "Id": id, "Name": format!("/{id}"),
         "State": {"Status": if running { "running" } else { "exited" }, "Running": running, "ExitCode": exit_code},
-        "Config": {"Hostname": id, "ExposedPorts": {"80/tcp": {}}, "Env": [], "Image": "nginx:latest", "Labels": {}},
+        "Config": {"Hostname": id, "ExposedPorts": {"80/tcp": {}}, "Env": env, "Image": "nginx:latest", "Labels": {}},
         "HostConfig": {"NetworkMode": "default"},
         "NetworkSettings": {"Ports": {"80/tcp": [{"HostIp": "127.0.0.1", "HostPort": port.to_string()}]},
                             "Networks": {"bridge": {"IPAddress": "172.17.0.9"}}}
@@ -79,7 +81,10 @@ async fn engine_api(State(engine): State<Shared>, uri: Uri) -> Response {
             ))
         }
         ["containers", id, "json"] => match e.containers.get(*id) {
-            Some(&(running, port, exit_code)) => ok(inspect(id, running, port, exit_code)),
+            Some(&(running, port, exit_code)) => {
+                let env = e.env.get(*id).cloned().unwrap_or_default();
+                ok(inspect(id, running, port, exit_code, &env))
+            }
             None => json_reply(StatusCode::NOT_FOUND, json!({"message": "No such container"})),
         },
         ["events"] => {
@@ -184,6 +189,11 @@ impl Harness {
 
     fn subscriptions(&self) -> u32 {
         self.engine.lock().unwrap().subscriptions
+    }
+
+    fn set_env(&self, id: &str, env: &[&str]) {
+        let env = env.iter().map(|e| e.to_string()).collect();
+        self.engine.lock().unwrap().env.insert(id.into(), env);
     }
 
     fn listings(&self) -> u32 {
@@ -461,4 +471,51 @@ fn unix_socket_agent_with_token_and_resync_that_writes_only_what_drifted() {
             .all(|t| t.as_deref() == Some("secret")),
         "every call carries X-Consul-Token"
     );
+}
+
+#[test]
+fn service_settings_and_checks_reach_a_real_agent() {
+    let agent = DevAgent::start();
+    let h = Harness::start(&agent, None, false);
+    h.set_env(
+        "web1",
+        &[
+            "SERVICE_NAME=frontend",
+            "SERVICE_TAGS=prod,v2",
+            "SERVICE_REGION=eu",
+            "SERVICE_CHECK_HTTP=/health",
+            "SERVICE_CHECK_INTERVAL=5s",
+        ],
+    );
+    h.container("web1", true, 32768, None);
+    let url = agent.url("/v1/agent/services");
+    eventually("the registration", || {
+        let body: Value = serde_json::from_str(
+            &ureq::get(&url)
+                .call()
+                .map_err(|e| e.to_string())?
+                .into_string()
+                .unwrap(),
+        )
+        .unwrap();
+        let s = &body["docker1:web1:80"];
+        let want = json!({"Service": "frontend", "Tags": ["prod", "v2"], "Meta": {"region": "eu"}, "Port": 32768});
+        let got = json!({"Service": s["Service"], "Tags": s["Tags"], "Meta": s["Meta"], "Port": s["Port"]});
+        (got == want).then_some(()).ok_or(format!("{body}"))
+    });
+    let checks: Value = serde_json::from_str(
+        &ureq::get(&agent.url("/v1/agent/checks"))
+            .call()
+            .unwrap()
+            .into_string()
+            .unwrap(),
+    )
+    .unwrap();
+    let check = checks
+        .as_object()
+        .unwrap()
+        .values()
+        .find(|c| c["ServiceID"] == "docker1:web1:80")
+        .unwrap_or_else(|| panic!("no check for the service: {checks}"));
+    assert_eq!(check["Type"], "http", "{check}");
 }
