@@ -99,6 +99,13 @@ struct Registrator {
 /// `-retry-attempts`.
 pub(crate) async fn run(opts: Options, shutdown: impl Future<Output = ()>) -> Result<(), String> {
     tokio::pin!(shutdown);
+    // A missing socket at start-up is a configuration mistake, not an engine restart: say so and stop.
+    if !opts.docker_socket.exists() {
+        return Err(format!(
+            "no Docker engine socket at {} (set DOCKER_HOST=unix:///path/to/docker.sock, or mount the socket there)",
+            opts.docker_socket.display()
+        ));
+    }
     let backend = Backend::new(&opts.backend, opts.token.clone());
     tokio::select! {
         r = ping(&backend, &opts) => r?,

@@ -560,7 +560,7 @@ fn bad_command_lines_give_one_readable_line() {
 fn cli_reports_bad_flags_on_one_line() {
     let run = |args: &[&str]| {
         let (mut out, mut err) = (Vec::new(), Vec::new());
-        let env = |_: &str| None;
+        let env = |k: &str| (k == "DOCKER_HOST").then(|| "unix:///nonexistent/docker.sock".to_string());
         let mut io = crate::cli::Io {
             out: &mut out,
             err: &mut err,
@@ -577,6 +577,8 @@ fn cli_reports_bad_flags_on_one_line() {
     assert!(err.contains("-bogus"), "{err}");
     let (code, _, err) = run(&["registrator", "-deregister=sometimes", "consul://"]);
     assert_eq!((code, err.lines().count()), (1, 1), "{err}");
+    let (code, _, err) = run(&["registrator", "consul://127.0.0.1:1"]);
+    assert_eq!((code, err.trim()), (1, "no Docker engine socket at /nonexistent/docker.sock (set DOCKER_HOST=unix:///path/to/docker.sock, or mount the socket there)"));
     let (code, out, _) = run(&["registrator", "-help"]);
     assert_eq!(code, 0);
     assert!(
