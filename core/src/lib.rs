@@ -6,12 +6,14 @@
 
 pub mod agent;
 pub mod api;
+pub mod dns;
 #[doc(hidden)]
 pub mod fuzzing;
 pub mod gossip;
 pub mod id;
 pub mod node;
 pub mod raft;
+pub mod reconcile;
 pub mod state;
 pub mod template;
 pub mod time;

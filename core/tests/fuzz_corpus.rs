@@ -85,6 +85,11 @@ fn cluster_schedule_corpus() {
 }
 
 #[test]
+fn dns_packet_corpus() {
+    replay("dns_packet");
+}
+
+#[test]
 fn every_target_has_a_replay_test() {
     let names: Vec<&str> = TARGETS.iter().map(|(name, _)| *name).collect();
     assert_eq!(
@@ -94,7 +99,8 @@ fn every_target_has_a_replay_test() {
             "state_snapshot",
             "command",
             "go_duration",
-            "cluster_schedule"
+            "cluster_schedule",
+            "dns_packet"
         ]
     );
 }
@@ -111,6 +117,7 @@ fn write_seed_corpus() {
         ("command", command_seeds()),
         ("go_duration", go_duration_seeds()),
         ("cluster_schedule", cluster_schedule_seeds()),
+        ("dns_packet", dns_packet_seeds()),
     ];
     for (target, inputs) in seeds {
         let dir = corpus_dir(target);
@@ -566,4 +573,93 @@ fn cluster_schedule_seeds() -> Vec<(&'static str, Vec<u8>)> {
         ("chaos", encode(chaos)),
         ("storage-failure", encode(storage_failure)),
     ]
+}
+
+/// `write_seed_corpus` for `dns_packet` alone (`-- --ignored write_dns_packet_seed_corpus`).
+#[test]
+#[ignore]
+fn write_dns_packet_seed_corpus() {
+    let dir = corpus_dir("dns_packet");
+    std::fs::create_dir_all(&dir).expect("create corpus dir");
+    for (name, data) in dns_packet_seeds() {
+        fuzzing::dns_packet(&data);
+        std::fs::write(dir.join(format!("seed-{name}")), data).expect("write seed");
+    }
+}
+
+/// DNS requests: every name form and type the server answers, EDNS0, then the malformed shapes (short,
+/// truncated question, bad label length, compression loop, several questions, a response, other opcodes).
+fn dns_packet_seeds() -> Vec<(&'static str, Vec<u8>)> {
+    use hickory_proto::op::{Edns, Message as Dns, MessageType, OpCode, Query};
+    use hickory_proto::rr::{Name, RecordType};
+    let q = |name: &str, t: RecordType| {
+        let mut m = Dns::new(0x1234, MessageType::Query, OpCode::Query);
+        m.add_query(Query::query(Name::from_ascii(name).unwrap(), t));
+        m
+    };
+    let mut seeds: Vec<(&'static str, Vec<u8>)> = Vec::new();
+    let forms = [
+        ("service-a", "web.service.consul.", RecordType::A),
+        ("service-srv", "web.service.dc1.consul.", RecordType::SRV),
+        ("tag", "t1.web.service.consul.", RecordType::A),
+        ("rfc2782", "_web._t1.service.consul.", RecordType::SRV),
+        ("rfc2782-tcp", "_web._tcp.consul.", RecordType::SRV),
+        ("node", "n1.node.consul.", RecordType::ANY),
+        ("node-txt", "n1.node.dc1.consul.", RecordType::TXT),
+        ("addr", "0a000001.addr.consul.", RecordType::A),
+        (
+            "addr6",
+            "fd00000000000000000000000000000b.addr.consul.",
+            RecordType::AAAA,
+        ),
+        ("query", "x.query.consul.", RecordType::A),
+        ("ptr", "1.0.0.10.in-addr.arpa.", RecordType::PTR),
+        (
+            "ptr6",
+            "b.0.0.0.0.0.0.0.0.0.0.0.0.0.0.0.0.0.0.0.0.0.0.0.0.0.0.0.0.0.d.f.ip6.arpa.",
+            RecordType::PTR,
+        ),
+        ("soa", "consul.", RecordType::SOA),
+        ("ns", "consul.", RecordType::NS),
+        ("alt", "web.service.alt.example.", RecordType::SRV),
+        ("other", "example.com.", RecordType::A),
+        ("axfr", "consul.", RecordType::AXFR),
+    ];
+    for (name, qname, t) in forms {
+        seeds.push((name, q(qname, t).to_vec().unwrap()));
+    }
+    let mut edns = q("web.service.consul.", RecordType::SRV);
+    let mut opt = Edns::new();
+    opt.set_max_payload(4096);
+    edns.edns = Some(opt.clone());
+    seeds.push(("edns", edns.to_vec().unwrap()));
+    opt.set_version(1);
+    edns.edns = Some(opt);
+    seeds.push(("edns-version", edns.to_vec().unwrap()));
+    let good = q("web.service.consul.", RecordType::A).to_vec().unwrap();
+    seeds.push(("empty", Vec::new()));
+    seeds.push(("short", good[..11].to_vec()));
+    seeds.push(("truncated-question", good[..good.len() - 3].to_vec()));
+    let mut bad_label = good.clone();
+    bad_label[12] = 0x3f;
+    seeds.push(("bad-label", bad_label));
+    let mut looped = good[..12].to_vec();
+    looped.extend_from_slice(&[0xc0, 12, 0, 1, 0, 1]);
+    seeds.push(("compression-loop", looped));
+    let mut two = q("web.service.consul.", RecordType::A);
+    two.add_query(Query::query(
+        Name::from_ascii("n1.node.consul.").unwrap(),
+        RecordType::A,
+    ));
+    seeds.push(("two-questions", two.to_vec().unwrap()));
+    let mut response = good.clone();
+    response[2] |= 0x80;
+    seeds.push(("response", response));
+    let mut notify = good.clone();
+    notify[2] = 4 << 3;
+    seeds.push(("opcode-notify", notify));
+    let mut many = good.clone();
+    many[4..6].copy_from_slice(&u16::MAX.to_be_bytes());
+    seeds.push(("huge-qdcount", many));
+    seeds
 }

@@ -14,6 +14,8 @@ pub mod cli;
 #[cfg(feature = "server")]
 pub mod config;
 #[cfg(feature = "server")]
+pub mod dns;
+#[cfg(feature = "server")]
 pub mod gossip;
 #[cfg(feature = "server")]
 pub mod http;

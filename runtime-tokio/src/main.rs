@@ -1,5 +1,10 @@
 //! `concord`: the agent and the Consul-compatible CLI in one binary.
 
+/// mimalloc rather than glibc's malloc: see the dependency's note in Cargo.toml.
+#[cfg(feature = "server")]
+#[global_allocator]
+static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
+
 #[cfg(feature = "server")]
 fn main() {
     let args: Vec<String> = std::env::args().skip(1).collect();

@@ -6,7 +6,8 @@
 //! processes) never share an address. The HTTP port is discovered free by binding port 0 on that address;
 //! the RPC port is Consul's default 8300 (passed explicitly), so a bare `-retry-join <ip>` reaches a peer
 //! whichever default port the agent assumes for it. Ports the harness does not set (gossip, DNS) keep their
-//! defaults too; none can collide because the address is unique.
+//! defaults too; none can collide because the address is unique. (`-dev` agents share 127.0.0.1, so they get
+//! free gossip and DNS ports.)
 //!
 //! Every wait is a poll with a deadline ([`poll`]); nothing here sleeps and hopes. Processes are killed
 //! (SIGKILL) when the [`Cluster`]/[`Agent`] is dropped; if the test is panicking, their stdout/stderr are
@@ -247,6 +248,13 @@ fn free_port(ip: Ipv4Addr) -> u16 {
     l.local_addr().expect("local addr").port()
 }
 
+/// Picks a free UDP port on `ip` (the DNS server binds TCP on the same port), released again.
+fn free_udp_port(ip: Ipv4Addr) -> u16 {
+    let s =
+        std::net::UdpSocket::bind(SocketAddrV4::new(ip, 0)).unwrap_or_else(|e| panic!("cannot bind udp {ip}:0: {e}"));
+    s.local_addr().expect("local addr").port()
+}
+
 /// A fresh /24 of loopback addresses: `127.A.B.0` with A from the process id and B from a counter.
 fn fresh_subnet() -> (u8, u8) {
     static NEXT: AtomicU8 = AtomicU8::new(0);
@@ -266,6 +274,8 @@ pub struct Server {
     pub ip: Ipv4Addr,
     pub http_port: u16,
     pub server_port: u16,
+    /// DNS (UDP and TCP): Consul's 8600 on the server's own address, a free port for a dev agent.
+    pub dns_port: u16,
     pub data_dir: PathBuf,
     log_dir: PathBuf,
     args: Vec<String>,
@@ -410,6 +420,7 @@ impl Cluster {
                 ip: *ip,
                 http_port,
                 server_port,
+                dns_port: 8600,
                 data_dir,
                 log_dir: home,
                 args,
@@ -459,6 +470,7 @@ impl Cluster {
             ip,
             http_port,
             server_port: DEFAULT_SERVER_PORT,
+            dns_port: 8600,
             data_dir,
             log_dir: home,
             args,
@@ -574,6 +586,11 @@ impl Agent {
     /// `concord agent -dev -http-port P -server-port Q`, with both ports free on 127.0.0.1. (The RPC port is
     /// set only so that parallel test processes do not fight over 8300.)
     pub fn dev() -> Agent {
+        Agent::dev_with(&[])
+    }
+
+    /// [`Agent::dev`] with more flags (`-recursor …`, `-config-file …`) after the harness's own.
+    pub fn dev_with(extra: &[&str]) -> Agent {
         let dir = tempfile::Builder::new()
             .prefix("concord-dev-")
             .tempdir()
@@ -581,7 +598,8 @@ impl Agent {
         let ip = Ipv4Addr::LOCALHOST;
         let http_port = free_port(ip);
         let server_port = free_port(ip);
-        let args = vec![
+        let dns_port = free_udp_port(ip);
+        let mut args = vec![
             "agent".to_string(),
             "-dev".into(),
             "-http-port".into(),
@@ -593,12 +611,16 @@ impl Agent {
             "0".into(),
             "-serf-wan-port".into(),
             "0".into(),
+            "-dns-port".into(),
+            dns_port.to_string(),
         ];
+        args.extend(extra.iter().map(|a| a.to_string()));
         let mut server = Server {
             name: "dev".into(),
             ip,
             http_port,
             server_port,
+            dns_port,
             data_dir: dir.path().join("unused"),
             log_dir: dir.path().to_path_buf(),
             args,
@@ -615,6 +637,11 @@ impl Agent {
 
     pub fn url(&self, path: &str) -> String {
         self.server.url(path)
+    }
+
+    /// `127.0.0.1:<dns port>`
+    pub fn dns_addr(&self) -> std::net::SocketAddr {
+        std::net::SocketAddr::from((self.server.ip, self.server.dns_port))
     }
 }
 

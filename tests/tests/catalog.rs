@@ -120,10 +120,19 @@ fn a_blocking_health_query_on_a_follower_wakes_for_its_service_only() {
             .unwrap();
     };
     register("x", "v1");
-    poll(SETTLE, "x on the follower", || {
-        (passing(&c, follower, "x")? == 1)
+    // Settled: x is there, and so is the leader's serfHealth on its node (a node check is part of x's
+    // health, so its first write would rightly wake the query below).
+    poll(SETTLE, "x with serfHealth on the follower", || {
+        let v = c
+            .get(follower, "/v1/health/service/x?passing")?
+            .expect_status(200)?
+            .json()?;
+        let serf = v[0]["Checks"]
+            .as_array()
+            .is_some_and(|cs| cs.iter().any(|k| k["CheckID"] == "serfHealth"));
+        (v.as_array().map_or(0, Vec::len) == 1 && serf)
             .then_some(())
-            .ok_or("not yet".to_string())
+            .ok_or(format!("not yet: {v}"))
     });
     let first = c.get(follower, "/v1/health/service/x").unwrap();
     let index = first.index().unwrap();

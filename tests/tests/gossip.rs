@@ -106,3 +106,122 @@ fn three_servers_two_clients_alive_then_failed_and_left() {
         s => Err(format!("s2 sees c2 as {s}")),
     });
 }
+
+/// `(node, serfHealth status, output)` of each instance of `service`, as agent `i` answers
+/// `/v1/health/service/:service` (with `?passing` when `passing`).
+fn serf_health_of(
+    c: &Cluster,
+    i: usize,
+    service: &str,
+    passing: bool,
+) -> Result<Vec<(String, String, String)>, String> {
+    let q = if passing { "?passing" } else { "" };
+    let body = c
+        .get(i, &format!("/v1/health/service/{service}{q}"))?
+        .expect_status(200)?
+        .json()?;
+    let list = body.as_array().ok_or("health is not an array")?;
+    let mut out = Vec::new();
+    for entry in list {
+        let node = entry["Node"]["Node"].as_str().unwrap_or_default().to_string();
+        let checks = entry["Checks"].as_array().ok_or("no Checks")?;
+        let serf = checks
+            .iter()
+            .find(|c| c["CheckID"] == "serfHealth")
+            .ok_or_else(|| format!("{node} has no serfHealth: {entry}"))?;
+        out.push((
+            node,
+            serf["Status"].as_str().unwrap_or_default().to_string(),
+            serf["Output"].as_str().unwrap_or_default().to_string(),
+        ));
+    }
+    out.sort();
+    Ok(out)
+}
+
+fn catalog_nodes(c: &Cluster, i: usize) -> Result<Vec<String>, String> {
+    let body = c.get(i, "/v1/catalog/nodes")?.expect_status(200)?.json()?;
+    let list = body.as_array().ok_or("nodes is not an array")?;
+    Ok(list
+        .iter()
+        .map(|n| n["Node"].as_str().unwrap_or_default().to_string())
+        .collect())
+}
+
+fn row(node: &str, status: &str, output: &str) -> (String, String, String) {
+    (node.to_string(), status.to_string(), output.to_string())
+}
+
+/// The leader turns gossip into the catalog's `serfHealth` (Consul's reconcileMember): every agent is a
+/// node with `serfHealth` passing; a killed client's services turn critical and leave `?passing`; a left
+/// client and a force-left failed one disappear from `/v1/catalog/nodes`.
+#[test]
+fn serf_health_follows_gossip_in_the_catalog() {
+    let mut c = Cluster::start(3);
+    let c1 = c.add_client("c1");
+    let c2 = c.add_client("c2");
+    c.wait_leader(FORMED);
+    for i in [c1, c2] {
+        c.put(i, "/v1/agent/service/register", br#"{"Name":"web","Port":8080}"#)
+            .and_then(|r| r.expect_status(200))
+            .unwrap();
+    }
+    let alive = "Agent alive and reachable";
+    poll(FORMED, "five nodes in the catalog, web passing on c1 and c2", || {
+        let nodes = catalog_nodes(&c, 0)?;
+        if nodes != ["c1", "c2", "s1", "s2", "s3"] {
+            return Err(format!("nodes {nodes:?}"));
+        }
+        let web = serf_health_of(&c, 1, "web", true)?;
+        let want = vec![row("c1", "passing", alive), row("c2", "passing", alive)];
+        (web == want).then_some(()).ok_or(format!("web {web:?}"))
+    });
+    // Servers carry serfHealth too (the leader registers itself).
+    let consul = serf_health_of(&c, 2, "consul", true).unwrap();
+    assert_eq!(consul.len(), 3, "{consul:?}");
+
+    c.kill(c2);
+    poll(
+        DETECTED,
+        "c2's web critical through serfHealth, gone from ?passing",
+        || {
+            for i in 0..3 {
+                let all = serf_health_of(&c, i, "web", false)?;
+                let want = vec![
+                    row("c1", "passing", alive),
+                    row("c2", "critical", "Agent not live or unreachable"),
+                ];
+                if all != want {
+                    return Err(format!("s{}: {all:?}", i + 1));
+                }
+                let passing = serf_health_of(&c, i, "web", true)?;
+                if passing != [row("c1", "passing", alive)] {
+                    return Err(format!("s{} ?passing: {passing:?}", i + 1));
+                }
+            }
+            Ok(())
+        },
+    );
+    assert!(
+        catalog_nodes(&c, 0).unwrap().contains(&"c2".to_string()),
+        "a failed node stays in the catalog"
+    );
+
+    let out = run_concord(Some(&c.servers[c1].http_addr()), &["leave"], None);
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    poll(FORMED, "c1 deregistered after its leave", || {
+        let nodes = catalog_nodes(&c, 1)?;
+        (nodes == ["c2", "s1", "s2", "s3"])
+            .then_some(())
+            .ok_or(format!("{nodes:?}"))
+    });
+
+    let out = run_concord(Some(&c.servers[0].http_addr()), &["force-leave", "c2"], None);
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    poll(FORMED, "c2 deregistered after force-leave", || {
+        let nodes = catalog_nodes(&c, 2)?;
+        (nodes == ["s1", "s2", "s3"]).then_some(()).ok_or(format!("{nodes:?}"))
+    });
+    let web = serf_health_of(&c, 0, "web", false).unwrap();
+    assert!(web.is_empty(), "no web instance is left: {web:?}");
+}

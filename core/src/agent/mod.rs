@@ -499,22 +499,14 @@ impl LocalAgent {
             ..Registration::default()
         };
         let mut services: Vec<ServiceInstance> = self.services.values().cloned().collect();
-        let mut checks: Vec<HealthCheck> = self.checks.values().map(|c| self.health_check(c)).collect();
+        // `serfHealth` is not ours: the Raft leader writes it from gossip (crate::reconcile).
+        let checks: Vec<HealthCheck> = self.checks.values().map(|c| self.health_check(c)).collect();
         if let Some(port) = self.server_port {
             services.push(ServiceInstance {
                 id: CONSUL_SERVICE.into(),
                 service: CONSUL_SERVICE.into(),
                 port: u32::from(port),
                 ..ServiceInstance::default()
-            });
-            // Until gossip owns it, a server vouches for itself.
-            checks.push(HealthCheck {
-                node: self.node.name.clone(),
-                check_id: SERF_HEALTH.into(),
-                name: "Serf Health Status".into(),
-                status: CheckStatus::Passing,
-                output: "Agent alive and reachable".into(),
-                ..HealthCheck::default()
             });
         }
         (node, services, checks)

@@ -7,8 +7,10 @@
 //! panics, a decoded value does not round-trip, two nodes disagree on the applied history), and that panic
 //! is the bug report.
 
+mod dns;
 mod schedule;
 
+pub use dns::dns_packet;
 pub use schedule::{cluster_schedule, Op};
 
 use crate::api::parse_go_duration;
@@ -25,6 +27,7 @@ pub const TARGETS: &[(&str, Check)] = &[
     ("command", command),
     ("go_duration", go_duration),
     ("cluster_schedule", cluster_schedule),
+    ("dns_packet", dns_packet),
 ];
 
 /// The bytes a server reads from an RPC connection: length-prefixed frames back to back, read the way a

@@ -43,6 +43,10 @@ pub struct GossipTiming {
     /// Left members are kept as tombstones this long (serf: 24 h).
     pub tombstone_timeout: Duration,
     pub reap_interval: Duration,
+    /// serf's `ReconnectInterval`: this often, try a push-pull with one random failed member (with
+    /// probability failed/alive), so the two sides of a healed partition find each other again after
+    /// they stopped gossiping to each other.
+    pub reconnect_interval: Duration,
     /// After a leave intent is first sent, wait this long for it to spread before reporting `LeaveDone`.
     pub leave_propagate_delay: Duration,
     /// User-event ids remembered for de-duplication.
@@ -76,6 +80,7 @@ impl GossipTiming {
             reconnect_timeout: Duration::from_secs(72 * 3600),
             tombstone_timeout: Duration::from_secs(24 * 3600),
             reap_interval: Duration::from_secs(15),
+            reconnect_interval: Duration::from_secs(30),
             leave_propagate_delay: Duration::from_secs(1),
             max_seen_events: 1024,
             join_sync_delay: Duration::from_secs(2),

@@ -143,6 +143,7 @@ enum Timer {
     PushPull,
     JoinSync,
     Reap,
+    Reconnect,
     LeaveDone,
     Suspicion(String),
 }
@@ -218,6 +219,7 @@ impl Gossip {
             Timer::PushPull,
         ));
         timers.insert((now + t.reap_interval, Timer::Reap));
+        timers.insert((now + t.reconnect_interval, Timer::Reconnect));
         let mut members = BTreeMap::new();
         members.insert(
             config.name.clone(),
@@ -481,6 +483,7 @@ impl Gossip {
                 Timer::PushPull => self.periodic_push_pull(now, out),
                 Timer::JoinSync => self.push_pull_random(out),
                 Timer::Reap => self.reap(now, out),
+                Timer::Reconnect => self.reconnect(now, out),
                 Timer::LeaveDone => {
                     self.left = true;
                     out.push(Effect::Event(GossipEvent::LeaveDone));

@@ -5,6 +5,7 @@ use super::{shuffle, Effect, Gossip, Message, Probe, Timer};
 use crate::gossip::wire::MemberState;
 use crate::time::Instant;
 use core::net::SocketAddr;
+use rand::Rng;
 
 impl Gossip {
     pub(super) fn on_message(&mut self, now: Instant, from: SocketAddr, msg: Message, out: &mut Vec<Effect>) {
@@ -217,5 +218,32 @@ impl Gossip {
                 state: self.local_state(false),
             });
         }
+    }
+
+    /// serf's reconnect: a failed member may be alive behind a healed partition; nobody gossips to it any
+    /// more, so ask it directly for a push-pull. Chance failed/alive per round, as serf does.
+    pub(super) fn reconnect(&mut self, now: Instant, out: &mut Vec<Effect>) {
+        self.schedule(now + self.timing.reconnect_interval, Timer::Reconnect);
+        if self.leaving {
+            return;
+        }
+        let failed: Vec<SocketAddr> = self
+            .members
+            .iter()
+            .filter(|(n, e)| **n != self.name && e.state == MemberState::Dead)
+            .map(|(_, e)| e.addr)
+            .collect();
+        if failed.is_empty() {
+            return;
+        }
+        let alive = self.num_alive().max(1) as f64;
+        if self.rng.gen::<f64>() > failed.len() as f64 / alive {
+            return;
+        }
+        let to = failed[self.rng.gen_range(0..failed.len())];
+        out.push(Effect::PushPull {
+            to,
+            state: self.local_state(false),
+        });
     }
 }

@@ -204,3 +204,43 @@ fn join_emits_a_push_pull_and_merging_learns_members() {
     assert_eq!(a.num_alive(), 2);
     assert_eq!(b.num_alive(), 2);
 }
+
+#[test]
+fn a_failed_member_is_asked_for_a_push_pull_by_reconnect() {
+    let mut a = machine("a", 1);
+    let mut out = Vec::new();
+    a.handle(
+        Instant::ZERO,
+        Input::PushPullReply {
+            state: machine("b", 2).local_state(false),
+        },
+        &mut out,
+    );
+    let inc = a.member("b").unwrap().incarnation;
+    let dead = packet(&[Message::Dead {
+        incarnation: inc,
+        name: "b".into(),
+        from: "c".into(),
+    }]);
+    a.handle(
+        Instant::ZERO,
+        Input::Packet {
+            from: addr(3),
+            bytes: dead,
+        },
+        &mut out,
+    );
+    assert_eq!(a.member("b").unwrap().status, MemberStatus::Failed);
+    // With one failed member and one alive (us), serf's chance is 1: the first reconnect round asks b.
+    out.clear();
+    let t = GossipTiming::lan().reconnect_interval;
+    let mut now = Instant::ZERO;
+    while now < Instant::ZERO + t {
+        now = a.next_deadline().unwrap().max(now);
+        a.handle(now, Input::Tick, &mut out);
+    }
+    let asked = out
+        .iter()
+        .any(|e| matches!(e, Effect::PushPull { to, .. } if *to == addr(2)));
+    assert!(asked, "no push-pull to the failed member by {t:?}: {out:?}");
+}

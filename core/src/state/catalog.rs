@@ -31,6 +31,8 @@ pub enum CatalogRange {
     Node(String),
     /// `/health/state/:state`: every check.
     Checks,
+    /// Every row (the DNS server's catalog view): changes with any catalog write.
+    All,
 }
 
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
@@ -197,6 +199,8 @@ pub enum CatalogQuery {
     HealthNode { node: String },
     /// `/health/state/:state`; `None` = `any`.
     HealthState { status: Option<CheckStatus> },
+    /// Every node, service instance and check: the view the DNS server answers from.
+    All,
 }
 
 impl CatalogQuery {
@@ -210,6 +214,7 @@ impl CatalogQuery {
             | CatalogQuery::HealthChecks { service: name } => CatalogRange::Service(name.clone()),
             CatalogQuery::Node { node } | CatalogQuery::HealthNode { node } => CatalogRange::Node(node.clone()),
             CatalogQuery::HealthState { .. } => CatalogRange::Checks,
+            CatalogQuery::All => CatalogRange::All,
         }
     }
 }
@@ -225,6 +230,16 @@ pub enum CatalogResult {
     Node(Option<Box<(CatalogNode, Vec<ServiceInstance>)>>),
     Checks(Vec<HealthCheck>),
     CheckServiceNodes(Vec<CheckServiceNode>),
+    All(Box<CatalogDump>),
+}
+
+/// The whole catalog (`CatalogQuery::All`): nodes in name order, (node, instance) pairs and checks in
+/// (node, ID) order.
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct CatalogDump {
+    pub nodes: Vec<CatalogNode>,
+    pub services: Vec<(String, ServiceInstance)>,
+    pub checks: Vec<HealthCheck>,
 }
 
 /// Why a catalog write was refused (nothing was written).
@@ -308,7 +323,7 @@ impl CatalogStore {
         for check in &reg.checks {
             self.upsert_check(index, &reg.node, check, &mut touched);
         }
-        self.stamp(index, &touched.ranges[start..]);
+        self.stamp(index, &mut touched, start);
         Ok(())
     }
 
@@ -505,7 +520,7 @@ impl CatalogStore {
                 }
             }
         }
-        self.stamp(index, &touched.ranges[start..]);
+        self.stamp(index, &mut touched, start);
         Ok(())
     }
 
@@ -578,11 +593,17 @@ impl CatalogStore {
         let start = touched.ranges.len();
         self.check_touched(&row, &mut touched);
         self.checks.insert((node.to_owned(), check_id.to_owned()), row);
-        self.stamp(index, &touched.ranges[start..]);
+        self.stamp(index, &mut touched, start);
     }
 
-    fn stamp(&mut self, index: u64, ranges: &[CatalogRange]) {
-        for range in ranges {
+    /// Stamp every range this write touched (from `start` on) with `index`; any change also changes `All`.
+    fn stamp(&mut self, index: u64, touched: &mut Touched, start: usize) {
+        if touched.ranges.len() == start {
+            return;
+        }
+        touched.add(CatalogRange::All);
+        let all = std::iter::once(&CatalogRange::All);
+        for range in touched.ranges[start..].iter().chain(all) {
             let at = self.indexes.entry(range.clone()).or_insert(0);
             *at = (*at).max(index);
         }
@@ -608,7 +629,7 @@ impl CatalogStore {
 
     fn range_is_empty(&self, range: &CatalogRange) -> bool {
         match range {
-            CatalogRange::Services | CatalogRange::Nodes | CatalogRange::Checks => false,
+            CatalogRange::Services | CatalogRange::Nodes | CatalogRange::Checks | CatalogRange::All => false,
             CatalogRange::Service(name) => !self.by_name.contains_key(name),
             CatalogRange::Node(node) => !self.nodes.contains_key(node),
         }
@@ -736,6 +757,11 @@ impl CatalogStore {
                     .cloned()
                     .collect(),
             ),
+            CatalogQuery::All => CatalogResult::All(Box::new(CatalogDump {
+                nodes: self.nodes.values().cloned().collect(),
+                services: self.services.iter().map(|((n, _), s)| (n.clone(), s.clone())).collect(),
+                checks: self.checks.values().cloned().collect(),
+            })),
         };
         (index, result)
     }

@@ -489,6 +489,7 @@ fn queries() -> Vec<CatalogQuery> {
         });
         q.push(CatalogQuery::HealthChecks { service: name.into() });
     }
+    q.push(CatalogQuery::All);
     for node in NODES {
         q.push(CatalogQuery::Node { node: node.into() });
         q.push(CatalogQuery::HealthNode { node: node.into() });

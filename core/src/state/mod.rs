@@ -12,7 +12,7 @@ mod tests;
 mod watch;
 
 pub use catalog::{
-    CatalogError, CatalogNode, CatalogQuery, CatalogRange, CatalogResult, CatalogStore, CheckDefinition,
+    CatalogDump, CatalogError, CatalogNode, CatalogQuery, CatalogRange, CatalogResult, CatalogStore, CheckDefinition,
     CheckServiceNode, CheckStatus, HealthCheck, Registration, ServiceAddress, ServiceInstance, Weights,
 };
 pub use kv::KvStore;

@@ -6,7 +6,7 @@
 //! learned into their address book and cannot take part in `-bootstrap-expect`).
 
 use super::serf::{self, ServerInfo};
-use super::{agent_self, banner, bind, identity, stopped, AgentError};
+use super::{agent_self, banner, bind, bind_dns, identity, stopped, AgentError};
 use crate::config::AgentConfig;
 use crate::gossip::PoolHandle;
 use crate::http::{AgentSelf, Backend, HttpSettings, KeyringOp, KeyringPool};
@@ -33,7 +33,7 @@ pub struct ClientAgent {
 }
 
 impl ClientAgent {
-    pub async fn start(config: AgentConfig) -> Result<ClientAgent, AgentError> {
+    pub async fn start(mut config: AgentConfig) -> Result<ClientAgent, AgentError> {
         let advertise = identity::advertise_ip(config.bind_addr, config.advertise_addr)?;
         let Some(dir) = config.data_dir.clone() else {
             return Err(AgentError::Config("Must specify data directory using -data-dir".into()));
@@ -63,8 +63,9 @@ impl ClientAgent {
             http_listeners.push(bind(SocketAddr::new(*ip, config.ports.http), "HTTP").await?);
         }
         let http_addrs: Vec<SocketAddr> = http_listeners.iter().filter_map(|l| l.local_addr().ok()).collect();
-        // Services and checks registered on a client are kept and checked locally; syncing them into the
-        // catalog through a server (anti-entropy over RPC) is not wired yet.
+        let (dns, dns_listeners) = bind_dns(&mut config).await?;
+        // Services and checks registered on a client are kept and checked locally, and anti-entropy syncs
+        // them into the catalog through a server.
         let local = super::local_agent(&config, id, advertise, 0, Some(dir.clone()))?;
         let backend = ClientBackend {
             local: local.clone(),
@@ -82,6 +83,7 @@ impl ClientAgent {
             http_max_conns_per_client: config.http_max_conns_per_client,
         };
         let mut tasks = tokio::task::JoinSet::new();
+        crate::dns::spawn(&mut tasks, dns_listeners, dns, backend.clone(), stopped(&stop));
         let (http_backend, http_stop) = (backend.clone(), stopped(&stop));
         tasks.spawn(async move {
             if let Err(e) = crate::http::serve(http_listeners, http_backend, settings, http_stop).await {
@@ -89,9 +91,18 @@ impl ClientAgent {
             }
         });
         tasks.spawn(serf::apply_keyring_events(lan.clone()));
-        let (timers, timers_stop) = (local.run_timers(), stopped(&stop));
+        let (timers, timers_stop) = (local.clone().run_timers(), stopped(&stop));
         tasks.spawn(async move {
             tokio::select! { _ = timers => {} _ = timers_stop => {} }
+        });
+        let ae = crate::local::run_anti_entropy(crate::local::AntiEntropy {
+            handle: backend.clone(),
+            local: local.clone(),
+            interval: super::ANTI_ENTROPY_INTERVAL,
+        });
+        let ae_stop = stopped(&stop);
+        tasks.spawn(async move {
+            tokio::select! { _ = ae => {} _ = ae_stop => {} }
         });
         serf::snapshot_tasks(&mut tasks, &config, &lan, false, stopped(&stop));
         let (join_lan, join_stop) = (lan.clone(), stopped(&stop));
@@ -151,6 +162,13 @@ impl ClientAgent {
         }
         tracing::info!(target: "agent", "shutdown complete");
         Ok(())
+    }
+}
+
+impl crate::local::CatalogCaller for ClientBackend {
+    fn call_catalog(&self, req: Request) -> impl std::future::Future<Output = Response> + Send {
+        let this = self.clone();
+        async move { this.forward(req).await }
     }
 }
 

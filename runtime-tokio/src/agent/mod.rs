@@ -12,6 +12,7 @@ mod clock;
 mod cluster;
 mod identity;
 mod logging;
+mod reconcile;
 pub mod serf;
 #[cfg(test)]
 mod tests;
@@ -138,7 +139,7 @@ pub struct Agent {
 
 impl Agent {
     /// Start every part of the agent; the cluster forms in the background.
-    pub async fn start(config: AgentConfig) -> Result<Agent, AgentError> {
+    pub async fn start(mut config: AgentConfig) -> Result<Agent, AgentError> {
         if !config.server && !config.dev {
             return Err(AgentError::Config(
                 "Agent::start runs servers; start a client agent with ClientAgent::start".into(),
@@ -232,6 +233,7 @@ impl Agent {
             http_listeners.push(bind(addr, "HTTP").await?);
         }
         let http_addrs: Vec<SocketAddr> = http_listeners.iter().filter_map(|l| l.local_addr().ok()).collect();
+        let (dns, dns_listeners) = bind_dns(&mut config).await?;
         let local = local_agent(&config, id, advertise, rpc_addr.port(), data_dir.clone())?;
         let backend = AgentBackend {
             local: local.clone(),
@@ -249,6 +251,7 @@ impl Agent {
             max_query_time: config.max_query_time,
             http_max_conns_per_client: config.http_max_conns_per_client,
         };
+        crate::dns::spawn(&mut tasks, dns_listeners, dns, backend.clone(), stopped(&stop));
         let http_stop = stopped(&stop);
         tasks.spawn(async move {
             if let Err(e) = crate::http::serve(http_listeners, backend, settings, http_stop).await {
@@ -325,6 +328,14 @@ impl Agent {
             }
         });
         tasks.spawn(log_leader_changes(handle.clone(), book.clone()));
+        let reconciler = concord_core::reconcile::Reconciler {
+            node_name: config.node_name.clone(),
+            datacenter: config.datacenter.clone(),
+        };
+        let (reconcile_stop, reconcile) = (stopped(&stop), reconcile::run(handle.clone(), lan.clone(), reconciler));
+        tasks.spawn(async move {
+            tokio::select! { _ = reconcile => {} _ = reconcile_stop => {} }
+        });
         let (timers_stop, ae_stop) = (stopped(&stop), stopped(&stop));
         let timers = local.clone().run_timers();
         tasks.spawn(async move {
@@ -486,6 +497,18 @@ fn stopped(stop: &watch::Sender<bool>) -> impl std::future::Future<Output = ()> 
     async move {
         let _ = rx.wait_for(|s| *s).await;
     }
+}
+
+/// The DNS settings and sockets (none with `-dns-port -1`); `config.ports.dns` becomes the port bound.
+async fn bind_dns(config: &mut AgentConfig) -> Result<(crate::dns::DnsSettings, crate::dns::DnsListeners), AgentError> {
+    let settings = crate::dns::DnsSettings::from_agent(config).map_err(AgentError::Config)?;
+    let listeners = crate::dns::bind(&settings.listen)
+        .await
+        .map_err(|(addr, err)| AgentError::Listen { what: "DNS", addr, err })?;
+    if let Some(addr) = listeners.addrs().first() {
+        config.ports.dns = i32::from(addr.port());
+    }
+    Ok((settings, listeners))
 }
 
 async fn bind(addr: SocketAddr, what: &'static str) -> Result<TcpListener, AgentError> {

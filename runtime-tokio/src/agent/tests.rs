@@ -120,6 +120,8 @@ fn server_config(name: &str, dir: &std::path::Path, port: u16, extra: &[String])
         "0",
         "-server-port",
         &port.to_string(),
+        "-dns-port",
+        "0",
         "-serf-lan-port",
         "0",
         "-serf-wan-port",
@@ -434,6 +436,8 @@ async fn a_client_agent_finds_the_server_by_gossip_and_forwards_requests() {
         "0",
     ]));
     args.extend(strings(&[
+        "-dns-port",
+        "0",
         "-serf-lan-port",
         "0",
         "-retry-join",
@@ -565,6 +569,8 @@ async fn a_restarted_agent_rejoins_from_its_snapshot_unless_it_left_without_rejo
             "-client",
             "127.0.0.1",
             "-http-port",
+            "0",
+            "-dns-port",
             "0",
             "-serf-lan-port",
             "0",

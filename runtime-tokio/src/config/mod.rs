@@ -360,6 +360,12 @@ fn validate(config: &mut AgentConfig) -> Result<(), ConfigError> {
     if let Some(key) = &config.encrypt {
         validate_encrypt(key)?;
     }
+    let dns = crate::dns::DnsSettings::from_agent(config).map_err(|reason| ConfigError::BadValue {
+        origin: "merged config".into(),
+        key: "dns_config".into(),
+        reason,
+    })?;
+    config.warnings.extend(dns.warnings);
     Ok(())
 }
 

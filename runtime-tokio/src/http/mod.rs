@@ -179,9 +179,25 @@ impl Default for HttpSettings {
     }
 }
 
-/// What every handler shares.
-#[derive(Clone)]
-pub(crate) struct AppState<B> {
+/// What every handler shares. Axum clones the state for every request, so it is one `Arc` (one atomic
+/// increment) rather than the backend's many channel handles, each with its own reference count.
+pub(crate) struct AppState<B>(Arc<Shared<B>>);
+
+impl<B> Clone for AppState<B> {
+    fn clone(&self) -> Self {
+        Self(Arc::clone(&self.0))
+    }
+}
+
+impl<B> std::ops::Deref for AppState<B> {
+    type Target = Shared<B>;
+    fn deref(&self) -> &Shared<B> {
+        &self.0
+    }
+}
+
+/// The fields behind [`AppState`].
+pub(crate) struct Shared<B> {
     pub(crate) backend: B,
     pub(crate) settings: Arc<HttpSettings>,
     /// Becomes `true` when shutdown starts; in-flight backend calls stop waiting then.
@@ -214,11 +230,11 @@ pub async fn serve<B: Backend>(
     }
     let (stop_tx, stop_rx) = watch::channel(false);
     let limits = conn_limit::PerClientLimit::new(settings.http_max_conns_per_client);
-    let state = AppState {
+    let state = AppState(Arc::new(Shared {
         backend,
         settings: Arc::new(settings),
         shutdown: stop_rx.clone(),
-    };
+    }));
     let app = router(state);
     let mut servers = tokio::task::JoinSet::new();
     for listener in listeners {

@@ -11,7 +11,7 @@ pub(crate) mod definition;
 mod probe;
 mod sync;
 
-pub use sync::{run_anti_entropy, AntiEntropy};
+pub use sync::{run_anti_entropy, AntiEntropy, CatalogCaller};
 
 use crate::agent::TokioClock;
 use crate::driver::Clock;

@@ -8,8 +8,20 @@ use concord_core::state::{CommandResult, HealthCheck, ServiceInstance};
 use rand::Rng;
 use std::time::Duration;
 
-pub struct AntiEntropy {
-    pub handle: DriverHandle,
+/// Where anti-entropy sends its catalog reads and writes: the server's own driver, or (on a client agent)
+/// a server reached over RPC.
+pub trait CatalogCaller: Send + Sync + 'static {
+    fn call_catalog(&self, req: Request) -> impl std::future::Future<Output = Response> + Send;
+}
+
+impl CatalogCaller for DriverHandle {
+    fn call_catalog(&self, req: Request) -> impl std::future::Future<Output = Response> + Send {
+        self.call(req)
+    }
+}
+
+pub struct AntiEntropy<H: CatalogCaller> {
+    pub handle: H,
     pub local: LocalAgentHandle,
     /// The periodic full sync (Consul: 1 min for clusters up to 128 nodes).
     pub interval: Duration,
@@ -18,7 +30,7 @@ pub struct AntiEntropy {
 /// How long to wait before retrying a failed round.
 const RETRY: Duration = Duration::from_secs(1);
 
-pub async fn run_anti_entropy(ae: AntiEntropy) {
+pub async fn run_anti_entropy<H: CatalogCaller>(ae: AntiEntropy<H>) {
     let mut changes = ae.local.subscribe();
     loop {
         changes.borrow_and_update();
@@ -42,13 +54,13 @@ pub async fn run_anti_entropy(ae: AntiEntropy) {
     }
 }
 
-async fn read(handle: &DriverHandle, query: CatalogQuery) -> Result<CatalogResult, String> {
+async fn read<H: CatalogCaller>(handle: &H, query: CatalogQuery) -> Result<CatalogResult, String> {
     let req = Request::Read {
         query: Query::Catalog(query),
         mode: ReadMode::Default,
         block: None,
     };
-    match handle.call(req).await {
+    match handle.call_catalog(req).await {
         Response::Catalog { result, .. } => Ok(result),
         Response::Error(e) => Err(e.to_string()),
         other => Err(format!("unexpected answer {other:?}")),
@@ -56,7 +68,7 @@ async fn read(handle: &DriverHandle, query: CatalogQuery) -> Result<CatalogResul
 }
 
 /// One round; returns the number of writes it made.
-pub(crate) async fn sync_once(ae: &AntiEntropy) -> Result<usize, String> {
+pub(crate) async fn sync_once<H: CatalogCaller>(ae: &AntiEntropy<H>) -> Result<usize, String> {
     let name = ae.local.node().name;
     let CatalogResult::Node(found) = read(&ae.handle, CatalogQuery::Node { node: name.clone() }).await? else {
         return Err("unexpected catalog answer".into());
@@ -75,7 +87,7 @@ pub(crate) async fn sync_once(ae: &AntiEntropy) -> Result<usize, String> {
         .with_state(|s| s.sync_plan(now, node.as_ref(), &services, &checks));
     let writes = plan.len();
     for cmd in plan {
-        match ae.handle.call(Request::Write(cmd)).await {
+        match ae.handle.call_catalog(Request::Write(cmd)).await {
             Response::Written {
                 result: CommandResult::Bool(_),
                 ..

@@ -43,6 +43,8 @@ impl DevAgent {
             "0",
             "-server-port",
             "0",
+            "-dns-port",
+            "0",
             "-serf-lan-port",
             "0",
             "-serf-wan-port",
