@@ -152,3 +152,105 @@ fn a_blocking_health_query_on_a_follower_wakes_for_its_service_only() {
     assert!(woken.index().unwrap() > index);
     assert_eq!(woken.json().unwrap()[0]["Service"]["Tags"][0], "v2");
 }
+
+#[test]
+fn a_client_agents_services_and_checks_reach_the_servers_catalog() {
+    let mut c = Cluster::start(1);
+    let client = c.add_client("c1");
+    c.wait_leader(FIRST_LEADER);
+
+    // The client's node itself is synced once it has found a server through gossip.
+    poll(SETTLE, "the client's node in the catalog", || {
+        let nodes = c.get(0, "/v1/catalog/nodes")?.expect_status(200)?.json()?;
+        let names: Vec<&str> = nodes
+            .as_array()
+            .ok_or("not a list")?
+            .iter()
+            .filter_map(|n| n["Node"].as_str())
+            .collect();
+        names.contains(&"c1").then_some(()).ok_or(format!("{names:?}"))
+    });
+
+    let code = Arc::new(AtomicU16::new(200));
+    let target = http_target(code.clone());
+    let body = format!(
+        r#"{{"Name":"api","ID":"api-1","Port":9090,"Tags":["blue"],"Check":{{"HTTP":"http://{target}/","Interval":"1s"}}}}"#
+    );
+    c.put(client, "/v1/agent/service/register", body.as_bytes())
+        .and_then(|r| r.expect_status(200))
+        .unwrap();
+    poll(SETTLE, "api passing on the server", || {
+        (passing(&c, 0, "api")? == 1)
+            .then_some(())
+            .ok_or("not passing yet".to_string())
+    });
+    let v = c.get(0, "/v1/catalog/service/api").unwrap().json().unwrap();
+    assert_eq!(v[0]["Node"], "c1", "{v}");
+    assert_eq!(v[0]["ServiceID"], "api-1", "{v}");
+    assert_eq!(v[0]["ServicePort"], 9090, "{v}");
+    assert_eq!(v[0]["ServiceTags"][0], "blue", "{v}");
+    assert_eq!(v[0]["Address"], c.servers[client].ip.to_string(), "{v}");
+    let h = c.get(0, "/v1/health/service/api").unwrap().json().unwrap();
+    let checks = h[0]["Checks"].as_array().unwrap();
+    assert!(
+        checks
+            .iter()
+            .any(|k| k["CheckID"] == "service:api-1" && k["Status"] == "passing"),
+        "{h}"
+    );
+
+    // An alias check on the server mirrors the client's service through the catalog.
+    c.put(
+        0,
+        "/v1/agent/check/register",
+        br#"{"Name":"api-alias","AliasNode":"c1","AliasService":"api-1"}"#,
+    )
+    .and_then(|r| r.expect_status(200))
+    .unwrap();
+    let alias = |want: &str| {
+        poll(SETTLE, &format!("the alias check {want}"), || {
+            let checks = c.get(0, "/v1/agent/checks")?.expect_status(200)?.json()?;
+            let check = &checks["api-alias"];
+            (check["Status"] == want && check["Type"] == "alias")
+                .then_some(())
+                .ok_or(format!("{check}"))
+        })
+    };
+    alias("passing");
+
+    // The check runs on the client; its result reaches the server's health view, and the alias follows.
+    code.store(500, Ordering::SeqCst);
+    poll(SETTLE, "api critical on the server", || {
+        let h = c.get(0, "/v1/health/checks/api")?.expect_status(200)?.json()?;
+        (h[0]["Status"] == "critical").then_some(()).ok_or(format!("{h}"))
+    });
+    assert_eq!(passing(&c, 0, "api").unwrap(), 0);
+    alias("critical");
+
+    // A node-level check registered on the client, then the service's deregistration.
+    c.put(
+        client,
+        "/v1/agent/check/register",
+        br#"{"Name":"mem","TTL":"30s","Status":"passing"}"#,
+    )
+    .and_then(|r| r.expect_status(200))
+    .unwrap();
+    c.put(client, "/v1/agent/service/deregister/api-1", b"")
+        .and_then(|r| r.expect_status(200))
+        .unwrap();
+    poll(SETTLE, "api gone and the node check present on the server", || {
+        let services = c.get(0, "/v1/catalog/services")?.json()?;
+        if services.get("api").is_some() {
+            return Err(format!("api still listed: {services}"));
+        }
+        let node = c.get(0, "/v1/health/node/c1")?.expect_status(200)?.json()?;
+        let ids: Vec<&str> = node
+            .as_array()
+            .ok_or("not a list")?
+            .iter()
+            .filter_map(|k| k["CheckID"].as_str())
+            .filter(|id| *id != "serfHealth")
+            .collect();
+        (ids == ["mem"]).then_some(()).ok_or(format!("checks of c1: {ids:?}"))
+    });
+}

@@ -12,8 +12,11 @@
 //! - HTTP/TCP/script checks run in the runtime, which reports each result with
 //!   [`LocalAgent::check_result`]; TTL checks are updated by the API with [`LocalAgent::update_ttl`].
 
+mod alias;
 #[cfg(test)]
 mod tests;
+
+pub use alias::alias_status;
 
 use crate::state::{CatalogNode, CheckDefinition, CheckStatus, Command, HealthCheck, Registration, ServiceInstance};
 use crate::time::Instant;
@@ -52,6 +55,27 @@ pub enum CheckKind {
     Script {
         args: Vec<String>,
     },
+    /// The gRPC health protocol (`grpc.health.v1.Health/Check`) against `target` = `host:port[/service]`:
+    /// `SERVING` is passing, anything else (or no answer) critical.
+    Grpc {
+        target: String,
+        use_tls: bool,
+        tls_skip_verify: bool,
+        tls_server_name: String,
+    },
+    /// Mirrors the aggregate health of node `node` (`""`: this agent's node) and, if `service_id` is
+    /// set, that service's checks: critical beats warning beats passing; never run on an interval.
+    Alias {
+        node: String,
+        service_id: String,
+    },
+    /// `args` run inside the Docker container `container_id` through the Engine API's exec endpoints;
+    /// exit codes as for scripts. `shell` is the container's shell for a legacy `script` string.
+    Docker {
+        container_id: String,
+        shell: String,
+        args: Vec<String>,
+    },
     /// Maintenance: always critical, never run.
     Maintenance,
 }
@@ -64,6 +88,9 @@ impl CheckKind {
             CheckKind::Http { .. } => "http",
             CheckKind::Tcp { .. } => "tcp",
             CheckKind::Script { .. } => "script",
+            CheckKind::Grpc { .. } => "grpc",
+            CheckKind::Alias { .. } => "alias",
+            CheckKind::Docker { .. } => "docker",
             CheckKind::Maintenance => "",
         }
     }
@@ -446,6 +473,27 @@ impl LocalAgent {
                 definition.tls_server_name = tls_server_name.clone();
             }
             CheckKind::Tcp { address } => definition.tcp = address.clone(),
+            CheckKind::Grpc {
+                target,
+                use_tls,
+                tls_skip_verify,
+                tls_server_name,
+            } => {
+                definition.grpc = target.clone();
+                definition.grpc_use_tls = *use_tls;
+                definition.tls_skip_verify = *tls_skip_verify;
+                definition.tls_server_name = tls_server_name.clone();
+            }
+            CheckKind::Alias { node, service_id } => {
+                definition.alias_node = node.clone();
+                definition.alias_service = service_id.clone();
+            }
+            CheckKind::Docker {
+                container_id, shell, ..
+            } => {
+                definition.docker_container_id = container_id.clone();
+                definition.shell = shell.clone();
+            }
             CheckKind::Ttl { .. } | CheckKind::Script { .. } | CheckKind::Maintenance => {}
         }
         HealthCheck {
@@ -677,6 +725,15 @@ fn validate_kind(kind: &CheckKind) -> Result<(), AgentError> {
     match kind {
         CheckKind::Ttl { ttl } if ttl.is_zero() => Err(AgentError::BadRequest("TTL must be > 0 for TTL checks".into())),
         CheckKind::Script { args } if args.is_empty() => Err(AgentError::BadRequest("Args must not be empty".into())),
+        CheckKind::Docker { container_id, args, .. } if container_id.is_empty() || args.is_empty() => Err(
+            AgentError::BadRequest("Docker checks need DockerContainerID and Args".into()),
+        ),
+        CheckKind::Alias { node, service_id } if node.is_empty() && service_id.is_empty() => Err(
+            AgentError::BadRequest("Alias checks need AliasNode or AliasService".into()),
+        ),
+        CheckKind::Grpc { target, .. } if target.is_empty() => {
+            Err(AgentError::BadRequest("GRPC must not be empty".into()))
+        }
         _ => Ok(()),
     }
 }

@@ -328,3 +328,50 @@ fn config_definitions_are_not_resurrected_but_their_state_is_kept() {
     c.restore(t(100), snap);
     assert!(!c.checks().contains_key("cfg-ttl"));
 }
+
+fn row(check_id: &str, service_id: &str, status: CheckStatus) -> HealthCheck {
+    HealthCheck {
+        node: "n2".into(),
+        check_id: check_id.into(),
+        name: check_id.into(),
+        status,
+        output: format!("{check_id} says so"),
+        service_id: service_id.into(),
+        ..HealthCheck::default()
+    }
+}
+
+#[test]
+fn alias_status_follows_consuls_rules() {
+    use CheckStatus::*;
+    // Nothing to mirror: passing.
+    assert_eq!(alias_status(&[], "n2", "", true), (Passing, "No checks found.".into()));
+    // Node alias: node checks count, service checks do not.
+    let checks = [row("mem", "", Passing), row("service:db", "db", Critical)];
+    assert_eq!(
+        alias_status(&checks, "n2", "", false),
+        (Passing, "All checks passing.".into())
+    );
+    // Service alias: the service's checks and the node's; critical beats warning whatever the order.
+    let checks = [
+        row("mem", "", Warning),
+        row("service:db", "db", Critical),
+        row("disk", "", Warning),
+    ];
+    let (status, output) = alias_status(&checks, "n2", "db", true);
+    assert_eq!(status, Critical);
+    assert!(
+        output.contains("\"service:db\" failing: service:db says so"),
+        "{output}"
+    );
+    let checks = [row("service:db", "db", Passing), row("mem", "", Warning)];
+    assert_eq!(alias_status(&checks, "n2", "db", true).0, Warning);
+    // Another service's failure does not leak into a service alias.
+    let checks = [row("service:db", "db", Passing), row("service:web", "web", Critical)];
+    assert_eq!(alias_status(&checks, "n2", "db", true).0, Passing);
+    // A service without checks is passing; a service the node does not have is critical.
+    assert_eq!(alias_status(&[], "n2", "db", true).0, Passing);
+    let (status, output) = alias_status(&[row("mem", "", Passing)], "n2", "db", false);
+    assert_eq!(status, Critical);
+    assert_eq!(output, "Service db could not be found on node n2");
+}

@@ -212,6 +212,8 @@ pub struct NodeStatus {
     pub num_peers: usize,
     /// Milliseconds since the leader was last heard from (0 on the leader, None if never).
     pub last_contact_ms: Option<u64>,
+    /// KV tombstones not yet reaped (the leader reaps them a TTL after the delete).
+    pub kv_tombstones: usize,
 }
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
@@ -359,6 +361,7 @@ impl Node {
             last_snapshot_index: r.log.snapshot_index(),
             num_peers: r.membership.servers.len().saturating_sub(1),
             last_contact_ms: self.last_contact_ms(now),
+            kv_tombstones: self.sm.kv.tombstone_count(),
         }
     }
 

@@ -128,6 +128,13 @@ pub struct CheckDefinition {
     pub interval_ns: u64,
     pub timeout_ns: u64,
     pub deregister_critical_service_after_ns: u64,
+    /// `host:port[/service]` of a gRPC health check.
+    pub grpc: String,
+    pub grpc_use_tls: bool,
+    pub alias_node: String,
+    pub alias_service: String,
+    pub docker_container_id: String,
+    pub shell: String,
 }
 
 /// A check row.

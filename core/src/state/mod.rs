@@ -125,7 +125,12 @@ pub struct StateMachine {
     pub catalog: CatalogStore,
 }
 
-/// The snapshot form: each store encodes itself.
+/// The snapshot format this build writes: the first byte of every snapshot. A build refuses a snapshot
+/// whose format it does not know rather than misreading it; bump it whenever `Snapshot` or a store's
+/// encoding changes, and keep reading the formats users may still have on disk.
+pub const SNAPSHOT_FORMAT: u8 = 1;
+
+/// The snapshot form after the format byte: each store encodes itself.
 #[derive(Serialize, Deserialize)]
 struct Snapshot {
     kv: Vec<u8>,
@@ -179,11 +184,22 @@ impl StateMachine {
             kv: self.kv.encode(),
             catalog: self.catalog.encode(),
         };
-        Bytes::from(postcard::to_allocvec(&snapshot).expect("snapshots always encode"))
+        let mut out = vec![SNAPSHOT_FORMAT];
+        out.extend(postcard::to_allocvec(&snapshot).expect("snapshots always encode"));
+        Bytes::from(out)
     }
 
     /// Decode a snapshot produced by [`StateMachine::snapshot`]. Never panics on corrupt input.
     pub fn restore(data: &[u8]) -> Result<Self, DecodeError> {
+        let data = match data.split_first() {
+            Some((&SNAPSHOT_FORMAT, rest)) => rest,
+            Some((format, _)) => {
+                return Err(DecodeError::Snapshot(format!(
+                    "snapshot format {format} is not one this version reads (it writes and reads {SNAPSHOT_FORMAT})"
+                )))
+            }
+            None => return Err(DecodeError::Snapshot("empty snapshot".into())),
+        };
         let snapshot: Snapshot = match postcard::take_from_bytes(data) {
             Ok((snapshot, [])) => snapshot,
             Ok(_) => return Err(DecodeError::Snapshot("trailing bytes".into())),

@@ -192,6 +192,26 @@ fn snapshot_with_trailing_bytes_or_duplicates_is_rejected() {
     assert!(KvStore::decode(&live_and_dead).is_err());
 }
 
+#[test]
+fn a_snapshot_of_an_unknown_format_is_refused_with_its_format_named() {
+    let mut sm = StateMachine::default();
+    sm.apply(1, &set("a", "1", None), &mut super::Changes::default());
+    let mut bytes = sm.snapshot().to_vec();
+    assert_eq!(
+        bytes[0],
+        super::SNAPSHOT_FORMAT,
+        "every snapshot starts with its format"
+    );
+    bytes[0] = super::SNAPSHOT_FORMAT + 1;
+    let err = StateMachine::restore(&bytes).expect_err("a future format is refused, not misread");
+    assert!(
+        err.to_string()
+            .contains(&format!("format {}", super::SNAPSHOT_FORMAT + 1)),
+        "{err}"
+    );
+    assert!(StateMachine::restore(&[]).is_err());
+}
+
 // ---------------------------------------------------------------- watch unit tests
 
 fn fire(watches: &mut Watches, changed: &[&str]) -> Vec<u64> {

@@ -64,16 +64,26 @@ impl ClientAgent {
         }
         let http_addrs: Vec<SocketAddr> = http_listeners.iter().filter_map(|l| l.local_addr().ok()).collect();
         let (dns, dns_listeners) = bind_dns(&mut config).await?;
-        // Services and checks registered on a client are kept and checked locally, and anti-entropy syncs
-        // them into the catalog through a server.
+        // Services and checks registered on a client are kept and checked locally, and anti-entropy
+        // syncs them into the catalog through whichever server answers (forwarded RPC).
         let local = super::local_agent(&config, id, advertise, 0, Some(dir.clone()))?;
+        let forwarder = Forwarder {
+            lan: lan.clone(),
+            book,
+            datacenter: config.datacenter.clone(),
+            next: Arc::new(AtomicUsize::new(0)),
+        };
+        let alias_forwarder = forwarder.clone();
+        local.connect_catalog(Arc::new(move |req| {
+            let f = alias_forwarder.clone();
+            Box::pin(async move { f.forward(req).await })
+        }));
         let backend = ClientBackend {
             local: local.clone(),
             lan: lan.clone(),
-            book,
+            forwarder,
             info: Arc::new(agent_self(&config, id, advertise, &http_addrs, config.ports.server)),
             stop: stop.clone(),
-            next: Arc::new(AtomicUsize::new(0)),
         };
         let settings = HttpSettings {
             datacenter: config.datacenter.clone(),
@@ -91,18 +101,17 @@ impl ClientAgent {
             }
         });
         tasks.spawn(serf::apply_keyring_events(lan.clone()));
-        let (timers, timers_stop) = (local.clone().run_timers(), stopped(&stop));
-        tasks.spawn(async move {
-            tokio::select! { _ = timers => {} _ = timers_stop => {} }
-        });
         let ae = crate::local::run_anti_entropy(crate::local::AntiEntropy {
-            handle: backend.clone(),
-            local: local.clone(),
+            backend: backend.clone(),
             interval: super::ANTI_ENTROPY_INTERVAL,
         });
         let ae_stop = stopped(&stop);
         tasks.spawn(async move {
             tokio::select! { _ = ae => {} _ = ae_stop => {} }
+        });
+        let (timers, timers_stop) = (local.run_timers(), stopped(&stop));
+        tasks.spawn(async move {
+            tokio::select! { _ = timers => {} _ = timers_stop => {} }
         });
         serf::snapshot_tasks(&mut tasks, &config, &lan, false, stopped(&stop));
         let (join_lan, join_stop) = (lan.clone(), stopped(&stop));
@@ -165,27 +174,35 @@ impl ClientAgent {
     }
 }
 
-impl crate::local::CatalogCaller for ClientBackend {
-    fn call_catalog(&self, req: Request) -> impl std::future::Future<Output = Response> + Send {
-        let this = self.clone();
-        async move { this.forward(req).await }
-    }
-}
-
 #[derive(Clone)]
 pub struct ClientBackend {
     local: crate::local::LocalAgentHandle,
     lan: PoolHandle,
-    book: Arc<AddressBook>,
+    forwarder: Forwarder,
     info: Arc<AgentSelf>,
     stop: Arc<watch::Sender<bool>>,
-    /// Round-robin start among the known servers.
-    next: Arc<AtomicUsize>,
 }
 
 impl ClientBackend {
     fn servers(&self) -> Vec<ServerInfo> {
-        serf::alive_servers(&self.lan.members(), &self.info.datacenter)
+        self.forwarder.servers()
+    }
+}
+
+/// The client's RPC path to the servers (kept apart from the backend so the local agent's alias checks
+/// can hold it without holding the local agent itself).
+#[derive(Clone)]
+struct Forwarder {
+    lan: PoolHandle,
+    book: Arc<AddressBook>,
+    datacenter: String,
+    /// Round-robin start among the known servers.
+    next: Arc<AtomicUsize>,
+}
+
+impl Forwarder {
+    fn servers(&self) -> Vec<ServerInfo> {
+        serf::alive_servers(&self.lan.members(), &self.datacenter)
     }
 
     /// Forward `req` to a server, trying each known one once. A call that reached a server but broke
@@ -196,7 +213,7 @@ impl ClientBackend {
             return Response::Error(ApiError::NoLeader);
         }
         let timeout = match &req {
-            Request::KvRead { block: Some(b), .. } => b.wait + CALL_SLACK,
+            Request::KvRead { block: Some(b), .. } | Request::Read { block: Some(b), .. } => b.wait + CALL_SLACK,
             _ => CALL_SLACK,
         };
         let start = self.next.fetch_add(1, Ordering::Relaxed);
@@ -219,8 +236,8 @@ impl ClientBackend {
 
 impl Backend for ClientBackend {
     fn call(&self, req: Request) -> impl std::future::Future<Output = Response> + Send {
-        let me = self.clone();
-        async move { me.forward(req).await }
+        let forwarder = self.forwarder.clone();
+        async move { forwarder.forward(req).await }
     }
 
     fn local(&self) -> &crate::local::LocalAgentHandle {

@@ -16,6 +16,7 @@ mod reconcile;
 pub mod serf;
 #[cfg(test)]
 mod tests;
+pub(crate) mod tombstones;
 
 pub use backend::AgentBackend;
 pub use client::{ClientAgent, ClientBackend};
@@ -235,6 +236,11 @@ impl Agent {
         let http_addrs: Vec<SocketAddr> = http_listeners.iter().filter_map(|l| l.local_addr().ok()).collect();
         let (dns, dns_listeners) = bind_dns(&mut config).await?;
         let local = local_agent(&config, id, advertise, rpc_addr.port(), data_dir.clone())?;
+        let alias_handle = handle.clone();
+        local.connect_catalog(Arc::new(move |req| {
+            let handle = alias_handle.clone();
+            Box::pin(async move { handle.call(req).await })
+        }));
         let backend = AgentBackend {
             local: local.clone(),
             handle: handle.clone(),
@@ -252,7 +258,7 @@ impl Agent {
             http_max_conns_per_client: config.http_max_conns_per_client,
         };
         crate::dns::spawn(&mut tasks, dns_listeners, dns, backend.clone(), stopped(&stop));
-        let http_stop = stopped(&stop);
+        let (http_stop, ae_backend) = (stopped(&stop), backend.clone());
         tasks.spawn(async move {
             if let Err(e) = crate::http::serve(http_listeners, backend, settings, http_stop).await {
                 tracing::error!(target: "agent.http", "HTTP server failed: {e}");
@@ -336,14 +342,20 @@ impl Agent {
         tasks.spawn(async move {
             tokio::select! { _ = reconcile => {} _ = reconcile_stop => {} }
         });
+        let (gc_stop, gc) = (
+            stopped(&stop),
+            tombstones::run(handle.clone(), tombstones::TombstoneGc::default()),
+        );
+        tasks.spawn(async move {
+            tokio::select! { _ = gc => {} _ = gc_stop => {} }
+        });
         let (timers_stop, ae_stop) = (stopped(&stop), stopped(&stop));
         let timers = local.clone().run_timers();
         tasks.spawn(async move {
             tokio::select! { _ = timers => {} _ = timers_stop => {} }
         });
         let ae = crate::local::run_anti_entropy(crate::local::AntiEntropy {
-            handle: handle.clone(),
-            local,
+            backend: ae_backend,
             interval: ANTI_ENTROPY_INTERVAL,
         });
         tasks.spawn(async move {
@@ -409,7 +421,7 @@ impl Agent {
 }
 
 /// Consul's `ae_interval` for clusters of up to 128 nodes.
-const ANTI_ENTROPY_INTERVAL: Duration = Duration::from_secs(60);
+pub(crate) const ANTI_ENTROPY_INTERVAL: Duration = Duration::from_secs(60);
 
 /// The agent's local state: this node as the catalog shows it, services and checks saved by an earlier
 /// run, then those of the config files (`service`/`check` blocks in `-config-dir`).

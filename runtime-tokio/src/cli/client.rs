@@ -64,6 +64,8 @@ impl fmt::Display for ClientError {
 pub(crate) struct Reply {
     pub(crate) status: u16,
     pub(crate) body: Vec<u8>,
+    /// `X-Consul-Index` (0 when absent).
+    pub(crate) index: u64,
 }
 
 pub(crate) struct Client {
@@ -152,12 +154,13 @@ impl Client {
             }
         };
         let status = resp.status();
+        let index = resp.header("X-Consul-Index").and_then(|v| v.parse().ok()).unwrap_or(0);
         let mut body = Vec::new();
         resp.into_reader()
             .read_to_end(&mut body)
             .map_err(|e| ClientError::Transport(format!("{method} \"{url}\": reading the response: {e}")))?;
         if status == 404 || (200..300).contains(&status) {
-            Ok(Reply { status, body })
+            Ok(Reply { status, body, index })
         } else {
             Err(ClientError::Status {
                 code: status,

@@ -61,6 +61,11 @@ impl FlagSet {
         self.add(name, Kind::Bool, "false", help)
     }
 
+    /// A boolean flag that is on unless `-name=false` is given.
+    pub(crate) fn bool_on(self, name: &'static str, help: &'static str) -> Self {
+        self.add(name, Kind::Bool, "true", help)
+    }
+
     pub(crate) fn string(self, name: &'static str, default: &'static str, help: &'static str) -> Self {
         self.add(name, Kind::Str, default, help)
     }

@@ -14,6 +14,7 @@ mod members;
 mod ops;
 #[cfg(test)]
 mod tests;
+mod watch;
 
 use flags::{FlagError, FlagSet};
 use std::io::{Read, Write};
@@ -74,7 +75,8 @@ Available commands are:
     registrator    Registers Docker containers as services (gliderlabs/registrator)
     services       Interact with services
     template       Renders templates from Consul data (consul-template)
-    version        Prints the concord version";
+    version        Prints the concord version
+    watch          Watch for changes in Consul";
 
 pub(crate) fn run_with(args: &[String], io: &mut Io<'_>) -> i32 {
     let Some((command, rest)) = args.split_first() else {
@@ -96,6 +98,7 @@ pub(crate) fn run_with(args: &[String], io: &mut Io<'_>) -> i32 {
         "operator" => ops::operator(rest, io),
         "template" => crate::template::run_cli(rest, io),
         "registrator" => crate::registrator::run_cli(rest, io),
+        "watch" => watch::run(rest, io),
         "version" | "-v" | "-version" | "--version" => ops::version(rest, io),
         "-h" | "-help" | "--help" | "help" => {
             io.info(USAGE);

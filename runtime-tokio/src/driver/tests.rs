@@ -350,3 +350,36 @@ async fn a_storage_failure_stops_the_driver_and_fails_pending_requests() {
     }
     assert!(s.handle.is_stopped());
 }
+
+#[tokio::test]
+async fn the_leader_reaps_kv_tombstones_a_ttl_after_the_delete() {
+    use crate::agent::tombstones::{run, TombstoneGc};
+    let s = start_with(Limits::default(), true);
+    elected(&s.handle).await;
+    let gc = TombstoneGc {
+        ttl: Duration::from_millis(300),
+        granularity: Duration::from_millis(50),
+    };
+    tokio::spawn(run(s.handle.clone(), gc));
+    assert!(matches!(s.handle.call(put("k", "v")).await, Response::Written { .. }));
+    let delete = Request::Write(Command::KvDelete {
+        key: "k".into(),
+        cas: None,
+    });
+    assert!(matches!(s.handle.call(delete).await, Response::Written { .. }));
+    let tombstones = |h: DriverHandle| async move { h.status().await.expect("driver running").kv_tombstones };
+    assert_eq!(tombstones(s.handle.clone()).await, 1, "a delete leaves a tombstone");
+    let deadline = tokio::time::Instant::now() + DEADLINE;
+    while tombstones(s.handle.clone()).await != 0 {
+        assert!(tokio::time::Instant::now() < deadline, "the tombstone was never reaped");
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    // Once reaped and idle, the collector writes nothing more: the applied index stands still.
+    let settled = s.handle.subscribe_applied().borrow().index;
+    tokio::time::sleep(gc.ttl * 2).await;
+    assert_eq!(
+        s.handle.subscribe_applied().borrow().index,
+        settled,
+        "an idle cluster kept reaping"
+    );
+}

@@ -500,6 +500,12 @@ fn check(o: Obj) -> Result<HealthCheck, String> {
             interval_ns: d.duration("Interval")?.as_nanos() as u64,
             timeout_ns: d.duration("Timeout")?.as_nanos() as u64,
             deregister_critical_service_after_ns: d.duration("DeregisterCriticalServiceAfter")?.as_nanos() as u64,
+            grpc: d.str("GRPC")?,
+            grpc_use_tls: d.bool("GRPCUseTLS")?,
+            alias_node: d.str("AliasNode")?,
+            alias_service: d.str("AliasService")?,
+            docker_container_id: d.str("DockerContainerID")?,
+            shell: d.str("Shell")?,
         },
         None => CheckDefinition::default(),
     };

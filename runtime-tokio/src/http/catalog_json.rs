@@ -242,6 +242,18 @@ pub(crate) struct DefinitionJson<'a> {
     timeout: String,
     #[serde(skip_serializing_if = "String::is_empty")]
     deregister_critical_service_after: String,
+    #[serde(rename = "DockerContainerID", skip_serializing_if = "str::is_empty")]
+    docker_container_id: &'a str,
+    #[serde(skip_serializing_if = "str::is_empty")]
+    shell: &'a str,
+    #[serde(rename = "GRPC", skip_serializing_if = "str::is_empty")]
+    grpc: &'a str,
+    #[serde(rename = "GRPCUseTLS", skip_serializing_if = "std::ops::Not::not")]
+    grpc_use_tls: bool,
+    #[serde(skip_serializing_if = "str::is_empty")]
+    alias_node: &'a str,
+    #[serde(skip_serializing_if = "str::is_empty")]
+    alias_service: &'a str,
 }
 
 impl<'a> From<&'a CheckDefinition> for DefinitionJson<'a> {
@@ -257,6 +269,12 @@ impl<'a> From<&'a CheckDefinition> for DefinitionJson<'a> {
             interval: duration_or_empty(d.interval_ns),
             timeout: duration_or_empty(d.timeout_ns),
             deregister_critical_service_after: duration_or_empty(d.deregister_critical_service_after_ns),
+            docker_container_id: &d.docker_container_id,
+            shell: &d.shell,
+            grpc: &d.grpc,
+            grpc_use_tls: d.grpc_use_tls,
+            alias_node: &d.alias_node,
+            alias_service: &d.alias_service,
         }
     }
 }

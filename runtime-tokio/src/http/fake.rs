@@ -328,6 +328,7 @@ impl Backend for FakeBackend {
                 last_log_term: 3,
                 last_snapshot_index: 0,
                 num_peers: 1,
+                kv_tombstones: 0,
                 last_contact_ms: Some(0),
             }),
             leader_addr: Some("127.0.0.1:8300".into()),

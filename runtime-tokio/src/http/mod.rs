@@ -242,7 +242,11 @@ pub async fn serve<B: Backend>(
         let mut stop = stop_rx.clone();
         let app = app.clone();
         servers.spawn(async move {
-            axum::serve(listener, app)
+            // Not `serve(listener, app)`: axum's make-service for a bare Router re-runs `with_state` for
+            // every connection, copying the whole route table (≈40 KiB per open connection, measured with
+            // heaptrack; see BENCHMARKS.md). `into_make_service` finishes the router once and hands each
+            // connection an Arc clone.
+            axum::serve(listener, app.into_make_service())
                 .with_graceful_shutdown(async move {
                     let _ = stop.wait_for(|stopping| *stopping).await;
                 })

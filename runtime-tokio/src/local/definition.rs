@@ -52,6 +52,11 @@ pub(crate) fn check(o: Obj, scripts: ScriptPolicy, standalone: bool) -> Result<C
     if args.is_empty() {
         args = o.strings("ScriptArgs")?;
     }
+    let grpc = o.str("GRPC")?;
+    let alias_node = o.str("AliasNode")?;
+    let alias_service = o.str("AliasService")?;
+    let docker_container_id = o.str("DockerContainerID")?;
+    let shell = o.str("Shell")?;
     let (kind, default_timeout) = if !ttl.is_zero() {
         (CheckKind::Ttl { ttl }, Duration::ZERO)
     } else if !http.is_empty() {
@@ -79,6 +84,41 @@ pub(crate) fn check(o: Obj, scripts: ScriptPolicy, standalone: bool) -> Result<C
         (kind, HTTP_TCP_TIMEOUT)
     } else if !tcp.is_empty() {
         (CheckKind::Tcp { address: tcp }, HTTP_TCP_TIMEOUT)
+    } else if !grpc.is_empty() {
+        let kind = CheckKind::Grpc {
+            target: grpc,
+            use_tls: o.bool("GRPCUseTLS")?,
+            tls_skip_verify: o.bool("TLSSkipVerify")?,
+            tls_server_name: o.str("TLSServerName")?,
+        };
+        (kind, HTTP_TCP_TIMEOUT)
+    } else if !alias_node.is_empty() || !alias_service.is_empty() {
+        let kind = CheckKind::Alias {
+            node: alias_node,
+            service_id: alias_service,
+        };
+        (kind, Duration::ZERO)
+    } else if !docker_container_id.is_empty() {
+        // Consul counts Docker checks as script checks: they run commands, so the same switch guards them.
+        if !scripts.allowed {
+            return Err(
+                "Scripts are disabled on this agent; to enable, configure 'enable_script_checks' to true".into(),
+            );
+        }
+        let script = o.str("Script")?;
+        if args.is_empty() && !script.is_empty() {
+            let sh = if shell.is_empty() { "/bin/sh" } else { shell.as_str() };
+            args = vec![sh.to_string(), "-c".to_string(), script];
+        }
+        if args.is_empty() {
+            return Err("Invalid check: a Docker check needs Args".into());
+        }
+        let kind = CheckKind::Docker {
+            container_id: docker_container_id,
+            shell,
+            args,
+        };
+        (kind, SCRIPT_TIMEOUT)
     } else if !args.is_empty() {
         if !scripts.allowed {
             return Err(
@@ -87,9 +127,13 @@ pub(crate) fn check(o: Obj, scripts: ScriptPolicy, standalone: bool) -> Result<C
         }
         (CheckKind::Script { args }, SCRIPT_TIMEOUT)
     } else {
-        return Err("Invalid check: TTL, HTTP, TCP or Args (with an Interval) must be given".into());
+        return Err(
+            "Invalid check: TTL, HTTP, TCP, GRPC, AliasNode/AliasService, or Args (with an Interval) must be given"
+                .into(),
+        );
     };
-    if !matches!(kind, CheckKind::Ttl { .. }) && interval.is_zero() {
+    let needs_interval = !matches!(kind, CheckKind::Ttl { .. } | CheckKind::Alias { .. });
+    if needs_interval && interval.is_zero() {
         return Err("Interval must be > 0 for Script, HTTP, H2PING, TCP or UDP checks".into());
     }
     let timeout = match o.duration("Timeout")? {
@@ -155,5 +199,67 @@ mod tests {
         let v = json!({"Name": "c", "Args": ["true"], "Interval": "1s"});
         let def = check(Obj::new(&v).unwrap(), ScriptPolicy { allowed: true }, true).unwrap();
         assert_eq!((def.id.as_str(), def.timeout), ("c", SCRIPT_TIMEOUT));
+    }
+
+    fn parse(v: serde_json::Value, scripts: bool) -> Result<CheckDef, String> {
+        check(Obj::new(&v).unwrap(), ScriptPolicy { allowed: scripts }, true)
+    }
+
+    #[test]
+    fn grpc_alias_and_docker_checks_parse_in_both_casings() {
+        let def = parse(
+            json!({"name": "g", "grpc": "127.0.0.1:9000/db", "grpc_use_tls": true, "tls_skip_verify": true, "interval": "5s"}),
+            false,
+        )
+        .unwrap();
+        assert_eq!(
+            def.kind,
+            CheckKind::Grpc {
+                target: "127.0.0.1:9000/db".into(),
+                use_tls: true,
+                tls_skip_verify: true,
+                tls_server_name: String::new()
+            }
+        );
+        assert_eq!((def.timeout, def.kind.type_name()), (HTTP_TCP_TIMEOUT, "grpc"));
+        assert!(
+            parse(json!({"Name": "g", "GRPC": "x:1"}), false).is_err(),
+            "gRPC needs an interval"
+        );
+
+        // Alias checks need no interval.
+        let def = parse(json!({"Name": "a", "AliasNode": "n2", "AliasService": "db"}), false).unwrap();
+        assert_eq!(
+            def.kind,
+            CheckKind::Alias {
+                node: "n2".into(),
+                service_id: "db".into()
+            }
+        );
+
+        let docker = json!({"Name": "d", "docker_container_id": "f00", "args": ["/bin/check"], "interval": "10s"});
+        assert!(parse(docker.clone(), false)
+            .unwrap_err()
+            .contains("enable_script_checks"));
+        let def = parse(docker, true).unwrap();
+        assert_eq!(
+            def.kind,
+            CheckKind::Docker {
+                container_id: "f00".into(),
+                shell: String::new(),
+                args: vec!["/bin/check".into()]
+            }
+        );
+        // The legacy `Script` string runs through `Shell` (default /bin/sh).
+        let def = parse(
+            json!({"Name": "d", "DockerContainerID": "f00", "Shell": "/bin/bash", "Script": "exit 0", "Interval": "1s"}),
+            true,
+        )
+        .unwrap();
+        let CheckKind::Docker { args, .. } = def.kind else {
+            panic!("not a Docker check")
+        };
+        assert_eq!(args, ["/bin/bash", "-c", "exit 0"]);
+        assert!(parse(json!({"Name": "d", "DockerContainerID": "f00", "Interval": "1s"}), true).is_err());
     }
 }

@@ -1,17 +1,25 @@
 //! The agent's local services and checks at run time: the core's [`LocalAgent`] behind a short-held
-//! mutex (never held across an await), a probe task per HTTP/TCP/script check, a timer task for TTL
-//! expiry and reaping, persistence of the local state, and anti-entropy to the catalog.
+//! mutex (never held across an await), a probe task per HTTP/TCP/script/gRPC/Docker check and per alias
+//! check, a timer task for TTL expiry and reaping, persistence of the local state, and anti-entropy to
+//! the catalog.
 //!
 //! Invariants: a probe task runs for exactly the probed checks currently registered (a replaced or
 //! removed check's task is aborted); every change notifies the anti-entropy loop; the local state is
 //! written to `<data-dir>/local-state.json` after every change so a restart keeps services, checks and
 //! TTL statuses.
 
+mod alias;
 pub(crate) mod definition;
+mod docker;
+pub(crate) mod grpc;
 mod probe;
 mod sync;
+#[cfg(test)]
+mod tests;
+pub(crate) mod tls;
 
-pub use sync::{run_anti_entropy, AntiEntropy, CatalogCaller};
+pub use alias::CatalogCall;
+pub use sync::{run_anti_entropy, AntiEntropy};
 
 use crate::agent::TokioClock;
 use crate::driver::Clock;
@@ -64,6 +72,8 @@ struct Inner {
     persist_path: Option<PathBuf>,
     /// `-enable-script-checks`: scripts may come through the API.
     pub(crate) enable_script_checks: bool,
+    /// How alias checks of other nodes read the catalog (set once the agent's RPC path exists).
+    catalog: watch::Sender<Option<CatalogCall>>,
 }
 
 impl Drop for Inner {
@@ -103,10 +113,16 @@ impl LocalAgentHandle {
                 changed: watch::channel(0).0,
                 persist_path: data_dir.map(state_file),
                 enable_script_checks,
+                catalog: watch::channel(None).0,
             }),
         };
         handle.reconcile_probes();
         handle
+    }
+
+    /// Give alias checks of other nodes their way to the catalog (blocking health reads).
+    pub fn connect_catalog(&self, call: CatalogCall) {
+        self.inner.catalog.send_replace(Some(call));
     }
 
     pub(crate) fn enable_script_checks(&self) -> bool {
@@ -160,7 +176,12 @@ impl LocalAgentHandle {
             .filter(|c| {
                 matches!(
                     c.def.kind,
-                    CheckKind::Http { .. } | CheckKind::Tcp { .. } | CheckKind::Script { .. }
+                    CheckKind::Http { .. }
+                        | CheckKind::Tcp { .. }
+                        | CheckKind::Script { .. }
+                        | CheckKind::Grpc { .. }
+                        | CheckKind::Docker { .. }
+                        | CheckKind::Alias { .. }
                 )
             })
             .map(|c| (c.def.id.clone(), c.def.clone()))
@@ -180,7 +201,13 @@ impl LocalAgentHandle {
             let Ok(rt) = tokio::runtime::Handle::try_current() else {
                 continue;
             };
-            let task = rt.spawn(probe_loop(Arc::downgrade(&self.inner), def.clone()));
+            let agent = Arc::downgrade(&self.inner);
+            let task = match &def.kind {
+                CheckKind::Alias { node, service_id } => {
+                    rt.spawn(alias::run(agent, def.id.clone(), node.clone(), service_id.clone()))
+                }
+                _ => rt.spawn(probe_loop(agent, def.clone())),
+            };
             probes.insert(id, (def, task.abort_handle()));
         }
     }

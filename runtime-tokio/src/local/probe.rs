@@ -1,12 +1,15 @@
-//! Running one HTTP, TCP or script check, with Consul's result mapping and output text.
+//! Running one HTTP(S), TCP, script, gRPC or Docker check, with Consul's result mapping and output text.
 //!
 //! - HTTP: 2xx passing, 429 warning, anything else (or no answer within the timeout) critical; redirects
 //!   are not followed; the body read is capped at 4 KiB. Runs on ureq (already the CLI's client) in a
-//!   blocking task. `https://` needs a TLS stack this build does not carry: such checks report critical
-//!   with a clear output.
+//!   blocking task; `https://` goes through rustls (see [`super::tls`] for trust, `TLSSkipVerify` and
+//!   `TLSServerName`).
 //! - TCP: a connection within the timeout is passing.
 //! - Script: exit 0 passing, 1 warning, else critical; on timeout the whole process group is killed.
-
+//! - gRPC: one `grpc.health.v1.Health/Check` call over HTTP/2 (TLS with `GRPCUseTLS`); `SERVING` is
+//!   passing, every other answer or failure critical.
+//! - Docker: the command runs in the container through the Engine API's exec endpoints (`DOCKER_HOST` or
+//!   the local socket); its exit code maps as a script's.
 use concord_core::agent::{CheckKind, MAX_OUTPUT};
 use concord_core::state::CheckStatus;
 use std::io::Read;
@@ -19,34 +22,54 @@ pub(crate) async fn run(kind: &CheckKind, timeout: Duration) -> (CheckStatus, St
             method,
             header,
             body,
-            ..
+            tls_skip_verify,
+            tls_server_name,
         } => {
+            let tls = if url.starts_with("https://") {
+                match super::tls::client_config(*tls_skip_verify, tls_server_name, &[], &[]) {
+                    Ok(config) => Some(config),
+                    Err(e) => return (CheckStatus::Critical, e),
+                }
+            } else {
+                None
+            };
             let (url, method, header, body) = (url.clone(), method.clone(), header.clone(), body.clone());
-            tokio::task::spawn_blocking(move || http(&url, &method, &header, &body, timeout))
+            tokio::task::spawn_blocking(move || http(&url, &method, &header, &body, timeout, tls))
                 .await
                 .unwrap_or_else(|e| (CheckStatus::Critical, format!("check panicked: {e}")))
         }
         CheckKind::Tcp { address } => tcp(address, timeout).await,
         CheckKind::Script { args } => script(args, timeout).await,
-        CheckKind::Ttl { .. } | CheckKind::Maintenance => (CheckStatus::Critical, "not a probed check".into()),
+        CheckKind::Grpc {
+            target,
+            use_tls,
+            tls_skip_verify,
+            tls_server_name,
+        } => {
+            let tls = use_tls.then(|| super::tls::client_config(*tls_skip_verify, tls_server_name, &[b"h2"], &[]));
+            super::grpc::check(target, tls, timeout).await
+        }
+        CheckKind::Docker { container_id, args, .. } => super::docker::check(container_id, args, timeout).await,
+        CheckKind::Ttl { .. } | CheckKind::Alias { .. } | CheckKind::Maintenance => {
+            (CheckStatus::Critical, "not a probed check".into())
+        }
     }
 }
 
-fn http(
+pub(crate) fn http(
     url: &str,
     method: &str,
     header: &std::collections::BTreeMap<String, Vec<String>>,
     body: &str,
     timeout: Duration,
+    tls: Option<std::sync::Arc<rustls::ClientConfig>>,
 ) -> (CheckStatus, String) {
     let method = if method.is_empty() { "GET" } else { method };
-    if url.starts_with("https://") {
-        return (
-            CheckStatus::Critical,
-            format!("{method} {url}: HTTPS checks are not supported by this build (no TLS stack)"),
-        );
+    let mut agent = ureq::AgentBuilder::new().redirects(0).timeout(timeout);
+    if let Some(config) = tls {
+        agent = agent.tls_config(config);
     }
-    let agent = ureq::AgentBuilder::new().redirects(0).timeout(timeout).build();
+    let agent = agent.build();
     let mut req = agent
         .request(method, url)
         .set("User-Agent", "Consul Health Check")

@@ -1,28 +1,16 @@
 //! Anti-entropy: make the catalog's rows for this node match the local state, on every local change and
 //! every `interval` (plus a random stagger), best effort: a failed round is logged and retried.
 
-use super::LocalAgentHandle;
-use crate::driver::DriverHandle;
+use crate::http::Backend;
 use concord_core::api::{CatalogQuery, CatalogResult, Query, ReadMode, Request, Response};
 use concord_core::state::{CommandResult, HealthCheck, ServiceInstance};
 use rand::Rng;
 use std::time::Duration;
 
-/// Where anti-entropy sends its catalog reads and writes: the server's own driver, or (on a client agent)
-/// a server reached over RPC.
-pub trait CatalogCaller: Send + Sync + 'static {
-    fn call_catalog(&self, req: Request) -> impl std::future::Future<Output = Response> + Send;
-}
-
-impl CatalogCaller for DriverHandle {
-    fn call_catalog(&self, req: Request) -> impl std::future::Future<Output = Response> + Send {
-        self.call(req)
-    }
-}
-
-pub struct AntiEntropy<H: CatalogCaller> {
-    pub handle: H,
-    pub local: LocalAgentHandle,
+/// `backend` is how catalog reads and writes reach the servers (a server's own driver, or a client's
+/// RPC forwarding), and whose local state is synced.
+pub struct AntiEntropy<B> {
+    pub backend: B,
     /// The periodic full sync (Consul: 1 min for clusters up to 128 nodes).
     pub interval: Duration,
 }
@@ -30,8 +18,8 @@ pub struct AntiEntropy<H: CatalogCaller> {
 /// How long to wait before retrying a failed round.
 const RETRY: Duration = Duration::from_secs(1);
 
-pub async fn run_anti_entropy<H: CatalogCaller>(ae: AntiEntropy<H>) {
-    let mut changes = ae.local.subscribe();
+pub async fn run_anti_entropy<B: Backend>(ae: AntiEntropy<B>) {
+    let mut changes = ae.backend.local().subscribe();
     loop {
         changes.borrow_and_update();
         let wait = match sync_once(&ae).await {
@@ -54,13 +42,13 @@ pub async fn run_anti_entropy<H: CatalogCaller>(ae: AntiEntropy<H>) {
     }
 }
 
-async fn read<H: CatalogCaller>(handle: &H, query: CatalogQuery) -> Result<CatalogResult, String> {
+async fn read(backend: &impl Backend, query: CatalogQuery) -> Result<CatalogResult, String> {
     let req = Request::Read {
         query: Query::Catalog(query),
         mode: ReadMode::Default,
         block: None,
     };
-    match handle.call_catalog(req).await {
+    match backend.call(req).await {
         Response::Catalog { result, .. } => Ok(result),
         Response::Error(e) => Err(e.to_string()),
         other => Err(format!("unexpected answer {other:?}")),
@@ -68,12 +56,13 @@ async fn read<H: CatalogCaller>(handle: &H, query: CatalogQuery) -> Result<Catal
 }
 
 /// One round; returns the number of writes it made.
-pub(crate) async fn sync_once<H: CatalogCaller>(ae: &AntiEntropy<H>) -> Result<usize, String> {
-    let name = ae.local.node().name;
-    let CatalogResult::Node(found) = read(&ae.handle, CatalogQuery::Node { node: name.clone() }).await? else {
+pub(crate) async fn sync_once<B: Backend>(ae: &AntiEntropy<B>) -> Result<usize, String> {
+    let local = ae.backend.local();
+    let name = local.node().name;
+    let CatalogResult::Node(found) = read(&ae.backend, CatalogQuery::Node { node: name.clone() }).await? else {
         return Err("unexpected catalog answer".into());
     };
-    let CatalogResult::Checks(checks) = read(&ae.handle, CatalogQuery::HealthNode { node: name }).await? else {
+    let CatalogResult::Checks(checks) = read(&ae.backend, CatalogQuery::HealthNode { node: name }).await? else {
         return Err("unexpected catalog answer".into());
     };
     let (node, services): (_, Vec<ServiceInstance>) = match found {
@@ -81,13 +70,11 @@ pub(crate) async fn sync_once<H: CatalogCaller>(ae: &AntiEntropy<H>) -> Result<u
         None => (None, Vec::new()),
     };
     let checks: Vec<HealthCheck> = checks;
-    let now = ae.local.now();
-    let plan = ae
-        .local
-        .with_state(|s| s.sync_plan(now, node.as_ref(), &services, &checks));
+    let now = local.now();
+    let plan = local.with_state(|s| s.sync_plan(now, node.as_ref(), &services, &checks));
     let writes = plan.len();
     for cmd in plan {
-        match ae.handle.call_catalog(Request::Write(cmd)).await {
+        match ae.backend.call(Request::Write(cmd)).await {
             Response::Written {
                 result: CommandResult::Bool(_),
                 ..
