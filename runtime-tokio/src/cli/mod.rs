@@ -72,6 +72,7 @@ Available commands are:
     maint          Controls node or service maintenance mode
     members        Lists the members of a cluster
     operator       Provides cluster-level tools for operators
+    registrator    Registers Docker containers as services (gliderlabs/registrator)
     services       Interact with services
     template       Renders templates from Consul data (consul-template)
     version        Prints the concord version
@@ -96,6 +97,7 @@ pub(crate) fn run_with(args: &[String], io: &mut Io<'_>) -> i32 {
         "keyring" => members::keyring(rest, io),
         "operator" => ops::operator(rest, io),
         "template" => crate::template::run_cli(rest, io),
+        "registrator" => crate::registrator::run_cli(rest, io),
         "watch" => watch::run(rest, io),
         "version" | "-v" | "-version" | "--version" => ops::version(rest, io),
         "-h" | "-help" | "--help" | "help" => {

@@ -57,11 +57,7 @@ pub fn http_request(data: &[u8]) {
             kv_max_value_size: 4096,
             ..HttpSettings::default()
         };
-        let state = AppState {
-            backend: FakeBackend::new(),
-            settings: Arc::new(settings),
-            shutdown,
-        };
+        let state = AppState::new(FakeBackend::new(), settings, shutdown);
         let mut app = router(state);
         // The wait of a blocking query is the backend's (the core's) job; the fake parks until a write, so
         // a parked read is cut off here (the clock is paused: this costs no real time).

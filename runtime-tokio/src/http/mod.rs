@@ -186,6 +186,16 @@ impl Default for HttpSettings {
 /// increment) rather than the backend's many channel handles, each with its own reference count.
 pub(crate) struct AppState<B>(Arc<Shared<B>>);
 
+impl<B> AppState<B> {
+    pub(crate) fn new(backend: B, settings: HttpSettings, shutdown: watch::Receiver<bool>) -> Self {
+        Self(Arc::new(Shared {
+            backend,
+            settings: Arc::new(settings),
+            shutdown,
+        }))
+    }
+}
+
 impl<B> Clone for AppState<B> {
     fn clone(&self) -> Self {
         Self(Arc::clone(&self.0))
@@ -233,11 +243,7 @@ pub async fn serve<B: Backend>(
     }
     let (stop_tx, stop_rx) = watch::channel(false);
     let limits = conn_limit::PerClientLimit::new(settings.http_max_conns_per_client);
-    let state = AppState(Arc::new(Shared {
-        backend,
-        settings: Arc::new(settings),
-        shutdown: stop_rx.clone(),
-    }));
+    let state = AppState::new(backend, settings, stop_rx.clone());
     let app = router(state);
     let mut servers = tokio::task::JoinSet::new();
     for listener in listeners {

@@ -6,7 +6,7 @@ mod config;
 mod output;
 mod runner;
 #[cfg(test)]
-mod tests;
+pub(crate) mod tests;
 mod watch;
 
 use crate::cli::flags::{FlagError, FlagSet};
@@ -143,7 +143,7 @@ fn parse_args(args: &[String], io: &mut Io<'_>) -> Result<Config, i32> {
     Ok(config)
 }
 
-fn init_logging(level: &str) -> Result<(), String> {
+pub(crate) fn init_logging(level: &str) -> Result<(), String> {
     use tracing_subscriber::filter::LevelFilter;
     let level = match level.trim().to_ascii_lowercase().as_str() {
         "trace" => LevelFilter::TRACE,
@@ -196,7 +196,7 @@ pub(crate) fn run_cli(args: &[String], io: &mut Io<'_>) -> i32 {
 }
 
 /// SIGINT or SIGTERM.
-async fn shutdown_signal() {
+pub(crate) async fn shutdown_signal() {
     use tokio::signal::unix::{signal, SignalKind};
     let mut term = match signal(SignalKind::terminate()) {
         Ok(s) => s,

@@ -26,15 +26,16 @@ fn eventually<T>(what: &str, mut f: impl FnMut() -> Option<T>) -> T {
     }
 }
 
-/// A real `concord agent -dev` in this process, on its own runtime; stopped on drop.
-struct DevAgent {
-    addr: SocketAddr,
+/// A real `concord agent -dev` in this process, on its own runtime; stopped on drop. (Also used by the
+/// registrator's tests.)
+pub(crate) struct DevAgent {
+    pub(crate) addr: SocketAddr,
     stop: Option<tokio::sync::oneshot::Sender<()>>,
     thread: Option<std::thread::JoinHandle<()>>,
 }
 
 impl DevAgent {
-    fn start() -> DevAgent {
+    pub(crate) fn start() -> DevAgent {
         // Every port on 0: tests run several dev agents on 127.0.0.1 at once.
         let args: Vec<String> = [
             "-dev",
@@ -85,7 +86,7 @@ impl DevAgent {
         agent
     }
 
-    fn url(&self, path: &str) -> String {
+    pub(crate) fn url(&self, path: &str) -> String {
         format!("http://{}{path}", self.addr)
     }
 

@@ -1,0 +1,588 @@
+use super::backend::{self, BackendUri, Registered, Target};
+use super::bridge::{self, Binding, Container, Service, Settings};
+use super::daemon::plan;
+use super::docker;
+use std::collections::BTreeMap;
+use std::path::PathBuf;
+
+/// `docker inspect` of `docker run -d --name regprobe-web -p 127.0.0.1:8081:80 -p 127.0.0.1:5353:53/udp
+/// -e SERVICE_TAGS=a,b -l SERVICE_80_NAME=www regprobe/nginx:1.25` on Docker 20.10 (trimmed to the fields
+/// registrator reads).
+const INSPECT: &str = r#"{"Id": "2d7241906a9aeeec198d675e7c1e137176c5d59c772dcfb16001ae39d4e8dbc4", "Name": "/regprobe-web",
+ "State": {"Status": "running", "Running": true, "ExitCode": 0},
+ "Config": {"Hostname": "2d7241906a9a", "ExposedPorts": {"53/udp": {}, "80/tcp": {}}, "Env": ["SERVICE_TAGS=a,b"],
+            "Image": "regprobe/nginx:1.25", "Labels": {"SERVICE_80_NAME": "www"}},
+ "HostConfig": {"NetworkMode": "default"},
+ "NetworkSettings": {"Ports": {"53/udp": [{"HostIp": "127.0.0.1", "HostPort": "5353"}],
+                               "80/tcp": [{"HostIp": "127.0.0.1", "HostPort": "8081"}]},
+                     "IPAddress": "172.17.0.2",
+                     "Networks": {"bridge": {"IPAddress": "172.17.0.2", "Gateway": "172.17.0.1"}}}}"#;
+
+fn settings() -> Settings {
+    Settings {
+        hostname: "docker1".into(),
+        hostname_ip: Some("10.0.0.5".into()),
+        ..Settings::default()
+    }
+}
+
+/// A running `nginx` container named `web1` on the default bridge at 172.17.0.3.
+fn nginx() -> Container {
+    Container {
+        id: "0123456789abcdef".into(),
+        name: "web1".into(),
+        image: "nginx".into(),
+        network_mode: "default".into(),
+        networks: BTreeMap::from([("bridge".into(), "172.17.0.3".into())]),
+        exposed: vec!["80/tcp".into()],
+        ports: BTreeMap::from([(
+            "80/tcp".into(),
+            vec![Binding {
+                host_ip: "0.0.0.0".into(),
+                host_port: "32768".into(),
+            }],
+        )]),
+        running: true,
+        ..Container::default()
+    }
+}
+
+fn one(c: &Container, s: &Settings) -> Service {
+    let mut all = bridge::services(c, s);
+    assert_eq!(all.len(), 1, "{all:?}");
+    all.remove(0)
+}
+
+#[test]
+fn real_inspect_answer_maps_to_one_service_per_published_port() {
+    let r: bollard::models::ContainerInspectResponse = serde_json::from_str(INSPECT).unwrap();
+    let c = docker::container(r);
+    assert_eq!(
+        (c.name.as_str(), c.image.as_str()),
+        ("regprobe-web", "regprobe/nginx:1.25")
+    );
+    assert_eq!(c.exposed, ["53/udp", "80/tcp"]);
+    let services = bridge::services(&c, &settings());
+    let summary: Vec<_> = services
+        .iter()
+        .map(|s| {
+            (
+                s.id.as_str(),
+                s.name.as_str(),
+                s.address.as_str(),
+                s.port,
+                s.tags.clone(),
+            )
+        })
+        .collect();
+    assert_eq!(
+        summary,
+        [
+            (
+                "docker1:regprobe-web:53:udp",
+                "nginx-53",
+                "127.0.0.1",
+                5353,
+                vec!["a".to_string(), "b".into(), "udp".into()]
+            ),
+            // SERVICE_80_NAME is port-specific, so no -80 suffix.
+            (
+                "docker1:regprobe-web:80",
+                "www",
+                "127.0.0.1",
+                8081,
+                vec!["a".to_string(), "b".into()]
+            ),
+        ]
+    );
+    let internal = Settings {
+        internal: true,
+        ..settings()
+    };
+    let addrs: Vec<_> = bridge::services(&c, &internal)
+        .iter()
+        .map(|s| (s.address.clone(), s.port))
+        .collect();
+    assert_eq!(addrs, [("172.17.0.2".to_string(), 53), ("172.17.0.2".to_string(), 80)]);
+}
+
+#[test]
+fn tutorial_container_gets_the_image_name_and_the_host_address() {
+    let s = one(&nginx(), &settings());
+    assert_eq!(
+        (s.id.as_str(), s.name.as_str(), s.address.as_str(), s.port),
+        ("docker1:web1:80", "nginx", "10.0.0.5", 32768),
+        "a 0.0.0.0 binding takes the host name's address"
+    );
+    assert!(s.tags.is_empty() && s.meta.is_empty() && s.check.is_none());
+    let forced = Settings {
+        ip: Some("192.168.1.9".into()),
+        ..settings()
+    };
+    assert_eq!(one(&nginx(), &forced).address, "192.168.1.9", "-ip wins");
+    let unresolved = Settings {
+        hostname_ip: None,
+        ..settings()
+    };
+    assert_eq!(one(&nginx(), &unresolved).address, "0.0.0.0");
+}
+
+#[test]
+fn image_names_lose_registry_path_tag_and_digest() {
+    for (image, name) in [
+        ("nginx", "nginx"),
+        ("nginx:1.25", "nginx"),
+        ("gliderlabs/foobar:1", "foobar"),
+        ("registry.local:5000/team/app:v2", "app"),
+        ("app@sha256:0123", "app"),
+    ] {
+        assert_eq!(bridge::image_name(image), name, "{image}");
+    }
+}
+
+#[test]
+fn unpublished_ports_count_only_with_internal() {
+    let mut c = nginx();
+    c.exposed.push("443/tcp".into());
+    c.ports.insert("443/tcp".into(), vec![]);
+    let names: Vec<_> = bridge::services(&c, &settings()).into_iter().map(|s| s.name).collect();
+    assert_eq!(
+        names,
+        ["nginx"],
+        "only the published port; a single port gets no suffix"
+    );
+    let internal = Settings {
+        internal: true,
+        ..settings()
+    };
+    let got: Vec<_> = bridge::services(&c, &internal)
+        .into_iter()
+        .map(|s| (s.name, s.address, s.port))
+        .collect();
+    assert_eq!(
+        got,
+        [
+            ("nginx-443".to_string(), "172.17.0.3".to_string(), 443),
+            ("nginx-80".to_string(), "172.17.0.3".to_string(), 80)
+        ]
+    );
+}
+
+#[test]
+fn host_network_exposed_ports_count_as_published_on_the_same_port() {
+    let mut c = nginx();
+    c.network_mode = "host".into();
+    c.ports.clear();
+    c.networks = BTreeMap::from([("host".into(), String::new())]);
+    let s = one(&c, &settings());
+    assert_eq!((s.address.as_str(), s.port), ("10.0.0.5", 80));
+}
+
+#[test]
+fn a_container_without_ports_or_ignored_gives_nothing() {
+    let mut c = nginx();
+    c.exposed.clear();
+    c.ports.clear();
+    assert!(bridge::services(&c, &settings()).is_empty());
+    let mut c = nginx();
+    c.env.push("SERVICE_IGNORE=true".into());
+    assert!(bridge::services(&c, &settings()).is_empty());
+    let mut c = nginx();
+    c.env.push("SERVICE_80_IGNORE=1".into());
+    assert!(bridge::services(&c, &settings()).is_empty(), "per-port ignore");
+}
+
+#[test]
+fn explicit_needs_a_service_name() {
+    let explicit = Settings {
+        explicit: true,
+        ..settings()
+    };
+    assert!(bridge::services(&nginx(), &explicit).is_empty());
+    let mut c = nginx();
+    c.labels.insert("SERVICE_NAME".into(), "web".into());
+    assert_eq!(one(&c, &explicit).name, "web");
+}
+
+#[test]
+fn labels_override_env_and_port_keys_override_general_ones() {
+    let mut c = nginx();
+    c.env = vec![
+        "PATH=/usr/bin".into(),
+        "SERVICE_NAME=from-env".into(),
+        "SERVICE_80_TAGS=port".into(),
+        "SERVICE_TAGS=general".into(),
+        "SERVICE_REGION=eu".into(),
+        "SERVICE_8080_NAME=other-port".into(),
+    ];
+    c.labels = BTreeMap::from([
+        ("SERVICE_NAME".into(), "from-label".into()),
+        ("SERVICE_ID".into(), "custom-id".into()),
+        ("SERVICE_Version".into(), "2".into()),
+    ]);
+    let s = one(&c, &settings());
+    assert_eq!(s.name, "from-label");
+    assert_eq!(s.tags, ["port"]);
+    assert_eq!(s.id, "custom-id");
+    assert_eq!(
+        s.meta,
+        BTreeMap::from([("region".into(), "eu".into()), ("version".into(), "2".into())]),
+        "other SERVICE_* keys become Meta, lowercased; NAME/ID/TAGS do not"
+    );
+}
+
+#[test]
+fn tags_split_on_unescaped_commas_and_forced_tags_follow() {
+    assert_eq!(bridge::split_tags("a,b\\,c,,d"), ["a", "b,c", "d"]);
+    assert!(bridge::split_tags("").is_empty());
+    let mut c = nginx();
+    c.env.push("SERVICE_TAGS=web,prod".into());
+    let s = Settings {
+        tags: "dc1,docker".into(),
+        ..settings()
+    };
+    assert_eq!(one(&c, &s).tags, ["web", "prod", "dc1", "docker"]);
+}
+
+#[test]
+fn checks_from_service_check_keys() {
+    let check = |env: &[&str]| {
+        let mut c = nginx();
+        c.env = env.iter().map(|e| e.to_string()).collect();
+        one(&c, &settings())
+    };
+    let s = check(&[
+        "SERVICE_CHECK_HTTP=/health",
+        "SERVICE_CHECK_INTERVAL=5s",
+        "SERVICE_CHECK_TIMEOUT=1s",
+    ]);
+    let c = s.check.clone().unwrap();
+    assert_eq!(
+        (c.http.as_str(), c.interval.as_str(), c.timeout.as_str()),
+        ("http://10.0.0.5:32768/health", "5s", "1s")
+    );
+    assert!(s.meta.is_empty(), "check keys stay out of Meta: {:?}", s.meta);
+    let c = check(&["SERVICE_CHECK_TCP=true"]).check.unwrap();
+    assert_eq!((c.tcp.as_str(), c.interval.as_str()), ("10.0.0.5:32768", "10s"));
+    let c = check(&["SERVICE_CHECK_TTL=30s"]).check.unwrap();
+    assert_eq!((c.ttl.as_str(), c.interval.as_str()), ("30s", ""));
+    let c = check(&["SERVICE_CHECK_SCRIPT=nc -z $SERVICE_IP $SERVICE_PORT"])
+        .check
+        .unwrap();
+    assert_eq!(c.args, ["/bin/sh", "-c", "nc -z 10.0.0.5 32768"]);
+    let c = check(&["SERVICE_CHECK_TCP=true", "SERVICE_CHECK_HTTP=/"])
+        .check
+        .unwrap();
+    assert!(c.http.ends_with(":32768/") && c.tcp.is_empty(), "HTTP takes precedence");
+    let body = backend::registration(&check(&[
+        "SERVICE_CHECK_HTTP=/h",
+        "SERVICE_CHECK_INITIAL_STATUS=passing",
+    ]));
+    assert_eq!(
+        body,
+        serde_json::json!({"ID": "docker1:web1:80", "Name": "nginx", "Tags": [], "Port": 32768,
+            "Address": "10.0.0.5", "Meta": {},
+            "Check": {"HTTP": "http://10.0.0.5:32768/h", "Interval": "10s", "Status": "passing"}})
+    );
+}
+
+#[test]
+fn address_overrides_label_and_user_networks() {
+    let mut c = nginx();
+    c.labels.insert("ip".into(), "10.9.8.7/24".into());
+    let s = Settings {
+        ip_label: Some("ip".into()),
+        ..settings()
+    };
+    assert_eq!(one(&c, &s).address, "10.9.8.7");
+    let mut c = nginx();
+    c.network_mode = "backend".into();
+    c.networks = BTreeMap::from([("backend".into(), "10.1.0.4".into())]);
+    assert_eq!(one(&c, &settings()).address, "10.1.0.4", "a user network's address");
+}
+
+#[test]
+fn invalid_meta_keys_are_dropped_not_fatal() {
+    let mut c = nginx();
+    c.env = vec!["SERVICE_A.B=x".into(), "SERVICE_OK=y".into()];
+    assert_eq!(one(&c, &settings()).meta, BTreeMap::from([("ok".into(), "y".into())]));
+}
+
+#[test]
+fn cleanup_recognises_only_this_hosts_registrator_ids() {
+    assert!(bridge::is_ours("docker1:web1:80", "docker1"));
+    assert!(bridge::is_ours("docker1:web.1_x-y:53:udp", "docker1"));
+    assert!(!bridge::is_ours("docker2:web1:80", "docker1"));
+    assert!(!bridge::is_ours("docker1:web1:http", "docker1"));
+    assert!(!bridge::is_ours("docker1:-web:80", "docker1"));
+    assert!(!bridge::is_ours("web", "docker1"));
+    assert!(!bridge::is_ours("docker1:a:b:80", "docker1"));
+}
+
+fn registered(s: &Service) -> Registered {
+    Registered {
+        id: s.id.clone(),
+        name: s.name.clone(),
+        address: s.address.clone(),
+        port: s.port,
+        tags: s.tags.clone(),
+        meta: s.meta.clone(),
+    }
+}
+
+#[test]
+fn reconciliation_writes_only_differences() {
+    let web = one(&nginx(), &settings());
+    let mut moved = web.clone();
+    moved.port = 40000;
+    // Identical: nothing to write (a resync wakes no watcher).
+    let p = plan(
+        std::slice::from_ref(&web),
+        &[],
+        Some(&[registered(&web)]),
+        false,
+        "docker1",
+        false,
+    );
+    assert!(p.register.is_empty() && p.deregister.is_empty(), "{p:?}");
+    // Unknown backend state: register everything.
+    assert_eq!(
+        plan(std::slice::from_ref(&web), &[], None, false, "docker1", false).register,
+        std::slice::from_ref(&web)
+    );
+    // A changed port is re-registered.
+    assert_eq!(
+        plan(
+            &[moved.clone()],
+            &[],
+            Some(&[registered(&web)]),
+            false,
+            "docker1",
+            false
+        )
+        .register,
+        [moved]
+    );
+    // A tracked service whose container went away is removed, cleanup or not, if the backend has it.
+    let p = plan(
+        &[],
+        std::slice::from_ref(&web),
+        Some(&[registered(&web)]),
+        false,
+        "docker1",
+        false,
+    );
+    assert_eq!(p.deregister, [(web.id.clone(), web.name.clone())]);
+    let p = plan(&[], std::slice::from_ref(&web), Some(&[]), false, "docker1", false);
+    assert!(p.deregister.is_empty(), "nothing to remove");
+}
+
+#[test]
+fn cleanup_removes_dangling_services_of_this_host_only() {
+    let web = one(&nginx(), &settings());
+    let dangling = Registered {
+        id: "docker1:old:80".into(),
+        name: "nginx".into(),
+        ..Registered::default()
+    };
+    let foreign = Registered {
+        id: "docker2:old:80".into(),
+        ..dangling.clone()
+    };
+    let manual = Registered {
+        id: "redis".into(),
+        ..dangling.clone()
+    };
+    let held = [registered(&web), dangling.clone(), foreign.clone(), manual.clone()];
+    let p = plan(std::slice::from_ref(&web), &[], Some(&held), true, "docker1", false);
+    assert!(p.register.is_empty());
+    assert_eq!(p.deregister, [("docker1:old:80".to_string(), "nginx".to_string())]);
+    let p = plan(&[web], &[], Some(&held), false, "docker1", false);
+    assert!(p.deregister.is_empty(), "no -cleanup, no removal of unknown services");
+}
+
+#[test]
+fn backend_uris() {
+    let tcp = |a: &str| Target::Tcp(a.into());
+    assert_eq!(
+        backend::parse_uri("consul://10.0.0.1:8500").unwrap(),
+        BackendUri {
+            target: tcp("10.0.0.1:8500"),
+            kv_prefix: None
+        }
+    );
+    assert_eq!(backend::parse_uri("consul://").unwrap().target, tcp("127.0.0.1:8500"));
+    assert_eq!(
+        backend::parse_uri("consul://consul").unwrap().target,
+        tcp("consul:8500")
+    );
+    assert_eq!(
+        backend::parse_uri("consul-unix:///tmp/consul.sock").unwrap().target,
+        Target::Unix(PathBuf::from("/tmp/consul.sock"))
+    );
+    assert_eq!(
+        backend::parse_uri("consulkv://127.0.0.1:8500/services/docker").unwrap(),
+        BackendUri {
+            target: tcp("127.0.0.1:8500"),
+            kv_prefix: Some("services/docker".into())
+        }
+    );
+    assert_eq!(
+        backend::parse_uri("consulkv-unix:///tmp/c.sock:/svc").unwrap(),
+        BackendUri {
+            target: Target::Unix(PathBuf::from("/tmp/c.sock")),
+            kv_prefix: Some("svc".into())
+        }
+    );
+    for bad in [
+        "consulkv://127.0.0.1:8500",
+        "etcd://x:4001",
+        "consul-tls://x:8501",
+        "localhost:8500",
+        "consul-unix://",
+    ] {
+        let e = backend::parse_uri(bad).unwrap_err();
+        assert!(!e.contains('\n') && e.contains(bad), "{bad}: {e}");
+    }
+}
+
+#[test]
+fn agent_and_kv_listings_parse() {
+    let body = br#"{"docker1:web1:80": {"ID": "docker1:web1:80", "Service": "nginx", "Tags": ["a"],
+        "Address": "10.0.0.5", "Port": 32768, "Meta": {"k": "v"}}, "consul": {"ID": "consul", "Service": "consul",
+        "Tags": null, "Address": "", "Port": 8300, "Meta": null}}"#;
+    let got = backend::parse_agent_services(body).unwrap();
+    assert_eq!(got.len(), 2);
+    let web = got.iter().find(|r| r.id == "docker1:web1:80").unwrap();
+    assert_eq!(
+        (web.name.as_str(), web.port, web.tags.as_slice()),
+        ("nginx", 32768, &["a".to_string()][..])
+    );
+    assert_eq!(web.meta, BTreeMap::from([("k".into(), "v".into())]));
+    // "10.0.0.5:32768" in base64.
+    let kv = br#"[{"Key": "svc/nginx/docker1:web1:80", "Value": "MTAuMC4wLjU6MzI3Njg="}, {"Key": "svc/stray", "Value": null}]"#;
+    let got = backend::parse_kv_entries("svc", kv).unwrap();
+    assert_eq!(
+        got,
+        [Registered {
+            id: "docker1:web1:80".into(),
+            name: "nginx".into(),
+            address: "10.0.0.5".into(),
+            port: 32768,
+            ..Registered::default()
+        }]
+    );
+}
+
+#[test]
+fn docker_socket_from_docker_host_or_the_usual_places() {
+    let none = |_: &str| false;
+    assert_eq!(
+        docker::socket(Some("unix:///run/user/docker.sock"), none).unwrap(),
+        PathBuf::from("/run/user/docker.sock")
+    );
+    assert_eq!(
+        docker::socket(None, none).unwrap(),
+        PathBuf::from("/var/run/docker.sock")
+    );
+    assert_eq!(
+        docker::socket(None, |p: &str| p == "/tmp/docker.sock").unwrap(),
+        PathBuf::from("/tmp/docker.sock"),
+        "where the tutorial mounts it"
+    );
+    assert!(docker::socket(Some("tcp://10.0.0.1:2375"), none).is_err());
+}
+
+fn parse_args(args: &[&str]) -> Result<super::daemon::Options, String> {
+    let mut fs = super::flag_set();
+    let args: Vec<String> = args.iter().map(|s| s.to_string()).collect();
+    fs.parse(&args).map_err(|e| format!("{e:?}"))?;
+    let env = |k: &str| (k == "CONSUL_HTTP_TOKEN").then(|| "tok".to_string());
+    super::parse(&fs, &env, "docker1".into())
+}
+
+#[test]
+fn command_line_options() {
+    let o = parse_args(&[
+        "-ip=10.0.0.5",
+        "-internal",
+        "-explicit",
+        "-tags",
+        "a,b",
+        "-resync",
+        "30",
+        "-cleanup",
+        "-deregister",
+        "on-success",
+        "-retry-attempts",
+        "-1",
+        "-retry-interval",
+        "500",
+        "-useIpFromLabel",
+        "ip",
+        "consul://127.0.0.1:8500",
+    ])
+    .unwrap();
+    assert_eq!(o.settings.ip.as_deref(), Some("10.0.0.5"));
+    assert!(o.settings.internal && o.settings.explicit && o.cleanup && o.deregister_on_success);
+    assert_eq!(o.settings.tags, "a,b");
+    assert_eq!(o.settings.ip_label.as_deref(), Some("ip"));
+    assert_eq!(o.resync, Some(std::time::Duration::from_secs(30)));
+    assert_eq!((o.retry_attempts, o.retry_interval.as_millis()), (-1, 500));
+    assert_eq!(o.token.as_deref(), Some("tok"));
+    let d = parse_args(&["consul://"]).unwrap();
+    assert!(!d.cleanup && !d.deregister_on_success && d.resync.is_none());
+    assert_eq!((d.retry_attempts, d.retry_interval.as_millis()), (0, 2000));
+}
+
+#[test]
+fn bad_command_lines_give_one_readable_line() {
+    for (args, want) in [
+        (&[][..], "Missing required argument for registry URI"),
+        (&["consul://", "extra"][..], "Extra unknown arguments"),
+        (&["-deregister", "never", "consul://"][..], "-deregister must be"),
+        (&["-retry-attempts", "-2", "consul://"][..], "-retry-attempts must be"),
+        (&["-retry-interval", "0", "consul://"][..], "-retry-interval must be"),
+        (&["-ttl", "10", "consul://"][..], "-ttl and -ttl-refresh"),
+        (
+            &["-ttl", "5", "-ttl-refresh", "10", "consul://"][..],
+            "-ttl must be greater",
+        ),
+        (&["-ip", "not-an-ip", "consul://"][..], "is not an IP address"),
+        (&["etcd://127.0.0.1:2379"][..], "unrecognized adapter"),
+    ] {
+        let e = parse_args(args).unwrap_err();
+        assert!(e.contains(want) && !e.contains('\n'), "{args:?}: {e}");
+    }
+}
+
+#[test]
+fn cli_reports_bad_flags_on_one_line() {
+    let run = |args: &[&str]| {
+        let (mut out, mut err) = (Vec::new(), Vec::new());
+        let env = |k: &str| (k == "DOCKER_HOST").then(|| "unix:///nonexistent/docker.sock".to_string());
+        let mut io = crate::cli::Io {
+            out: &mut out,
+            err: &mut err,
+            stdin: &mut std::io::empty(),
+            env: &env,
+        };
+        let args: Vec<String> = args.iter().map(|s| s.to_string()).collect();
+        let code = crate::cli::run_with(&args, &mut io);
+        (code, String::from_utf8(out).unwrap(), String::from_utf8(err).unwrap())
+    };
+    let (code, _, err) = run(&["registrator", "-bogus", "consul://"]);
+    assert_eq!(code, 1);
+    assert_eq!(err.lines().count(), 1, "{err}");
+    assert!(err.contains("-bogus"), "{err}");
+    let (code, _, err) = run(&["registrator", "-deregister=sometimes", "consul://"]);
+    assert_eq!((code, err.lines().count()), (1, 1), "{err}");
+    let (code, _, err) = run(&["registrator", "consul://127.0.0.1:1"]);
+    assert_eq!((code, err.trim()), (1, "no Docker engine socket at /nonexistent/docker.sock (set DOCKER_HOST=unix:///path/to/docker.sock, or mount the socket there)"));
+    let (code, out, _) = run(&["registrator", "-help"]);
+    assert_eq!(code, 0);
+    assert!(
+        out.contains("consul-unix://") && out.contains("-useIpFromLabel"),
+        "{out}"
+    );
+}
