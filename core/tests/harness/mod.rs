@@ -459,6 +459,9 @@ impl Cluster {
         let now = self.now;
         let n = self.nodes.get_mut(&id).expect("exists");
         assert!(n.node.is_none(), "restart of a running node");
+        // A new process draws a new seed (the runtime's is random per start): request-id nonces come
+        // from it, and a leader must not take the new incarnation's forwards for duplicates.
+        n.config.seed = n.config.seed.wrapping_mul(6364136223846793005).wrapping_add(n.epoch);
         n.node = Some(Node::new(n.config.clone(), n.disk.recover(), now));
         n.shadow = n.disk.log.clone();
         n.applied = n.disk.snapshot.as_ref().map_or(0, |s| s.meta.index);
