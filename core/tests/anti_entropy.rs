@@ -20,9 +20,7 @@ mod harness;
 use concord_core::agent::{CheckDef, CheckKind, LocalAgent, NodeIdentity};
 use concord_core::api::{CatalogQuery, CatalogResult, Query, ReadMode, Request, Response};
 use concord_core::raft::Payload;
-use concord_core::state::{
-    Changes, CheckStatus, Command, CommandResult, ServiceInstance, StateMachine,
-};
+use concord_core::state::{Changes, CheckStatus, Command, CommandResult, ServiceInstance, StateMachine};
 use concord_core::{Instant, Mutation, NodeId};
 use harness::{Cluster, Faults};
 use rand::rngs::SmallRng;
@@ -191,7 +189,10 @@ impl Sim {
                     ..ServiceInstance::default()
                 };
                 let check = ttl_check(&format!("service:{id}"), &id);
-                agent.local.add_service(now, service, vec![check], true).expect("valid service");
+                agent
+                    .local
+                    .add_service(now, service, vec![check], true)
+                    .expect("valid service");
                 agent.local_history.entry(id).or_default().push((now, true));
             }
             0..=3 if present => {
@@ -206,7 +207,8 @@ impl Sim {
             }
             _ if present => {
                 // A check result: the classic trigger of a re-registration of a live service.
-                let status = [CheckStatus::Passing, CheckStatus::Warning, CheckStatus::Critical][self.rng.gen_range(0..3)];
+                let status =
+                    [CheckStatus::Passing, CheckStatus::Warning, CheckStatus::Critical][self.rng.gen_range(0..3)];
                 let output = format!("out {}", self.rng.gen_range(0..100));
                 agent
                     .local
@@ -263,20 +265,15 @@ impl Sim {
     fn advance(&mut self, a: usize, r: usize) -> Option<bool> {
         let now = self.c.now;
         let call = &mut self.agents[a].rounds[r].call;
-        if call.req_id.is_none() {
-            if call.deliver_at.is_some_and(|at| at <= now) {
-                let (to, req) = (call.to, call.req.clone());
-                let id = self.c.request(to, req);
-                self.agents[a].rounds[r].call.req_id = Some(id);
-            }
+        if call.req_id.is_none() && call.deliver_at.is_some_and(|at| at <= now) {
+            let (to, req) = (call.to, call.req.clone());
+            let id = self.c.request(to, req);
+            self.agents[a].rounds[r].call.req_id = Some(id);
         }
         let call = &self.agents[a].rounds[r].call;
         let reply = call.req_id.and_then(|id| self.c.replies.remove(&id));
         let Some(reply) = reply else {
             // Timed out: a request still on its way dies with the connection.
-            if now >= call.deadline && std::env::var("CONCORD_AE_DEBUG").is_ok() {
-                eprintln!("t{} {} timed out {:?} delivered {:?}", now.as_micros() / 1000, self.agents[a].name, call.to, call.req_id);
-            }
             return (now >= call.deadline).then_some(false);
         };
         let agent = &mut self.agents[a];
@@ -330,18 +327,15 @@ impl Sim {
                     }
                 }
                 let agent = &mut self.agents[a];
-                let Step::Write(plan) = &mut agent.rounds[r].step else { unreachable!() };
+                let Step::Write(plan) = &mut agent.rounds[r].step else {
+                    unreachable!()
+                };
                 let Some(next) = plan.pop_front() else {
                     return Some(true);
                 };
                 Request::Write(next)
             }
-            (_, reply @ (Response::Error(_) | Response::Written { .. })) => {
-                if std::env::var("CONCORD_AE_DEBUG").is_ok() {
-                    eprintln!("t{} {} failed: {reply:?} to {:?} req {:?}", now.as_micros() / 1000, agent.name, round.call.to, round.call.req);
-                }
-                return Some(false);
-            }
+            (_, Response::Error(_) | Response::Written { .. }) => return Some(false),
             (_, other) => panic!("unexpected answer {other:?}"),
         };
         let call = self.send(a, next);
@@ -359,7 +353,10 @@ impl Sim {
                 let have: BTreeSet<&str> = services.iter().map(|s| s.id.as_str()).collect();
                 let want: BTreeSet<&str> = agent.local.services().keys().map(String::as_str).collect();
                 let mut probe = agent.local.clone();
-                have == want && probe.sync_plan(now, catalog.node(&agent.name), &services, &checks).is_empty()
+                have == want
+                    && probe
+                        .sync_plan(now, catalog.node(&agent.name), &services, &checks)
+                        .is_empty()
             })
         })
     }
@@ -367,7 +364,13 @@ impl Sim {
     fn heal(&mut self) {
         self.c.heal();
         self.agent_cut.clear();
-        let down: Vec<NodeId> = self.c.nodes.iter().filter(|(_, n)| n.node.is_none()).map(|(id, _)| *id).collect();
+        let down: Vec<NodeId> = self
+            .c
+            .nodes
+            .iter()
+            .filter(|(_, n)| n.node.is_none())
+            .map(|(id, _)| *id)
+            .collect();
         for id in down {
             self.c.restart(id);
         }
@@ -379,19 +382,21 @@ impl Sim {
 fn resurrection(sim: &Sim) -> Option<(String, String, u64, u64)> {
     let mut state = StateMachine::default();
     let mut changes = Changes::default();
-    let first = *sim.c.history.keys().next()?;
-    assert_eq!(first, 1, "history starts at the first entry");
-    let mut expect = 1;
-    for (&index, (entry, applied_at)) in &sim.c.history {
-        assert_eq!(index, expect, "the recorded history has no gaps");
-        expect += 1;
-        let Payload::Command(bytes) = &entry.payload else { continue };
+    for (expect, (&index, (entry, applied_at))) in (1..).zip(&sim.c.history) {
+        assert_eq!(index, expect, "the recorded history starts at 1 and has no gaps");
+        let Payload::Command(bytes) = &entry.payload else {
+            continue;
+        };
         let cmd = Command::decode(bytes).expect("committed commands decode");
         let result = state.apply(index, &cmd, &mut changes);
         changes.clear();
         let Command::CatalogRegister(reg) = &cmd else { continue };
-        let (Some(service), CommandResult::Bool(true)) = (&reg.service, result) else { continue };
-        let Some(agent) = sim.agents.iter().find(|a| a.name == reg.node) else { continue };
+        let (Some(service), CommandResult::Bool(true)) = (&reg.service, result) else {
+            continue;
+        };
+        let Some(agent) = sim.agents.iter().find(|a| a.name == reg.node) else {
+            continue;
+        };
         assert!(state.catalog.service(&reg.node, &service.id).is_some());
         for (id, acked_at, removed_at) in &agent.acked {
             if *id == service.id && *acked_at < index && !agent.registered_between(id, *removed_at, *applied_at) {
@@ -500,32 +505,12 @@ fn run(seed: u64, model: Model, slow_forwards: bool) -> Outcome {
     while sim.c.now < healed + CONVERGE_BOUND {
         sim.c.run_for(Duration::from_millis(1));
         sim.agents_step();
-        if sim.c.now.as_micros() % 50_000 == 0 && sim.agents.iter().all(|a| a.rounds.is_empty()) && sim.converged() {
+        if sim.c.now.as_micros().is_multiple_of(50_000)
+            && sim.agents.iter().all(|a| a.rounds.is_empty())
+            && sim.converged()
+        {
             converged_after = Some(Duration::from_micros(sim.c.now.as_micros() - healed.as_micros()));
             break;
-        }
-    }
-    if converged_after.is_none() && std::env::var("CONCORD_AE_DEBUG").is_ok() {
-        eprintln!("leader {:?}", sim.c.leader());
-        for (id, n) in &sim.c.nodes {
-            let Some(node) = n.node.as_ref() else { continue };
-            eprintln!("{id:?} {:?}", node.status(sim.c.now));
-            for agent in &sim.agents {
-                let (services, checks) = node.state().catalog.node_rows(&agent.name);
-                let mut probe = agent.local.clone();
-                let plan = probe.sync_plan(sim.c.now, node.state().catalog.node(&agent.name), &services, &checks);
-                eprintln!("  {} rounds {} next {:?} plan {plan:?}", agent.name, agent.rounds.len(), agent.next_round);
-            }
-        }
-        for agent in &sim.agents {
-            eprintln!("{} local {:?} acked {:?}", agent.name, agent.local_history, agent.acked);
-        }
-        for (i, (e, at)) in &sim.c.history {
-            if let Payload::Command(b) = &e.payload {
-                let cmd = Command::decode(b).unwrap();
-                let short = format!("{cmd:?}");
-                eprintln!("{i} t{} {}", at.as_micros() / 1000, &short[..short.len().min(160)]);
-            }
         }
     }
     Outcome {
@@ -561,7 +546,10 @@ fn catalog_converges_and_never_resurrects_under_faults() {
         acked += out.acked;
         entries += out.entries;
     }
-    assert!(acked > 0, "some deregistrations were acknowledged: the property was exercised");
+    assert!(
+        acked > 0,
+        "some deregistrations were acknowledged: the property was exercised"
+    );
     eprintln!(
         "{} seeds: converged within {worst:?} of healing; {acked} acknowledged deregistrations checked \
          against {entries} committed entries",
@@ -576,4 +564,22 @@ fn mutation_concurrent_rounds_resurrect_and_are_caught() {
     let caught = seeds().find_map(|seed| run(seed, Model::Concurrent, false).resurrection.map(|r| (seed, r)));
     let (seed, (agent, service, acked, again)) = caught.expect("the checker catches concurrent rounds");
     eprintln!("seed {seed}: {agent}'s {service} deregistered at {acked}, back at {again}");
+}
+
+/// KNOWN ISSUE (not anti-entropy's): a forwarded write that reaches the leader after the follower already
+/// answered `Timeout` is still proposed. With 2 % of peer messages held back 4 s (a peer connection that
+/// takes long to connect, with the forward queued behind it), seeds 1, 10 and 54 of `0..100` show a
+/// registration from an earlier, failed round landing after the deregistration a later round had
+/// acknowledged (seed 10: agent-0's svc-1, deregistered at index 12, back at 13, until the next
+/// periodic sync). Un-ignore once a forward that outlived its deadline is never proposed.
+#[test]
+#[ignore = "known issue: late forwards are proposed after their deadline"]
+fn late_forwards_do_not_resurrect() {
+    for seed in [1, 10, 54] {
+        let out = run(seed, Model::Sequential, true);
+        assert_eq!(
+            out.resurrection, None,
+            "seed {seed}: a late forward resurrected a service"
+        );
+    }
 }
