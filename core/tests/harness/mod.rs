@@ -100,6 +100,14 @@ pub struct SimNode {
     /// Written, not yet synced: (seq, ops).
     pub pending: Vec<(u64, Vec<PersistOp>)>,
     pub epoch: u64,
+    /// Every entry this process has appended (written, synced or not), by index: where the history
+    /// recorder finds the entries the node applies.
+    pub shadow: BTreeMap<u64, Entry>,
+    /// The highest index this process has reported applied.
+    pub applied: u64,
+    /// The earliest tick scheduled for this process: a later deadline needs no second tick chain (each
+    /// input would otherwise start one, and a long run would drown in ticks).
+    pub tick_at: Option<Instant>,
 }
 
 /// Network faults, all from the seed.
@@ -110,6 +118,10 @@ pub struct Faults {
     pub min_delay: Duration,
     pub max_delay: Duration,
     pub disk_latency: Duration,
+    /// Probability that a message takes `slow_delay` more (a TCP stream stuck behind retransmissions):
+    /// such messages arrive long after their sender gave up on them.
+    pub slow: f64,
+    pub slow_delay: Duration,
 }
 
 impl Default for Faults {
@@ -120,6 +132,8 @@ impl Default for Faults {
             min_delay: Duration::from_micros(200),
             max_delay: Duration::from_millis(2),
             disk_latency: Duration::from_micros(500),
+            slow: 0.0,
+            slow_delay: Duration::ZERO,
         }
     }
 }
@@ -140,7 +154,35 @@ pub struct Cluster {
     pub leaders: BTreeMap<u64, NodeId>,
     /// index -> (term, digest) as first applied anywhere.
     pub applied: BTreeMap<u64, (u64, u64)>,
+    /// The committed history: index -> (entry, when it was first applied anywhere). Complete up to the
+    /// highest applied index: some process applies every entry from its log (snapshots come from there).
+    pub history: BTreeMap<u64, (Entry, Instant)>,
     pub steps: u64,
+}
+
+/// The shadow log follows appends and truncations only: compaction does not forget what was applied.
+fn shadow_apply(shadow: &mut BTreeMap<u64, Entry>, op: &PersistOp) {
+    match op {
+        PersistOp::Append(entries) => {
+            if let Some(first) = entries.first() {
+                shadow.split_off(&first.index);
+            }
+            for e in entries {
+                shadow.insert(e.index, e.clone());
+            }
+        }
+        PersistOp::Truncate { from } => {
+            shadow.split_off(from);
+        }
+        // A snapshot that replaces the log: what this process held up to it is not the history.
+        PersistOp::Snapshot {
+            snapshot,
+            keep_log: false,
+        } => {
+            *shadow = shadow.split_off(&(snapshot.meta.index + 1));
+        }
+        PersistOp::HardState(_) | PersistOp::Snapshot { .. } | PersistOp::Compact { .. } => {}
+    }
 }
 
 pub fn node_id(i: u32) -> NodeId {
@@ -176,6 +218,7 @@ impl Cluster {
             next_req: 0,
             leaders: BTreeMap::new(),
             applied: BTreeMap::new(),
+            history: BTreeMap::new(),
             steps: 0,
         };
         for i in 1..=n {
@@ -201,6 +244,9 @@ impl Cluster {
                     disk: Disk::default(),
                     pending: Vec::new(),
                     epoch: 0,
+                    shadow: BTreeMap::new(),
+                    applied: 0,
+                    tick_at: Some(c.now),
                 },
             );
             c.schedule(c.now, Ev::Tick { node: id, epoch: 0 });
@@ -252,8 +298,11 @@ impl Cluster {
         node.handle(now, input, &mut out);
         let next = node.next_deadline();
         let epoch = n.epoch;
-        if let Some(at) = next {
-            self.schedule(at.max(now), Ev::Tick { node: id, epoch });
+        if let Some(at) = next.map(|at| at.max(now)) {
+            if n.tick_at.is_none_or(|t| at < t) {
+                n.tick_at = Some(at);
+                self.schedule(at, Ev::Tick { node: id, epoch });
+            }
         }
         self.effects(id, out);
     }
@@ -265,6 +314,9 @@ impl Cluster {
                 Effect::Persist { seq, ops } => {
                     let n = self.nodes.get_mut(&id).expect("exists");
                     let epoch = n.epoch;
+                    for op in &ops {
+                        shadow_apply(&mut n.shadow, op);
+                    }
                     n.pending.push((seq, ops));
                     let at = self.now + self.faults.disk_latency;
                     self.schedule(at, Ev::Synced { node: id, epoch, seq });
@@ -278,6 +330,14 @@ impl Cluster {
                     }
                 }
                 Effect::Event(Event::Applied { index, term, digest }) => {
+                    let now = self.now;
+                    let n = self.nodes.get_mut(&id).expect("exists");
+                    for i in n.applied + 1..=index {
+                        if let Some(e) = n.shadow.get(&i) {
+                            self.history.entry(i).or_insert_with(|| (e.clone(), now));
+                        }
+                    }
+                    n.applied = index;
                     let seen = *self.applied.entry(index).or_insert((term, digest));
                     assert_eq!(
                         seen,
@@ -310,7 +370,10 @@ impl Cluster {
         let copies = if self.rng.gen_bool(self.faults.duplicate) { 2 } else { 1 };
         for _ in 0..copies {
             let span = (self.faults.max_delay.as_micros() - self.faults.min_delay.as_micros()).max(1) as u64;
-            let delay = self.faults.min_delay + Duration::from_micros(self.rng.gen_range(0..span));
+            let mut delay = self.faults.min_delay + Duration::from_micros(self.rng.gen_range(0..span));
+            if self.faults.slow > 0.0 && self.rng.gen_bool(self.faults.slow) {
+                delay += self.faults.slow_delay;
+            }
             self.schedule(
                 self.now + delay,
                 Ev::Deliver {
@@ -354,7 +417,11 @@ impl Cluster {
                 }
                 Ev::Undelivered { to, from, msg } => self.input(to, Input::Undelivered { to: from, msg }),
                 Ev::Tick { node, epoch } => {
-                    if self.nodes.get(&node).is_some_and(|n| n.epoch == epoch) {
+                    let n = self.nodes.get_mut(&node).expect("exists");
+                    if n.tick_at == Some(at) {
+                        n.tick_at = None;
+                    }
+                    if n.epoch == epoch {
                         self.input(node, Input::Tick);
                     }
                 }
@@ -385,14 +452,21 @@ impl Cluster {
         n.node = None;
         n.pending.clear();
         n.epoch += 1;
+        n.tick_at = None;
     }
 
     pub fn restart(&mut self, id: NodeId) {
         let now = self.now;
         let n = self.nodes.get_mut(&id).expect("exists");
         assert!(n.node.is_none(), "restart of a running node");
+        // A new process draws a new seed (the runtime's is random per start): request-id nonces come
+        // from it, and a leader must not take the new incarnation's forwards for duplicates.
+        n.config.seed = n.config.seed.wrapping_mul(6364136223846793005).wrapping_add(n.epoch);
         n.node = Some(Node::new(n.config.clone(), n.disk.recover(), now));
+        n.shadow = n.disk.log.clone();
+        n.applied = n.disk.snapshot.as_ref().map_or(0, |s| s.meta.index);
         let epoch = n.epoch;
+        n.tick_at = Some(now);
         self.schedule(now, Ev::Tick { node: id, epoch });
     }
 
