@@ -10,7 +10,6 @@ use crate::http::fake::FakeBackend;
 use crate::http::{router, AppState, HttpSettings};
 use axum::body::Body;
 use axum::http::{HeaderName, HeaderValue, Method, Request, StatusCode};
-use std::sync::Arc;
 use std::time::Duration;
 use tower_service::Service;
 
