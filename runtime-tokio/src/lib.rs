@@ -13,11 +13,11 @@ pub mod agent;
 pub mod cli;
 #[cfg(feature = "server")]
 pub mod config;
+#[cfg(feature = "server")]
+pub mod dns;
 #[cfg(any(test, feature = "fuzzing"))]
 #[doc(hidden)]
 pub mod fuzzing;
-#[cfg(feature = "server")]
-pub mod dns;
 #[cfg(feature = "server")]
 pub mod gossip;
 #[cfg(feature = "server")]

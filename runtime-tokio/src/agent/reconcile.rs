@@ -60,11 +60,14 @@ async fn lead(
                 Err(e) => Err(e),
             },
         };
-        let wait = match result {
-            Ok(()) => next_full.saturating_duration_since(tokio::time::Instant::now()),
+        // After a failure, wait out RETRY even if members keep changing (they are all read again then):
+        // otherwise a burst of member updates while the driver refuses work (e.g. shutting down) would
+        // retry once per update with no pause.
+        let (wait, failed) = match result {
+            Ok(()) => (next_full.saturating_duration_since(tokio::time::Instant::now()), false),
             Err(e) => {
                 tracing::warn!(target: "agent.leader", "failed to reconcile gossip members: {e}; retrying");
-                RETRY
+                (RETRY, true)
             }
         };
         tokio::select! {
@@ -75,7 +78,7 @@ async fn lead(
                 // Re-elected in a new term: start over with a full pass.
                 done = None;
             }
-            changed = members.changed() => if changed.is_err() { return },
+            changed = members.changed(), if !failed => if changed.is_err() { return },
             _ = tokio::time::sleep(wait) => {}
         }
     }
