@@ -188,10 +188,10 @@ async fn keep_view_current<B: Backend>(
             }
         }
         match resp {
-            Response::Catalog {
-                meta,
-                result: CatalogResult::All(dump),
-            } => {
+            Response::Catalog { meta, result } if matches!(*result, CatalogResult::All(_)) => {
+                let CatalogResult::All(dump) = &*result else {
+                    unreachable!("matched above")
+                };
                 let moved = meta.index != index || meta.known_leader != known_leader;
                 index = meta.index;
                 known_leader = meta.known_leader;

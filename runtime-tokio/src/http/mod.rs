@@ -25,6 +25,7 @@ mod filter;
 mod kv;
 mod members;
 mod params;
+mod shared_body;
 pub(crate) mod reply;
 #[cfg(test)]
 pub(crate) mod tests;
@@ -202,6 +203,8 @@ pub(crate) struct Shared<B> {
     pub(crate) settings: Arc<HttpSettings>,
     /// Becomes `true` when shutdown starts; in-flight backend calls stop waiting then.
     pub(crate) shutdown: watch::Receiver<bool>,
+    /// Encoded bodies of read results shared by many woken blocking queries.
+    pub(crate) bodies: shared_body::SharedBodies,
 }
 
 impl<B: Backend> AppState<B> {
@@ -234,6 +237,7 @@ pub async fn serve<B: Backend>(
         backend,
         settings: Arc::new(settings),
         shutdown: stop_rx.clone(),
+        bodies: Default::default(),
     }));
     let app = router(state);
     let mut servers = tokio::task::JoinSet::new();
