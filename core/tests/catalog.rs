@@ -131,7 +131,10 @@ fn watchers_of_one_range_share_one_read_and_keep_their_own_meta() {
         other => panic!("not a catalog read: {other:?}"),
     };
     assert!(Arc::ptr_eq(&result(&ra), &result(&rb)), "one read for both");
-    assert!(Arc::ptr_eq(&result(&ra), &result(&rs)), "the mode is metadata, not a different read");
+    assert!(
+        Arc::ptr_eq(&result(&ra), &result(&rs)),
+        "the mode is metadata, not a different read"
+    );
     assert_eq!(consistency(&ra), ReadMode::Default);
     assert_eq!(consistency(&rs), ReadMode::Stale);
     c.run_for(Duration::from_millis(200));

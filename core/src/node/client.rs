@@ -7,7 +7,9 @@
 //! check and the wait.
 
 use super::{Effect, Node, PeerMessage, ReqId};
-use crate::api::{ApiError, Blocking, CatalogResult, KvQuery, KvResult, Query, QueryMeta, RaftServer, ReadMode, Request, Response};
+use crate::api::{
+    ApiError, Blocking, CatalogResult, KvQuery, KvResult, Query, QueryMeta, RaftServer, ReadMode, Request, Response,
+};
 use crate::id::NodeId;
 use crate::node::Role;
 use crate::raft::{Index, Membership, Payload, ReadOutcome, ServerInfo};

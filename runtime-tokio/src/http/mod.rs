@@ -25,8 +25,8 @@ mod filter;
 mod kv;
 mod members;
 mod params;
-mod shared_body;
 pub(crate) mod reply;
+mod shared_body;
 #[cfg(test)]
 pub(crate) mod tests;
 

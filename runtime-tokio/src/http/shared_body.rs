@@ -110,12 +110,18 @@ mod tests {
             calls.set(calls.get() + 1);
             encode(r)
         };
-        let a = cache.get_or_encode(&r, "/v1/health/service/x", Some("index=5&wait=5m"), counted).unwrap();
-        let b = cache.get_or_encode(&r, "/v1/health/service/x", Some("wait=1s&index=7"), counted).unwrap();
+        let a = cache
+            .get_or_encode(&r, "/v1/health/service/x", Some("index=5&wait=5m"), counted)
+            .unwrap();
+        let b = cache
+            .get_or_encode(&r, "/v1/health/service/x", Some("wait=1s&index=7"), counted)
+            .unwrap();
         assert_eq!(calls.get(), 1, "the second watcher reuses the first encoding");
         assert_eq!(a, b);
         assert_eq!(a.as_ptr(), b.as_ptr(), "the very same bytes");
-        cache.get_or_encode(&r, "/v1/health/service/x", Some("index=5&pretty"), counted).unwrap();
+        cache
+            .get_or_encode(&r, "/v1/health/service/x", Some("index=5&pretty"), counted)
+            .unwrap();
         assert_eq!(calls.get(), 2, "?pretty is another body");
         drop(others);
     }
@@ -150,7 +156,10 @@ mod tests {
     #[test]
     fn the_key_drops_only_index_and_wait() {
         assert_eq!(cache_key("/a", None), "/a");
-        assert_eq!(cache_key("/a", Some("index=3&tag=t&wait=1s&indexx=1")), "/a?tag=t&indexx=1");
+        assert_eq!(
+            cache_key("/a", Some("index=3&tag=t&wait=1s&indexx=1")),
+            "/a?tag=t&indexx=1"
+        );
         assert_eq!(cache_key("/a", Some("index&passing")), "/a?passing");
     }
 }
