@@ -196,7 +196,7 @@ async fn keep_view_current<B: Backend>(
                 index = meta.index;
                 known_leader = meta.known_leader;
                 if moved {
-                    let view = DnsView::build(&dump);
+                    let view = DnsView::build(dump);
                     tracing::debug!(target: "agent.dns", "catalog view at index {index}: {} nodes, {} instances", view.node_count(), view.instance_count());
                     views.send_replace(Arc::new(Snapshot {
                         view,
