@@ -254,3 +254,61 @@ fn a_client_agents_services_and_checks_reach_the_servers_catalog() {
         (ids == ["mem"]).then_some(()).ok_or(format!("checks of c1: {ids:?}"))
     });
 }
+
+/// Many blocking queries on one service, woken by one change, share one read and one encoded body on the
+/// server; each must still get the body its own parameters ask for (`?pretty`, `?tag`) and its own
+/// consistency headers (`?stale`), and a query on another service stays parked.
+#[test]
+fn watchers_woken_together_each_get_their_own_shape_and_headers() {
+    let mut c = Cluster::start(1);
+    c.wait_leader(FIRST_LEADER);
+    let register = |name: &str, tag: &str| {
+        let body = format!(r#"{{"Name":"{name}","Tags":["{tag}"],"Port":1}}"#);
+        c.put(0, "/v1/agent/service/register", body.as_bytes())
+            .and_then(|r| r.expect_status(200))
+            .unwrap();
+    };
+    register("x", "v1");
+    register("z", "v1");
+    poll(SETTLE, "x and z with serfHealth", || {
+        let ok = |s: &str| -> Result<bool, String> {
+            let v = c
+                .get(0, &format!("/v1/health/service/{s}"))?
+                .expect_status(200)?
+                .json()?;
+            Ok(v[0]["Checks"]
+                .as_array()
+                .is_some_and(|cs| cs.iter().any(|k| k["CheckID"] == "serfHealth")))
+        };
+        (ok("x")? && ok("z")?).then_some(()).ok_or("not yet".to_string())
+    });
+    let x_index = c.get(0, "/v1/health/service/x").unwrap().index().unwrap();
+    let z_index = c.get(0, "/v1/health/service/z").unwrap().index().unwrap();
+    let watch = |path: String| {
+        let url = c.url(0, &path);
+        std::thread::spawn(move || concord_tests::http("GET", &url, None, Duration::from_secs(60)))
+    };
+    let x = |extra: &str| watch(format!("/v1/health/service/x?index={x_index}&wait=30s{extra}"));
+    let (a, b, stale, pretty, tagged) = (x(""), x(""), x("&stale"), x("&pretty"), x("&tag=v1"));
+    let z = watch(format!("/v1/health/service/z?index={z_index}&wait=30s"));
+
+    register("x", "v2");
+    let [a, b, stale, pretty, tagged] = [a, b, stale, pretty, tagged].map(|w| w.join().unwrap().unwrap());
+    for r in [&a, &b, &stale, &pretty, &tagged] {
+        assert_eq!(r.status, 200, "{}", r.text());
+        assert!(r.index().unwrap() > x_index);
+    }
+    assert_eq!(a.json().unwrap()[0]["Service"]["Tags"][0], "v2");
+    assert_eq!(a.body, b.body, "the same query woken by the same change: the same body");
+    assert_eq!(a.body, stale.body);
+    assert_eq!(a.header("X-Consul-Effective-Consistency"), Some("leader"));
+    assert_eq!(stale.header("X-Consul-Effective-Consistency"), Some("stale"));
+    assert!(
+        pretty.text().contains("\n    "),
+        "?pretty is indented: {}",
+        pretty.text()
+    );
+    assert_eq!(pretty.json().unwrap(), a.json().unwrap());
+    assert_eq!(tagged.json().unwrap(), serde_json::json!([]), "x no longer has tag v1");
+    assert!(!z.is_finished(), "a change to x must not wake a query on z");
+}

@@ -14,6 +14,7 @@ use crate::raft::Index;
 pub use crate::state::{CatalogQuery, CatalogResult};
 use crate::state::{Command, CommandResult, KvEntry};
 use serde::{Deserialize, Serialize};
+use std::sync::Arc;
 use std::time::Duration;
 
 /// Consul's three consistency modes (`?consistent`, `?stale`, neither).
@@ -131,9 +132,12 @@ pub enum Response {
         meta: QueryMeta,
         result: KvResult,
     },
+    /// `result` is shared: blocking queries of the same range woken by the same change get one read (the
+    /// same allocation), so the HTTP layer can encode it once for all of them.
     Catalog {
         meta: QueryMeta,
-        result: CatalogResult,
+        #[serde(with = "shared")]
+        result: Arc<CatalogResult>,
     },
     Written {
         index: Index,
@@ -173,4 +177,19 @@ pub enum ApiError {
     /// The node's storage failed; it is shutting down.
     #[error("storage failure; this server is stopping")]
     StorageFailed,
+}
+
+/// Serde for an `Arc<T>` field as the plain `T` (the wire format does not change; a decoded value gets its own
+/// allocation), without serde's `rc` feature.
+mod shared {
+    use serde::{Deserialize, Deserializer, Serialize, Serializer};
+    use std::sync::Arc;
+
+    pub(super) fn serialize<T: Serialize, S: Serializer>(value: &Arc<T>, ser: S) -> Result<S::Ok, S::Error> {
+        T::serialize(value, ser)
+    }
+
+    pub(super) fn deserialize<'de, T: Deserialize<'de>, D: Deserializer<'de>>(de: D) -> Result<Arc<T>, D::Error> {
+        T::deserialize(de).map(Arc::new)
+    }
 }

@@ -7,7 +7,9 @@
 //! check and the wait.
 
 use super::{Effect, Node, PeerMessage, ReqId};
-use crate::api::{ApiError, Blocking, KvQuery, KvResult, Query, QueryMeta, RaftServer, ReadMode, Request, Response};
+use crate::api::{
+    ApiError, Blocking, CatalogResult, KvQuery, KvResult, Query, QueryMeta, RaftServer, ReadMode, Request, Response,
+};
 use crate::id::NodeId;
 use crate::node::Role;
 use crate::raft::{Index, Membership, Payload, ReadOutcome, ServerInfo};
@@ -15,7 +17,17 @@ use crate::state::{Changes, KeyRange, WatchId};
 use crate::time::Instant;
 use rand::Rng;
 use std::collections::{BTreeMap, BTreeSet};
+use std::sync::Arc;
 use std::time::Duration;
+
+/// How many distinct catalog queries one wake-up shares reads between (see `answer_woken`).
+const SHARED_READS: usize = 16;
+
+/// What one read of the applied state found (the response without its metadata).
+enum ReadResult {
+    Kv(KvResult),
+    Catalog(Arc<CatalogResult>),
+}
 
 /// Who is waiting for an answer.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -541,37 +553,64 @@ impl Node {
 
     /// Answer a read from the applied state, or park it if it blocks and nothing changed yet.
     fn serve(&mut self, now: Instant, spec: ReadSpec, out: &mut Vec<Effect>) {
-        let (index, resp) = match &spec.query {
+        let (index, result) = self.read_state(&spec.query);
+        self.answer(now, spec, index, result, out);
+    }
+
+    /// One read of the applied state: the range's index and what it holds.
+    fn read_state(&self, query: &Query) -> (Index, ReadResult) {
+        match query {
             Query::Kv(query) => {
                 let (index, result) = self.kv_read(query);
-                (
-                    index,
-                    Response::Kv {
-                        meta: self.meta(now, index, spec.mode),
-                        result,
-                    },
-                )
+                (index, ReadResult::Kv(result))
             }
             Query::Catalog(query) => {
                 let (index, result) = self.sm.catalog.read(query);
-                (
-                    index,
-                    Response::Catalog {
-                        meta: self.meta(now, index, spec.mode),
-                        result,
-                    },
-                )
+                (index, ReadResult::Catalog(Arc::new(result)))
             }
-        };
+        }
+    }
+
+    /// Reply with a read's result, or park the read if it blocks and its range has not passed its index.
+    fn answer(&mut self, now: Instant, spec: ReadSpec, index: Index, result: ReadResult, out: &mut Vec<Effect>) {
         if let Some(block) = spec.block {
             if block.min_index > 0 && index <= block.min_index && !self.pending.watches.contains_key(&spec.req_id) {
                 return self.park(now, spec, block, out);
             }
         }
+        let meta = self.meta(now, index, spec.mode);
+        let resp = match result {
+            ReadResult::Kv(result) => Response::Kv { meta, result },
+            ReadResult::Catalog(result) => Response::Catalog { meta, result },
+        };
         out.push(Effect::Reply {
             req_id: spec.req_id,
             resp,
         });
+    }
+
+    /// Answer woken blocking queries (no longer blocking). Catalog queries asking the same thing share one
+    /// read: one `Arc` handed to each, so 10,000 watchers of one service woken by one change cost one read
+    /// here and one JSON encoding in the HTTP layer. Consistency metadata stays per query. At most
+    /// [`SHARED_READS`] distinct queries are remembered per wake-up, so the lookup stays O(1) per watcher.
+    fn answer_woken(&mut self, now: Instant, specs: Vec<ReadSpec>, out: &mut Vec<Effect>) {
+        let mut shared: Vec<(Query, Index, Arc<CatalogResult>)> = Vec::new();
+        for mut spec in specs {
+            spec.block = None;
+            let (index, result) = match shared.iter().find(|(q, _, _)| *q == spec.query) {
+                Some((_, index, result)) => (*index, ReadResult::Catalog(result.clone())),
+                None => {
+                    let (index, result) = self.read_state(&spec.query);
+                    if let ReadResult::Catalog(r) = &result {
+                        if shared.len() < SHARED_READS {
+                            shared.push((spec.query.clone(), index, r.clone()));
+                        }
+                    }
+                    (index, result)
+                }
+            };
+            self.answer(now, spec, index, result, out);
+        }
     }
 
     fn kv_read(&self, query: &KvQuery) -> (u64, KvResult) {
@@ -633,20 +672,20 @@ impl Node {
         let mut fired = Vec::new();
         self.watches.fire(&changed.keys, &mut fired);
         self.watches.fire_catalog(&changed.catalog, &mut fired);
-        for WatchId(req_id) in fired {
-            if let Some((mut spec, _)) = self.pending.watches.remove(&req_id) {
-                spec.block = None;
-                self.serve(now, spec, out);
-            }
-        }
+        let specs = fired
+            .into_iter()
+            .filter_map(|WatchId(req_id)| self.pending.watches.remove(&req_id).map(|(spec, _)| spec))
+            .collect();
+        self.answer_woken(now, specs, out);
     }
 
     pub(super) fn wake_all_watches(&mut self, now: Instant, out: &mut Vec<Effect>) {
-        for (req_id, (mut spec, _)) in std::mem::take(&mut self.pending.watches) {
+        let mut specs = Vec::with_capacity(self.pending.watches.len());
+        for (req_id, (spec, _)) in std::mem::take(&mut self.pending.watches) {
             self.watches.remove(WatchId(req_id));
-            spec.block = None;
-            self.serve(now, spec, out);
+            specs.push(spec);
         }
+        self.answer_woken(now, specs, out);
     }
 
     pub(super) fn cancel(&mut self, req_id: ReqId) {

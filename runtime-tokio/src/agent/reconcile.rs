@@ -200,7 +200,7 @@ async fn read(handle: &DriverHandle, query: CatalogQuery, mode: ReadMode) -> Res
         block: None,
     };
     match handle.call(req).await {
-        Response::Catalog { result, .. } => Ok(result),
+        Response::Catalog { result, .. } => Ok(std::sync::Arc::unwrap_or_clone(result)),
         Response::Error(e) => Err(e.to_string()),
         other => Err(format!("unexpected answer {other:?}")),
     }

@@ -188,15 +188,15 @@ async fn keep_view_current<B: Backend>(
             }
         }
         match resp {
-            Response::Catalog {
-                meta,
-                result: CatalogResult::All(dump),
-            } => {
+            Response::Catalog { meta, result } if matches!(*result, CatalogResult::All(_)) => {
+                let CatalogResult::All(dump) = &*result else {
+                    unreachable!("matched above")
+                };
                 let moved = meta.index != index || meta.known_leader != known_leader;
                 index = meta.index;
                 known_leader = meta.known_leader;
                 if moved {
-                    let view = DnsView::build(&dump);
+                    let view = DnsView::build(dump);
                     tracing::debug!(target: "agent.dns", "catalog view at index {index}: {} nodes, {} instances", view.node_count(), view.instance_count());
                     views.send_replace(Arc::new(Snapshot {
                         view,

@@ -8,7 +8,7 @@ use super::catalog_json::{
 use super::decode::{parse_body, Obj};
 use super::filter::Filter;
 use super::params::Params;
-use super::reply::{json, with_meta, HttpError, HttpResult};
+use super::reply::{encode_json, json, json_bytes, with_meta, HttpError, HttpResult};
 use super::{AppState, Backend};
 use axum::body::{Body, Bytes};
 use axum::extract::{Path, State};
@@ -23,6 +23,7 @@ use concord_core::state::{
 };
 use serde::Serialize;
 use std::collections::BTreeMap;
+use std::sync::Arc;
 
 /// Largest catalog write body (Consul has no separate limit; this matches the KV value limit's order).
 const MAX_BODY: usize = 1024 * 1024;
@@ -42,7 +43,7 @@ async fn read<B: Backend>(
     state: &AppState<B>,
     params: &Params,
     query: CatalogQuery,
-) -> Result<(QueryMeta, CatalogResult), HttpError> {
+) -> Result<(QueryMeta, Arc<CatalogResult>), HttpError> {
     let req = Request::Read {
         query: Query::Catalog(query),
         mode: params.read_mode()?,
@@ -106,8 +107,21 @@ impl Selection {
     }
 }
 
-fn ok_json<T: Serialize + ?Sized>(value: &T, params: &Params, meta: &QueryMeta) -> HttpResult {
-    Ok(with_meta(json(value, params.pretty()), meta))
+/// Read `query` and answer with the JSON `shape` makes of its result (given `?pretty`), with this request's
+/// metadata headers. Blocking queries woken together with the same result share one encoding.
+async fn read_json<B: Backend>(
+    state: &AppState<B>,
+    uri: &Uri,
+    params: &Params,
+    query: CatalogQuery,
+    shape: impl FnOnce(&CatalogResult, bool) -> Result<Vec<u8>, HttpError>,
+) -> HttpResult {
+    let (meta, result) = read(state, params, query).await?;
+    let pretty = params.pretty();
+    let body = state
+        .bodies
+        .get_or_encode(&result, uri.path(), uri.query(), |r| shape(r, pretty))?;
+    Ok(with_meta(json_bytes(body), &meta))
 }
 
 fn tags(params: &Params) -> Vec<String> {
@@ -128,12 +142,14 @@ pub(crate) async fn nodes<B: Backend>(State(state): State<AppState<B>>, uri: Uri
         async {
             let params = params(&state, &uri)?;
             let selection = Selection::new(&params, &["Meta"])?;
-            let (meta, result) = read(&state, &params, CatalogQuery::Nodes).await?;
-            let CatalogResult::Nodes(nodes) = &result else {
-                return Err(HttpError::unexpected());
-            };
-            let out = selection.apply(nodes.iter().map(NodeJson::from).collect());
-            ok_json(&out, &params, &meta)
+            read_json(&state, &uri, &params, CatalogQuery::Nodes, |result, pretty| {
+                let CatalogResult::Nodes(nodes) = result else {
+                    return Err(HttpError::unexpected());
+                };
+                let out = selection.apply(nodes.iter().map(NodeJson::from).collect());
+                Ok(encode_json(&out, pretty))
+            })
+            .await
         }
         .await,
     )
@@ -144,11 +160,13 @@ pub(crate) async fn services<B: Backend>(State(state): State<AppState<B>>, uri: 
     respond(
         async {
             let params = params(&state, &uri)?;
-            let (meta, result) = read(&state, &params, CatalogQuery::Services).await?;
-            let CatalogResult::Services(services) = &result else {
-                return Err(HttpError::unexpected());
-            };
-            ok_json(services, &params, &meta)
+            read_json(&state, &uri, &params, CatalogQuery::Services, |result, pretty| {
+                let CatalogResult::Services(services) = result else {
+                    return Err(HttpError::unexpected());
+                };
+                Ok(encode_json(services, pretty))
+            })
+            .await
         }
         .await,
     )
@@ -168,12 +186,14 @@ pub(crate) async fn service<B: Backend>(
                 name,
                 tags: tags(&params),
             };
-            let (meta, result) = read(&state, &params, query).await?;
-            let CatalogResult::ServiceNodes(rows) = &result else {
-                return Err(HttpError::unexpected());
-            };
-            let out = selection.apply(rows.iter().map(|(n, s)| ServiceNodeJson::new(n, s)).collect());
-            ok_json(&out, &params, &meta)
+            read_json(&state, &uri, &params, query, |result, pretty| {
+                let CatalogResult::ServiceNodes(rows) = result else {
+                    return Err(HttpError::unexpected());
+                };
+                let out = selection.apply(rows.iter().map(|(n, s)| ServiceNodeJson::new(n, s)).collect());
+                Ok(encode_json(&out, pretty))
+            })
+            .await
         }
         .await,
     )
@@ -185,19 +205,21 @@ pub(crate) async fn node<B: Backend>(State(state): State<AppState<B>>, Path(node
         async {
             let params = params(&state, &uri)?;
             let selection = Selection::new(&params, &[])?;
-            let (meta, result) = read(&state, &params, CatalogQuery::Node { node }).await?;
-            let CatalogResult::Node(found) = &result else {
-                return Err(HttpError::unexpected());
-            };
-            let out = found.as_deref().map(|(n, services)| NodeServicesJson {
-                node: n.into(),
-                services: services
-                    .iter()
-                    .map(|s| (s.id.as_str(), NodeServiceJson::from(s)))
-                    .filter(|(_, json)| selection.keep(json))
-                    .collect(),
-            });
-            ok_json(&out, &params, &meta)
+            read_json(&state, &uri, &params, CatalogQuery::Node { node }, |result, pretty| {
+                let CatalogResult::Node(found) = result else {
+                    return Err(HttpError::unexpected());
+                };
+                let out = found.as_deref().map(|(n, services)| NodeServicesJson {
+                    node: n.into(),
+                    services: services
+                        .iter()
+                        .map(|s| (s.id.as_str(), NodeServiceJson::from(s)))
+                        .filter(|(_, json)| selection.keep(json))
+                        .collect(),
+                });
+                Ok(encode_json(&out, pretty))
+            })
+            .await
         }
         .await,
     )
@@ -213,21 +235,23 @@ pub(crate) async fn node_services<B: Backend>(
         async {
             let params = params(&state, &uri)?;
             let selection = Selection::new(&params, &[])?;
-            let (meta, result) = read(&state, &params, CatalogQuery::Node { node }).await?;
-            let CatalogResult::Node(found) = &result else {
-                return Err(HttpError::unexpected());
-            };
-            let out = match found.as_deref() {
-                Some((n, services)) => NodeServiceListJson {
-                    node: Some(n.into()),
-                    services: selection.apply(services.iter().map(NodeServiceJson::from).collect()),
-                },
-                None => NodeServiceListJson {
-                    node: None,
-                    services: Vec::new(),
-                },
-            };
-            ok_json(&out, &params, &meta)
+            read_json(&state, &uri, &params, CatalogQuery::Node { node }, |result, pretty| {
+                let CatalogResult::Node(found) = result else {
+                    return Err(HttpError::unexpected());
+                };
+                let out = match found.as_deref() {
+                    Some((n, services)) => NodeServiceListJson {
+                        node: Some(n.into()),
+                        services: selection.apply(services.iter().map(NodeServiceJson::from).collect()),
+                    },
+                    None => NodeServiceListJson {
+                        node: None,
+                        services: Vec::new(),
+                    },
+                };
+                Ok(encode_json(&out, pretty))
+            })
+            .await
         }
         .await,
     )
@@ -236,12 +260,14 @@ pub(crate) async fn node_services<B: Backend>(
 async fn checks_read<B: Backend>(state: &AppState<B>, uri: &Uri, query: CatalogQuery) -> HttpResult {
     let params = params(state, uri)?;
     let selection = Selection::new(&params, &[])?;
-    let (meta, result) = read(state, &params, query).await?;
-    let CatalogResult::Checks(checks) = &result else {
-        return Err(HttpError::unexpected());
-    };
-    let out = selection.apply(checks.iter().map(CheckJson::from).collect());
-    ok_json(&out, &params, &meta)
+    read_json(state, uri, &params, query, |result, pretty| {
+        let CatalogResult::Checks(checks) = result else {
+            return Err(HttpError::unexpected());
+        };
+        let out = selection.apply(checks.iter().map(CheckJson::from).collect());
+        Ok(encode_json(&out, pretty))
+    })
+    .await
 }
 
 /// `GET /v1/health/node/:node`
@@ -303,12 +329,14 @@ pub(crate) async fn health_service<B: Backend>(
                 tags: tags(&params),
                 passing: passing(&params)?,
             };
-            let (meta, result) = read(&state, &params, query).await?;
-            let CatalogResult::CheckServiceNodes(entries) = &result else {
-                return Err(HttpError::unexpected());
-            };
-            let out = selection.apply(entries.iter().map(CheckServiceNodeJson::from).collect());
-            ok_json(&out, &params, &meta)
+            read_json(&state, &uri, &params, query, |result, pretty| {
+                let CatalogResult::CheckServiceNodes(entries) = result else {
+                    return Err(HttpError::unexpected());
+                };
+                let out = selection.apply(entries.iter().map(CheckServiceNodeJson::from).collect());
+                Ok(encode_json(&out, pretty))
+            })
+            .await
         }
         .await,
     )

@@ -242,7 +242,7 @@ impl Backend for FakeBackend {
                 let (_, result) = inner.sm.catalog.read(&query);
                 Response::Catalog {
                     meta: Self::meta(inner.index, mode),
-                    result,
+                    result: Arc::new(result),
                 }
             }
             Request::Write(

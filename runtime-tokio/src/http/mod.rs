@@ -29,6 +29,7 @@ mod kv;
 mod members;
 mod params;
 pub(crate) mod reply;
+mod shared_body;
 #[cfg(test)]
 pub(crate) mod tests;
 
@@ -192,6 +193,7 @@ impl<B> AppState<B> {
             backend,
             settings: Arc::new(settings),
             shutdown,
+            bodies: Default::default(),
         }))
     }
 }
@@ -215,6 +217,8 @@ pub(crate) struct Shared<B> {
     pub(crate) settings: Arc<HttpSettings>,
     /// Becomes `true` when shutdown starts; in-flight backend calls stop waiting then.
     pub(crate) shutdown: watch::Receiver<bool>,
+    /// Encoded bodies of read results shared by many woken blocking queries.
+    pub(crate) bodies: shared_body::SharedBodies,
 }
 
 impl<B: Backend> AppState<B> {

@@ -99,6 +99,14 @@ pub(crate) fn json<T: Serialize + ?Sized>(value: &T, pretty: bool) -> Response {
     resp
 }
 
+/// A response with an already encoded JSON body.
+pub(crate) fn json_bytes(body: axum::body::Bytes) -> Response {
+    let mut resp = Response::new(Body::from(body));
+    resp.headers_mut()
+        .insert(header::CONTENT_TYPE, HeaderValue::from_static("application/json"));
+    resp
+}
+
 /// An empty response with a status (Consul's 404 for a missing key has no body).
 pub(crate) fn empty(status: StatusCode) -> Response {
     let mut resp = Response::new(Body::empty());

@@ -77,10 +77,12 @@ async fn remote(agent: Weak<Inner>, check_id: String, node: String, service_id: 
         });
         let answer = call(read(CatalogQuery::HealthNode { node: node.clone() }, block)).await;
         let (meta, checks) = match answer {
-            Response::Catalog {
-                meta,
-                result: CatalogResult::Checks(checks),
-            } => (meta, checks),
+            Response::Catalog { meta, result } if matches!(*result, CatalogResult::Checks(_)) => {
+                let CatalogResult::Checks(checks) = std::sync::Arc::unwrap_or_clone(result) else {
+                    unreachable!("matched above")
+                };
+                (meta, checks)
+            }
             other => {
                 tracing::debug!(target: "agent.checks", "alias check {check_id}: reading node {node}: {other:?}");
                 tokio::time::sleep(RETRY).await;
@@ -111,10 +113,10 @@ fn read(query: CatalogQuery, block: Option<Blocking>) -> Request {
 /// Whether the catalog lists `service_id` on `node` (a service without checks has no check rows).
 async fn has_service(call: &CatalogCall, node: &str, service_id: &str) -> bool {
     match call(read(CatalogQuery::Node { node: node.into() }, None)).await {
-        Response::Catalog {
-            result: CatalogResult::Node(Some(found)),
-            ..
-        } => found.1.iter().any(|s| s.id == service_id),
+        Response::Catalog { result, .. } => match &*result {
+            CatalogResult::Node(Some(found)) => found.1.iter().any(|s| s.id == service_id),
+            _ => false,
+        },
         _ => false,
     }
 }

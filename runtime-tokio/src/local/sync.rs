@@ -49,7 +49,7 @@ async fn read(backend: &impl Backend, query: CatalogQuery) -> Result<CatalogResu
         block: None,
     };
     match backend.call(req).await {
-        Response::Catalog { result, .. } => Ok(result),
+        Response::Catalog { result, .. } => Ok(std::sync::Arc::unwrap_or_clone(result)),
         Response::Error(e) => Err(e.to_string()),
         other => Err(format!("unexpected answer {other:?}")),
     }
