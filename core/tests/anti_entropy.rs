@@ -282,13 +282,10 @@ impl Sim {
         let agent = &mut self.agents[a];
         let round = &mut agent.rounds[r];
         let next = match (&mut round.step, reply) {
-            (
-                Step::ReadNode,
-                Response::Catalog {
-                    result: CatalogResult::Node(found),
-                    ..
-                },
-            ) => {
+            (Step::ReadNode, Response::Catalog { result, .. }) if matches!(*result, CatalogResult::Node(_)) => {
+                let CatalogResult::Node(found) = std::sync::Arc::unwrap_or_clone(result) else {
+                    unreachable!("matched above")
+                };
                 let (node, services) = match found {
                     Some(b) => (Some(b.0), b.1),
                     None => (None, Vec::new()),
@@ -298,13 +295,12 @@ impl Sim {
                     node: agent.name.clone(),
                 })
             }
-            (
-                Step::ReadChecks(node, services),
-                Response::Catalog {
-                    result: CatalogResult::Checks(checks),
-                    ..
-                },
-            ) => {
+            (Step::ReadChecks(node, services), Response::Catalog { result, .. })
+                if matches!(*result, CatalogResult::Checks(_)) =>
+            {
+                let CatalogResult::Checks(checks) = std::sync::Arc::unwrap_or_clone(result) else {
+                    unreachable!("matched above")
+                };
                 let plan = agent.local.sync_plan(now, node.as_ref(), services, &checks);
                 let mut plan: VecDeque<Command> = plan.into();
                 let Some(first) = plan.pop_front() else {
