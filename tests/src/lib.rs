@@ -583,8 +583,9 @@ pub struct Agent {
 }
 
 impl Agent {
-    /// `concord agent -dev -http-port P -server-port Q`, with both ports free on 127.0.0.1. (The RPC port is
-    /// set only so that parallel test processes do not fight over 8300.)
+    /// `concord agent -dev -bind IP -client IP -http-port P -server-port Q -dns-port D` on a loopback address
+    /// of its own, with every port free there. (The RPC port is set so that parallel test processes do not
+    /// fight over 8300.)
     pub fn dev() -> Agent {
         Agent::dev_with(&[])
     }
@@ -595,7 +596,10 @@ impl Agent {
             .prefix("concord-dev-")
             .tempdir()
             .expect("tempdir");
-        let ip = Ipv4Addr::LOCALHOST;
+        // An address of its own (not 127.0.0.1): ports picked free here cannot then be taken by another
+        // test's agent binding ephemeral ports on the same address before this one starts.
+        let (a, b) = fresh_subnet();
+        let ip = Ipv4Addr::new(127, a, b, 1);
         let http_port = free_port(ip);
         let server_port = free_port(ip);
         let dns_port = free_udp_port(ip);
@@ -613,6 +617,10 @@ impl Agent {
             "0".into(),
             "-dns-port".into(),
             dns_port.to_string(),
+            "-bind".into(),
+            ip.to_string(),
+            "-client".into(),
+            ip.to_string(),
         ];
         args.extend(extra.iter().map(|a| a.to_string()));
         let mut server = Server {
@@ -639,7 +647,7 @@ impl Agent {
         self.server.url(path)
     }
 
-    /// `127.0.0.1:<dns port>`
+    /// `<agent ip>:<dns port>`
     pub fn dns_addr(&self) -> std::net::SocketAddr {
         std::net::SocketAddr::from((self.server.ip, self.server.dns_port))
     }
