@@ -2,8 +2,8 @@
 //! Lifeguard's shrinking suspicion timeout, push-pull merge, leave intents, reaping and user events.
 
 use super::broadcast::BroadcastKey;
-use super::wire::{MemberState, Message, PushPull, Tags};
-use super::{Effect, Entry, Gossip, GossipEvent, Suspicion, Timer};
+use super::wire::{MemberRecord, MemberState, Message, PushPull, Tags};
+use super::{Effect, Entry, Gossip, GossipEvent, Member, MemberStatus, Suspicion, Timer, ID_TAG};
 use crate::time::Instant;
 use core::net::SocketAddr;
 use rand::Rng;
@@ -22,10 +22,31 @@ impl Gossip {
     ) {
         if name == self.name {
             let me = &self.members[&self.name];
-            let differs = me.addr != addr || me.tags != tags;
+            if me.addr != addr {
+                // Someone else claims our name. Never refute that: the other side would refute back, for
+                // ever. Whoever a peer's full state names wins (see `merge`); we keep ours meanwhile.
+                self.stats.addr_conflicts += 1;
+                let ours = me.addr;
+                out.push(Effect::Event(GossipEvent::NameConflict {
+                    name,
+                    ours,
+                    theirs: addr,
+                }));
+                return;
+            }
+            let differs = me.tags != tags;
             if !self.leaving && (incarnation > me.incarnation || (incarnation == me.incarnation && differs)) {
                 self.refute(incarnation);
             }
+            return;
+        }
+        if let Some(holder) = self.id_holder(&name, &tags) {
+            self.stats.id_conflicts += 1;
+            out.push(Effect::Event(GossipEvent::NodeIdConflict {
+                id: tags.get(ID_TAG).cloned().unwrap_or_default(),
+                holder,
+                claimant: name,
+            }));
             return;
         }
         let reclaim = self.timing.dead_node_reclaim;
@@ -34,6 +55,7 @@ impl Gossip {
                 self.stats.members_refused += 1;
                 return;
             }
+            self.note_id(&name, &tags);
             self.members.insert(
                 name.clone(),
                 Entry {
@@ -56,15 +78,28 @@ impl Gossip {
         };
         let down = matches!(e.state, MemberState::Dead | MemberState::Left);
         if e.addr != addr {
-            // Another address claims the name: only a member that has been down long enough is reclaimed.
-            if !(down && now.saturating_since(e.state_change) >= reclaim) {
+            // Another address claims the name (memberlist): a left member's name is free at once, a
+            // failed member's once it has been down for `dead_node_reclaim`; a live member's never.
+            let free = e.state == MemberState::Left
+                || (e.state == MemberState::Dead && now.saturating_since(e.state_change) >= reclaim);
+            if !free {
                 self.stats.addr_conflicts += 1;
+                let ours = e.addr;
+                out.push(Effect::Event(GossipEvent::NameConflict {
+                    name,
+                    ours,
+                    theirs: addr,
+                }));
                 return;
             }
         } else if incarnation <= e.incarnation {
             return;
         }
         let updated = e.tags != tags || e.addr != addr;
+        if e.tags.get(ID_TAG) != tags.get(ID_TAG) {
+            self.note_id(&name, &tags);
+        }
+        let Some(e) = self.members.get_mut(&name) else { return };
         e.addr = addr;
         e.tags = tags;
         e.incarnation = incarnation;
@@ -247,6 +282,10 @@ impl Gossip {
     /// Merge a peer's full state. A remote *dead* only makes the member suspect here: we let our own
     /// failure detector confirm it rather than spread a possibly stale death.
     pub(super) fn merge(&mut self, now: Instant, state: PushPull, out: &mut Vec<Effect>) {
+        if let Some(holder) = self.beaten_by(&state) {
+            self.lose(holder, out);
+            return;
+        }
         self.event_clock = self.event_clock.max(state.event_ltime);
         for r in state.members {
             match r.state {
@@ -354,6 +393,58 @@ impl Gossip {
             }
             out.push(Effect::Event(GossipEvent::MemberReaped(name.to_string())));
         }
+    }
+}
+
+impl Gossip {
+    /// The live member (other than `name`) that already holds the node ID `tags` carry, if any.
+    fn id_holder(&self, name: &str, tags: &Tags) -> Option<String> {
+        let id = tags.get(ID_TAG).filter(|id| !id.is_empty())?;
+        let holder = self.ids.get(id)?;
+        let e = self.members.get(holder)?;
+        let live = matches!(e.state, MemberState::Alive | MemberState::Suspect);
+        (holder != name && live && e.tags.get(ID_TAG) == Some(id)).then(|| holder.clone())
+    }
+
+    fn note_id(&mut self, name: &str, tags: &Tags) {
+        if let Some(id) = tags.get(ID_TAG).filter(|id| !id.is_empty()) {
+            self.ids.insert(id.clone(), name.to_string());
+        }
+    }
+
+    /// A peer's full state is the cluster's view: if it shows a live member at another address under our
+    /// name, or a live member under another name with our node ID, that member keeps it and we lose.
+    fn beaten_by(&self, state: &PushPull) -> Option<MemberRecord> {
+        let me = &self.members[&self.name];
+        let our_id = me.tags.get(ID_TAG).filter(|id| !id.is_empty());
+        state
+            .members
+            .iter()
+            .filter(|r| matches!(r.state, MemberState::Alive | MemberState::Suspect))
+            .find(|r| {
+                if r.name == self.name {
+                    r.addr != me.addr
+                } else {
+                    our_id.is_some() && r.tags.get(ID_TAG) == our_id
+                }
+            })
+            .cloned()
+    }
+
+    /// Go quiet for good after losing a conflict (no probes, gossip, syncs or answers).
+    fn lose(&mut self, holder: MemberRecord, out: &mut Vec<Effect>) {
+        self.conflicted = true;
+        self.timers.clear();
+        self.probes.clear();
+        out.push(Effect::Event(GossipEvent::Conflicted {
+            holder: Member {
+                name: holder.name,
+                addr: holder.addr,
+                tags: holder.tags,
+                incarnation: holder.incarnation,
+                status: MemberStatus::Alive,
+            },
+        }));
     }
 }
 
