@@ -287,6 +287,16 @@ impl Gossip {
             return;
         }
         self.event_clock = self.event_clock.max(state.event_ltime);
+        let me = &self.members[&self.name];
+        if state
+            .members
+            .iter()
+            .any(|r| r.name == self.name && r.addr != me.addr && r.state == MemberState::Dead)
+        {
+            // Our name belonged to a member that failed: peers refuse us until `dead_node_reclaim` has passed
+            // since; sync again then rather than wait for the periodic push-pull.
+            self.schedule(now + self.timing.dead_node_reclaim, Timer::JoinSync);
+        }
         for r in state.members {
             match r.state {
                 MemberState::Alive => self.on_alive(now, r.incarnation, r.name, r.addr, r.tags, out),

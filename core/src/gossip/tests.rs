@@ -363,8 +363,27 @@ fn a_failed_name_is_reusable_after_the_reclaim_time_a_left_one_at_once() {
         .iter()
         .any(|e| matches!(e, Effect::Event(GossipEvent::Conflicted { .. }))));
 
+    // It syncs again once the name is free, without waiting for the periodic push-pull.
+    let due = t + reclaim / 2 + reclaim;
+    let mut syncs = Vec::new();
+    let mut refreshed = 0;
+    while let Some(now) = b.next_deadline().filter(|d| *d <= due) {
+        let mut out = Vec::new();
+        // The seed stays alive in b's view (nothing answers b's probes here).
+        refreshed += 1;
+        let alive = Message::Alive {
+            incarnation: refreshed,
+            name: "s1".into(),
+            addr: addr(2),
+            tags: [(ID_TAG.to_string(), "id-s1".to_string())].into(),
+        };
+        let bytes = packet(&[alive]);
+        b.handle(now, Input::Packet { from: addr(2), bytes }, &mut out);
+        b.handle(now, Input::Tick, &mut out);
+        syncs.extend(out.iter().filter(|e| matches!(e, Effect::PushPull { .. })).map(|_| now));
+    }
+    assert!(syncs.contains(&due), "push-pulls at {syncs:?}");
     // After the reclaim time the new process takes the name, with its own node ID.
-    let mut b = machine_with_id("web", 3, "id-b");
     let (_, out_s) = join_through(&mut b, &mut seed, t + reclaim);
     let web = seed.member("web").unwrap();
     assert_eq!(
