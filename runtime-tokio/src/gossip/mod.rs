@@ -432,7 +432,7 @@ impl Pool {
         match ev {
             GossipEvent::NameConflict { name, ours, theirs } => {
                 tracing::error!(target: "agent.server.memberlist",
-                    "memberlist {pool}: Conflicting address for {name}. Mine: {ours} Theirs: {theirs} (refused: the member is alive)")
+                    "memberlist {pool}: Conflicting address for {name}. Mine: {ours} Theirs: {theirs} (claim refused)")
             }
             GossipEvent::NodeIdConflict { id, holder, claimant } => {
                 tracing::error!(target: "agent.server.serf",
