@@ -22,7 +22,7 @@ impl Gossip {
     ) {
         if name == self.name {
             let me = &self.members[&self.name];
-            if me.addr != addr {
+            if me.addr != addr && !same_agent(&me.tags, &tags) {
                 // Someone else claims our name. Never refute that: the other side would refute back, for
                 // ever. Whoever a peer's full state names wins (see `merge`); we keep ours meanwhile.
                 self.stats.addr_conflicts += 1;
@@ -34,7 +34,9 @@ impl Gossip {
                 }));
                 return;
             }
-            let differs = me.tags != tags;
+            // (Our own node ID at another address is this agent's previous run: out-bid it like any
+            // stale news about us.)
+            let differs = me.tags != tags || me.addr != addr;
             if !self.leaving && (incarnation > me.incarnation || (incarnation == me.incarnation && differs)) {
                 self.refute(incarnation);
             }
@@ -80,8 +82,11 @@ impl Gossip {
         if e.addr != addr {
             // Another address claims the name (memberlist): a left member's name is free at once, a
             // failed member's once it has been down for `dead_node_reclaim`; a live member's never.
+            // An agent restarted at a new address (same node ID) takes its name back by out-bidding the
+            // incarnation its previous run had, as any refutation does.
             let free = e.state == MemberState::Left
-                || (e.state == MemberState::Dead && now.saturating_since(e.state_change) >= reclaim);
+                || (e.state == MemberState::Dead && now.saturating_since(e.state_change) >= reclaim)
+                || (same_agent(&e.tags, &tags) && incarnation > e.incarnation);
             if !free {
                 self.stats.addr_conflicts += 1;
                 let ours = e.addr;
@@ -433,7 +438,7 @@ impl Gossip {
             .filter(|r| matches!(r.state, MemberState::Alive | MemberState::Suspect))
             .find(|r| {
                 if r.name == self.name {
-                    r.addr != me.addr
+                    r.addr != me.addr && !same_agent(&me.tags, &r.tags)
                 } else {
                     our_id.is_some() && r.tags.get(ID_TAG) == our_id
                 }
@@ -456,6 +461,12 @@ impl Gossip {
             },
         }));
     }
+}
+
+/// Two records of one agent: the same non-empty node ID (its data dir's), whatever the address.
+fn same_agent(a: &Tags, b: &Tags) -> bool {
+    a.get(ID_TAG)
+        .is_some_and(|id| !id.is_empty() && b.get(ID_TAG) == Some(id))
 }
 
 impl Suspicion {

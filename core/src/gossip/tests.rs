@@ -443,3 +443,58 @@ fn a_node_id_held_by_a_live_member_is_refused() {
         .iter()
         .any(|e| matches!(e, Effect::Event(GossipEvent::Conflicted { .. }))));
 }
+
+#[test]
+fn an_agent_restarted_at_a_new_address_takes_its_name_back() {
+    let mut seed = machine_with_id("s1", 2, "id-s1");
+    let mut a = machine_with_id("web", 1, "id-a");
+    // Its previous run had raised its incarnation.
+    a.handle(
+        Instant(1),
+        Input::SetTags([(ID_TAG.to_string(), "id-a".to_string())].into()),
+        &mut Vec::new(),
+    );
+    a.handle(
+        Instant(1),
+        Input::SetTags([(ID_TAG.to_string(), "id-a".to_string())].into()),
+        &mut Vec::new(),
+    );
+    join_through(&mut a, &mut seed, Instant(2));
+    assert_eq!(seed.member("web").unwrap().incarnation, 2);
+    // The same data dir (node ID) at another port, before anyone noticed the old process is gone.
+    let mut again = machine_with_id("web", 3, "id-a");
+    let (out, _) = join_through(&mut again, &mut seed, Instant(3));
+    assert!(!out
+        .iter()
+        .any(|e| matches!(e, Effect::Event(GossipEvent::Conflicted { .. }))));
+    assert_eq!(again.member("web").unwrap().incarnation, 3, "out-bids its previous run");
+    // Its refutation reaches the seed, which moves the member to the new address.
+    let mut out = Vec::new();
+    again.handle(
+        Instant(4),
+        Input::Packet {
+            from: addr(2),
+            bytes: packet(&[Message::Ping {
+                seq: 1,
+                target: "web".into(),
+            }]),
+        },
+        &mut out,
+    );
+    let Some(Effect::Packet { bytes, .. }) = out.first() else {
+        panic!("{out:?}")
+    };
+    seed.handle(
+        Instant(5),
+        Input::Packet {
+            from: addr(3),
+            bytes: bytes.clone(),
+        },
+        &mut Vec::new(),
+    );
+    let web = seed.member("web").unwrap();
+    assert_eq!(
+        (web.addr, web.incarnation, web.status),
+        (addr(3), 3, MemberStatus::Alive)
+    );
+}
