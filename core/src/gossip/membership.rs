@@ -58,6 +58,7 @@ impl Gossip {
                 return;
             }
             self.note_id(&name, &tags);
+            self.live += 1;
             self.members.insert(
                 name.clone(),
                 Entry {
@@ -112,7 +113,7 @@ impl Gossip {
         if e.state != MemberState::Alive {
             e.state_change = now;
         }
-        e.state = MemberState::Alive;
+        set_state(&mut self.live, e, MemberState::Alive);
         if down {
             self.event(out, &name, GossipEvent::MemberJoin);
         } else if updated {
@@ -183,7 +184,7 @@ impl Gossip {
         s.deadline = now + s.timeout(0, lifeguard);
         let deadline = s.deadline;
         e.incarnation = incarnation;
-        e.state = MemberState::Suspect;
+        set_state(&mut self.live, e, MemberState::Suspect);
         e.state_change = now;
         e.suspicion = Some(s);
         self.schedule(deadline, Timer::Suspicion(name.clone()));
@@ -224,7 +225,7 @@ impl Gossip {
             return;
         }
         e.incarnation = incarnation;
-        e.state = MemberState::Dead;
+        set_state(&mut self.live, e, MemberState::Dead);
         e.state_change = now;
         e.suspicion = None;
         self.event(out, &name, GossipEvent::MemberFailed);
@@ -257,7 +258,7 @@ impl Gossip {
         }
         let was_left = e.state == MemberState::Left;
         e.incarnation = incarnation;
-        e.state = MemberState::Left;
+        set_state(&mut self.live, e, MemberState::Left);
         e.state_change = now;
         e.suspicion = None;
         if !was_left {
@@ -346,7 +347,7 @@ impl Gossip {
         if prune {
             // Pruning a member already marked left must still spread.
             if let Some(e) = self.members.get_mut(&name) {
-                e.state = MemberState::Dead;
+                set_state(&mut self.live, e, MemberState::Dead);
             }
         }
         self.on_leave(now, incarnation, name, prune, out);
@@ -401,7 +402,10 @@ impl Gossip {
     }
 
     fn forget(&mut self, name: &str, out: &mut Vec<Effect>) {
-        if self.members.remove(name).is_some() {
+        if let Some(e) = self.members.remove(name) {
+            if is_live(e.state) {
+                self.live -= 1;
+            }
             if let Some(pos) = self.node_list.iter().position(|n| n == name) {
                 self.node_list.swap_remove(pos);
                 self.probe_index = self.probe_index.min(self.node_list.len());
@@ -461,6 +465,20 @@ impl Gossip {
             },
         }));
     }
+}
+
+fn is_live(state: MemberState) -> bool {
+    matches!(state, MemberState::Alive | MemberState::Suspect)
+}
+
+/// Change a member's state, keeping the count of live members (`Gossip::live`) right.
+fn set_state(live: &mut usize, e: &mut Entry, state: MemberState) {
+    match (is_live(e.state), is_live(state)) {
+        (false, true) => *live += 1,
+        (true, false) => *live -= 1,
+        _ => {}
+    }
+    e.state = state;
 }
 
 /// Two records of one agent: the same non-empty node ID (its data dir's), whatever the address.

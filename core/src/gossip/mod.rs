@@ -235,6 +235,8 @@ pub struct Gossip {
     /// Node ID (`id` tag) → the member last accepted with it. Checked against that member's entry when
     /// used, so stale pairs (renamed, reaped, retagged members) are harmless.
     ids: BTreeMap<String, String>,
+    /// Members alive or suspect, us included (kept up to date: `num_alive` is on every packet's path).
+    live: usize,
     stats: GossipStats,
 }
 
@@ -286,6 +288,7 @@ impl Gossip {
             left: false,
             conflicted: false,
             ids,
+            live: 1,
             stats: GossipStats::default(),
         }
     }
@@ -353,10 +356,14 @@ impl Gossip {
 
     /// Members alive or suspect, us included (memberlist's estimate of the cluster size).
     pub fn num_alive(&self) -> usize {
-        self.members
-            .values()
-            .filter(|e| matches!(e.state, MemberState::Alive | MemberState::Suspect))
-            .count()
+        debug_assert_eq!(
+            self.live,
+            self.members
+                .values()
+                .filter(|e| matches!(e.state, MemberState::Alive | MemberState::Suspect))
+                .count()
+        );
+        self.live
     }
 
     /// Lifeguard's local health score (0 is healthy).
