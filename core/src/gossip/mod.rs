@@ -463,11 +463,17 @@ impl Gossip {
 
     /// Send `msg` to `to`, filling the rest of the datagram with queued broadcasts.
     fn send(&mut self, to: SocketAddr, msg: Message, out: &mut Vec<Effect>) {
-        let first = wire::encode_message(&msg);
-        let budget = self.timing.max_packet.saturating_sub(1 + first.len());
+        self.send_all(to, &[msg], out);
+    }
+
+    /// Send `msgs` in one datagram to `to`, filling the rest with queued broadcasts.
+    fn send_all(&mut self, to: SocketAddr, msgs: &[Message], out: &mut Vec<Effect>) {
+        let first: Vec<Vec<u8>> = msgs.iter().map(wire::encode_message).collect();
+        let used: usize = first.iter().map(Vec::len).sum();
+        let budget = self.timing.max_packet.saturating_sub(1 + used);
         let limit = self.retransmit_limit();
         let extra = self.broadcasts.take(budget, limit);
-        let bytes = wire::assemble_packet(std::iter::once(first.as_slice()).chain(extra.iter().map(|v| v.as_slice())));
+        let bytes = wire::assemble_packet(first.iter().chain(extra.iter()).map(|v| v.as_slice()));
         out.push(Effect::Packet { to, bytes });
     }
 

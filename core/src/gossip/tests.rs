@@ -498,3 +498,50 @@ fn an_agent_restarted_at_a_new_address_takes_its_name_back() {
         (addr(3), 3, MemberStatus::Alive)
     );
 }
+
+#[test]
+fn a_ping_to_a_suspect_carries_the_suspicion_buddy_system() {
+    let mut a = machine("a", 1);
+    let mut out = Vec::new();
+    a.handle(
+        Instant::ZERO,
+        Input::PushPullReply {
+            state: machine("b", 2).local_state(false),
+        },
+        &mut out,
+    );
+    let suspect = Message::Suspect {
+        incarnation: 0,
+        name: "b".into(),
+        from: "c".into(),
+    };
+    a.handle(
+        Instant::ZERO,
+        Input::Packet {
+            from: addr(3),
+            bytes: packet(&[suspect]),
+        },
+        &mut out,
+    );
+    // Run until a probes b (its only peer).
+    let ping = loop {
+        out.clear();
+        let now = a.next_deadline().unwrap();
+        a.handle(now, Input::Tick, &mut out);
+        let found = out.iter().find_map(|e| match e {
+            Effect::Packet { to, bytes } if *to == addr(2) => {
+                let msgs = decode_packet(bytes).unwrap();
+                matches!(msgs[0], Message::Ping { .. }).then_some(msgs)
+            }
+            _ => None,
+        });
+        if let Some(msgs) = found {
+            break msgs;
+        }
+    };
+    assert!(
+        ping.iter()
+            .any(|m| matches!(m, Message::Suspect { name, from, .. } if name == "b" && from == "a")),
+        "{ping:?}"
+    );
+}
