@@ -303,7 +303,8 @@ impl Gossip {
     /// Merge a peer's full state. A remote *dead* only makes the member suspect here: we let our own
     /// failure detector confirm it rather than spread a possibly stale death.
     pub(super) fn merge(&mut self, now: Instant, state: PushPull, out: &mut Vec<Effect>) {
-        if let Some(holder) = self.beaten_by(&state) {
+        // A joiner's state is its own view, not the cluster's: it never beats us (its claim is refused).
+        if let Some(holder) = self.beaten_by(&state).filter(|_| !state.join) {
             self.lose(holder, out);
             return;
         }

@@ -577,3 +577,24 @@ fn a_stale_suspicion_about_us_is_answered_with_our_current_incarnation() {
     assert_eq!(g.queued_broadcasts(), 1);
     assert_eq!(g.stats().refutations, 1);
 }
+
+#[test]
+fn joining_through_the_holder_of_our_name_loses_and_the_holder_stays() {
+    let mut a = machine_with_id("web", 1, "id-a");
+    let mut b = machine_with_id("web", 3, "id-b");
+    let (out_b, out_a) = join_through(&mut b, &mut a, Instant(1));
+    assert!(
+        out_b
+            .iter()
+            .any(|e| matches!(e, Effect::Event(GossipEvent::Conflicted { .. }))),
+        "{out_b:?}"
+    );
+    assert!(
+        !out_a
+            .iter()
+            .any(|e| matches!(e, Effect::Event(GossipEvent::Conflicted { .. }))),
+        "{out_a:?}"
+    );
+    assert!(a.next_deadline().is_some(), "the holder keeps running");
+    assert_eq!(a.member("web").unwrap().addr, addr(1));
+}
