@@ -134,7 +134,6 @@ impl Gossip {
         let lifeguard = self.timing.lifeguard;
         let Some(e) = self.members.get_mut(&name) else { return };
         if incarnation < e.incarnation {
-            self.stale_accusation(&name);
             return;
         }
         match e.state {
@@ -216,11 +215,7 @@ impl Gossip {
         out: &mut Vec<Effect>,
     ) {
         let Some(e) = self.members.get_mut(&name) else { return };
-        if incarnation < e.incarnation {
-            self.stale_accusation(&name);
-            return;
-        }
-        if matches!(e.state, MemberState::Dead | MemberState::Left) {
+        if incarnation < e.incarnation || matches!(e.state, MemberState::Dead | MemberState::Left) {
             return;
         }
         if name == self.name {
@@ -277,16 +272,6 @@ impl Gossip {
         self.broadcast(BroadcastKey::Member(name.clone()), &msg);
         if prune {
             self.forget(&name, out);
-        }
-    }
-
-    /// Someone suspects or declares us at an incarnation we already out-bid: it missed our refutation, and
-    /// nobody else will answer it (everyone else has the newer incarnation and ignores the old news), so its
-    /// suspicion would run out into a lone false "failed". Announce our current incarnation again.
-    /// (memberlist just ignores it; at 10 % loss that left such lone false positives in the benchmark.)
-    fn stale_accusation(&mut self, name: &str) {
-        if name == self.name && !self.leaving {
-            self.broadcast_alive(name);
         }
     }
 
