@@ -210,34 +210,41 @@ fn same_seed_same_trace() {
 
 /// Measurements for the report (not timed assertions). Run with
 /// `cargo test --release -p concord-core --test gossip bench_1000_members -- --ignored --nocapture`.
+/// Knobs (environment): `GOSSIP_BENCH_N` members (1000), `GOSSIP_BENCH_SEED` (0; offsets the cluster
+/// seed), `GOSSIP_BENCH_CRASHES` crashes per run (10), `GOSSIP_BENCH_LOSS` comma-separated loss fractions
+/// ("0,0.1"), `GOSSIP_BENCH_CLASSIC=0` to skip the classic-SWIM rows.
 #[test]
 #[ignore]
 fn bench_1000_members() {
-    let n: usize = std::env::var("GOSSIP_BENCH_N")
-        .ok()
-        .and_then(|v| v.parse().ok())
-        .unwrap_or(1000);
-    for (label, timing) in [
-        ("concord (lifeguard)", GossipTiming::lan()),
-        (
+    let env = |k: &str| std::env::var(k).ok();
+    let n: usize = env("GOSSIP_BENCH_N").and_then(|v| v.parse().ok()).unwrap_or(1000);
+    let seed: u64 = env("GOSSIP_BENCH_SEED").and_then(|v| v.parse().ok()).unwrap_or(0);
+    let crashes: usize = env("GOSSIP_BENCH_CRASHES").and_then(|v| v.parse().ok()).unwrap_or(10);
+    let losses: Vec<f64> = env("GOSSIP_BENCH_LOSS")
+        .map(|v| v.split(',').filter_map(|x| x.trim().parse().ok()).collect())
+        .unwrap_or_else(|| vec![0.0, 0.10]);
+    let mut configs = vec![("concord (lifeguard)", GossipTiming::lan())];
+    if env("GOSSIP_BENCH_CLASSIC").as_deref() != Some("0") {
+        configs.push((
             "classic SWIM",
             GossipTiming {
                 lifeguard: false,
                 ..GossipTiming::lan()
             },
-        ),
-    ] {
-        for loss in [0.0, 0.10] {
-            bench(label, n, timing.clone(), loss);
+        ));
+    }
+    for (label, timing) in configs {
+        for &loss in &losses {
+            bench(label, n, seed, crashes, timing.clone(), loss);
         }
     }
 }
 
-fn bench(label: &str, n: usize, timing: GossipTiming, loss: f64) {
+fn bench(label: &str, n: usize, seed: u64, crashes: usize, timing: GossipTiming, loss: f64) {
     let net = Net { loss, ..Net::default() };
     #[allow(clippy::disallowed_methods)] // wall-clock cost of the benchmark itself, not simulated time
     let wall = std::time::Instant::now();
-    let mut c = formed(1000 + n as u64, n, timing, net, 5 * MS);
+    let mut c = formed(1000 + n as u64 + seed * 7919, n, timing, net, 5 * MS);
     let formed_at = c.now;
     // Dissemination of a join: 10 newcomers, each through a random member; time until every member has it.
     let mut conv = Vec::new();
@@ -259,30 +266,40 @@ fn bench(label: &str, n: usize, timing: GossipTiming, loss: f64) {
         }
         c.run_for(Duration::from_secs(2));
     }
-    // Failure detection: crash 10 members one after another, plus one slow member throughout.
+    // Failure detection: crash members one after another, plus one slow member throughout. For each crash:
+    // when the first probe was sent to it, when the first member declared it failed, when all had.
     c.members[n / 2].slow = Some(Duration::from_millis(400));
-    let mut first = Vec::new();
-    let mut all = Vec::new();
-    for k in 0..10 {
-        let victim = 1 + k * (n / 11);
+    let (mut first_probe, mut first, mut all, mut suspicion) = (Vec::new(), Vec::new(), Vec::new(), Vec::new());
+    for k in 0..crashes {
+        let victim = 1 + k * (n / (crashes + 1));
+        if victim == n / 2 {
+            continue;
+        }
         c.crash(victim);
+        c.ping_watch = Some(gossip_harness::addr(victim));
+        c.first_ping = None;
         let t0 = c.now;
         let done = c.run_until(Duration::from_secs(120), 100 * MS, |c| {
             c.all_see(&name(victim), MemberStatus::Failed)
         });
-        if let Some(first_at) = c
+        let first_at = c
             .seen
             .iter()
             .filter(|s| s.about == name(victim) && s.status == MemberStatus::Failed)
             .map(|s| s.at)
-            .min()
-        {
+            .min();
+        if let Some(first_at) = first_at {
             first.push(first_at.saturating_since(t0).as_secs_f64());
+            if let Some(p) = c.first_ping {
+                first_probe.push(p.saturating_since(t0).as_secs_f64());
+                suspicion.push(first_at.saturating_since(p).as_secs_f64());
+            }
         }
         if let Some(t) = done {
             all.push(t.saturating_since(t0).as_secs_f64());
         }
     }
+    c.ping_watch = None;
     c.run_for(Duration::from_secs(30));
     for s in c.seen.iter().filter(|s| s.status == MemberStatus::Failed) {
         let i: usize = s.about[5..].parse().unwrap_or(0);
@@ -295,22 +312,35 @@ fn bench(label: &str, n: usize, timing: GossipTiming, loss: f64) {
             );
         }
     }
+    let q = |xs: &[f64], p: f64| quantile(&mut xs.to_vec(), p);
     println!(
-        "{label:22} n={n} loss={:>3.0}% | formed in {:.1}s | join spread p50 {:.2}s p99 {:.2}s ({} of 10) | failure: first p50 {:.1}s p99 {:.1}s, everyone p50 {:.1}s p99 {:.1}s ({} of 10) | false positives {} | slow member alive everywhere: {} | packets {} max {} B | wall {:.0}s",
+        "{label:22} n={n} seed={seed} loss={:>3.0}% | formed in {:.1}s | join spread p50 {:.2}s p99 {:.2}s ({} of 10) | failure: first p50 {:.1}s p99 {:.1}s, everyone p50 {:.1}s p99 {:.1}s ({} of {}) | first probe after crash p50 {:.2}s p99 {:.2}s | first probe -> declared p50 {:.1}s max {:.1}s | false positives {} | slow member alive everywhere: {} | packets {} max {} B | wall {:.0}s",
         loss * 100.0,
         formed_at.0 as f64 / 1e6,
-        quantile(&mut conv.clone(), 0.5),
-        quantile(&mut conv.clone(), 0.99),
+        q(&conv, 0.5),
+        q(&conv, 0.99),
         conv.len(),
-        quantile(&mut first.clone(), 0.5),
-        quantile(&mut first.clone(), 0.99),
-        quantile(&mut all.clone(), 0.5),
-        quantile(&mut all.clone(), 0.99),
+        q(&first, 0.5),
+        q(&first, 0.99),
+        q(&all, 0.5),
+        q(&all, 0.99),
         all.len(),
+        first.len(),
+        q(&first_probe, 0.5),
+        q(&first_probe, 0.99),
+        q(&suspicion, 0.5),
+        q(&suspicion, 1.0),
         c.false_positives(),
         c.all_see(&name(n / 2), MemberStatus::Alive),
         c.packets_sent,
         c.max_packet_seen,
         wall.elapsed().as_secs_f64(),
+    );
+    let fmt = |xs: &[f64]| xs.iter().map(|x| format!("{x:.2}")).collect::<Vec<_>>().join(",");
+    println!(
+        "  samples first=[{}] all=[{}] probe=[{}]",
+        fmt(&first),
+        fmt(&all),
+        fmt(&first_probe)
     );
 }

@@ -439,7 +439,11 @@ impl Cluster {
     pub fn add_client(&mut self, name: &str) -> usize {
         let first = self.servers[0].ip.octets();
         let ip = Ipv4Addr::new(127, first[1], first[2], self.servers.len() as u8 + 1);
-        let home = self._dir.path().join(name);
+        let mut home = self._dir.path().join(name);
+        if home.exists() {
+            // Another agent under a name already used: its own data dir (so its own node ID).
+            home = self._dir.path().join(format!("{name}.{}", self.servers.len()));
+        }
         let data_dir = home.join("data");
         std::fs::create_dir_all(&data_dir).expect("create data dir");
         let http_port = free_port(ip);

@@ -225,3 +225,118 @@ fn serf_health_follows_gossip_in_the_catalog() {
     let web = serf_health_of(&c, 0, "web", false).unwrap();
     assert!(web.is_empty(), "no web instance is left: {web:?}");
 }
+
+/// Both log files of agent `i`.
+fn agent_logs(c: &Cluster, i: usize) -> String {
+    let home = c.servers[i]
+        .data_dir
+        .parent()
+        .expect("the data dir is inside the agent's home");
+    let read = |f: &str| std::fs::read_to_string(home.join(f)).unwrap_or_default();
+    read("stdout.log") + &read("stderr.log")
+}
+
+/// The node ID agent `i` keeps in its data dir (written as it starts).
+fn stored_node_id(c: &Cluster, i: usize) -> String {
+    let path = c.servers[i].data_dir.join("node-id");
+    poll(FORMED, "the agent's node-id file", || {
+        let id = std::fs::read_to_string(&path).map_err(|e| format!("{}: {e}", path.display()))?;
+        let id = id.trim().to_string();
+        (id.len() == 36).then_some(id.clone()).ok_or(format!("node-id {id:?}"))
+    })
+}
+
+/// `ID` of `node` in the catalog, as agent `i` answers `/v1/catalog/node/:node`.
+fn catalog_node_id(c: &Cluster, i: usize, node: &str) -> Result<String, String> {
+    let body = c
+        .get(i, &format!("/v1/catalog/node/{node}"))?
+        .expect_status(200)?
+        .json()?;
+    body["Node"]["ID"]
+        .as_str()
+        .map(str::to_string)
+        .ok_or_else(|| format!("no node {node}: {body}"))
+}
+
+/// Node names belong to one live agent (consul-compat.md §5 "Node IDs", memberlist's name conflicts): a
+/// second agent started under a live agent's name, with its own data dir and so its own node ID, is refused
+/// and exits with a readable error while the first keeps working; once the first has failed, a new agent
+/// under that name joins, and the catalog node carries the new node ID.
+#[test]
+fn a_live_agents_name_is_refused_to_another_agent_and_reusable_once_it_failed() {
+    let mut c = Cluster::start(3);
+    let web = c.add_client("web");
+    c.wait_leader(FORMED);
+    let first_id = stored_node_id(&c, web);
+    poll(FORMED, "web in the catalog with its node ID", || {
+        let id = catalog_node_id(&c, 0, "web")?;
+        (id == first_id).then_some(()).ok_or(format!("ID {id}"))
+    });
+
+    // Same -node, fresh data dir: refused; the process ends with the reason.
+    let dup = c.add_client("web");
+    assert_ne!(stored_node_id(&c, dup), first_id);
+    poll(FORMED, "the second 'web' agent to exit", || {
+        if c.servers[dup].is_running() {
+            Err("still running".to_string())
+        } else {
+            Ok(())
+        }
+    });
+    let logs = agent_logs(&c, dup);
+    let first_addr = format!("{}:8301", c.servers[web].ip);
+    assert!(
+        logs.contains(&format!(
+            "Failed to join the cluster: node name 'web' is in use by another live agent at {first_addr} (node ID {first_id})"
+        )),
+        "{logs}"
+    );
+    poll(FORMED, "the servers to log the refused claim", || {
+        let l = agent_logs(&c, 0);
+        l.contains("Conflicting address for web")
+            .then_some(())
+            .ok_or("no conflict logged on s1".to_string())
+    });
+    // The first one is unaffected: alive everywhere, same ID in the catalog, its API answers.
+    for i in 0..3 {
+        assert_eq!(status_on(&c, i, "web"), Ok(1), "s{}", i + 1);
+    }
+    assert_eq!(catalog_node_id(&c, 1, "web"), Ok(first_id.clone()));
+    c.get(web, "/v1/agent/self").and_then(|r| r.expect_status(200)).unwrap();
+
+    // The first one dies and is declared failed: a new agent may take the name (after memberlist's
+    // dead-node reclaim time, 30 s), and the catalog then shows the new node ID.
+    c.kill(web);
+    poll(DETECTED, "web failed on the servers", || {
+        for i in 0..3 {
+            let s = status_on(&c, i, "web")?;
+            if s != 4 {
+                return Err(format!("s{} sees web as {s}", i + 1));
+            }
+        }
+        Ok(())
+    });
+    let again = c.add_client("web");
+    let new_id = stored_node_id(&c, again);
+    assert_ne!(new_id, first_id);
+    poll(
+        DETECTED + Duration::from_secs(40),
+        "the new web alive, with its ID in the catalog",
+        || {
+            let id = catalog_node_id(&c, 0, "web")?;
+            if id != new_id {
+                return Err(format!("catalog ID {id}"));
+            }
+            for i in 0..3 {
+                let s = status_on(&c, i, "web")?;
+                if s != 1 {
+                    return Err(format!("s{} sees web as {s}", i + 1));
+                }
+            }
+            Ok(())
+        },
+    );
+    assert!(c.servers[again].is_running(), "{}", agent_logs(&c, again));
+    let nodes = catalog_nodes(&c, 2).unwrap();
+    assert_eq!(nodes.iter().filter(|n| *n == "web").count(), 1, "{nodes:?}");
+}

@@ -2,8 +2,8 @@
 //! Lifeguard's shrinking suspicion timeout, push-pull merge, leave intents, reaping and user events.
 
 use super::broadcast::BroadcastKey;
-use super::wire::{MemberState, Message, PushPull, Tags};
-use super::{Effect, Entry, Gossip, GossipEvent, Suspicion, Timer};
+use super::wire::{MemberRecord, MemberState, Message, PushPull, Tags};
+use super::{Effect, Entry, Gossip, GossipEvent, Member, MemberStatus, Suspicion, Timer, ID_TAG};
 use crate::time::Instant;
 use core::net::SocketAddr;
 use rand::Rng;
@@ -22,10 +22,33 @@ impl Gossip {
     ) {
         if name == self.name {
             let me = &self.members[&self.name];
-            let differs = me.addr != addr || me.tags != tags;
+            if me.addr != addr && !same_agent(&me.tags, &tags) {
+                // Someone else claims our name. Never refute that: the other side would refute back, for
+                // ever. Whoever a peer's full state names wins (see `merge`); we keep ours meanwhile.
+                self.stats.addr_conflicts += 1;
+                let ours = me.addr;
+                out.push(Effect::Event(GossipEvent::NameConflict {
+                    name,
+                    ours,
+                    theirs: addr,
+                }));
+                return;
+            }
+            // (Our own node ID at another address is this agent's previous run: out-bid it like any
+            // stale news about us.)
+            let differs = me.tags != tags || me.addr != addr;
             if !self.leaving && (incarnation > me.incarnation || (incarnation == me.incarnation && differs)) {
                 self.refute(incarnation);
             }
+            return;
+        }
+        if let Some(holder) = self.id_holder(&name, &tags) {
+            self.stats.id_conflicts += 1;
+            out.push(Effect::Event(GossipEvent::NodeIdConflict {
+                id: tags.get(ID_TAG).cloned().unwrap_or_default(),
+                holder,
+                claimant: name,
+            }));
             return;
         }
         let reclaim = self.timing.dead_node_reclaim;
@@ -34,6 +57,8 @@ impl Gossip {
                 self.stats.members_refused += 1;
                 return;
             }
+            self.note_id(&name, &tags);
+            self.live += 1;
             self.members.insert(
                 name.clone(),
                 Entry {
@@ -56,15 +81,31 @@ impl Gossip {
         };
         let down = matches!(e.state, MemberState::Dead | MemberState::Left);
         if e.addr != addr {
-            // Another address claims the name: only a member that has been down long enough is reclaimed.
-            if !(down && now.saturating_since(e.state_change) >= reclaim) {
+            // Another address claims the name (memberlist): a left member's name is free at once, a
+            // failed member's once it has been down for `dead_node_reclaim`; a live member's never.
+            // An agent restarted at a new address (same node ID) takes its name back by out-bidding the
+            // incarnation its previous run had, as any refutation does.
+            let free = e.state == MemberState::Left
+                || (e.state == MemberState::Dead && now.saturating_since(e.state_change) >= reclaim)
+                || (same_agent(&e.tags, &tags) && incarnation > e.incarnation);
+            if !free {
                 self.stats.addr_conflicts += 1;
+                let ours = e.addr;
+                out.push(Effect::Event(GossipEvent::NameConflict {
+                    name,
+                    ours,
+                    theirs: addr,
+                }));
                 return;
             }
         } else if incarnation <= e.incarnation {
             return;
         }
         let updated = e.tags != tags || e.addr != addr;
+        if e.tags.get(ID_TAG) != tags.get(ID_TAG) {
+            self.note_id(&name, &tags);
+        }
+        let Some(e) = self.members.get_mut(&name) else { return };
         e.addr = addr;
         e.tags = tags;
         e.incarnation = incarnation;
@@ -72,7 +113,7 @@ impl Gossip {
         if e.state != MemberState::Alive {
             e.state_change = now;
         }
-        e.state = MemberState::Alive;
+        set_state(&mut self.live, e, MemberState::Alive);
         if down {
             self.event(out, &name, GossipEvent::MemberJoin);
         } else if updated {
@@ -143,7 +184,7 @@ impl Gossip {
         s.deadline = now + s.timeout(0, lifeguard);
         let deadline = s.deadline;
         e.incarnation = incarnation;
-        e.state = MemberState::Suspect;
+        set_state(&mut self.live, e, MemberState::Suspect);
         e.state_change = now;
         e.suspicion = Some(s);
         self.schedule(deadline, Timer::Suspicion(name.clone()));
@@ -184,7 +225,7 @@ impl Gossip {
             return;
         }
         e.incarnation = incarnation;
-        e.state = MemberState::Dead;
+        set_state(&mut self.live, e, MemberState::Dead);
         e.state_change = now;
         e.suspicion = None;
         self.event(out, &name, GossipEvent::MemberFailed);
@@ -217,7 +258,7 @@ impl Gossip {
         }
         let was_left = e.state == MemberState::Left;
         e.incarnation = incarnation;
-        e.state = MemberState::Left;
+        set_state(&mut self.live, e, MemberState::Left);
         e.state_change = now;
         e.suspicion = None;
         if !was_left {
@@ -247,7 +288,22 @@ impl Gossip {
     /// Merge a peer's full state. A remote *dead* only makes the member suspect here: we let our own
     /// failure detector confirm it rather than spread a possibly stale death.
     pub(super) fn merge(&mut self, now: Instant, state: PushPull, out: &mut Vec<Effect>) {
+        // A joiner's state is its own view, not the cluster's: it never beats us (its claim is refused).
+        if let Some(holder) = self.beaten_by(&state).filter(|_| !state.join) {
+            self.lose(holder, out);
+            return;
+        }
         self.event_clock = self.event_clock.max(state.event_ltime);
+        let me = &self.members[&self.name];
+        if state
+            .members
+            .iter()
+            .any(|r| r.name == self.name && r.addr != me.addr && r.state == MemberState::Dead)
+        {
+            // Our name belonged to a member that failed: peers refuse us until `dead_node_reclaim` has passed
+            // since; sync again then rather than wait for the periodic push-pull.
+            self.schedule(now + self.timing.dead_node_reclaim, Timer::JoinSync);
+        }
         for r in state.members {
             match r.state {
                 MemberState::Alive => self.on_alive(now, r.incarnation, r.name, r.addr, r.tags, out),
@@ -292,7 +348,7 @@ impl Gossip {
         if prune {
             // Pruning a member already marked left must still spread.
             if let Some(e) = self.members.get_mut(&name) {
-                e.state = MemberState::Dead;
+                set_state(&mut self.live, e, MemberState::Dead);
             }
         }
         self.on_leave(now, incarnation, name, prune, out);
@@ -347,7 +403,10 @@ impl Gossip {
     }
 
     fn forget(&mut self, name: &str, out: &mut Vec<Effect>) {
-        if self.members.remove(name).is_some() {
+        if let Some(e) = self.members.remove(name) {
+            if is_live(e.state) {
+                self.live -= 1;
+            }
             if let Some(pos) = self.node_list.iter().position(|n| n == name) {
                 self.node_list.swap_remove(pos);
                 self.probe_index = self.probe_index.min(self.node_list.len());
@@ -355,6 +414,78 @@ impl Gossip {
             out.push(Effect::Event(GossipEvent::MemberReaped(name.to_string())));
         }
     }
+}
+
+impl Gossip {
+    /// The live member (other than `name`) that already holds the node ID `tags` carry, if any.
+    fn id_holder(&self, name: &str, tags: &Tags) -> Option<String> {
+        let id = tags.get(ID_TAG).filter(|id| !id.is_empty())?;
+        let holder = self.ids.get(id)?;
+        let e = self.members.get(holder)?;
+        let live = matches!(e.state, MemberState::Alive | MemberState::Suspect);
+        (holder != name && live && e.tags.get(ID_TAG) == Some(id)).then(|| holder.clone())
+    }
+
+    fn note_id(&mut self, name: &str, tags: &Tags) {
+        if let Some(id) = tags.get(ID_TAG).filter(|id| !id.is_empty()) {
+            self.ids.insert(id.clone(), name.to_string());
+        }
+    }
+
+    /// A peer's full state is the cluster's view: if it shows a live member at another address under our
+    /// name, or a live member under another name with our node ID, that member keeps it and we lose.
+    fn beaten_by(&self, state: &PushPull) -> Option<MemberRecord> {
+        let me = &self.members[&self.name];
+        let our_id = me.tags.get(ID_TAG).filter(|id| !id.is_empty());
+        state
+            .members
+            .iter()
+            .filter(|r| matches!(r.state, MemberState::Alive | MemberState::Suspect))
+            .find(|r| {
+                if r.name == self.name {
+                    r.addr != me.addr && !same_agent(&me.tags, &r.tags)
+                } else {
+                    our_id.is_some() && r.tags.get(ID_TAG) == our_id
+                }
+            })
+            .cloned()
+    }
+
+    /// Go quiet for good after losing a conflict (no probes, gossip, syncs or answers).
+    fn lose(&mut self, holder: MemberRecord, out: &mut Vec<Effect>) {
+        self.conflicted = true;
+        self.timers.clear();
+        self.probes.clear();
+        out.push(Effect::Event(GossipEvent::Conflicted {
+            holder: Member {
+                name: holder.name,
+                addr: holder.addr,
+                tags: holder.tags,
+                incarnation: holder.incarnation,
+                status: MemberStatus::Alive,
+            },
+        }));
+    }
+}
+
+fn is_live(state: MemberState) -> bool {
+    matches!(state, MemberState::Alive | MemberState::Suspect)
+}
+
+/// Change a member's state, keeping the count of live members (`Gossip::live`) right.
+fn set_state(live: &mut usize, e: &mut Entry, state: MemberState) {
+    match (is_live(e.state), is_live(state)) {
+        (false, true) => *live += 1,
+        (true, false) => *live -= 1,
+        _ => {}
+    }
+    e.state = state;
+}
+
+/// Two records of one agent: the same non-empty node ID (its data dir's), whatever the address.
+fn same_agent(a: &Tags, b: &Tags) -> bool {
+    a.get(ID_TAG)
+        .is_some_and(|id| !id.is_empty() && b.get(ID_TAG) == Some(id))
 }
 
 impl Suspicion {

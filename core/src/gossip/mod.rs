@@ -122,7 +122,31 @@ pub enum GossipEvent {
     },
     /// Our leave intent had time to spread; the runtime may shut down.
     LeaveDone,
+    /// Another address claims the live member `name` (memberlist's "Conflicting address"): the claim is
+    /// refused. Reported by every member that refuses it, `name` itself included (which does not refute
+    /// it: a refutation war would follow).
+    NameConflict {
+        name: String,
+        ours: SocketAddr,
+        theirs: SocketAddr,
+    },
+    /// We lost a conflict: a peer's full state shows `holder`, a live member at another address, holding
+    /// our name (or our node ID, the `id` tag, under another name). This machine has gone quiet for good
+    /// (serf shuts down after losing its name-conflict vote); the agent should stop.
+    Conflicted {
+        holder: Member,
+    },
+    /// `claimant` announced the node ID `id` that the live member `holder` has: refused (Consul refuses
+    /// members with conflicting node IDs; cloned VMs and copied data dirs cause it).
+    NodeIdConflict {
+        id: String,
+        holder: String,
+        claimant: String,
+    },
 }
+
+/// The tag that carries a member's node ID (Consul's serf tag `id`). Two live members may not share one.
+pub const ID_TAG: &str = "id";
 
 /// Counters of dropped or refused inputs (bad peer input is counted, never fatal).
 #[derive(Clone, Debug, Default, PartialEq, Eq)]
@@ -132,6 +156,8 @@ pub struct GossipStats {
     pub addr_conflicts: u64,
     pub refutations: u64,
     pub probes_failed: u64,
+    /// Alive claims refused because their node ID (`id` tag) is held by another live member.
+    pub id_conflicts: u64,
 }
 
 #[derive(Clone, Debug, PartialEq, Eq, PartialOrd, Ord)]
@@ -204,6 +230,13 @@ pub struct Gossip {
     seen_events: BTreeSet<(u64, String, u32)>,
     leaving: bool,
     left: bool,
+    /// We lost a name or node-ID conflict: every input is ignored from then on.
+    conflicted: bool,
+    /// Node ID (`id` tag) → the member last accepted with it. Checked against that member's entry when
+    /// used, so stale pairs (renamed, reaped, retagged members) are harmless.
+    ids: BTreeMap<String, String>,
+    /// Members alive or suspect, us included (kept up to date: `num_alive` is on every packet's path).
+    live: usize,
     stats: GossipStats,
 }
 
@@ -220,6 +253,10 @@ impl Gossip {
         ));
         timers.insert((now + t.reap_interval, Timer::Reap));
         timers.insert((now + t.reconnect_interval, Timer::Reconnect));
+        let mut ids = BTreeMap::new();
+        if let Some(id) = config.tags.get(ID_TAG).filter(|id| !id.is_empty()) {
+            ids.insert(id.clone(), config.name.clone());
+        }
         let mut members = BTreeMap::new();
         members.insert(
             config.name.clone(),
@@ -249,6 +286,9 @@ impl Gossip {
             seen_events: BTreeSet::new(),
             leaving: false,
             left: false,
+            conflicted: false,
+            ids,
+            live: 1,
             stats: GossipStats::default(),
         }
     }
@@ -256,6 +296,9 @@ impl Gossip {
     pub fn handle(&mut self, now: Instant, input: Input, out: &mut Vec<Effect>) {
         let now = now.max(self.now);
         self.now = now;
+        if self.conflicted {
+            return;
+        }
         match input {
             Input::Tick => self.fire_timers(now, out),
             Input::Packet { from, bytes } => match wire::decode_packet(&bytes) {
@@ -313,10 +356,14 @@ impl Gossip {
 
     /// Members alive or suspect, us included (memberlist's estimate of the cluster size).
     pub fn num_alive(&self) -> usize {
-        self.members
-            .values()
-            .filter(|e| matches!(e.state, MemberState::Alive | MemberState::Suspect))
-            .count()
+        debug_assert_eq!(
+            self.live,
+            self.members
+                .values()
+                .filter(|e| matches!(e.state, MemberState::Alive | MemberState::Suspect))
+                .count()
+        );
+        self.live
     }
 
     /// Lifeguard's local health score (0 is healthy).
@@ -416,11 +463,17 @@ impl Gossip {
 
     /// Send `msg` to `to`, filling the rest of the datagram with queued broadcasts.
     fn send(&mut self, to: SocketAddr, msg: Message, out: &mut Vec<Effect>) {
-        let first = wire::encode_message(&msg);
-        let budget = self.timing.max_packet.saturating_sub(1 + first.len());
+        self.send_all(to, &[msg], out);
+    }
+
+    /// Send `msgs` in one datagram to `to`, filling the rest with queued broadcasts.
+    fn send_all(&mut self, to: SocketAddr, msgs: &[Message], out: &mut Vec<Effect>) {
+        let first: Vec<Vec<u8>> = msgs.iter().map(wire::encode_message).collect();
+        let used: usize = first.iter().map(Vec::len).sum();
+        let budget = self.timing.max_packet.saturating_sub(1 + used);
         let limit = self.retransmit_limit();
         let extra = self.broadcasts.take(budget, limit);
-        let bytes = wire::assemble_packet(std::iter::once(first.as_slice()).chain(extra.iter().map(|v| v.as_slice())));
+        let bytes = wire::assemble_packet(first.iter().chain(extra.iter()).map(|v| v.as_slice()));
         out.push(Effect::Packet { to, bytes });
     }
 

@@ -76,7 +76,15 @@ impl Gossip {
             return;
         }
         let Some(target) = self.next_probe_target() else { return };
-        let addr = self.members[&target].addr;
+        let e = &self.members[&target];
+        let addr = e.addr;
+        // Lifeguard's buddy system (memberlist does it): a ping to a suspect carries the suspicion, so a
+        // member that is only slow learns it at once and refutes.
+        let buddy = (e.state == MemberState::Suspect).then(|| Message::Suspect {
+            incarnation: e.incarnation,
+            name: target.clone(),
+            from: self.name.clone(),
+        });
         let seq = self.next_seq();
         self.probes.insert(
             seq,
@@ -86,7 +94,9 @@ impl Gossip {
                 expected_nacks: 0,
             },
         );
-        self.send(addr, Message::Ping { seq, target }, out);
+        let mut msgs = vec![Message::Ping { seq, target }];
+        msgs.extend(buddy);
+        self.send_all(addr, &msgs, out);
         self.schedule(now + self.scaled(self.timing.probe_timeout), Timer::AckTimeout(seq));
         self.schedule(now + interval, Timer::ProbeEnd(seq));
     }

@@ -244,3 +244,325 @@ fn a_failed_member_is_asked_for_a_push_pull_by_reconnect() {
         .any(|e| matches!(e, Effect::PushPull { to, .. } if *to == addr(2)));
     assert!(asked, "no push-pull to the failed member by {t:?}: {out:?}");
 }
+
+fn machine_with_id(name: &str, i: u8, id: &str) -> Gossip {
+    Gossip::new(
+        GossipConfig {
+            name: name.into(),
+            addr: addr(i),
+            tags: [(ID_TAG.to_string(), id.to_string())].into(),
+            seed: i as u64,
+            timing: GossipTiming::lan(),
+        },
+        Instant::ZERO,
+    )
+}
+
+/// A full join exchange: `joiner` pushes its state to `seed`, then merges the reply.
+fn join_through(joiner: &mut Gossip, seed: &mut Gossip, now: Instant) -> (Vec<Effect>, Vec<Effect>) {
+    let (mut out_j, mut out_s) = (Vec::new(), Vec::new());
+    let state = joiner.local_state(true);
+    seed.handle(now, Input::PushPull { conn: 1, state }, &mut out_s);
+    let reply = out_s
+        .iter()
+        .find_map(|e| match e {
+            Effect::PushPullReply { state, .. } => Some(state.clone()),
+            _ => None,
+        })
+        .expect("seed answers");
+    joiner.handle(now, Input::PushPullReply { state: reply }, &mut out_j);
+    (out_j, out_s)
+}
+
+fn dead(g: &mut Gossip, name: &str, now: Instant) {
+    let incarnation = g.member(name).unwrap().incarnation;
+    let msg = Message::Dead {
+        incarnation,
+        name: name.into(),
+        from: "x".into(),
+    };
+    g.handle(
+        now,
+        Input::Packet {
+            from: addr(200),
+            bytes: packet(&[msg]),
+        },
+        &mut Vec::new(),
+    );
+}
+
+#[test]
+fn a_second_member_under_a_live_name_is_refused_and_goes_quiet() {
+    let mut a = machine_with_id("web", 1, "id-a");
+    let mut seed = machine_with_id("s1", 2, "id-s1");
+    join_through(&mut a, &mut seed, Instant(1));
+    // Another process, same name, another address and node ID.
+    let mut b = machine_with_id("web", 3, "id-b");
+    let (out_b, out_s) = join_through(&mut b, &mut seed, Instant(2));
+    let web = seed.member("web").unwrap();
+    assert_eq!(
+        (web.addr, web.tags[ID_TAG].as_str()),
+        (addr(1), "id-a"),
+        "the seed keeps the first"
+    );
+    assert!(
+        out_s.iter().any(
+            |e| matches!(e, Effect::Event(GossipEvent::NameConflict { name, ours, theirs })
+            if name == "web" && *ours == addr(1) && *theirs == addr(3))
+        ),
+        "{out_s:?}"
+    );
+    let holder = out_b.iter().find_map(|e| match e {
+        Effect::Event(GossipEvent::Conflicted { holder }) => Some(holder.clone()),
+        _ => None,
+    });
+    assert_eq!(holder.map(|h| h.addr), Some(addr(1)), "the newcomer lost: {out_b:?}");
+    assert_eq!(b.next_deadline(), None, "a loser has no timers left");
+    let mut out = Vec::new();
+    b.handle(Instant(3), Input::Join { addrs: vec![addr(2)] }, &mut out);
+    assert!(out.is_empty(), "a loser stays quiet: {out:?}");
+
+    // The first one hears the other claim of its name: no refutation (that would never end).
+    let mut out_a = Vec::new();
+    let claim = Message::Alive {
+        incarnation: 5,
+        name: "web".into(),
+        addr: addr(3),
+        tags: [(ID_TAG.to_string(), "id-b".to_string())].into(),
+    };
+    a.handle(
+        Instant(4),
+        Input::Packet {
+            from: addr(3),
+            bytes: packet(&[claim]),
+        },
+        &mut out_a,
+    );
+    assert_eq!(a.member("web").unwrap().incarnation, 0);
+    assert_eq!(a.stats().refutations, 0);
+    assert!(out_a
+        .iter()
+        .any(|e| matches!(e, Effect::Event(GossipEvent::NameConflict { .. }))));
+}
+
+#[test]
+fn a_failed_name_is_reusable_after_the_reclaim_time_a_left_one_at_once() {
+    let reclaim = GossipTiming::lan().dead_node_reclaim;
+    let mut seed = machine_with_id("s1", 2, "id-s1");
+    let mut a = machine_with_id("web", 1, "id-a");
+    join_through(&mut a, &mut seed, Instant(1));
+    let t = Instant::ZERO + Duration::from_secs(1);
+    dead(&mut seed, "web", t);
+    assert_eq!(seed.member("web").unwrap().status, MemberStatus::Failed);
+
+    // Too soon: the failed member may still come back; the newcomer is refused but not beaten.
+    let mut b = machine_with_id("web", 3, "id-b");
+    let (out_b, _) = join_through(&mut b, &mut seed, t + reclaim / 2);
+    assert_eq!(seed.member("web").unwrap().addr, addr(1));
+    assert!(!out_b
+        .iter()
+        .any(|e| matches!(e, Effect::Event(GossipEvent::Conflicted { .. }))));
+
+    // It syncs again once the name is free, without waiting for the periodic push-pull.
+    let due = t + reclaim / 2 + reclaim;
+    let mut syncs = Vec::new();
+    let mut refreshed = 0;
+    while let Some(now) = b.next_deadline().filter(|d| *d <= due) {
+        let mut out = Vec::new();
+        // The seed stays alive in b's view (nothing answers b's probes here).
+        refreshed += 1;
+        let alive = Message::Alive {
+            incarnation: refreshed,
+            name: "s1".into(),
+            addr: addr(2),
+            tags: [(ID_TAG.to_string(), "id-s1".to_string())].into(),
+        };
+        let bytes = packet(&[alive]);
+        b.handle(now, Input::Packet { from: addr(2), bytes }, &mut out);
+        b.handle(now, Input::Tick, &mut out);
+        syncs.extend(out.iter().filter(|e| matches!(e, Effect::PushPull { .. })).map(|_| now));
+    }
+    assert!(syncs.contains(&due), "push-pulls at {syncs:?}");
+    // After the reclaim time the new process takes the name, with its own node ID.
+    let (_, out_s) = join_through(&mut b, &mut seed, t + reclaim);
+    let web = seed.member("web").unwrap();
+    assert_eq!(
+        (web.addr, web.status, web.tags[ID_TAG].as_str()),
+        (addr(3), MemberStatus::Alive, "id-b")
+    );
+    assert!(out_s
+        .iter()
+        .any(|e| matches!(e, Effect::Event(GossipEvent::MemberJoin(m)) if m.addr == addr(3))));
+
+    // A left member's name is free at once.
+    let mut seed = machine_with_id("s1", 2, "id-s1");
+    let mut a = machine_with_id("web", 1, "id-a");
+    join_through(&mut a, &mut seed, Instant(1));
+    let leave = Message::Leave {
+        incarnation: 0,
+        name: "web".into(),
+        prune: false,
+    };
+    seed.handle(
+        Instant(2),
+        Input::Packet {
+            from: addr(1),
+            bytes: packet(&[leave]),
+        },
+        &mut Vec::new(),
+    );
+    let mut b = machine_with_id("web", 3, "id-b");
+    join_through(&mut b, &mut seed, Instant(3));
+    assert_eq!(seed.member("web").unwrap().addr, addr(3));
+}
+
+#[test]
+fn a_node_id_held_by_a_live_member_is_refused() {
+    let mut seed = machine_with_id("s1", 2, "id-s1");
+    let mut a = machine_with_id("web", 1, "same-id");
+    join_through(&mut a, &mut seed, Instant(1));
+    // A clone (copied data dir) under another name.
+    let mut clone = machine_with_id("web-copy", 3, "same-id");
+    let (out_c, out_s) = join_through(&mut clone, &mut seed, Instant(2));
+    assert!(seed.member("web-copy").is_none());
+    assert_eq!(seed.stats().id_conflicts, 1);
+    assert!(out_s.iter().any(
+        |e| matches!(e, Effect::Event(GossipEvent::NodeIdConflict { id, holder, claimant })
+            if id == "same-id" && holder == "web" && claimant == "web-copy")
+    ));
+    assert!(out_c
+        .iter()
+        .any(|e| matches!(e, Effect::Event(GossipEvent::Conflicted { holder }) if holder.name == "web")));
+
+    // Once the holder failed, the ID may come back under the new name (a renamed node).
+    dead(&mut seed, "web", Instant(3));
+    let mut renamed = machine_with_id("web-copy", 3, "same-id");
+    let (out_r, _) = join_through(&mut renamed, &mut seed, Instant(4));
+    assert_eq!(seed.member("web-copy").map(|m| m.status), Some(MemberStatus::Alive));
+    assert!(!out_r
+        .iter()
+        .any(|e| matches!(e, Effect::Event(GossipEvent::Conflicted { .. }))));
+}
+
+#[test]
+fn an_agent_restarted_at_a_new_address_takes_its_name_back() {
+    let mut seed = machine_with_id("s1", 2, "id-s1");
+    let mut a = machine_with_id("web", 1, "id-a");
+    // Its previous run had raised its incarnation.
+    a.handle(
+        Instant(1),
+        Input::SetTags([(ID_TAG.to_string(), "id-a".to_string())].into()),
+        &mut Vec::new(),
+    );
+    a.handle(
+        Instant(1),
+        Input::SetTags([(ID_TAG.to_string(), "id-a".to_string())].into()),
+        &mut Vec::new(),
+    );
+    join_through(&mut a, &mut seed, Instant(2));
+    assert_eq!(seed.member("web").unwrap().incarnation, 2);
+    // The same data dir (node ID) at another port, before anyone noticed the old process is gone.
+    let mut again = machine_with_id("web", 3, "id-a");
+    let (out, _) = join_through(&mut again, &mut seed, Instant(3));
+    assert!(!out
+        .iter()
+        .any(|e| matches!(e, Effect::Event(GossipEvent::Conflicted { .. }))));
+    assert_eq!(again.member("web").unwrap().incarnation, 3, "out-bids its previous run");
+    // Its refutation reaches the seed, which moves the member to the new address.
+    let mut out = Vec::new();
+    again.handle(
+        Instant(4),
+        Input::Packet {
+            from: addr(2),
+            bytes: packet(&[Message::Ping {
+                seq: 1,
+                target: "web".into(),
+            }]),
+        },
+        &mut out,
+    );
+    let Some(Effect::Packet { bytes, .. }) = out.first() else {
+        panic!("{out:?}")
+    };
+    seed.handle(
+        Instant(5),
+        Input::Packet {
+            from: addr(3),
+            bytes: bytes.clone(),
+        },
+        &mut Vec::new(),
+    );
+    let web = seed.member("web").unwrap();
+    assert_eq!(
+        (web.addr, web.incarnation, web.status),
+        (addr(3), 3, MemberStatus::Alive)
+    );
+}
+
+#[test]
+fn a_ping_to_a_suspect_carries_the_suspicion_buddy_system() {
+    let mut a = machine("a", 1);
+    let mut out = Vec::new();
+    a.handle(
+        Instant::ZERO,
+        Input::PushPullReply {
+            state: machine("b", 2).local_state(false),
+        },
+        &mut out,
+    );
+    let suspect = Message::Suspect {
+        incarnation: 0,
+        name: "b".into(),
+        from: "c".into(),
+    };
+    a.handle(
+        Instant::ZERO,
+        Input::Packet {
+            from: addr(3),
+            bytes: packet(&[suspect]),
+        },
+        &mut out,
+    );
+    // Run until a probes b (its only peer).
+    let ping = loop {
+        out.clear();
+        let now = a.next_deadline().unwrap();
+        a.handle(now, Input::Tick, &mut out);
+        let found = out.iter().find_map(|e| match e {
+            Effect::Packet { to, bytes } if *to == addr(2) => {
+                let msgs = decode_packet(bytes).unwrap();
+                matches!(msgs[0], Message::Ping { .. }).then_some(msgs)
+            }
+            _ => None,
+        });
+        if let Some(msgs) = found {
+            break msgs;
+        }
+    };
+    assert!(
+        ping.iter()
+            .any(|m| matches!(m, Message::Suspect { name, from, .. } if name == "b" && from == "a")),
+        "{ping:?}"
+    );
+}
+
+#[test]
+fn joining_through_the_holder_of_our_name_loses_and_the_holder_stays() {
+    let mut a = machine_with_id("web", 1, "id-a");
+    let mut b = machine_with_id("web", 3, "id-b");
+    let (out_b, out_a) = join_through(&mut b, &mut a, Instant(1));
+    assert!(
+        out_b
+            .iter()
+            .any(|e| matches!(e, Effect::Event(GossipEvent::Conflicted { .. }))),
+        "{out_b:?}"
+    );
+    assert!(
+        !out_a
+            .iter()
+            .any(|e| matches!(e, Effect::Event(GossipEvent::Conflicted { .. }))),
+        "{out_a:?}"
+    );
+    assert!(a.next_deadline().is_some(), "the holder keeps running");
+    assert_eq!(a.member("web").unwrap().addr, addr(1));
+}

@@ -5,7 +5,8 @@
 //! - alive member → node registered (`Node`, `ID` from the `id` tag, `Address`, `Datacenter`; an existing
 //!   row keeps its tagged addresses and meta, a new one gets `consul-version` from the `build` tag) with
 //!   `serfHealth` passing, "Agent alive and reachable"; an existing row is only rewritten when the member's
-//!   address changed (unlike Consul, which rewrites it from a possibly stale read);
+//!   address or node ID changed (unlike Consul, which rewrites it from a possibly stale read); a new ID
+//!   under a failed member's name takes the name over (the catalog refuses it while the old is live);
 //! - failed member → `serfHealth` critical, "Agent not live or unreachable", the node row left as it is
 //!   (a node the catalog does not know is ignored);
 //! - left or reaped member → node deregistered with everything on it, except the leader itself (a new
@@ -98,7 +99,10 @@ impl Reconciler {
     fn alive(&self, member: &Member, rows: CatalogRows<'_>) -> Option<Command> {
         let addr = member.addr.ip().to_string();
         let id = member.tags.get("id").cloned().unwrap_or_default();
-        let node_ok = rows.node.is_some_and(|n| n.address == addr);
+        // A node ID the catalog does not have yet is a new agent taking over the name of a failed one.
+        let node_ok = rows
+            .node
+            .is_some_and(|n| n.address == addr && (id.is_empty() || n.id == id));
         let passing = rows.serf_health.is_some_and(|c| c.status == CheckStatus::Passing);
         if node_ok && passing {
             return None;
@@ -125,6 +129,7 @@ impl Reconciler {
         // Only a node at a new address needs its row rewritten. Otherwise the row is left as it is when
         // this write applies: the agent's anti-entropy may have written it (with its meta and tagged
         // addresses) after our read, and a stale copy must not clobber that. A row still missing is created.
+        // (The catalog rewrites the row anyway when the node ID changed.)
         reg.skip_node_update = rows.node.is_none_or(|n| n.address == reg.address);
         Some(Command::CatalogRegister(Box::new(reg)))
     }

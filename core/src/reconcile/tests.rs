@@ -266,3 +266,25 @@ fn a_node_row_written_after_the_read_is_not_clobbered() {
     assert_eq!(cat.nodes()[0].meta.get("rack").map(String::as_str), Some("r1"));
     assert_eq!(cat.serf_health("c1").unwrap().0, CheckStatus::Passing);
 }
+
+#[test]
+fn a_new_agent_under_a_failed_members_name_takes_the_node_over_with_its_id() {
+    let mut cat = Catalog::new();
+    let old = member("web", 5, MemberStatus::Alive);
+    cat.reconcile(std::slice::from_ref(&old));
+    let failed = Member {
+        status: MemberStatus::Failed,
+        ..old.clone()
+    };
+    cat.reconcile(&[failed]);
+    // Same name and address, a fresh data dir: another node ID.
+    let mut new = old.clone();
+    new.tags
+        .insert("id".into(), "00000009-0000-0000-0000-000000000000".into());
+    assert_eq!(cat.reconcile(std::slice::from_ref(&new)), 1);
+    let nodes = cat.nodes();
+    assert_eq!(nodes.len(), 1);
+    assert_eq!(nodes[0].id, "00000009-0000-0000-0000-000000000000");
+    assert_eq!(cat.serf_health("web").map(|s| s.0), Some(CheckStatus::Passing));
+    assert_eq!(cat.reconcile(&[new]), 0, "idempotent");
+}

@@ -16,6 +16,7 @@ use std::collections::{BTreeMap, BTreeSet};
 use serde::{Deserialize, Serialize};
 
 use super::DecodeError;
+use crate::agent::SERF_HEALTH;
 
 /// What a catalog read covers, for blocking queries: a watch on a range wakes when a write changes it.
 #[derive(Clone, Debug, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
@@ -260,8 +261,16 @@ pub enum CatalogError {
     MissingServiceName,
     #[error("Must provide check ID or name")]
     MissingCheckId,
-    #[error("failed inserting node: Error while renaming Node ID: \"{id}\": Node name {existing} is reserved by node {id} with name {existing}")]
-    NodeIdConflict { id: String, existing: String },
+    /// Consul's `ensureNoNodeWithSimilarNameTxn`: the name belongs to a live node (its `serfHealth` is not
+    /// critical) with another node ID. `renaming` is `" (<address>)"` when the ID moves from another name.
+    #[error("failed inserting node: Error while renaming Node ID: \"{id}\"{renaming}: Node name {node} is reserved by node {holder_id} with name {node} ({holder_address})")]
+    NodeIdConflict {
+        id: String,
+        renaming: String,
+        node: String,
+        holder_id: String,
+        holder_address: String,
+    },
     #[error("Missing service registration")]
     MissingService,
     #[error("Missing node registration")]
@@ -320,8 +329,17 @@ impl CatalogStore {
         self.validate(reg)?;
         let mut touched = Touched { ranges: changed };
         let start = touched.ranges.len();
+        if let Some(old) = self.renamed_from(reg).map(str::to_string) {
+            // The node ID moved to a new name: the old name goes, with everything on it (Consul).
+            self.remove_node(&old, &mut touched);
+        }
         let node_exists = self.nodes.contains_key(&reg.node);
-        if !reg.skip_node_update || !node_exists {
+        let new_id = !reg.address.is_empty()
+            && self
+                .nodes
+                .get(&reg.node)
+                .is_some_and(|n| !reg.id.is_empty() && n.id != reg.id);
+        if !reg.skip_node_update || !node_exists || new_id {
             self.upsert_node(index, reg, &mut touched);
         }
         if let Some(svc) = &reg.service {
@@ -341,13 +359,18 @@ impl CatalogStore {
         if reg.address.is_empty() && !(reg.skip_node_update && self.nodes.contains_key(&reg.node)) {
             return Err(CatalogError::MissingAddress);
         }
-        if !reg.id.is_empty() {
-            if let Some(other) = self.nodes.values().find(|n| n.id == reg.id && n.node != reg.node) {
-                return Err(CatalogError::NodeIdConflict {
-                    id: reg.id.clone(),
-                    existing: other.node.clone(),
-                });
-            }
+        if let Some((holder, renaming)) = self.name_reserved(reg) {
+            return Err(CatalogError::NodeIdConflict {
+                id: reg.id.clone(),
+                renaming: if renaming {
+                    format!(" ({})", reg.address)
+                } else {
+                    String::new()
+                },
+                node: reg.node.clone(),
+                holder_id: holder.id.clone(),
+                holder_address: holder.address.clone(),
+            });
         }
         if let Some(svc) = &reg.service {
             if svc.service.is_empty() {
@@ -372,6 +395,35 @@ impl CatalogStore {
             }
         }
         Ok(())
+    }
+
+    /// Consul's `ensureNodeTxn` rules for node IDs: the node already holding `reg.node` under another ID, if
+    /// it is live (its `serfHealth` exists and is not critical), reserves the name — a failed node's name,
+    /// or that of a node without `serfHealth` (registered externally), may be taken over by a new ID. When
+    /// the ID already belongs to a node under another name (a rename, flagged `true`), even an ID-less
+    /// live holder reserves the name.
+    fn name_reserved(&self, reg: &Registration) -> Option<(&CatalogNode, bool)> {
+        if reg.id.is_empty() {
+            return None;
+        }
+        let holder = self.nodes.get(&reg.node).filter(|n| n.id != reg.id)?;
+        let renaming = self.renamed_from(reg).is_some();
+        let live = self
+            .checks
+            .get(&(reg.node.clone(), SERF_HEALTH.to_string()))
+            .is_some_and(|c| c.status != CheckStatus::Critical);
+        (live && (renaming || !holder.id.is_empty())).then_some((holder, renaming))
+    }
+
+    /// The other name `reg.id` is registered under, if any (the node is being renamed).
+    fn renamed_from(&self, reg: &Registration) -> Option<&str> {
+        if reg.id.is_empty() {
+            return None;
+        }
+        self.nodes
+            .values()
+            .find(|n| n.id == reg.id && n.node != reg.node)
+            .map(|n| n.node.as_str())
     }
 
     fn upsert_node(&mut self, index: u64, reg: &Registration, touched: &mut Touched) {

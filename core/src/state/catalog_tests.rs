@@ -118,14 +118,89 @@ fn a_refused_registration_writes_nothing() {
         register(&mut sm, 3, node_reg("n", "")).0,
         CommandResult::Refused(CatalogError::MissingAddress)
     );
-    let mut a = node_reg("a", "1.1.1.1");
-    a.id = "11111111-2222-3333-4444-555555555555".into();
-    register(&mut sm, 4, a.clone());
-    a.node = "b".into();
-    assert!(matches!(
-        register(&mut sm, 5, a).0,
-        CommandResult::Refused(CatalogError::NodeIdConflict { .. })
-    ));
+}
+
+const ID_A: &str = "11111111-2222-3333-4444-555555555555";
+const ID_B: &str = "22222222-2222-3333-4444-555555555555";
+
+fn agent_reg(node: &str, id: &str, address: &str, serf: CheckStatus) -> Registration {
+    let mut reg = node_reg(node, address);
+    reg.id = id.into();
+    reg.checks = vec![check("serfHealth", "", serf)];
+    reg
+}
+
+#[test]
+fn a_live_nodes_name_is_reserved_for_its_id_a_failed_ones_is_reusable() {
+    let mut sm = StateMachine::default();
+    let mut web = agent_reg("web", ID_A, "10.0.0.1", CheckStatus::Passing);
+    web.service = Some(service("api", "api", &[]));
+    register(&mut sm, 2, web);
+    // Another agent (another node ID) under the same name while the first is alive: refused, untouched.
+    let (result, changes) = register(&mut sm, 3, agent_reg("web", ID_B, "10.0.0.2", CheckStatus::Passing));
+    let CommandResult::Refused(e @ CatalogError::NodeIdConflict { .. }) = result else {
+        panic!("{result:?}")
+    };
+    assert_eq!(
+        e.to_string(),
+        format!(
+            "failed inserting node: Error while renaming Node ID: \"{ID_B}\": Node name web is reserved by node {ID_A} with name web (10.0.0.1)"
+        )
+    );
+    assert!(changes.is_empty());
+    assert_eq!(sm.catalog.node("web").map(|n| n.id.as_str()), Some(ID_A));
+
+    // Once its serfHealth is critical (failed), the name goes to the new ID, node row and all.
+    register(&mut sm, 4, agent_reg("web", ID_A, "10.0.0.1", CheckStatus::Critical));
+    let (result, _) = register(&mut sm, 5, agent_reg("web", ID_B, "10.0.0.2", CheckStatus::Passing));
+    assert_eq!(result, CommandResult::Bool(true));
+    let node = sm.catalog.node("web").unwrap();
+    assert_eq!((node.id.as_str(), node.address.as_str()), (ID_B, "10.0.0.2"));
+    assert_eq!(node.modify_index, 5);
+
+    // Even a registration that skips the node row takes the name over at the same address.
+    register(&mut sm, 6, agent_reg("web", ID_B, "10.0.0.2", CheckStatus::Critical));
+    let mut reuse = agent_reg("web", ID_A, "10.0.0.2", CheckStatus::Passing);
+    reuse.skip_node_update = true;
+    assert_eq!(register(&mut sm, 7, reuse).0, CommandResult::Bool(true));
+    assert_eq!(sm.catalog.node("web").map(|n| n.id.as_str()), Some(ID_A));
+
+    // A node without serfHealth (registered from outside) does not reserve its name.
+    let mut ext = node_reg("ext", "10.0.0.9");
+    ext.id = ID_B.into();
+    register(&mut sm, 8, ext);
+    let mut other = node_reg("ext", "10.0.0.9");
+    other.id = "33333333-2222-3333-4444-555555555555".into();
+    assert_eq!(register(&mut sm, 9, other).0, CommandResult::Bool(true));
+}
+
+#[test]
+fn a_node_id_registered_under_a_new_name_renames_the_node() {
+    let mut sm = StateMachine::default();
+    let mut a = agent_reg("a", ID_A, "1.1.1.1", CheckStatus::Passing);
+    a.service = Some(service("api", "api", &[]));
+    register(&mut sm, 2, a);
+    // Consul: the ID moves to the new name; the old name goes with everything on it.
+    assert_eq!(
+        register(&mut sm, 3, agent_reg("b", ID_A, "1.1.1.1", CheckStatus::Passing)).0,
+        CommandResult::Bool(true)
+    );
+    assert!(sm.catalog.node("a").is_none());
+    assert!(sm.catalog.service("a", "api").is_none());
+    assert_eq!(sm.catalog.node("b").map(|n| n.id.as_str()), Some(ID_A));
+    // Renaming onto a name a live node holds is refused, and then nothing moves.
+    register(&mut sm, 4, agent_reg("c", ID_B, "2.2.2.2", CheckStatus::Passing));
+    let result = register(&mut sm, 5, agent_reg("c", ID_A, "1.1.1.1", CheckStatus::Passing)).0;
+    let CommandResult::Refused(e) = result else {
+        panic!("{result:?}")
+    };
+    assert!(
+        e.to_string()
+            .contains(&format!("\"{ID_A}\" (1.1.1.1): Node name c is reserved by node {ID_B}")),
+        "{e}"
+    );
+    assert!(sm.catalog.node("b").is_some());
+    assert_eq!(sm.catalog.node("c").map(|n| n.id.as_str()), Some(ID_B));
 }
 
 #[test]

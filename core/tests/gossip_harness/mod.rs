@@ -92,6 +92,9 @@ pub struct Cluster {
     pub max_packet_seen: usize,
     /// A running hash of every event, for determinism checks.
     pub trace: u64,
+    /// When set, the first probe (`Ping`) sent to this address is timed into `first_ping`.
+    pub ping_watch: Option<SocketAddr>,
+    pub first_ping: Option<Instant>,
 }
 
 impl Cluster {
@@ -111,6 +114,8 @@ impl Cluster {
             packets_sent: 0,
             max_packet_seen: 0,
             trace: seed,
+            ping_watch: None,
+            first_ping: None,
         }
     }
 
@@ -191,6 +196,9 @@ impl Cluster {
                     self.packets_sent += 1;
                     self.max_packet_seen = self.max_packet_seen.max(bytes.len());
                     let Some(&j) = self.by_addr.get(&to) else { continue };
+                    if self.first_ping.is_none() && self.ping_watch == Some(to) && is_ping(&bytes) {
+                        self.first_ping = Some(self.now);
+                    }
                     if self.rng.gen_bool(self.net.loss) {
                         continue;
                     }
@@ -343,6 +351,13 @@ impl Cluster {
             })
             .count()
     }
+}
+
+fn is_ping(bytes: &[u8]) -> bool {
+    concord_core::gossip::wire::decode_packet(bytes).is_ok_and(|msgs| {
+        msgs.iter()
+            .any(|m| matches!(m, concord_core::gossip::Message::Ping { .. }))
+    })
 }
 
 fn crc(s: &str) -> u64 {

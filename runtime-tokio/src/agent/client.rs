@@ -151,9 +151,14 @@ impl ClientAgent {
         leave_on_shutdown: bool,
     ) -> Result<(), AgentError> {
         let mut stop = self.stop.subscribe();
+        let mut conflict = None;
         let signalled = tokio::select! {
             _ = shutdown => true,
             _ = stop.wait_for(|s| *s) => false,
+            why = serf::conflict(&self.lan) => {
+                conflict = Some(why);
+                false
+            }
         };
         if signalled && leave_on_shutdown {
             tracing::info!(target: "agent", "Gracefully leaving the cluster before shutdown");
@@ -170,7 +175,10 @@ impl ClientAgent {
             }
         }
         tracing::info!(target: "agent", "shutdown complete");
-        Ok(())
+        match conflict {
+            Some(why) => Err(AgentError::Conflict(why)),
+            None => Ok(()),
+        }
     }
 }
 

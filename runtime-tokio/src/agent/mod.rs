@@ -65,6 +65,9 @@ pub enum AgentError {
     Runtime(std::io::Error),
     #[error("the server stopped: {0}")]
     Stopped(String),
+    /// Another live agent has this agent's node name or node ID (Consul refuses to join then).
+    #[error("Failed to join the cluster: {0}")]
+    Conflict(String),
 }
 
 pub(crate) type DriverExitWatch = watch::Receiver<Option<DriverExit>>;
@@ -385,11 +388,20 @@ impl Agent {
     pub async fn run_until(mut self, shutdown: impl std::future::Future<Output = ()>) -> Result<(), AgentError> {
         let mut stop = self.stop.subscribe();
         let mut exit = self.exit.clone();
-        tokio::select! {
-            _ = shutdown => {}
-            _ = stop.wait_for(|s| *s) => {}
-            _ = exit.wait_for(|e| e.is_some()) => {}
-        }
+        let wan = self.wan.clone();
+        let wan_conflict = async move {
+            match &wan {
+                Some(w) => serf::conflict(w).await,
+                None => std::future::pending().await,
+            }
+        };
+        let conflict = tokio::select! {
+            _ = shutdown => None,
+            _ = stop.wait_for(|s| *s) => None,
+            _ = exit.wait_for(|e| e.is_some()) => None,
+            why = serf::conflict(&self.lan) => Some(why),
+            why = wan_conflict => Some(why),
+        };
         tracing::info!(target: "agent", "Gracefully shutting down agent...");
         self.stop.send_replace(true);
         self.handle.shutdown();
@@ -409,6 +421,9 @@ impl Agent {
             }
         }
         tracing::info!(target: "agent", "shutdown complete");
+        if let Some(why) = conflict {
+            return Err(AgentError::Conflict(why));
+        }
         match why {
             Some(DriverExit::StorageFailed(e)) => Err(AgentError::Stopped(format!("storage failed: {e}"))),
             Some(DriverExit::Removed) => {

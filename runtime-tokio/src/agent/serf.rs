@@ -136,6 +136,20 @@ pub async fn start_pool(
     Ok(pool)
 }
 
+/// Resolves with the reason once `pool` lost a name or node-ID conflict (the pool stopped); never if it
+/// ends otherwise.
+pub async fn conflict(pool: &PoolHandle) -> String {
+    let mut rx = pool.conflict.clone();
+    let reason = match rx.wait_for(|c| c.is_some()).await {
+        Ok(c) => c.clone(),
+        Err(_) => None,
+    };
+    match reason {
+        Some(r) => r,
+        None => std::future::pending().await,
+    }
+}
+
 /// Keep the address book in step with the servers the LAN pool sees (servers use it for bootstrap and
 /// joining, clients to forward requests). Ends when the pool does.
 pub async fn feed_address_book(pool: PoolHandle, book: Arc<AddressBook>, datacenter: String) {

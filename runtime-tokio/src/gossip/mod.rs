@@ -17,7 +17,9 @@ pub use keyring::{generate_key, parse_key, Keyring, KeyringError};
 use crate::agent::TokioClock;
 use crate::driver::Clock;
 use concord_core::gossip::wire::{self, MAX_PACKET_BYTES};
-use concord_core::gossip::{Effect, Gossip, GossipConfig, GossipEvent, GossipTiming, Input, Member, PushPull, Tags};
+use concord_core::gossip::{
+    Effect, Gossip, GossipConfig, GossipEvent, GossipTiming, Input, Member, PushPull, Tags, ID_TAG,
+};
 use std::collections::BTreeMap;
 use std::net::SocketAddr;
 use std::sync::Arc;
@@ -66,6 +68,9 @@ pub struct PoolHandle {
     /// The advertised gossip address (`Addr`/`Port` in `/v1/agent/members`).
     pub addr: SocketAddr,
     pub keyring: Option<Arc<Keyring>>,
+    /// Set (with the reason, for the user) when this member lost a name or node-ID conflict; the pool
+    /// has stopped by then.
+    pub conflict: watch::Receiver<Option<String>>,
 }
 
 impl PoolHandle {
@@ -203,6 +208,7 @@ pub async fn start(
     let (events, _) = broadcast::channel(1024);
     let (conn_tx, conn_rx) = mpsc::channel(64);
     let keyring = settings.keyring.clone();
+    let (conflict_tx, conflict_rx) = watch::channel(None);
     tokio::spawn(accept_push_pull(tcp, conn_tx, keyring.clone()));
     let pool = Pool {
         gossip,
@@ -215,6 +221,9 @@ pub async fn start(
         next_conn: 0,
         leave_waiters: Vec::new(),
         pool: settings.pool,
+        name: settings.name.clone(),
+        reclaim: settings.timing.dead_node_reclaim,
+        conflict: conflict_tx,
     };
     tracing::info!(target: "agent.server.serf", "serf {}: listening on {addr} (UDP and TCP)", settings.pool);
     let task = tokio::spawn(pool.run(cmd_rx, conn_rx, stop));
@@ -225,6 +234,7 @@ pub async fn start(
             events,
             addr,
             keyring,
+            conflict: conflict_rx,
         },
         task,
     ))
@@ -243,6 +253,9 @@ struct Pool {
     next_conn: u64,
     leave_waiters: Vec<oneshot::Sender<()>>,
     pool: &'static str,
+    name: String,
+    reclaim: Duration,
+    conflict: watch::Sender<Option<String>>,
 }
 
 impl Pool {
@@ -303,6 +316,10 @@ impl Pool {
             let now = self.clock.now();
             self.gossip.handle(now, input, &mut out);
             self.carry_out(out, &reply_tx, join_reply);
+            if self.conflict.borrow().is_some() {
+                // The machine went quiet for good; so does the pool (its sockets close).
+                break;
+            }
         }
     }
 
@@ -339,6 +356,11 @@ impl Pool {
                     if let Some(reply) = self.conns.remove(&conn) {
                         let _ = reply.send(state);
                     }
+                }
+                Effect::Event(GossipEvent::Conflicted { holder }) => {
+                    let why = self.conflict_reason(&holder);
+                    tracing::error!(target: "agent.server.serf", "serf {}: {why}", self.pool);
+                    self.conflict.send_replace(Some(why));
                 }
                 Effect::Event(ev) => {
                     changed = true;
@@ -387,9 +409,35 @@ impl Pool {
         }
     }
 
+    fn conflict_reason(&self, holder: &Member) -> String {
+        let id = holder.tags.get(ID_TAG).map(String::as_str).unwrap_or("");
+        if holder.name == self.name {
+            format!(
+                "node name '{}' is in use by another live agent at {} (node ID {id}): stop that agent or \
+                 pick another -node name (a failed agent's name is reusable {:?} after it failed, a left \
+                 one's at once)",
+                self.name, holder.addr, self.reclaim
+            )
+        } else {
+            format!(
+                "this agent's node ID {id} is in use by the live member '{}' at {} (a copied data dir or \
+                 cloned machine?): delete node-id from the data dir or set another -node-id",
+                holder.name, holder.addr
+            )
+        }
+    }
+
     fn log_event(&self, ev: &GossipEvent) {
         let pool = self.pool;
         match ev {
+            GossipEvent::NameConflict { name, ours, theirs } => {
+                tracing::error!(target: "agent.server.memberlist",
+                    "memberlist {pool}: Conflicting address for {name}. Mine: {ours} Theirs: {theirs} (claim refused)")
+            }
+            GossipEvent::NodeIdConflict { id, holder, claimant } => {
+                tracing::error!(target: "agent.server.serf",
+                    "serf {pool}: Member '{claimant}' has conflicting node ID '{id}' with member '{holder}' (refused)")
+            }
             GossipEvent::MemberJoin(m) => {
                 tracing::info!(target: "agent.server.serf", "serf {pool}: EventMemberJoin: {} {}", m.name, m.addr.ip())
             }
