@@ -14,11 +14,11 @@ use super::{Context, DnsConfigError, Outcome, Responder, Transport};
 use crate::state::CheckStatus;
 
 /// A DNS message without EDNS0 fits 512 bytes on UDP.
-const DEFAULT_UDP_SIZE: usize = 512;
+pub(crate) const DEFAULT_UDP_SIZE: usize = 512;
 /// The most a DNS message can hold (its length prefix on TCP is 16 bits).
-const MAX_MESSAGE: usize = 65_535;
+pub(crate) const MAX_MESSAGE: usize = 65_535;
 /// Consul's `maxUDPAnswerLimit`: `udp_answer_limit` is capped at this.
-const MAX_UDP_ANSWER_LIMIT: usize = 8;
+pub(crate) const MAX_UDP_ANSWER_LIMIT: usize = 8;
 /// Consul's nameserver answers list at most this many servers.
 const MAX_NAMESERVERS: usize = 3;
 /// The service whose instances are this datacenter's servers (NS records).
@@ -47,8 +47,13 @@ impl Zone {
         })
     }
 
+    /// Lower-case labels, leftmost first.
+    pub(crate) fn labels(&self) -> &[Vec<u8>] {
+        &self.labels
+    }
+
     /// The labels of `labels` left of this zone, if it ends with it.
-    fn strip<'a, 'b>(&self, labels: &'b [&'a [u8]]) -> Option<&'b [&'a [u8]]> {
+    pub(crate) fn strip<'a, 'b>(&self, labels: &'b [&'a [u8]]) -> Option<&'b [&'a [u8]]> {
         let n = labels.len().checked_sub(self.labels.len())?;
         let tail = &labels[n..];
         tail.iter()

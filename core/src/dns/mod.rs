@@ -17,6 +17,7 @@
 //!   is set (unless `enable_truncate` is off — Consul's own default — which cuts silently), so a resolver
 //!   retries over TCP and gets them all. Over TCP a reply is cut only at the 64 KiB message limit.
 mod answer;
+mod fast;
 mod name;
 #[cfg(test)]
 mod tests;
@@ -151,6 +152,8 @@ pub enum DnsConfigError {
 pub struct Responder {
     config: DnsConfig,
     zones: Vec<answer::Zone>,
+    /// The allocation-free path may answer (see `fast.rs`).
+    fast: bool,
 }
 
 impl Responder {
@@ -159,7 +162,8 @@ impl Responder {
         if let Some(alt) = &config.alt_domain {
             zones.push(answer::Zone::new(alt)?);
         }
-        Ok(Responder { config, zones })
+        let fast = fast::config_ok(&config.datacenter);
+        Ok(Responder { config, zones, fast })
     }
 
     pub fn config(&self) -> &DnsConfig {
@@ -176,7 +180,39 @@ impl Responder {
         out: &mut Vec<u8>,
     ) -> Outcome {
         out.clear();
+        if let Some(outcome) = fast::respond(self, ctx, request, transport, rng, out) {
+            return outcome;
+        }
         answer::respond(self, ctx, request, transport, rng, out)
+    }
+
+    /// [`Responder::respond`] through the general path only (hickory-proto's `Message`): what the
+    /// allocation-free path is checked against, byte for byte.
+    #[doc(hidden)]
+    pub fn respond_general(
+        &self,
+        ctx: &Context<'_>,
+        request: &[u8],
+        transport: Transport,
+        rng: &mut impl rand::RngCore,
+        out: &mut Vec<u8>,
+    ) -> Outcome {
+        out.clear();
+        answer::respond(self, ctx, request, transport, rng, out)
+    }
+
+    /// The allocation-free path alone: `None` when it leaves the request to the general path.
+    #[doc(hidden)]
+    pub fn respond_fast(
+        &self,
+        ctx: &Context<'_>,
+        request: &[u8],
+        transport: Transport,
+        rng: &mut impl rand::RngCore,
+        out: &mut Vec<u8>,
+    ) -> Option<Outcome> {
+        out.clear();
+        fast::respond(self, ctx, request, transport, rng, out)
     }
 }
 

@@ -6,6 +6,7 @@
 //! and its own (Consul's health aggregation: no check at all counts as passing).
 use std::collections::BTreeMap;
 use std::net::{IpAddr, Ipv4Addr, Ipv6Addr};
+use std::sync::Arc;
 
 use crate::state::{CatalogDump, CheckStatus, Weights};
 
@@ -61,6 +62,8 @@ pub struct Instance {
     pub tags: Vec<String>,
     pub status: CheckStatus,
     pub weights: Weights,
+    /// The node's entry itself (the one `node` names), so answers need no lookup.
+    pub(crate) entry: Arc<NodeEntry>,
 }
 
 /// Something a reverse (PTR) lookup can name.
@@ -75,7 +78,7 @@ pub enum PtrTarget {
 /// The DNS server's read-only view of the catalog.
 #[derive(Clone, Debug, Default, PartialEq, Eq)]
 pub struct DnsView {
-    nodes: BTreeMap<String, NodeEntry>,
+    nodes: BTreeMap<String, Arc<NodeEntry>>,
     services: BTreeMap<String, Vec<Instance>>,
     /// Nodes by address, then (if no node has it) services by their own address.
     by_ip: BTreeMap<IpAddr, Vec<PtrTarget>>,
@@ -132,11 +135,11 @@ impl DnsView {
             }
             view.nodes.insert(
                 node.node.to_ascii_lowercase(),
-                NodeEntry {
+                Arc::new(NodeEntry {
                     name: node.node.clone(),
                     addr,
                     txt,
-                },
+                }),
             );
         }
         // (node, service ID or "" for node checks) → worst status.
@@ -176,6 +179,7 @@ impl DnsView {
                 tags: svc.tags.iter().map(|t| t.to_ascii_lowercase()).collect(),
                 status,
                 weights: svc.weights,
+                entry: node.clone(),
             };
             view.services
                 .entry(svc.service.to_ascii_lowercase())
@@ -190,7 +194,7 @@ impl DnsView {
 
     /// A node by lower-case name.
     pub fn node(&self, lower: &str) -> Option<&NodeEntry> {
-        self.nodes.get(lower)
+        self.nodes.get(lower).map(|n| &**n)
     }
 
     /// The instances of a service by lower-case name, in (node, ID) order; empty if unknown.
