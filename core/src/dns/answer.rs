@@ -30,10 +30,12 @@ pub(crate) struct Zone {
     /// Lower-case labels, leftmost first.
     labels: Vec<Vec<u8>>,
     name: Name,
+    /// 0 for the domain, 1 for the alt domain.
+    index: usize,
 }
 
 impl Zone {
-    pub(crate) fn new(domain: &str) -> Result<Zone, DnsConfigError> {
+    pub(crate) fn new(domain: &str, index: usize) -> Result<Zone, DnsConfigError> {
         let bad = || DnsConfigError::BadDomain(domain.to_string());
         let mut name = Name::from_ascii(domain).map_err(|_| bad())?;
         name.set_fqdn(true);
@@ -44,12 +46,17 @@ impl Zone {
         Ok(Zone {
             labels,
             name: name.to_lowercase(),
+            index,
         })
     }
 
     /// Lower-case labels, leftmost first.
     pub(crate) fn labels(&self) -> &[Vec<u8>] {
         &self.labels
+    }
+
+    pub(crate) fn index(&self) -> usize {
+        self.index
     }
 
     /// The labels of `labels` left of this zone, if it ends with it.

@@ -491,6 +491,21 @@ impl<'o> Wire<'o> {
             self.out.push(label.len() as u8);
             self.out.extend_from_slice(label);
         }
+        self.compress_from(begin, compress);
+    }
+
+    /// Write a name given as pieces of wire-format labels (valid, no root, the whole within 255).
+    fn name_wire(&mut self, parts: &[&[u8]], compress: bool) {
+        let begin = self.out.len();
+        for part in parts {
+            self.out.extend_from_slice(part);
+        }
+        self.compress_from(begin, compress);
+    }
+
+    /// The labels from `begin` to the end were just written: replace the longest suffix written before
+    /// by a pointer (if compressing), remember the others, and end the name.
+    fn compress_from(&mut self, begin: usize, compress: bool) {
         let end = self.out.len();
         let compress = compress && self.compressed < COMPRESSED_NAMES;
         if compress {
@@ -613,10 +628,9 @@ impl<'o> Wire<'o> {
 
     /// `<node>.node.<dc>.<zone>` or `<hex>.addr.<dc>.<zone>`; `None` if not a valid name.
     fn target(&mut self, target: Target<'_>, zone: &Zone, r: &Responder, compress: bool) -> Option<()> {
-        let dc = r.config.datacenter.as_bytes();
-        let mut hex = [0u8; 32];
+        let mut hex = [0u8; 33];
         let (first, kind): (&[u8], &[u8]) = match target {
-            Target::Node(node) => (node.name.as_bytes(), b"node"),
+            Target::Node(node) => (node.wire.as_deref()?, b"\x04node"),
             Target::Hex(addr) => {
                 let bytes: &[u8] = match addr {
                     Addr::V4(ip) => &ip.octets(),
@@ -624,29 +638,19 @@ impl<'o> Wire<'o> {
                     Addr::Host(_) => return None,
                 };
                 const DIGITS: &[u8; 16] = b"0123456789abcdef";
+                hex[0] = (bytes.len() * 2) as u8;
                 for (i, b) in bytes.iter().enumerate() {
-                    hex[2 * i] = DIGITS[usize::from(b >> 4)];
-                    hex[2 * i + 1] = DIGITS[usize::from(b & 0xF)];
+                    hex[1 + 2 * i] = DIGITS[usize::from(b >> 4)];
+                    hex[2 + 2 * i] = DIGITS[usize::from(b & 0xF)];
                 }
-                (&hex[..bytes.len() * 2], b"addr")
+                (&hex[..1 + bytes.len() * 2], b"\x04addr")
             }
         };
-        let zone_labels = zone.labels();
-        let mut total = 1 + kind.len() + 1 + dc.len() + 1 + zone_labels.iter().map(|l| l.len() + 1).sum::<usize>();
-        for label in first.split(|b| *b == b'.') {
-            if label.is_empty() || label.len() > 63 || !label.is_ascii() {
-                return None;
-            }
-            total += label.len() + 1;
-        }
-        if total > MAX_NAME {
+        let suffix = &r.fast_suffix[zone.index()];
+        if first.len() + kind.len() + suffix.len() + 1 > MAX_NAME {
             return None;
         }
-        let labels = first
-            .split(|b| *b == b'.')
-            .chain([kind, dc])
-            .chain(zone_labels.iter().map(Vec::as_slice));
-        self.name(labels, compress);
+        self.name_wire(&[first, kind, suffix], compress);
         Some(())
     }
 
@@ -687,4 +691,14 @@ pub(crate) fn config_ok(datacenter: &str) -> bool {
         && dc.is_ascii()
         && !dc.contains(&b'.')
         && !name::KINDS.iter().any(|k| dc.eq_ignore_ascii_case(k.as_bytes()))
+}
+
+/// `<dc>.<zone>` as wire-format labels without the root (see [`config_ok`] for when it is used).
+pub(crate) fn suffix(datacenter: &str, zone: &Zone) -> Vec<u8> {
+    let mut out = Vec::new();
+    for label in std::iter::once(datacenter.as_bytes()).chain(zone.labels().iter().map(Vec::as_slice)) {
+        out.push(label.len().min(255) as u8);
+        out.extend_from_slice(label);
+    }
+    out
 }

@@ -154,16 +154,24 @@ pub struct Responder {
     zones: Vec<answer::Zone>,
     /// The allocation-free path may answer (see `fast.rs`).
     fast: bool,
+    /// Per zone, `<dc>.<zone>` as wire-format labels (no root), for that path's target names.
+    fast_suffix: Vec<Vec<u8>>,
 }
 
 impl Responder {
     pub fn new(config: DnsConfig) -> Result<Responder, DnsConfigError> {
-        let mut zones = vec![answer::Zone::new(&config.domain)?];
+        let mut zones = vec![answer::Zone::new(&config.domain, 0)?];
         if let Some(alt) = &config.alt_domain {
-            zones.push(answer::Zone::new(alt)?);
+            zones.push(answer::Zone::new(alt, 1)?);
         }
         let fast = fast::config_ok(&config.datacenter);
-        Ok(Responder { config, zones, fast })
+        let fast_suffix = zones.iter().map(|z| fast::suffix(&config.datacenter, z)).collect();
+        Ok(Responder {
+            config,
+            zones,
+            fast,
+            fast_suffix,
+        })
     }
 
     pub fn config(&self) -> &DnsConfig {

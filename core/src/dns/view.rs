@@ -46,6 +46,22 @@ pub struct NodeEntry {
     pub name: String,
     pub addr: Option<Addr>,
     pub txt: Vec<String>,
+    /// `name` as DNS labels on the wire (length-prefixed, no root), if every dot-separated part is a
+    /// plain label (1..=63 ASCII bytes) and the whole stays short enough to be part of an answer name.
+    pub(crate) wire: Option<Box<[u8]>>,
+}
+
+/// See [`NodeEntry::wire`].
+fn wire_labels(name: &str) -> Option<Box<[u8]>> {
+    let mut out = Vec::with_capacity(name.len() + 1);
+    for label in name.split('.') {
+        if label.is_empty() || label.len() > 63 || !label.is_ascii() {
+            return None;
+        }
+        out.push(label.len() as u8);
+        out.extend_from_slice(label.as_bytes());
+    }
+    (out.len() <= 200).then(|| out.into_boxed_slice())
 }
 
 /// One instance of a service, with what DNS needs of it.
@@ -139,6 +155,7 @@ impl DnsView {
                     name: node.node.clone(),
                     addr,
                     txt,
+                    wire: wire_labels(&node.node),
                 }),
             );
         }
