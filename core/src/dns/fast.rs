@@ -580,7 +580,15 @@ impl<'o> Wire<'o> {
     }
 
     fn record_qname_typed(&mut self, req: &Request<'_>, rtype: u16, ttl: u32) {
-        self.name(req.labels[..req.nlabels].iter().copied(), true);
+        if self.compressed < COMPRESSED_NAMES {
+            // What `name` would write: the question name (at least one label) was the first name
+            // written, at offset 12, and is always remembered there, so the whole name matches it at
+            // once and nothing new is remembered.
+            self.compressed += 1;
+            self.out.extend_from_slice(&[0xC0, 12]);
+        } else {
+            self.name(req.labels[..req.nlabels].iter().copied(), true);
+        }
         self.record_head(rtype, ttl);
     }
 

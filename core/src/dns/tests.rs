@@ -562,6 +562,13 @@ fn rich_dump() -> CatalogDump {
         d.nodes.push(node(&name, &format!("10.3.{}.{}", i / 200, i % 200), &[]));
         d.services.push((name, svc(&format!("b{i}"), "big", "", 1, &[])));
     }
+    // 64 instances (the fast path's most): an SRV reply over TCP writes more than hickory's 120
+    // compressed names, so the rest are written whole.
+    for i in 0..64 {
+        let name = format!("wide-node-{i}");
+        d.nodes.push(node(&name, &format!("10.4.0.{i}"), &[]));
+        d.services.push((name, svc(&format!("w{i}"), "wide", "", 2, &[])));
+    }
     d
 }
 
@@ -615,6 +622,7 @@ fn the_fast_path_answers_byte_for_byte_as_the_general_path() {
         "six.service.consul.",
         "hosted.service.consul.",
         "big.service.consul.",
+        "wide.service.consul.",
         "nope.service.consul.",
         "n1.node.consul.",
         "N1.node.dc1.consul.",
@@ -690,6 +698,7 @@ fn the_fast_path_answers_byte_for_byte_as_the_general_path() {
         ("n1.node.consul.", RecordType::A, Transport::Udp),
         // The 300-byte node meta does not fit 512 bytes, but does fit TCP.
         ("multi.service.consul.", RecordType::SRV, Transport::Tcp),
+        ("wide.service.consul.", RecordType::SRV, Transport::Tcp),
     ] {
         let bytes = query(name, qtype).to_vec().unwrap();
         let mut rng = SmallRng::seed_from_u64(1);
