@@ -16,6 +16,9 @@
 //!   EDNS0, service answers are also capped at `udp_answer_limit` records. When answers are cut the TC bit
 //!   is set (unless `enable_truncate` is off — Consul's own default — which cuts silently), so a resolver
 //!   retries over TCP and gets them all. Over TCP a reply is cut only at the 64 KiB message limit.
+//!
+//! The common questions (A/AAAA/SRV for a service or a node) take an allocation-free path (`fast.rs`) that
+//! answers byte for byte as the general hickory path would, or hands the question over to it.
 mod answer;
 mod fast;
 mod name;
