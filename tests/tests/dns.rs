@@ -2,7 +2,7 @@
 //! over HTTP, and the real `dig` (Debian `dnsutils`) asking over UDP and TCP. A fake upstream DNS server
 //! on 127.0.0.1 proves `-recursor` forwarding. If `dig` is missing the tests fail and say how to install it.
 
-use concord_tests::{http_put, poll, Agent};
+use concord_tests::{http_get, http_put, poll, Agent, Cluster};
 use std::net::UdpSocket;
 use std::process::Command;
 use std::time::Duration;
@@ -37,7 +37,15 @@ impl Dig {
 }
 
 fn dig(agent: &Agent, args: &[&str]) -> Dig {
-    let addr = agent.dns_addr();
+    dig_at(agent.dns_addr(), args)
+}
+
+fn dig_at(addr: std::net::SocketAddr, args: &[&str]) -> Dig {
+    try_dig_at(addr, args).unwrap_or_else(|e| panic!("{e}"))
+}
+
+/// [`dig_at`], with no reply (the server still starting) an error rather than a panic.
+fn try_dig_at(addr: std::net::SocketAddr, args: &[&str]) -> Result<Dig, String> {
     let out = Command::new("dig")
         .arg(format!("@{}", addr.ip()))
         .args(["-p", &addr.port().to_string(), "+time=2", "+tries=1"])
@@ -49,7 +57,7 @@ fn dig(agent: &Agent, args: &[&str]) -> Dig {
         .split("status: ")
         .nth(1)
         .and_then(|s| s.split(',').next())
-        .unwrap_or_else(|| panic!("no reply from dig {args:?}:\n{text}"))
+        .ok_or_else(|| format!("no reply from dig {args:?}:\n{text}"))?
         .to_string();
     let flags = text
         .split(";; flags: ")
@@ -70,13 +78,13 @@ fn dig(agent: &Agent, args: &[&str]) -> Dig {
             })
             .unwrap_or_default()
     };
-    Dig {
+    Ok(Dig {
         status,
         flags,
         answer: section("ANSWER"),
         additional: section("ADDITIONAL"),
         authority: section("AUTHORITY"),
-    }
+    })
 }
 
 /// Register through the catalog API, polling while the agent is still starting.
@@ -341,4 +349,70 @@ fn malformed_packets_get_formerr_or_nothing_and_the_server_stays_up() {
         socket.send(&std::fs::read(f.path()).unwrap()).unwrap();
     }
     assert_eq!(dig(&agent, &["web.service.consul"]).data().len(), 2);
+}
+
+/// Without a leader a server answers from the last catalog view it has when stale reads are allowed (the
+/// default), and SERVFAIL when `dns_config.allow_stale` is false; once a leader is back, it answers again.
+/// A 3-server cluster: s3 is left alone by killing s1 and s2, then restarted with `allow_stale = false`.
+#[test]
+fn without_a_leader_stale_views_are_served_unless_stale_reads_are_off() {
+    let mut cluster = Cluster::start(3);
+    let leader = cluster.wait_leader(SETTLE);
+    let body = r#"{"Node":"far","Address":"10.9.9.9","Service":{"ID":"api","Service":"api","Port":90}}"#;
+    poll(SETTLE, "catalog register", || {
+        cluster
+            .put(leader, "/v1/catalog/register", body.as_bytes())
+            .and_then(|r| r.expect_status(200))
+    });
+    let s3 = std::net::SocketAddr::from((cluster.servers[2].ip, cluster.servers[2].dns_port));
+    let answers_api = |what: &str| {
+        poll(SETTLE, what, || {
+            let d = try_dig_at(s3, &["api.service.consul"])?;
+            (d.status == "NOERROR" && d.data() == ["10.9.9.9"])
+                .then_some(())
+                .ok_or(format!("{d:?}"))
+        })
+    };
+    answers_api("s3 answers api.service.consul");
+
+    cluster.kill(0);
+    cluster.kill(1);
+    let s3_url = cluster.url(2, "/v1/status/leader");
+    poll(SETTLE, "s3 to lose its leader", || {
+        let leader = http_get(&s3_url)?.text();
+        (leader == "\"\"").then_some(()).ok_or(format!("leader still {leader}"))
+    });
+    let d = dig_at(s3, &["api.service.consul"]);
+    assert_eq!(
+        (d.status.as_str(), d.data()),
+        ("NOERROR", vec!["10.9.9.9".to_string()]),
+        "default allow_stale: the last view is served without a leader: {d:?}"
+    );
+
+    let config = cluster.servers[2]
+        .data_dir
+        .parent()
+        .expect("the data dir sits in the server's home")
+        .join("config.json");
+    let mut json: serde_json::Value =
+        serde_json::from_slice(&std::fs::read(&config).expect("read config")).expect("config is JSON");
+    json["dns_config"] = serde_json::json!({ "allow_stale": false });
+    std::fs::write(&config, json.to_string()).expect("write config");
+    cluster.restart(2);
+    poll(
+        SETTLE,
+        "SERVFAIL from s3 with allow_stale = false and no leader",
+        || {
+            let d = try_dig_at(s3, &["api.service.consul"])?;
+            (d.status == "SERVFAIL").then_some(()).ok_or(format!("{d:?}"))
+        },
+    );
+    // Every name under the domain, not only services.
+    assert_eq!(dig_at(s3, &["far.node.consul"]).status, "SERVFAIL");
+    assert_eq!(dig_at(s3, &["_api._tcp.service.consul", "SRV"]).status, "SERVFAIL");
+
+    cluster.restart(0);
+    cluster.restart(1);
+    cluster.wait_leader(SETTLE);
+    answers_api("s3 answers again once there is a leader");
 }

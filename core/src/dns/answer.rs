@@ -14,11 +14,11 @@ use super::{Context, DnsConfigError, Outcome, Responder, Transport};
 use crate::state::CheckStatus;
 
 /// A DNS message without EDNS0 fits 512 bytes on UDP.
-const DEFAULT_UDP_SIZE: usize = 512;
+pub(crate) const DEFAULT_UDP_SIZE: usize = 512;
 /// The most a DNS message can hold (its length prefix on TCP is 16 bits).
-const MAX_MESSAGE: usize = 65_535;
+pub(crate) const MAX_MESSAGE: usize = 65_535;
 /// Consul's `maxUDPAnswerLimit`: `udp_answer_limit` is capped at this.
-const MAX_UDP_ANSWER_LIMIT: usize = 8;
+pub(crate) const MAX_UDP_ANSWER_LIMIT: usize = 8;
 /// Consul's nameserver answers list at most this many servers.
 const MAX_NAMESERVERS: usize = 3;
 /// The service whose instances are this datacenter's servers (NS records).
@@ -30,10 +30,12 @@ pub(crate) struct Zone {
     /// Lower-case labels, leftmost first.
     labels: Vec<Vec<u8>>,
     name: Name,
+    /// 0 for the domain, 1 for the alt domain.
+    index: usize,
 }
 
 impl Zone {
-    pub(crate) fn new(domain: &str) -> Result<Zone, DnsConfigError> {
+    pub(crate) fn new(domain: &str, index: usize) -> Result<Zone, DnsConfigError> {
         let bad = || DnsConfigError::BadDomain(domain.to_string());
         let mut name = Name::from_ascii(domain).map_err(|_| bad())?;
         name.set_fqdn(true);
@@ -44,11 +46,21 @@ impl Zone {
         Ok(Zone {
             labels,
             name: name.to_lowercase(),
+            index,
         })
     }
 
+    /// Lower-case labels, leftmost first.
+    pub(crate) fn labels(&self) -> &[Vec<u8>] {
+        &self.labels
+    }
+
+    pub(crate) fn index(&self) -> usize {
+        self.index
+    }
+
     /// The labels of `labels` left of this zone, if it ends with it.
-    fn strip<'a, 'b>(&self, labels: &'b [&'a [u8]]) -> Option<&'b [&'a [u8]]> {
+    pub(crate) fn strip<'a, 'b>(&self, labels: &'b [&'a [u8]]) -> Option<&'b [&'a [u8]]> {
         let n = labels.len().checked_sub(self.labels.len())?;
         let tail = &labels[n..];
         tail.iter()

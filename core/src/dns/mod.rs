@@ -16,7 +16,11 @@
 //!   EDNS0, service answers are also capped at `udp_answer_limit` records. When answers are cut the TC bit
 //!   is set (unless `enable_truncate` is off — Consul's own default — which cuts silently), so a resolver
 //!   retries over TCP and gets them all. Over TCP a reply is cut only at the 64 KiB message limit.
+//!
+//! The common questions (A/AAAA/SRV for a service or a node) take an allocation-free path (`fast.rs`) that
+//! answers byte for byte as the general hickory path would, or hands the question over to it.
 mod answer;
+mod fast;
 mod name;
 #[cfg(test)]
 mod tests;
@@ -151,15 +155,26 @@ pub enum DnsConfigError {
 pub struct Responder {
     config: DnsConfig,
     zones: Vec<answer::Zone>,
+    /// The allocation-free path may answer (see `fast.rs`).
+    fast: bool,
+    /// Per zone, `<dc>.<zone>` as wire-format labels (no root), for that path's target names.
+    fast_suffix: Vec<Vec<u8>>,
 }
 
 impl Responder {
     pub fn new(config: DnsConfig) -> Result<Responder, DnsConfigError> {
-        let mut zones = vec![answer::Zone::new(&config.domain)?];
+        let mut zones = vec![answer::Zone::new(&config.domain, 0)?];
         if let Some(alt) = &config.alt_domain {
-            zones.push(answer::Zone::new(alt)?);
+            zones.push(answer::Zone::new(alt, 1)?);
         }
-        Ok(Responder { config, zones })
+        let fast = fast::config_ok(&config.datacenter);
+        let fast_suffix = zones.iter().map(|z| fast::suffix(&config.datacenter, z)).collect();
+        Ok(Responder {
+            config,
+            zones,
+            fast,
+            fast_suffix,
+        })
     }
 
     pub fn config(&self) -> &DnsConfig {
@@ -176,7 +191,39 @@ impl Responder {
         out: &mut Vec<u8>,
     ) -> Outcome {
         out.clear();
+        if let Some(outcome) = fast::respond(self, ctx, request, transport, rng, out) {
+            return outcome;
+        }
         answer::respond(self, ctx, request, transport, rng, out)
+    }
+
+    /// [`Responder::respond`] through the general path only (hickory-proto's `Message`): what the
+    /// allocation-free path is checked against, byte for byte.
+    #[doc(hidden)]
+    pub fn respond_general(
+        &self,
+        ctx: &Context<'_>,
+        request: &[u8],
+        transport: Transport,
+        rng: &mut impl rand::RngCore,
+        out: &mut Vec<u8>,
+    ) -> Outcome {
+        out.clear();
+        answer::respond(self, ctx, request, transport, rng, out)
+    }
+
+    /// The allocation-free path alone: `None` when it leaves the request to the general path.
+    #[doc(hidden)]
+    pub fn respond_fast(
+        &self,
+        ctx: &Context<'_>,
+        request: &[u8],
+        transport: Transport,
+        rng: &mut impl rand::RngCore,
+        out: &mut Vec<u8>,
+    ) -> Option<Outcome> {
+        out.clear();
+        fast::respond(self, ctx, request, transport, rng, out)
     }
 }
 

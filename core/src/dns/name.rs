@@ -42,20 +42,65 @@ fn join(labels: &[&[u8]]) -> String {
     out
 }
 
+/// A [`Lookup`] borrowing the question's labels: what the allocation-free answer path works with.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(crate) enum LookupRef<'a> {
+    /// `service` is the raw label (not lower-cased).
+    Service {
+        service: &'a [u8],
+        tag: Option<TagRef<'a>>,
+    },
+    /// The node name's labels, raw.
+    Node(&'a [&'a [u8]]),
+    Addr(IpAddr),
+    PreparedQuery,
+    Invalid,
+    Apex,
+}
+
+/// A tag as asked: the labels before the service (joined with dots), or the `<tag>` of `_<tag>`.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(crate) enum TagRef<'a> {
+    Labels(&'a [&'a [u8]]),
+    One(&'a [u8]),
+}
+
+impl TagRef<'_> {
+    fn to_lower(self) -> String {
+        match self {
+            TagRef::Labels(labels) => join(labels),
+            TagRef::One(label) => lower(label),
+        }
+    }
+}
+
 /// `labels`: the question's labels left of the domain, leftmost first. `dc`: the datacenter served.
 pub(crate) fn parse(labels: &[&[u8]], dc: &str) -> Lookup {
+    match parse_ref(labels, dc) {
+        LookupRef::Service { service, tag } => Lookup::Service {
+            service: lower(service),
+            tag: tag.map(TagRef::to_lower),
+        },
+        LookupRef::Node(parts) => Lookup::Node(join(parts)),
+        LookupRef::Addr(ip) => Lookup::Addr(ip),
+        LookupRef::PreparedQuery => Lookup::PreparedQuery,
+        LookupRef::Invalid => Lookup::Invalid,
+        LookupRef::Apex => Lookup::Apex,
+    }
+}
+
+/// [`parse`] without copying: the same grammar, the labels left as they were asked.
+pub(crate) fn parse_ref<'a>(labels: &'a [&'a [u8]], dc: &str) -> LookupRef<'a> {
     if labels.is_empty() {
-        return Lookup::Apex;
+        return LookupRef::Apex;
     }
     let mut datacenter: Option<&[u8]> = None;
     for i in (0..labels.len()).rev() {
         let label = labels[i];
-        let kind = ["service", "node", "addr", "query", "connect", "virtual", "ingress"]
-            .into_iter()
-            .find(|k| label.eq_ignore_ascii_case(k.as_bytes()));
+        let kind = KINDS.into_iter().find(|k| label.eq_ignore_ascii_case(k.as_bytes()));
         let Some(kind) = kind else {
             if datacenter.is_some() || i == 0 {
-                return Lookup::Invalid;
+                return LookupRef::Invalid;
             }
             datacenter = Some(label);
             if i == 1 && rfc2782(labels[0], labels[1]) {
@@ -66,35 +111,38 @@ pub(crate) fn parse(labels: &[&[u8]], dc: &str) -> Lookup {
                 return if dc_matches(datacenter, dc) {
                     service_rfc2782(labels[0], labels[1])
                 } else {
-                    Lookup::Invalid
+                    LookupRef::Invalid
                 };
             }
             continue;
         };
         if !dc_matches(datacenter, dc) {
-            return Lookup::Invalid;
+            return LookupRef::Invalid;
         }
         let parts = &labels[..i];
         return match kind {
             "service" => match parts {
-                [] => Lookup::Invalid,
+                [] => LookupRef::Invalid,
                 [a, b] if rfc2782(a, b) => service_rfc2782(a, b),
-                [rest @ .., service] => Lookup::Service {
-                    service: lower(service),
-                    tag: (!rest.is_empty()).then(|| join(rest)),
+                [rest @ .., service] => LookupRef::Service {
+                    service,
+                    tag: (!rest.is_empty()).then_some(TagRef::Labels(rest)),
                 },
             },
-            "node" if !parts.is_empty() => Lookup::Node(join(parts)),
+            "node" if !parts.is_empty() => LookupRef::Node(parts),
             "addr" => match parts {
-                [hex] => hex_ip(hex).map_or(Lookup::Invalid, Lookup::Addr),
-                _ => Lookup::Invalid,
+                [hex] => hex_ip(hex).map_or(LookupRef::Invalid, LookupRef::Addr),
+                _ => LookupRef::Invalid,
             },
-            "query" if !parts.is_empty() => Lookup::PreparedQuery,
-            _ => Lookup::Invalid,
+            "query" if !parts.is_empty() => LookupRef::PreparedQuery,
+            _ => LookupRef::Invalid,
         };
     }
-    Lookup::Invalid
+    LookupRef::Invalid
 }
+
+/// The query-type labels of the grammar.
+pub(crate) const KINDS: [&str; 7] = ["service", "node", "addr", "query", "connect", "virtual", "ingress"];
 
 fn dc_matches(given: Option<&[u8]>, dc: &str) -> bool {
     given.is_none_or(|g| g.eq_ignore_ascii_case(dc.as_bytes()))
@@ -104,12 +152,12 @@ fn rfc2782(a: &[u8], b: &[u8]) -> bool {
     a.len() > 1 && b.len() > 1 && a[0] == b'_' && b[0] == b'_'
 }
 
-fn service_rfc2782(a: &[u8], b: &[u8]) -> Lookup {
-    let tag = lower(&b[1..]);
-    Lookup::Service {
-        service: lower(&a[1..]),
+fn service_rfc2782<'a>(a: &'a [u8], b: &'a [u8]) -> LookupRef<'a> {
+    let tag = &b[1..];
+    LookupRef::Service {
+        service: &a[1..],
         // `_tcp` (and `_udp`) is the protocol, not a tag: no filter.
-        tag: (tag != "tcp" && tag != "udp").then_some(tag),
+        tag: (!tag.eq_ignore_ascii_case(b"tcp") && !tag.eq_ignore_ascii_case(b"udp")).then_some(TagRef::One(tag)),
     }
 }
 

@@ -537,3 +537,248 @@ fn malformed_packets_get_formerr_or_nothing() {
         ResponseCode::NotImp
     );
 }
+
+/// `dump()` plus the shapes the fast path must get exactly right: two instances of a service on one node
+/// (different ports, the same SRV target), an own IPv6 address, a host-name address, a node with long
+/// meta (TXT split at 255 bytes), a service with 80 instances (over the fast path's limit), upper-case
+/// names and tags as registered.
+fn rich_dump() -> CatalogDump {
+    let mut d = dump();
+    d.nodes
+        .push(node("Meta-Node", "10.0.2.1", &[("long", &"x".repeat(300)), ("k", "v")]));
+    d.nodes.push(node("n4", "10.0.2.4", &[]));
+    d.services
+        .push(("Meta-Node".into(), svc("m1", "Multi", "", 1000, &["A.B", "x"])));
+    d.services
+        .push(("Meta-Node".into(), svc("m2", "Multi", "", 1001, &["x"])));
+    d.services
+        .push(("n4".into(), svc("m3", "Multi", "fd00::4", 1002, &["y"])));
+    d.services
+        .push(("n4".into(), svc("m4", "Multi", "10.0.9.9", 1003, &["x"])));
+    d.services
+        .push(("n1".into(), svc("h1", "hosted", "db.example.com", 5, &[])));
+    for i in 0..80 {
+        let name = format!("big{i}");
+        d.nodes.push(node(&name, &format!("10.3.{}.{}", i / 200, i % 200), &[]));
+        d.services.push((name, svc(&format!("b{i}"), "big", "", 1, &[])));
+    }
+    // 64 instances (the fast path's most): an SRV reply over TCP writes more than hickory's 120
+    // compressed names, so the rest are written whole.
+    for i in 0..64 {
+        let name = format!("wide-node-{i}");
+        d.nodes.push(node(&name, &format!("10.4.0.{i}"), &[]));
+        d.services.push((name, svc(&format!("w{i}"), "wide", "", 2, &[])));
+    }
+    d
+}
+
+/// Every question the fast path may take is answered by it exactly as the general path answers it: the
+/// same bytes from the same RNG seed, in every configuration shape, over UDP and TCP, with and without
+/// EDNS0. Questions it must not take (and the common ones it must) are checked too.
+#[test]
+fn the_fast_path_answers_byte_for_byte_as_the_general_path() {
+    let view = DnsView::build(&rich_dump());
+    let configs: Vec<(&str, Responder)> = vec![
+        ("default", responder(|_| {})),
+        (
+            "strict",
+            responder(|c| {
+                c.only_passing = true;
+                c.a_record_limit = 2;
+                c.udp_answer_limit = 1;
+                c.enable_truncate = false;
+                c.recursion = true;
+                c.node_meta_txt = false;
+                c.alt_domain = Some("Alt.Example.".into());
+            }),
+        ),
+        (
+            "ttls",
+            responder(|c| {
+                c.udp_answer_limit = 20;
+                c.node_ttl = 30;
+                c.service_ttl = [("*".to_string(), 5), ("mul*".to_string(), 7)].into();
+                c.domain = "cluster.local.".into();
+            }),
+        ),
+    ];
+    let mut names = vec![
+        "web.service.consul.",
+        "WEB.Service.CONSUL.",
+        "web.service.dc1.consul.",
+        "web.service.dc2.consul.",
+        "prod.web.service.consul.",
+        "canary.web.service.consul.",
+        "_web._tcp.service.consul.",
+        "_web._prod.consul.",
+        "_web._TCP.dc1.consul.",
+        "multi.service.consul.",
+        "x.multi.service.consul.",
+        "a.b.multi.service.consul.",
+        "A.B.Multi.service.consul.",
+        "_multi._x.service.consul.",
+        "y.multi.service.consul.",
+        "api.service.consul.",
+        "six.service.consul.",
+        "hosted.service.consul.",
+        "big.service.consul.",
+        "wide.service.consul.",
+        "nope.service.consul.",
+        "n1.node.consul.",
+        "N1.node.dc1.consul.",
+        "meta-node.node.consul.",
+        "v6.node.consul.",
+        "n3.node.consul.",
+        "missing.node.consul.",
+        "0a000001.addr.consul.",
+        "consul.",
+        "web.service.alt.example.",
+        "web.service.cluster.local.",
+        "multi.service.cluster.local.",
+        "n1.node.cluster.local.",
+        "example.com.",
+    ];
+    names.sort();
+    let qtypes = [
+        RecordType::A,
+        RecordType::AAAA,
+        RecordType::SRV,
+        RecordType::TXT,
+        RecordType::ANY,
+    ];
+    let ctx = Context {
+        view: &view,
+        known_leader: true,
+        unix_time: 1_700_000_000,
+    };
+    let (mut fast, mut general) = (Vec::new(), Vec::new());
+    let mut taken = 0;
+    for (label, r) in &configs {
+        for name in &names {
+            for qtype in qtypes {
+                for edns in [None, Some(512u16), Some(1232), Some(100), Some(4096)] {
+                    let mut req = query(name, qtype);
+                    if let Some(payload) = edns {
+                        let mut e = Edns::new();
+                        e.set_max_payload(payload);
+                        req.edns = Some(e);
+                    }
+                    let bytes = req.to_vec().unwrap();
+                    for transport in [Transport::Udp, Transport::Tcp] {
+                        for seed in 0..4 {
+                            let mut rng = SmallRng::seed_from_u64(seed);
+                            let Some(outcome) = r.respond_fast(&ctx, &bytes, transport, &mut rng, &mut fast) else {
+                                assert!(fast.is_empty(), "{label} {name} {qtype}: left bytes behind");
+                                continue;
+                            };
+                            taken += 1;
+                            let mut rng = SmallRng::seed_from_u64(seed);
+                            let want = r.respond_general(&ctx, &bytes, transport, &mut rng, &mut general);
+                            assert_eq!(
+                                (outcome, &fast),
+                                (want, &general),
+                                "{label}: {name} {qtype} edns {edns:?} {transport:?} seed {seed}\nfast:    {:?}\ngeneral: {:?}",
+                                Message::from_vec(&fast),
+                                Message::from_vec(&general)
+                            );
+                        }
+                    }
+                }
+            }
+        }
+    }
+    // The common questions do take the fast path.
+    let r = &configs[0].1;
+    for (name, qtype, transport) in [
+        ("web.service.consul.", RecordType::A, Transport::Udp),
+        ("web.service.consul.", RecordType::SRV, Transport::Udp),
+        ("prod.web.service.consul.", RecordType::A, Transport::Udp),
+        ("_web._tcp.service.consul.", RecordType::SRV, Transport::Udp),
+        ("api.service.consul.", RecordType::SRV, Transport::Udp),
+        ("n1.node.consul.", RecordType::A, Transport::Udp),
+        // The 300-byte node meta does not fit 512 bytes, but does fit TCP.
+        ("multi.service.consul.", RecordType::SRV, Transport::Tcp),
+        ("wide.service.consul.", RecordType::SRV, Transport::Tcp),
+    ] {
+        let bytes = query(name, qtype).to_vec().unwrap();
+        let mut rng = SmallRng::seed_from_u64(1);
+        assert!(
+            r.respond_fast(&ctx, &bytes, transport, &mut rng, &mut fast).is_some(),
+            "{name} {qtype} not on the fast path"
+        );
+    }
+    assert!(taken > 1000, "only {taken} answers took the fast path");
+}
+
+/// Byte patterns the fast path's strict parser must leave alone or read exactly as hickory does: EDNS0
+/// options, a compressed question name, trailing bytes, other classes, a second OPT.
+#[test]
+fn the_fast_path_parses_strictly() {
+    let view = DnsView::build(&rich_dump());
+    let r = responder(|_| {});
+    let ctx = Context {
+        view: &view,
+        known_leader: true,
+        unix_time: 1,
+    };
+    let mut base = query("web.service.consul.", RecordType::A);
+    let mut e = Edns::new();
+    e.set_max_payload(1232);
+    base.edns = Some(e);
+    let plain = base.to_vec().unwrap();
+    // The OPT record is the last 11 bytes; its RDLENGTH the last two.
+    let with_option = |code: u16, data: &[u8]| {
+        let mut p = plain.clone();
+        let rdlen = (4 + data.len()) as u16;
+        let n = p.len();
+        p[n - 2..].copy_from_slice(&rdlen.to_be_bytes());
+        p.extend_from_slice(&code.to_be_bytes());
+        p.extend_from_slice(&(data.len() as u16).to_be_bytes());
+        p.extend_from_slice(data);
+        p
+    };
+    let cookie = with_option(10, &[1, 2, 3, 4, 5, 6, 7, 8]);
+    let subnet = with_option(8, &[0, 1, 24, 0, 10, 0, 0]);
+    let mut trailing = plain.clone();
+    trailing.push(0);
+    let mut chaos = query("web.service.consul.", RecordType::A).to_vec().unwrap();
+    let n = chaos.len();
+    chaos[n - 1] = 3; // class CH
+    let mut short_opt = plain.clone();
+    short_opt.truncate(plain.len() - 1);
+    let mut version1 = plain.clone();
+    let n = version1.len();
+    version1[n - 5] = 1;
+    // `web` then a pointer to `service.consul.` elsewhere: the general path's business.
+    let mut pointer = vec![0x12, 0x34, 0x01, 0x00, 0, 1, 0, 0, 0, 0, 0, 0];
+    pointer.extend_from_slice(b"\x03web\xc0\x12\x00\x01\x00\x01\x07service\x06consul\x00");
+    for (what, bytes, fast_ok) in [
+        ("plain EDNS", &plain, true),
+        ("cookie", &cookie, true),
+        ("subnet", &subnet, false),
+        ("trailing byte", &trailing, false),
+        ("class CH", &chaos, false),
+        ("cut OPT", &short_opt, false),
+        ("EDNS version 1", &version1, false),
+        ("compressed question", &pointer, false),
+    ] {
+        let (mut fast, mut general) = (Vec::new(), Vec::new());
+        let got = r.respond_fast(&ctx, bytes, Transport::Udp, &mut SmallRng::seed_from_u64(3), &mut fast);
+        assert_eq!(got.is_some(), fast_ok, "{what}");
+        if got.is_some() {
+            r.respond_general(
+                &ctx,
+                bytes,
+                Transport::Udp,
+                &mut SmallRng::seed_from_u64(3),
+                &mut general,
+            );
+            assert_eq!(fast, general, "{what}");
+        }
+        // Whichever path answers, `respond` stays well-formed.
+        let outcome = r.respond(&ctx, bytes, Transport::Udp, &mut SmallRng::seed_from_u64(3), &mut fast);
+        if outcome == Outcome::Reply {
+            assert_eq!(&fast[..2], &bytes[..2], "{what}");
+        }
+    }
+}

@@ -6,6 +6,7 @@
 //! and its own (Consul's health aggregation: no check at all counts as passing).
 use std::collections::BTreeMap;
 use std::net::{IpAddr, Ipv4Addr, Ipv6Addr};
+use std::sync::Arc;
 
 use crate::state::{CatalogDump, CheckStatus, Weights};
 
@@ -45,6 +46,22 @@ pub struct NodeEntry {
     pub name: String,
     pub addr: Option<Addr>,
     pub txt: Vec<String>,
+    /// `name` as DNS labels on the wire (length-prefixed, no root), if every dot-separated part is a
+    /// plain label (1..=63 ASCII bytes) and the whole stays short enough to be part of an answer name.
+    pub(crate) wire: Option<Box<[u8]>>,
+}
+
+/// See [`NodeEntry::wire`].
+fn wire_labels(name: &str) -> Option<Box<[u8]>> {
+    let mut out = Vec::with_capacity(name.len() + 1);
+    for label in name.split('.') {
+        if label.is_empty() || label.len() > 63 || !label.is_ascii() {
+            return None;
+        }
+        out.push(label.len() as u8);
+        out.extend_from_slice(label.as_bytes());
+    }
+    (out.len() <= 200).then(|| out.into_boxed_slice())
 }
 
 /// One instance of a service, with what DNS needs of it.
@@ -61,6 +78,8 @@ pub struct Instance {
     pub tags: Vec<String>,
     pub status: CheckStatus,
     pub weights: Weights,
+    /// The node's entry itself (the one `node` names), so answers need no lookup.
+    pub(crate) entry: Arc<NodeEntry>,
 }
 
 /// Something a reverse (PTR) lookup can name.
@@ -75,7 +94,7 @@ pub enum PtrTarget {
 /// The DNS server's read-only view of the catalog.
 #[derive(Clone, Debug, Default, PartialEq, Eq)]
 pub struct DnsView {
-    nodes: BTreeMap<String, NodeEntry>,
+    nodes: BTreeMap<String, Arc<NodeEntry>>,
     services: BTreeMap<String, Vec<Instance>>,
     /// Nodes by address, then (if no node has it) services by their own address.
     by_ip: BTreeMap<IpAddr, Vec<PtrTarget>>,
@@ -132,11 +151,12 @@ impl DnsView {
             }
             view.nodes.insert(
                 node.node.to_ascii_lowercase(),
-                NodeEntry {
+                Arc::new(NodeEntry {
                     name: node.node.clone(),
                     addr,
                     txt,
-                },
+                    wire: wire_labels(&node.node),
+                }),
             );
         }
         // (node, service ID or "" for node checks) → worst status.
@@ -176,6 +196,7 @@ impl DnsView {
                 tags: svc.tags.iter().map(|t| t.to_ascii_lowercase()).collect(),
                 status,
                 weights: svc.weights,
+                entry: node.clone(),
             };
             view.services
                 .entry(svc.service.to_ascii_lowercase())
@@ -190,7 +211,7 @@ impl DnsView {
 
     /// A node by lower-case name.
     pub fn node(&self, lower: &str) -> Option<&NodeEntry> {
-        self.nodes.get(lower)
+        self.nodes.get(lower).map(|n| &**n)
     }
 
     /// The instances of a service by lower-case name, in (node, ID) order; empty if unknown.
