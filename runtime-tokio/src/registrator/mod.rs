@@ -58,7 +58,11 @@ fn flag_set() -> FlagSet {
             "",
             "Use the IP in this container label (a /cidr suffix is stripped)",
         )
-        .string("tags", "", "Append these comma-separated tags to every service")
+        .string(
+            "tags",
+            "",
+            "Append these comma-separated tags to every service (each may be a Go template over the container, e.g. {{.Config.Hostname}})",
+        )
         .u64(
             "resync",
             "Seconds between full reconciliations with the running containers (0 = never)",

@@ -586,3 +586,52 @@ fn cli_reports_bad_flags_on_one_line() {
         "{out}"
     );
 }
+
+/// The container of [`INSPECT`] with a `team` label, as the daemon builds it.
+fn inspected() -> Container {
+    let mut r: bollard::models::ContainerInspectResponse = serde_json::from_str(INSPECT).unwrap();
+    if let Some(labels) = r.config.as_mut().and_then(|c| c.labels.as_mut()) {
+        labels.insert("team".into(), "payments".into());
+    }
+    docker::container(r)
+}
+
+#[test]
+fn force_tags_render_go_templates_over_the_container() {
+    let c = inspected();
+    assert_eq!(bridge::force_tags("{{.Config.Hostname}},x", &c), ["2d7241906a9a", "x"]);
+    assert_eq!(
+        bridge::force_tags(
+            r#"team-{{index .Config.Labels "team"}},{{.NetworkSettings.IPAddress}}"#,
+            &c
+        ),
+        ["team-payments", "172.17.0.2"]
+    );
+    assert_eq!(
+        bridge::force_tags("{{.Name}},{{.Config.Image}},{{printf \"%.12s\" .ID}}", &c),
+        ["/regprobe-web", "regprobe/nginx:1.25", "2d7241906a9a"]
+    );
+    // The rendered tags reach every service, after the container's own SERVICE_TAGS.
+    let s = Settings {
+        tags: "{{.Config.Hostname}},x".into(),
+        ..settings()
+    };
+    let web = bridge::services(&c, &s).into_iter().find(|s| s.port == 8081).unwrap();
+    assert_eq!(web.tags, ["a", "b", "2d7241906a9a", "x"]);
+}
+
+#[test]
+fn force_tags_that_fail_to_parse_or_render_are_kept_as_written() {
+    let c = inspected();
+    // Unclosed action: a parse error.
+    assert_eq!(
+        bridge::force_tags("{{.Config.Hostname,ok", &c),
+        ["{{.Config.Hostname", "ok"]
+    );
+    // A field of a string: a render error.
+    assert_eq!(bridge::force_tags("{{.Name.Nope}}", &c), ["{{.Name.Nope}}"]);
+    // Consul data has no place in a tag.
+    assert_eq!(bridge::force_tags("{{service \"web\"}}", &c), ["{{service \"web\"}}"]);
+    // Plain tags are untouched, even with no inspect data at all.
+    assert_eq!(bridge::force_tags("a,b", &nginx()), ["a", "b"]);
+}
