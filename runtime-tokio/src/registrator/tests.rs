@@ -527,6 +527,21 @@ fn parse_args(args: &[&str]) -> Result<super::daemon::Options, String> {
 }
 
 #[test]
+fn consul_tls_reads_consul_cacert_at_start_up() {
+    let mut fs = super::flag_set();
+    fs.parse(&["consul-tls://127.0.0.1:8501".to_string()]).unwrap();
+    let env = |k: &str| (k == "CONSUL_CACERT").then(|| "/nonexistent/ca.pem".to_string());
+    let e = super::parse(&fs, &env, "docker1".into()).unwrap_err();
+    assert!(
+        e.starts_with("CONSUL_CACERT /nonexistent/ca.pem") && !e.contains('\n'),
+        "{e}"
+    );
+    let o = super::parse(&fs, &|_: &str| None, "docker1".into()).unwrap();
+    assert!(o.tls.is_some(), "system roots when CONSUL_CACERT is unset");
+    assert!(parse_args(&["consul://127.0.0.1:8500"]).unwrap().tls.is_none());
+}
+
+#[test]
 fn command_line_options() {
     let o = parse_args(&[
         "-ip=10.0.0.5",
