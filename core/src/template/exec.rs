@@ -28,16 +28,16 @@ pub(crate) struct Exec<'a> {
     steps: u64,
 }
 
-pub(crate) fn render(t: &Template, ctx: &RenderContext<'_>) -> Result<Rendered, RenderError> {
+pub(crate) fn render(t: &Template, ctx: &RenderContext<'_>, root: &Value) -> Result<Rendered, RenderError> {
     let mut ex = Exec {
         ctx,
-        vars: vec![("$".to_string(), Value::Null)],
+        vars: vec![("$".to_string(), root.clone())],
         out: String::new(),
         used: BTreeSet::new(),
         missing: BTreeSet::new(),
         steps: 0,
     };
-    let result = ex.walk(&t.nodes, &Value::Null);
+    let result = ex.walk(&t.nodes, root);
     match result {
         Err(fail) if ex.missing.is_empty() => {
             let (line, col) = line_col(&t.src, fail.pos);

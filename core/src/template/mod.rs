@@ -135,7 +135,13 @@ impl Template {
     /// Render against `ctx`. An execution error while data is still missing (for instance `index` into
     /// a service list that has not arrived) is reported as an incomplete render, not as an error.
     pub fn render(&self, ctx: &RenderContext<'_>) -> Result<Rendered, RenderError> {
-        exec::render(self, ctx)
+        exec::render(self, ctx, &Value::Null)
+    }
+
+    /// Render with `root` as the data (`.` and `$`), as Go's `Execute(w, data)` does; consul-template's
+    /// templates have none (`render`), registrator's `-tags` templates get the container.
+    pub fn render_with(&self, ctx: &RenderContext<'_>, root: &Value) -> Result<Rendered, RenderError> {
+        exec::render(self, ctx, root)
     }
 
     /// The template's source text.

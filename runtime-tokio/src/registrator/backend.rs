@@ -14,6 +14,7 @@ use hyper_util::rt::TokioExecutor;
 use serde_json::{json, Map, Value};
 use std::collections::BTreeMap;
 use std::path::PathBuf;
+use std::sync::Arc;
 use std::time::Duration;
 
 /// How long one call to the agent may take.
@@ -33,11 +34,24 @@ pub(crate) struct BackendUri {
 pub(crate) enum Target {
     /// `host:port`
     Tcp(String),
+    /// `host:port`, over HTTPS (`consul-tls://`).
+    Tls(String),
     Unix(PathBuf),
 }
 
-/// `consul://host:port` (default `127.0.0.1:8500`), `consul-unix:///path.sock`, `consulkv://host:port/prefix`,
-/// `consulkv-unix:///path.sock:/prefix`.
+impl Target {
+    /// The base URL of a TCP target (`http://host:port`, `https://host:port`).
+    pub(crate) fn base_url(&self) -> Option<String> {
+        match self {
+            Target::Tcp(a) => Some(format!("http://{a}")),
+            Target::Tls(a) => Some(format!("https://{a}")),
+            Target::Unix(_) => None,
+        }
+    }
+}
+
+/// `consul://host:port` (default `127.0.0.1:8500`), `consul-tls://host:port` (the same over HTTPS),
+/// `consul-unix:///path.sock`, `consulkv://host:port/prefix`, `consulkv-unix:///path.sock:/prefix`.
 pub(crate) fn parse_uri(uri: &str) -> Result<BackendUri, String> {
     let Some((scheme, rest)) = uri.split_once("://") else {
         return Err(format!("bad adapter uri: {uri:?} (want e.g. consul://127.0.0.1:8500)"));
@@ -88,11 +102,18 @@ pub(crate) fn parse_uri(uri: &str) -> Result<BackendUri, String> {
                 kv_prefix: Some(prefix(kv)?),
             })
         }
-        "consul-tls" => Err(format!(
-            "unsupported adapter {uri:?}: concord registrator speaks plain HTTP; use consul:// or consul-unix://"
-        )),
+        "consul-tls" => {
+            let Target::Tcp(authority) = tcp(rest.trim_end_matches('/'))? else {
+                unreachable!("tcp() gives a TCP target")
+            };
+            Ok(BackendUri {
+                target: Target::Tls(authority),
+                kv_prefix: None,
+            })
+        }
         _ => Err(format!(
-            "unrecognized adapter: {uri:?} (concord supports consul://, consul-unix://, consulkv://, consulkv-unix://)"
+            "unrecognized adapter: {uri:?} (concord supports consul://, consul-tls://, consul-unix://, consulkv://, \
+             consulkv-unix://)"
         )),
     }
 }
@@ -110,21 +131,33 @@ pub(crate) struct Registered {
 
 enum Transport {
     Tcp(Client<HttpConnector, Full<Bytes>>, String),
+    /// One connection per call (registrator's calls are few): TCP, the TLS handshake, then HTTP/1.1.
+    Tls(Arc<rustls::ClientConfig>, String),
     Unix(Client<hyperlocal::UnixConnector, Full<Bytes>>, PathBuf),
 }
 
 pub(crate) struct Backend {
     transport: Transport,
+    /// `http://host:port` or `https://host:port`; empty for a unix socket.
+    base_url: String,
     kv_prefix: Option<String>,
     token: Option<String>,
 }
 
 impl Backend {
-    pub(crate) fn new(uri: &BackendUri, token: Option<String>) -> Backend {
+    /// `tls`: the client configuration of a `consul-tls://` target (see [`tls_config`]); without one the
+    /// system's roots are trusted.
+    pub(crate) fn new(uri: &BackendUri, token: Option<String>, tls: Option<Arc<rustls::ClientConfig>>) -> Backend {
         let transport = match &uri.target {
             Target::Tcp(authority) => {
                 let client = Client::builder(TokioExecutor::new()).build(HttpConnector::new());
                 Transport::Tcp(client, authority.clone())
+            }
+            Target::Tls(authority) => {
+                let config = tls.unwrap_or_else(|| {
+                    tls_config(&TlsFiles::default()).expect("the system roots need no files, so cannot fail")
+                });
+                Transport::Tls(config, authority.clone())
             }
             Target::Unix(path) => {
                 let client = Client::builder(TokioExecutor::new()).build(hyperlocal::UnixConnector);
@@ -133,6 +166,7 @@ impl Backend {
         };
         Backend {
             transport,
+            base_url: uri.target.base_url().unwrap_or_default(),
             kv_prefix: uri.kv_prefix.clone(),
             token,
         }
@@ -142,6 +176,7 @@ impl Backend {
     pub(crate) fn describe(&self) -> String {
         let at = match &self.transport {
             Transport::Tcp(_, a) => a.clone(),
+            Transport::Tls(..) => self.base_url.clone(),
             Transport::Unix(_, p) => format!("unix:{}", p.display()),
         };
         match &self.kv_prefix {
@@ -168,9 +203,14 @@ impl Backend {
             path.push_str(query);
         }
         let (uri, what): (hyper::Uri, String) = match &self.transport {
-            Transport::Tcp(_, authority) => {
-                let u = format!("http://{authority}{path}");
+            Transport::Tcp(..) => {
+                let u = format!("{}{path}", self.base_url);
                 (u.parse().map_err(|e| format!("bad URL {u}: {e}"))?, u)
+            }
+            // HTTP/1.1 over a connection of our own: the request line carries only the path.
+            Transport::Tls(..) => {
+                let u = format!("{}{path}", self.base_url);
+                (path.parse().map_err(|e| format!("bad URL {u}: {e}"))?, u)
             }
             Transport::Unix(_, socket) => (
                 hyperlocal::Uri::new(socket, &path).into(),
@@ -181,15 +221,19 @@ impl Backend {
         if let Some(token) = &self.token {
             req = req.header("X-Consul-Token", token);
         }
+        if let Transport::Tls(_, authority) = &self.transport {
+            req = req.header(hyper::header::HOST, authority);
+        }
         let req = req
             .body(Full::new(Bytes::from(body.unwrap_or_default())))
             .map_err(|e| format!("{method} {what}: {e}"))?;
         let call = async {
             let resp = match &self.transport {
-                Transport::Tcp(c, _) => c.request(req).await,
-                Transport::Unix(c, _) => c.request(req).await,
+                Transport::Tcp(c, _) => c.request(req).await.map_err(|e| error_chain(&e)),
+                Transport::Tls(config, authority) => tls_request(config, authority, req).await,
+                Transport::Unix(c, _) => c.request(req).await.map_err(|e| error_chain(&e)),
             }
-            .map_err(|e| format!("{method} {what}: {}", error_chain(&e)))?;
+            .map_err(|e| format!("{method} {what}: {e}"))?;
             let status = resp.status().as_u16();
             let limited = http_body_util::Limited::new(resp.into_body(), MAX_ANSWER);
             let body = limited
@@ -263,6 +307,102 @@ impl Backend {
             }
         }
     }
+}
+
+/// One request over a fresh TLS connection to `authority` (`host:port`), the certificate checked against
+/// the host.
+async fn tls_request(
+    config: &Arc<rustls::ClientConfig>,
+    authority: &str,
+    req: hyper::Request<Full<Bytes>>,
+) -> Result<hyper::Response<hyper::body::Incoming>, String> {
+    let host = match authority.rsplit_once(':') {
+        Some((h, p)) if p.bytes().all(|b| b.is_ascii_digit()) => h,
+        _ => authority,
+    };
+    let host = host.trim_start_matches('[').trim_end_matches(']');
+    let name = rustls::pki_types::ServerName::try_from(host.to_string())
+        .map_err(|e| format!("bad TLS server name {host:?}: {e}"))?;
+    let tcp = tokio::net::TcpStream::connect(authority)
+        .await
+        .map_err(|e| format!("connecting: {e}"))?;
+    let tls = tokio_rustls::TlsConnector::from(config.clone())
+        .connect(name, tcp)
+        .await
+        .map_err(|e| format!("TLS handshake: {e}"))?;
+    let (mut sender, conn) = hyper::client::conn::http1::handshake(hyper_util::rt::TokioIo::new(tls))
+        .await
+        .map_err(|e| error_chain(&e))?;
+    tokio::spawn(async move {
+        if let Err(e) = conn.await {
+            tracing::debug!("registrator: TLS connection to the agent: {e}");
+        }
+    });
+    sender.send_request(req).await.map_err(|e| error_chain(&e))
+}
+
+/// The files of Consul's TLS environment: `CONSUL_CACERT`, `CONSUL_CLIENT_CERT`, `CONSUL_CLIENT_KEY`.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub(crate) struct TlsFiles {
+    pub(crate) ca_cert: Option<PathBuf>,
+    pub(crate) client_cert: Option<PathBuf>,
+    pub(crate) client_key: Option<PathBuf>,
+}
+
+/// The client configuration of `consul-tls://`: trusts the PEM certificates of `CONSUL_CACERT` when set
+/// (only those, as Consul's Go client does), else the Mozilla roots and the system bundle (`SSL_CERT_FILE`,
+/// else `/etc/ssl/certs/ca-certificates.crt`); presents `CONSUL_CLIENT_CERT`/`CONSUL_CLIENT_KEY` when both are
+/// set. `Err` is one line naming the file at fault.
+pub(crate) fn tls_config(files: &TlsFiles) -> Result<Arc<rustls::ClientConfig>, String> {
+    use rustls::pki_types::pem::PemObject;
+    use rustls::pki_types::{CertificateDer, PrivateKeyDer};
+    let certs = |path: &PathBuf, what: &str| -> Result<Vec<CertificateDer<'static>>, String> {
+        let certs: Vec<_> = CertificateDer::pem_file_iter(path)
+            .and_then(|it| it.collect::<Result<_, _>>())
+            .map_err(|e| format!("{what} {}: {e}", path.display()))?;
+        if certs.is_empty() {
+            return Err(format!("{what} {}: no PEM certificate in it", path.display()));
+        }
+        Ok(certs)
+    };
+    let mut roots = rustls::RootCertStore::empty();
+    match &files.ca_cert {
+        Some(path) => {
+            let (_, rejected) = roots.add_parsable_certificates(certs(path, "CONSUL_CACERT")?);
+            if roots.is_empty() {
+                return Err(format!(
+                    "CONSUL_CACERT {}: {rejected} certificate(s), none usable as a CA",
+                    path.display()
+                ));
+            }
+        }
+        None => {
+            roots.extend(webpki_roots::TLS_SERVER_ROOTS.iter().cloned());
+            let bundle = std::env::var_os("SSL_CERT_FILE")
+                .map(PathBuf::from)
+                .unwrap_or_else(|| "/etc/ssl/certs/ca-certificates.crt".into());
+            if let Ok(found) = CertificateDer::pem_file_iter(&bundle) {
+                roots.add_parsable_certificates(found.flatten());
+            }
+        }
+    }
+    let builder = rustls::ClientConfig::builder_with_provider(Arc::new(rustls::crypto::ring::default_provider()))
+        .with_safe_default_protocol_versions()
+        .map_err(|e| format!("TLS setup: {e}"))?
+        .with_root_certificates(roots);
+    let config = match (&files.client_cert, &files.client_key) {
+        (Some(cert), Some(key)) => {
+            let chain = certs(cert, "CONSUL_CLIENT_CERT")?;
+            let key =
+                PrivateKeyDer::from_pem_file(key).map_err(|e| format!("CONSUL_CLIENT_KEY {}: {e}", key.display()))?;
+            builder
+                .with_client_auth_cert(chain, key)
+                .map_err(|e| format!("CONSUL_CLIENT_CERT/CONSUL_CLIENT_KEY: {e}"))?
+        }
+        (None, None) => builder.with_no_client_auth(),
+        _ => return Err("CONSUL_CLIENT_CERT and CONSUL_CLIENT_KEY must be set together".into()),
+    };
+    Ok(Arc::new(config))
 }
 
 fn error_chain(e: &dyn std::error::Error) -> String {

@@ -16,6 +16,7 @@
 //! `Meta` key Consul would reject is dropped instead of failing the whole registration, and `::` is a
 //! wildcard host IP like `0.0.0.0`.
 
+use concord_core::template::{self, Value};
 use std::collections::BTreeMap;
 
 /// What the daemon learned about one container (`GET /containers/<id>/json`), reduced to what matters.
@@ -41,6 +42,8 @@ pub(crate) struct Container {
     pub(crate) network_container_ip: Option<String>,
     pub(crate) running: bool,
     pub(crate) exit_code: i64,
+    /// The whole inspect answer, as Docker sent it: the data `-tags` templates render against.
+    pub(crate) inspect: serde_json::Value,
 }
 
 #[derive(Clone, Debug, Default, PartialEq, Eq)]
@@ -64,7 +67,7 @@ pub(crate) struct Settings {
     pub(crate) explicit: bool,
     /// `-useIpFromLabel`.
     pub(crate) ip_label: Option<String>,
-    /// `-tags`, comma-separated.
+    /// `-tags`, comma-separated; each tag may be a Go template over the container (see [`force_tags`]).
     pub(crate) tags: String,
 }
 
@@ -235,7 +238,7 @@ fn service(c: &Container, s: &Settings, port: &Port, group: bool) -> Option<Serv
     let port_number: u16 = port_number.parse().ok()?;
     let mut id = format!("{}:{}:{}", s.hostname, c.name, port.exposed);
     let mut tags = split_tags(meta.get("tags").map_or("", String::as_str));
-    tags.extend(split_tags(&s.tags));
+    tags.extend(force_tags(&s.tags, c));
     if port.proto == "udp" {
         id.push_str(":udp");
         tags.push("udp".into());
@@ -318,6 +321,78 @@ pub(crate) fn split_tags(s: &str) -> Vec<String> {
     out.push(cur);
     out.retain(|t| !t.is_empty());
     out
+}
+
+/// `-tags`: split on commas, then each tag rendered as a Go template over the container's inspect data
+/// (registrator executes them against its `*docker.Container`, whose fields are the inspect JSON's: `.Name`,
+/// `.Config.Hostname`, `.Config.Labels`, `.NetworkSettings.IPAddress`, and `.ID`, which the JSON spells
+/// `Id`). A tag without `{{` is taken as written; one that fails to parse or render is kept as written, with
+/// a warning. Tags that render empty are dropped.
+pub(crate) fn force_tags(tags: &str, c: &Container) -> Vec<String> {
+    let raw = split_tags(tags);
+    if !raw.iter().any(|t| t.contains("{{")) {
+        return raw;
+    }
+    let data = template_data(c);
+    raw.into_iter()
+        .filter_map(|tag| {
+            if !tag.contains("{{") {
+                return Some(tag);
+            }
+            match render_tag(&tag, &data) {
+                Ok(out) => Some(out).filter(|t| !t.is_empty()),
+                Err(e) => {
+                    tracing::warn!(
+                        "registrator: -tags {tag:?} for container {}: {e}; using it as written",
+                        c.name
+                    );
+                    Some(tag)
+                }
+            }
+        })
+        .collect()
+}
+
+/// The root value of a `-tags` template: the inspect data, with Go's field name `ID` beside JSON's `Id`.
+fn template_data(c: &Container) -> Value {
+    let mut json = match &c.inspect {
+        serde_json::Value::Object(o) => o.clone(),
+        _ => serde_json::Map::new(),
+    };
+    let id = json.get("Id").cloned().unwrap_or_else(|| c.id.clone().into());
+    json.entry("ID").or_insert(id);
+    json.entry("Name").or_insert_with(|| format!("/{}", c.name).into());
+    // Docker API 1.44 dropped the legacy `NetworkSettings.IPAddress` (and bollard's model with it);
+    // registrator's templates read it, so it is the default bridge's address as Docker used to report it.
+    let legacy_ip = c
+        .networks
+        .get("bridge")
+        .filter(|ip| !ip.is_empty())
+        .cloned()
+        .unwrap_or_default();
+    if let serde_json::Value::Object(ns) = json
+        .entry("NetworkSettings")
+        .or_insert_with(|| serde_json::Value::Object(serde_json::Map::new()))
+    {
+        ns.entry("IPAddress").or_insert(legacy_ip.into());
+    }
+    Value::from_json(&serde_json::Value::Object(json))
+}
+
+fn render_tag(tag: &str, data: &Value) -> Result<String, String> {
+    let template = template::parse(tag, "", "").map_err(|e| e.to_string())?;
+    let deps = BTreeMap::new();
+    let no_env = |_: &str| None;
+    let ctx = template::RenderContext {
+        data: &deps,
+        env: &no_env,
+        now_unix: 0,
+    };
+    let rendered = template.render_with(&ctx, data).map_err(|e| e.to_string())?;
+    if !rendered.is_complete() {
+        return Err("Consul data functions are not available in -tags".into());
+    }
+    Ok(rendered.output)
 }
 
 /// Registrator's check precedence: HTTP, HTTPS, CMD, SCRIPT, TTL, TCP, GRPC; none without a key.

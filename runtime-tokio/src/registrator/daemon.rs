@@ -23,6 +23,8 @@ use tokio::time::Instant;
 pub(crate) struct Options {
     pub(crate) backend: backend::BackendUri,
     pub(crate) token: Option<String>,
+    /// The TLS client of a `consul-tls://` backend (from `CONSUL_CACERT` and friends).
+    pub(crate) tls: Option<std::sync::Arc<rustls::ClientConfig>>,
     pub(crate) settings: Settings,
     pub(crate) resync: Option<Duration>,
     pub(crate) cleanup: bool,
@@ -106,7 +108,7 @@ pub(crate) async fn run(opts: Options, shutdown: impl Future<Output = ()>) -> Re
             opts.docker_socket.display()
         ));
     }
-    let backend = Backend::new(&opts.backend, opts.token.clone());
+    let backend = Backend::new(&opts.backend, opts.token.clone(), opts.tls.clone());
     tokio::select! {
         r = ping(&backend, &opts) => r?,
         () = &mut shutdown => return Ok(()),

@@ -94,6 +94,7 @@ pub(crate) fn short(id: &str) -> &str {
 
 /// What the inspect answer says, in the bridge's terms.
 pub(crate) fn container(r: ContainerInspectResponse) -> Container {
+    let inspect = serde_json::to_value(&r).unwrap_or_default();
     let config = r.config.unwrap_or_default();
     let settings = r.network_settings.unwrap_or_default();
     let state = r.state.unwrap_or_default();
@@ -133,5 +134,6 @@ pub(crate) fn container(r: ContainerInspectResponse) -> Container {
         network_container_ip: None,
         running: state.running.unwrap_or(false),
         exit_code: state.exit_code.unwrap_or(0),
+        inspect,
     }
 }

@@ -128,6 +128,7 @@ impl Harness {
                 kv_prefix: None,
             },
             token: None,
+            tls: None,
             settings: Settings {
                 hostname: "docker1".into(),
                 ..Settings::default()

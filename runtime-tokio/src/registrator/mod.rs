@@ -27,6 +27,7 @@ const HELP: &str = r#"Usage: concord registrator [options] <registry URI>
   /var/run/docker.sock (else /tmp/docker.sock); the agent through the registry URI:
 
     consul://127.0.0.1:8500          agent services (PUT /v1/agent/service/register)
+    consul-tls://127.0.0.1:8501      the same over HTTPS (CONSUL_CACERT, CONSUL_CLIENT_CERT, CONSUL_CLIENT_KEY)
     consul-unix:///path/to/sock      the same over the agent's unix socket
     consulkv://127.0.0.1:8500/prefix KV entries <prefix>/<name>/<id> = "ip:port"
     consulkv-unix:///path/to/sock:/prefix
@@ -58,7 +59,11 @@ fn flag_set() -> FlagSet {
             "",
             "Use the IP in this container label (a /cidr suffix is stripped)",
         )
-        .string("tags", "", "Append these comma-separated tags to every service")
+        .string(
+            "tags",
+            "",
+            "Append these comma-separated tags to every service (each may be a Go template over the container, e.g. {{.Config.Hostname}})",
+        )
         .u64(
             "resync",
             "Seconds between full reconciliations with the running containers (0 = never)",
@@ -150,10 +155,22 @@ pub(crate) fn parse(fs: &FlagSet, env: &crate::cli::Env<'_>, hostname: String) -
             return Err(format!("-ip {ip:?} is not an IP address"));
         }
     }
+    let tls = match backend.target {
+        backend::Target::Tls(_) => {
+            let file = |k: &str| env(k).filter(|v| !v.is_empty()).map(std::path::PathBuf::from);
+            Some(backend::tls_config(&backend::TlsFiles {
+                ca_cert: file("CONSUL_CACERT"),
+                client_cert: file("CONSUL_CLIENT_CERT"),
+                client_key: file("CONSUL_CLIENT_KEY"),
+            })?)
+        }
+        _ => None,
+    };
     let docker_socket = docker::socket(env("DOCKER_HOST").as_deref(), |p| std::path::Path::new(p).exists())?;
     Ok(Options {
         backend,
         token: env("CONSUL_HTTP_TOKEN").filter(|t| !t.is_empty()),
+        tls,
         settings: bridge::Settings {
             hostname,
             hostname_ip: None,

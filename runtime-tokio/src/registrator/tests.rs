@@ -437,13 +437,38 @@ fn backend_uris() {
     for bad in [
         "consulkv://127.0.0.1:8500",
         "etcd://x:4001",
-        "consul-tls://x:8501",
+        "consul-tls://x:8501/path",
         "localhost:8500",
         "consul-unix://",
     ] {
         let e = backend::parse_uri(bad).unwrap_err();
         assert!(!e.contains('\n') && e.contains(bad), "{bad}: {e}");
     }
+}
+
+#[test]
+fn consul_tls_uris_are_https() {
+    let uri = backend::parse_uri("consul-tls://consul.example:8501").unwrap();
+    assert_eq!(uri.target, Target::Tls("consul.example:8501".into()));
+    assert_eq!(uri.target.base_url().as_deref(), Some("https://consul.example:8501"));
+    assert_eq!(
+        backend::parse_uri("consul-tls://consul")
+            .unwrap()
+            .target
+            .base_url()
+            .as_deref(),
+        Some("https://consul:8500")
+    );
+    assert_eq!(
+        backend::parse_uri("consul://consul:8500")
+            .unwrap()
+            .target
+            .base_url()
+            .as_deref(),
+        Some("http://consul:8500")
+    );
+    let e = backend::parse_uri("consul-https://x:8501").unwrap_err();
+    assert!(!e.contains('\n') && e.contains("consul-tls://"), "{e}");
 }
 
 #[test]
@@ -499,6 +524,21 @@ fn parse_args(args: &[&str]) -> Result<super::daemon::Options, String> {
     fs.parse(&args).map_err(|e| format!("{e:?}"))?;
     let env = |k: &str| (k == "CONSUL_HTTP_TOKEN").then(|| "tok".to_string());
     super::parse(&fs, &env, "docker1".into())
+}
+
+#[test]
+fn consul_tls_reads_consul_cacert_at_start_up() {
+    let mut fs = super::flag_set();
+    fs.parse(&["consul-tls://127.0.0.1:8501".to_string()]).unwrap();
+    let env = |k: &str| (k == "CONSUL_CACERT").then(|| "/nonexistent/ca.pem".to_string());
+    let e = super::parse(&fs, &env, "docker1".into()).unwrap_err();
+    assert!(
+        e.starts_with("CONSUL_CACERT /nonexistent/ca.pem") && !e.contains('\n'),
+        "{e}"
+    );
+    let o = super::parse(&fs, &|_: &str| None, "docker1".into()).unwrap();
+    assert!(o.tls.is_some(), "system roots when CONSUL_CACERT is unset");
+    assert!(parse_args(&["consul://127.0.0.1:8500"]).unwrap().tls.is_none());
 }
 
 #[test]
@@ -584,5 +624,226 @@ fn cli_reports_bad_flags_on_one_line() {
     assert!(
         out.contains("consul-unix://") && out.contains("-useIpFromLabel"),
         "{out}"
+    );
+}
+
+/// The container of [`INSPECT`] with a `team` label, as the daemon builds it.
+fn inspected() -> Container {
+    let mut r: bollard::models::ContainerInspectResponse = serde_json::from_str(INSPECT).unwrap();
+    if let Some(labels) = r.config.as_mut().and_then(|c| c.labels.as_mut()) {
+        labels.insert("team".into(), "payments".into());
+    }
+    docker::container(r)
+}
+
+#[test]
+fn force_tags_render_go_templates_over_the_container() {
+    let c = inspected();
+    assert_eq!(bridge::force_tags("{{.Config.Hostname}},x", &c), ["2d7241906a9a", "x"]);
+    assert_eq!(
+        bridge::force_tags(
+            r#"team-{{index .Config.Labels "team"}},{{.NetworkSettings.IPAddress}}"#,
+            &c
+        ),
+        ["team-payments", "172.17.0.2"]
+    );
+    assert_eq!(
+        bridge::force_tags("{{.Name}},{{.Config.Image}},{{printf \"%.12s\" .ID}}", &c),
+        ["/regprobe-web", "regprobe/nginx:1.25", "2d7241906a9a"]
+    );
+    // The rendered tags reach every service, after the container's own SERVICE_TAGS.
+    let s = Settings {
+        tags: "{{.Config.Hostname}},x".into(),
+        ..settings()
+    };
+    let web = bridge::services(&c, &s).into_iter().find(|s| s.port == 8081).unwrap();
+    assert_eq!(web.tags, ["a", "b", "2d7241906a9a", "x"]);
+}
+
+#[test]
+fn force_tags_that_fail_to_parse_or_render_are_kept_as_written() {
+    let c = inspected();
+    // Unclosed action: a parse error.
+    assert_eq!(
+        bridge::force_tags("{{.Config.Hostname,ok", &c),
+        ["{{.Config.Hostname", "ok"]
+    );
+    // A field of a string: a render error.
+    assert_eq!(bridge::force_tags("{{.Name.Nope}}", &c), ["{{.Name.Nope}}"]);
+    // Consul data has no place in a tag.
+    assert_eq!(bridge::force_tags("{{service \"web\"}}", &c), ["{{service \"web\"}}"]);
+    // Plain tags are untouched, even with no inspect data at all.
+    assert_eq!(bridge::force_tags("a,b", &nginx()), ["a", "b"]);
+}
+
+/// DER as PEM (rcgen is built without its `pem` feature).
+fn pem(label: &str, der: &[u8]) -> String {
+    use base64::Engine as _;
+    let b64 = base64::engine::general_purpose::STANDARD.encode(der);
+    let lines: Vec<&str> = b64
+        .as_bytes()
+        .chunks(64)
+        .map(|c| std::str::from_utf8(c).unwrap())
+        .collect();
+    format!("-----BEGIN {label}-----\n{}\n-----END {label}-----\n", lines.join("\n"))
+}
+
+/// A test CA (PEM) and a TLS acceptor for `127.0.0.1` with a certificate it signed; `client_ca`: require
+/// client certificates signed by that CA.
+fn tls_server(client_ca: bool) -> (String, tokio_rustls::TlsAcceptor, rcgen::Certificate, rcgen::KeyPair) {
+    use rcgen::{BasicConstraints, CertificateParams, DnType, IsCa, KeyPair};
+    use rustls::pki_types::{PrivateKeyDer, PrivatePkcs8KeyDer};
+    use std::sync::Arc;
+    let ca_key = KeyPair::generate().unwrap();
+    let mut ca_params = CertificateParams::new(Vec::<String>::new()).unwrap();
+    ca_params.is_ca = IsCa::Ca(BasicConstraints::Unconstrained);
+    ca_params
+        .distinguished_name
+        .push(DnType::CommonName, "registrator test CA");
+    let ca = ca_params.self_signed(&ca_key).unwrap();
+    let key = KeyPair::generate().unwrap();
+    let cert = CertificateParams::new(vec!["127.0.0.1".to_string()])
+        .unwrap()
+        .signed_by(&key, &ca, &ca_key)
+        .unwrap();
+    let provider = Arc::new(rustls::crypto::ring::default_provider());
+    let builder = rustls::ServerConfig::builder_with_provider(provider.clone())
+        .with_safe_default_protocol_versions()
+        .unwrap();
+    let builder = if client_ca {
+        let mut roots = rustls::RootCertStore::empty();
+        roots.add(ca.der().clone()).unwrap();
+        let verifier = rustls::server::WebPkiClientVerifier::builder_with_provider(Arc::new(roots), provider)
+            .build()
+            .unwrap();
+        builder.with_client_cert_verifier(verifier)
+    } else {
+        builder.with_no_client_auth()
+    };
+    let config = builder
+        .with_single_cert(
+            vec![cert.der().clone()],
+            PrivateKeyDer::Pkcs8(PrivatePkcs8KeyDer::from(key.serialize_der())),
+        )
+        .unwrap();
+    (
+        pem("CERTIFICATE", ca.der()),
+        tokio_rustls::TlsAcceptor::from(Arc::new(config)),
+        ca,
+        ca_key,
+    )
+}
+
+/// Serves one HTTPS request with a leader answer; returns the request head it read.
+async fn serve_leader(
+    listener: tokio::net::TcpListener,
+    acceptor: tokio_rustls::TlsAcceptor,
+) -> Result<String, String> {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let (tcp, _) = listener.accept().await.map_err(|e| e.to_string())?;
+    let mut tls = acceptor.accept(tcp).await.map_err(|e| e.to_string())?;
+    let mut head = Vec::new();
+    let mut buf = [0u8; 1024];
+    while !head.windows(4).any(|w| w == b"\r\n\r\n") && head.len() < 64 << 10 {
+        let n = tls.read(&mut buf).await.map_err(|e| e.to_string())?;
+        if n == 0 {
+            break;
+        }
+        head.extend_from_slice(&buf[..n]);
+    }
+    let body = "\"127.0.0.1:8300\"";
+    let answer = format!(
+        "HTTP/1.1 200 OK\r\nContent-Type: application/json\r\nContent-Length: {}\r\nConnection: close\r\n\r\n{body}",
+        body.len()
+    );
+    tls.write_all(answer.as_bytes()).await.map_err(|e| e.to_string())?;
+    tls.shutdown().await.map_err(|e| e.to_string())?;
+    Ok(String::from_utf8_lossy(&head).into_owned())
+}
+
+#[tokio::test]
+async fn consul_tls_talks_https_trusting_consul_cacert() {
+    let (ca_pem, acceptor, _, _) = tls_server(false);
+    let dir = tempfile::tempdir().unwrap();
+    let ca_file = dir.path().join("ca.pem");
+    std::fs::write(&ca_file, ca_pem).unwrap();
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let uri = backend::parse_uri(&format!("consul-tls://{}", listener.local_addr().unwrap())).unwrap();
+    let server = tokio::spawn(serve_leader(listener, acceptor.clone()));
+    let files = backend::TlsFiles {
+        ca_cert: Some(ca_file.clone()),
+        ..Default::default()
+    };
+    let b = backend::Backend::new(&uri, Some("tok".into()), Some(backend::tls_config(&files).unwrap()));
+    assert_eq!(b.ping().await.unwrap(), "127.0.0.1:8300");
+    let head = server.await.unwrap().unwrap();
+    assert!(head.starts_with("GET /v1/status/leader HTTP/1.1\r\n"), "{head}");
+    assert!(head.to_ascii_lowercase().contains("x-consul-token: tok"), "{head}");
+
+    // Without CONSUL_CACERT the test CA is unknown: the handshake fails, as one line.
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let uri = backend::parse_uri(&format!("consul-tls://{}", listener.local_addr().unwrap())).unwrap();
+    let server = tokio::spawn(serve_leader(listener, acceptor));
+    let b = backend::Backend::new(&uri, None, None);
+    let e = b.ping().await.unwrap_err();
+    assert!(
+        e.contains("https://") && e.contains("TLS handshake") && !e.contains('\n'),
+        "{e}"
+    );
+    assert!(server.await.unwrap().is_err(), "the server saw no request");
+
+    // Bad files are one-line start-up errors.
+    let missing = backend::TlsFiles {
+        ca_cert: Some(dir.path().join("nope.pem")),
+        ..Default::default()
+    };
+    let e = backend::tls_config(&missing).unwrap_err();
+    assert!(e.starts_with("CONSUL_CACERT ") && !e.contains('\n'), "{e}");
+    let half = backend::TlsFiles {
+        ca_cert: Some(ca_file),
+        client_cert: Some(dir.path().join("c.pem")),
+        client_key: None,
+    };
+    assert!(backend::tls_config(&half).unwrap_err().contains("together"));
+}
+
+#[tokio::test]
+async fn consul_tls_presents_the_client_certificate() {
+    let (ca_pem, acceptor, ca, ca_key) = tls_server(true);
+    let key = rcgen::KeyPair::generate().unwrap();
+    let client = rcgen::CertificateParams::new(vec!["registrator".to_string()])
+        .unwrap()
+        .signed_by(&key, &ca, &ca_key)
+        .unwrap();
+    let dir = tempfile::tempdir().unwrap();
+    let path = |n: &str| dir.path().join(n);
+    std::fs::write(path("ca.pem"), ca_pem).unwrap();
+    std::fs::write(path("client.pem"), pem("CERTIFICATE", client.der())).unwrap();
+    std::fs::write(path("client.key"), pem("PRIVATE KEY", &key.serialize_der())).unwrap();
+    let with_client = backend::TlsFiles {
+        ca_cert: Some(path("ca.pem")),
+        client_cert: Some(path("client.pem")),
+        client_key: Some(path("client.key")),
+    };
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let uri = backend::parse_uri(&format!("consul-tls://{}", listener.local_addr().unwrap())).unwrap();
+    let server = tokio::spawn(serve_leader(listener, acceptor.clone()));
+    let b = backend::Backend::new(&uri, None, Some(backend::tls_config(&with_client).unwrap()));
+    assert_eq!(b.ping().await.unwrap(), "127.0.0.1:8300");
+    server.await.unwrap().unwrap();
+
+    // The same server turns away a client without a certificate.
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let uri = backend::parse_uri(&format!("consul-tls://{}", listener.local_addr().unwrap())).unwrap();
+    let server = tokio::spawn(serve_leader(listener, acceptor));
+    let without = backend::TlsFiles {
+        ca_cert: Some(path("ca.pem")),
+        ..Default::default()
+    };
+    let b = backend::Backend::new(&uri, None, Some(backend::tls_config(&without).unwrap()));
+    assert!(b.ping().await.is_err());
+    assert!(
+        server.await.unwrap().is_err(),
+        "the server refused the anonymous client"
     );
 }
