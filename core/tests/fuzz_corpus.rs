@@ -391,9 +391,25 @@ fn rpc_frame_seeds() -> Vec<(&'static str, Vec<u8>)> {
 fn state_snapshot_seeds() -> Vec<(&'static str, Vec<u8>)> {
     let mut one = StateMachine::default();
     one.apply(3, &set("a", "x", None), &mut concord_core::state::Changes::default());
+    // The KV part of a snapshot: [entries: 1][entry "a"…][tombstones: 0][reap floor 0]; spliced to make
+    // duplicates and clashes, then wrapped as a whole snapshot (format byte, KV bytes, catalog bytes).
+    let kv = one.kv.encode();
+    let wrap = |kv: &[u8]| {
+        let catalog = concord_core::state::CatalogStore::default().encode();
+        let mut out = vec![concord_core::state::SNAPSHOT_FORMAT];
+        for part in [kv, &catalog[..]] {
+            let mut len = part.len();
+            while len >= 0x80 {
+                out.push((len as u8) | 0x80);
+                len >>= 7;
+            }
+            out.push(len as u8);
+            out.extend_from_slice(part);
+        }
+        out
+    };
     let one = one.snapshot().to_vec();
-    // [entries: 1][entry "a"…][tombstones: 0][reap floor 0]: splice to make duplicates and clashes.
-    let entry_bytes = &one[1..one.len() - 2];
+    let entry_bytes = &kv[1..kv.len() - 2];
     let mut duplicate = vec![2];
     duplicate.extend_from_slice(entry_bytes);
     duplicate.extend_from_slice(entry_bytes);
@@ -416,6 +432,7 @@ fn state_snapshot_seeds() -> Vec<(&'static str, Vec<u8>)> {
         },
         &mut concord_core::state::Changes::default(),
     );
+    let (duplicate, live_and_dead) = (wrap(&duplicate), wrap(&live_and_dead));
     for bad in [&duplicate, &live_and_dead] {
         let err = StateMachine::restore(bad).expect_err("spliced snapshot is rejected");
         assert!(
@@ -436,8 +453,13 @@ fn state_snapshot_seeds() -> Vec<(&'static str, Vec<u8>)> {
         ("trailing-byte", trailing),
         ("duplicate-key", duplicate),
         ("live-and-tombstoned", live_and_dead),
-        ("huge-entry-count", vec![0xff, 0xff, 0xff, 0xff, 0x0f, 0, 0]),
-        ("invalid-utf8-key", vec![1, 1, 0xc3, 1, 1, 0, 0, 0, 0, 0, 0]),
+        ("huge-entry-count", wrap(&[0xff, 0xff, 0xff, 0xff, 0x0f, 0, 0])),
+        ("invalid-utf8-key", wrap(&[1, 1, 0xc3, 1, 1, 0, 0, 0, 0, 0, 0])),
+        ("unknown-format", {
+            let mut future = full.clone();
+            future[0] = concord_core::state::SNAPSHOT_FORMAT + 1;
+            future
+        }),
     ]
 }
 
