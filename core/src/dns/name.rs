@@ -7,7 +7,7 @@
 //! - `<hex>.addr[.<dc>]`, `<id-or-name>.query[.<dc>]`
 //!
 //! Everything is lower-cased here: lookups are case-insensitive.
-use std::net::{IpAddr, Ipv4Addr, Ipv6Addr};
+use core::net::{IpAddr, Ipv4Addr, Ipv6Addr};
 
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub(crate) enum Lookup {

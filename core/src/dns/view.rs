@@ -4,8 +4,8 @@
 //! Invariants: keys of `nodes` and `services` are lower-case (DNS names compare case-insensitively);
 //! every instance's `node` is a key of `nodes`; an instance's `status` is the worst of its node's checks
 //! and its own (Consul's health aggregation: no check at all counts as passing).
+use core::net::{IpAddr, Ipv4Addr, Ipv6Addr};
 use std::collections::BTreeMap;
-use std::net::{IpAddr, Ipv4Addr, Ipv6Addr};
 use std::sync::Arc;
 
 use crate::state::{CatalogDump, CheckStatus, Weights};
