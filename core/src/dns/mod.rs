@@ -190,11 +190,10 @@ impl Responder {
         rng: &mut impl rand::RngCore,
         out: &mut Vec<u8>,
     ) -> Outcome {
-        out.clear();
-        if let Some(outcome) = fast::respond(self, ctx, request, transport, rng, out) {
-            return outcome;
+        match self.respond_fast(ctx, request, transport, rng, out) {
+            Some(outcome) => outcome,
+            None => self.respond_general(ctx, request, transport, rng, out),
         }
-        answer::respond(self, ctx, request, transport, rng, out)
     }
 
     /// [`Responder::respond`] through the general path only (hickory-proto's `Message`): what the
