@@ -341,8 +341,11 @@ impl Model {
                 self.floor = self.floor.max(*up_to);
                 true
             }
-            Command::CatalogRegister(_) | Command::CatalogDeregister { .. } | Command::CatalogCheckUpdate { .. } => {
-                unreachable!("the KV history has no catalog commands")
+            Command::CatalogRegister(_)
+            | Command::CatalogDeregister { .. }
+            | Command::CatalogCheckUpdate { .. }
+            | Command::Txn(_) => {
+                unreachable!("the KV history has no catalog commands or transactions")
             }
         };
         for key in &changed {
