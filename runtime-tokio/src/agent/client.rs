@@ -88,6 +88,7 @@ impl ClientAgent {
         let settings = HttpSettings {
             datacenter: config.datacenter.clone(),
             kv_max_value_size: config.kv_max_value_size,
+            txn_max_req_len: config.txn_max_req_len,
             default_query_time: config.default_query_time,
             max_query_time: config.max_query_time,
             http_max_conns_per_client: config.http_max_conns_per_client,

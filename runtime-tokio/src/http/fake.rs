@@ -200,8 +200,10 @@ fn apply(inner: &mut Inner, cmd: Command) -> bool {
             true
         }
         Command::KvReapTombstones { .. } => true,
-        cmd
-        @ (Command::CatalogRegister(_) | Command::CatalogDeregister { .. } | Command::CatalogCheckUpdate { .. }) => {
+        cmd @ (Command::CatalogRegister(_)
+        | Command::CatalogDeregister { .. }
+        | Command::CatalogCheckUpdate { .. }
+        | Command::Txn(_)) => {
             let mut changes = concord_core::state::Changes::default();
             inner.sm.apply(next, &cmd, &mut changes) == CommandResult::Bool(true)
         }
@@ -245,10 +247,12 @@ impl Backend for FakeBackend {
                     result: Arc::new(result),
                 }
             }
+            // Transactions run on the fake's state machine (not its KV map): enough to exercise /v1/txn.
             Request::Write(
                 cmd @ (Command::CatalogRegister(_)
                 | Command::CatalogDeregister { .. }
-                | Command::CatalogCheckUpdate { .. }),
+                | Command::CatalogCheckUpdate { .. }
+                | Command::Txn(_)),
             ) => {
                 let mut inner = self.inner.lock().unwrap();
                 inner.index += 1;

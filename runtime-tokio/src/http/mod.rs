@@ -31,6 +31,9 @@ mod params;
 pub(crate) mod reply;
 mod shared_body;
 #[cfg(test)]
+mod txn_tests;
+mod txn;
+#[cfg(test)]
 pub(crate) mod tests;
 
 use axum::http::HeaderValue;
@@ -162,6 +165,9 @@ pub struct HttpSettings {
     pub datacenter: String,
     /// Largest KV value a PUT may carry (`limits.kv_max_value_size`); larger bodies get 413.
     pub kv_max_value_size: usize,
+    /// Largest `/v1/txn` body (`limits.txn_max_req_len`); the cap is the larger of this and
+    /// `kv_max_value_size`, as in Consul.
+    pub txn_max_req_len: usize,
     /// `?wait` when a blocking query gives `index` without `wait` (`default_query_time`, 300 s).
     pub default_query_time: Duration,
     /// Cap on `?wait` (`max_query_time`, 600 s). The core adds the jitter.
@@ -176,6 +182,7 @@ impl Default for HttpSettings {
         HttpSettings {
             datacenter: "dc1".to_string(),
             kv_max_value_size: 512 * 1024,
+            txn_max_req_len: 512 * 1024,
             default_query_time: Duration::from_secs(300),
             max_query_time: Duration::from_secs(600),
             http_max_conns_per_client: 200,
@@ -305,6 +312,8 @@ pub(crate) fn router<B: Backend>(state: AppState<B>) -> Router {
     Router::new()
         .route("/v1/kv/", any(kv::kv_root::<B>))
         .route("/v1/kv/{*key}", any(kv::kv_key::<B>))
+        // issue 8 (limits helper): transactions and user events.
+        .route("/v1/txn", put(txn::txn::<B>))
         .route("/v1/status/leader", get(agent::status_leader::<B>))
         .route("/v1/status/peers", get(agent::status_peers::<B>))
         .route("/v1/operator/raft/configuration", get(agent::raft_configuration::<B>))
