@@ -39,7 +39,10 @@ fn transactions_commit_whole_or_not_at_all_on_every_server() {
     assert_eq!(results.len(), 4, "{v}");
     let index = results[0]["KV"]["ModifyIndex"].as_u64().unwrap();
     assert!(index > a_index);
-    assert!(results.iter().all(|r| r["KV"]["ModifyIndex"] == index), "one log entry: {v}");
+    assert!(
+        results.iter().all(|r| r["KV"]["ModifyIndex"] == index),
+        "one log entry: {v}"
+    );
     assert_eq!(results[2]["KV"]["Value"], "NjA=");
     assert_eq!(results[3]["KV"]["Value"], "NDA=");
 
@@ -58,20 +61,29 @@ fn transactions_commit_whole_or_not_at_all_on_every_server() {
         json!({"Results": null, "Errors": [{"OpIndex": 1, "What": "failed to set key \"acct/a\", index is stale"}]})
     );
     for i in 0..3 {
-        poll(Duration::from_secs(20), "every server has the committed transaction", || {
-            let b = c.get(i, "/v1/kv/acct/b?stale&raw").map_err(|e| e.to_string())?;
-            let a = c.get(i, "/v1/kv/acct/a?stale&raw").map_err(|e| e.to_string())?;
-            match (a.status, a.text().as_str(), b.status, b.text().as_str()) {
-                (200, "60", 200, "40") => Ok(()),
-                other => Err(format!("server {i}: {other:?}")),
-            }
-        });
+        poll(
+            Duration::from_secs(20),
+            "every server has the committed transaction",
+            || {
+                let b = c.get(i, "/v1/kv/acct/b?stale&raw").map_err(|e| e.to_string())?;
+                let a = c.get(i, "/v1/kv/acct/a?stale&raw").map_err(|e| e.to_string())?;
+                match (a.status, a.text().as_str(), b.status, b.text().as_str()) {
+                    (200, "60", 200, "40") => Ok(()),
+                    other => Err(format!("server {i}: {other:?}")),
+                }
+            },
+        );
     }
 
     // Too many ops: 413 before anything is proposed; the agent stays up.
-    let ops: Vec<Value> = (0..129).map(|i| json!({"KV": {"Verb": "set", "Key": format!("many/{i}")}})).collect();
+    let ops: Vec<Value> = (0..129)
+        .map(|i| json!({"KV": {"Verb": "set", "Key": format!("many/{i}")}}))
+        .collect();
     let r = http_put(&c.url(leader, "/v1/txn"), Value::Array(ops).to_string().as_bytes()).unwrap();
-    assert_eq!((r.status, r.text()), (413, "Transaction contains too many operations (129 > 128)".to_string()));
+    assert_eq!(
+        (r.status, r.text()),
+        (413, "Transaction contains too many operations (129 > 128)".to_string())
+    );
     let r = c.get(leader, "/v1/kv/many/?keys").unwrap();
     assert_eq!(r.status, 404, "nothing of the refused transaction was written");
     assert_eq!(c.running(), vec![0, 1, 2], "{}", c.logs());

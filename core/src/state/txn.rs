@@ -230,7 +230,9 @@ impl KvStore {
                 None
             }
             KvVerb::DeleteTree => {
-                let doomed: Vec<String> = super::kv::prefixed(&self.entries, key).map(|(k, _)| k.clone()).collect();
+                let doomed: Vec<String> = super::kv::prefixed(&self.entries, key)
+                    .map(|(k, _)| k.clone())
+                    .collect();
                 for k in &doomed {
                     self.remember(k, undo);
                 }

@@ -63,7 +63,11 @@ fn committed_transaction_applies_every_op_at_one_index() {
     assert_eq!((kv(&results[0]).key.as_str(), kv(&results[0]).modify_index), ("b", 10));
     assert!(kv(&results[0]).value.is_empty(), "Value is null except for get verbs");
     assert_eq!((kv(&results[1]).create_index, kv(&results[1]).modify_index), (2, 10));
-    assert_eq!(&kv(&results[2]).value[..], b"new", "get sees the earlier set and keeps the value");
+    assert_eq!(
+        &kv(&results[2]).value[..],
+        b"new",
+        "get sees the earlier set and keeps the value"
+    );
     assert_eq!(kv(&results[3]).modify_index, 3);
     assert_eq!(&sm.kv.get("a").1.unwrap().value[..], b"swapped");
     assert!(sm.kv.list("dir/").1.is_empty());
@@ -98,7 +102,10 @@ fn failed_transaction_reports_every_error_and_changes_nothing() {
         ],
         "later ops see earlier ones (a was deleted, new was set; dir/y was already gone)"
     );
-    assert_eq!(sm, before, "nothing of the failed transaction remains, tombstones included");
+    assert_eq!(
+        sm, before,
+        "nothing of the failed transaction remains, tombstones included"
+    );
     assert!(changes.is_empty(), "no watch wakes for a rolled-back transaction");
 }
 
@@ -135,7 +142,10 @@ fn get_or_empty_answers_an_absent_key_without_failing() {
     let mut sm = seeded();
     let (out, changes) = run(&mut sm, 10, vec![op(KvVerb::GetOrEmpty, "nope", "", 0)]);
     let results = out.unwrap();
-    assert_eq!((kv(&results[0]).key.as_str(), kv(&results[0]).create_index), ("nope", 0));
+    assert_eq!(
+        (kv(&results[0]).key.as_str(), kv(&results[0]).create_index),
+        ("nope", 0)
+    );
     assert!(changes.is_empty());
 }
 
@@ -144,7 +154,10 @@ fn transactions_survive_the_log_encoding_and_snapshots_are_unchanged() {
     let cmd = Command::Txn(vec![op(KvVerb::Cas, "k", "v", 7), op(KvVerb::DeleteTree, "", "", 0)]);
     assert_eq!(Command::decode(&cmd.encode()), Ok(cmd));
     // An entry written before `Txn` existed decodes as before: the new variant is the last one.
-    let old = Command::KvDelete { key: "k".into(), cas: None };
+    let old = Command::KvDelete {
+        key: "k".into(),
+        cas: None,
+    };
     assert_eq!(Command::decode(&old.encode()), Ok(old));
     let mut sm = seeded();
     run(&mut sm, 10, vec![op(KvVerb::Set, "t", "v", 0)]).0.unwrap();
@@ -174,10 +187,23 @@ fn as_command(op: &TxnOp) -> Option<Command> {
     let TxnOp::Kv(op) = op;
     let (key, value) = (op.key.clone(), op.value.clone());
     Some(match op.verb {
-        KvVerb::Set => Command::KvSet { key, value, flags: 0, cas: None },
-        KvVerb::Cas => Command::KvSet { key, value, flags: 0, cas: Some(op.index) },
+        KvVerb::Set => Command::KvSet {
+            key,
+            value,
+            flags: 0,
+            cas: None,
+        },
+        KvVerb::Cas => Command::KvSet {
+            key,
+            value,
+            flags: 0,
+            cas: Some(op.index),
+        },
         KvVerb::Delete => Command::KvDelete { key, cas: None },
-        KvVerb::DeleteCas => Command::KvDelete { key, cas: Some(op.index) },
+        KvVerb::DeleteCas => Command::KvDelete {
+            key,
+            cas: Some(op.index),
+        },
         KvVerb::DeleteTree => Command::KvDeleteTree { prefix: key },
         _ => return None,
     })

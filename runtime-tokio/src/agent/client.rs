@@ -89,6 +89,7 @@ impl ClientAgent {
             datacenter: config.datacenter.clone(),
             kv_max_value_size: config.kv_max_value_size,
             txn_max_req_len: config.txn_max_req_len,
+            http_max_body_size: config.http_max_body_size,
             default_query_time: config.default_query_time,
             max_query_time: config.max_query_time,
             http_max_conns_per_client: config.http_max_conns_per_client,

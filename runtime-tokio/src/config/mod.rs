@@ -70,6 +70,9 @@ pub struct AgentConfig {
     /// `limits.kv_max_value_size` (bytes).
     pub kv_max_value_size: usize,
     pub txn_max_req_len: usize,
+    /// `limits.http_max_body_size` (bytes): cap on the JSON bodies of the catalog and agent endpoints.
+    /// concord's own option (Consul has none); 1 MiB by default.
+    pub http_max_body_size: usize,
     pub http_max_conns_per_client: usize,
 
     pub enable_local_script_checks: bool,
@@ -163,6 +166,7 @@ impl Default for AgentConfig {
             max_query_time: Duration::from_secs(600),
             kv_max_value_size: 524_288,
             txn_max_req_len: 524_288,
+            http_max_body_size: 1_048_576,
             http_max_conns_per_client: 200,
             enable_local_script_checks: false,
             alt_domain: None,

@@ -431,6 +431,7 @@ fn apply_limits(config: &mut AgentConfig, map: &Map<String, Value>, r: &Reader<'
             "http_max_conns_per_client" => config.http_max_conns_per_client = r.size(&path, v)?,
             "kv_max_value_size" => config.kv_max_value_size = r.size(&path, v)?,
             "txn_max_req_len" => config.txn_max_req_len = r.size(&path, v)?,
+            "http_max_body_size" => config.http_max_body_size = r.size(&path, v)?,
             "rpc_max_conns_per_client"
             | "rpc_rate"
             | "rpc_max_burst"

@@ -225,6 +225,22 @@ fn http_seeds() -> Vec<(&'static str, Vec<u8>)> {
     let req = |m: u8, rest: &str| text(m, rest);
     vec![
         ("kv-put", req(1, "kv/a/b?flags=3&cas=0\n\nvalue")),
+        (
+            "txn-kv",
+            req(
+                1,
+                "txn\n\n[{\"KV\":{\"Verb\":\"set\",\"Key\":\"a\",\"Value\":\"aGk=\",\"Flags\":1}},\
+                 {\"KV\":{\"Verb\":\"cas\",\"Key\":\"a\",\"Index\":0}},{\"kv\":{\"verb\":\"get-tree\",\"key\":\"\"}},\
+                 {\"KV\":{\"Verb\":\"delete-tree\"}},{\"KV\":{\"Verb\":\"lock\",\"Key\":\"l\",\"Session\":\"s\"}}]",
+            ),
+        ),
+        (
+            "txn-bad",
+            req(
+                1,
+                "txn\n\n[{\"KV\":{\"Verb\":\"nope\",\"Value\":\"!\"}},null,{\"Node\":{}}]",
+            ),
+        ),
         ("kv-get-recurse", req(0, "kv/a?recurse&stale=&dc=dc1")),
         ("kv-keys-separator", req(0, "kv/?keys&separator=%2F")),
         ("kv-raw", req(0, "kv/a?raw")),

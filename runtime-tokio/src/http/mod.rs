@@ -31,10 +31,10 @@ mod params;
 pub(crate) mod reply;
 mod shared_body;
 #[cfg(test)]
-mod txn_tests;
+pub(crate) mod tests;
 mod txn;
 #[cfg(test)]
-pub(crate) mod tests;
+mod txn_tests;
 
 use axum::http::HeaderValue;
 use axum::routing::{any, get, post, put};
@@ -168,6 +168,9 @@ pub struct HttpSettings {
     /// Largest `/v1/txn` body (`limits.txn_max_req_len`); the cap is the larger of this and
     /// `kv_max_value_size`, as in Consul.
     pub txn_max_req_len: usize,
+    /// Largest JSON body of the catalog and agent endpoints (`limits.http_max_body_size`, concord's own
+    /// option: Consul reads these bodies without a cap). Larger bodies get 413.
+    pub http_max_body_size: usize,
     /// `?wait` when a blocking query gives `index` without `wait` (`default_query_time`, 300 s).
     pub default_query_time: Duration,
     /// Cap on `?wait` (`max_query_time`, 600 s). The core adds the jitter.
@@ -183,6 +186,7 @@ impl Default for HttpSettings {
             datacenter: "dc1".to_string(),
             kv_max_value_size: 512 * 1024,
             txn_max_req_len: 512 * 1024,
+            http_max_body_size: 1024 * 1024,
             default_query_time: Duration::from_secs(300),
             max_query_time: Duration::from_secs(600),
             http_max_conns_per_client: 200,

@@ -61,7 +61,12 @@ pub(crate) fn max_txn_len(txn_max_req_len: usize, kv_max_value_size: usize) -> u
     txn_max_req_len.max(kv_max_value_size)
 }
 
-pub(crate) async fn txn<B: Backend>(State(state): State<AppState<B>>, uri: Uri, headers: HeaderMap, body: Body) -> Response {
+pub(crate) async fn txn<B: Backend>(
+    State(state): State<AppState<B>>,
+    uri: Uri,
+    headers: HeaderMap,
+    body: Body,
+) -> Response {
     handle(&state, &uri, &headers, body)
         .await
         .unwrap_or_else(IntoResponse::into_response)
@@ -139,7 +144,10 @@ pub(crate) fn parse_ops(body: &[u8], kv_max_value_size: usize) -> Result<Vec<Txn
     if items.len() > TXN_MAX_OPS {
         return Err(Rejected::Status(
             StatusCode::PAYLOAD_TOO_LARGE,
-            format!("Transaction contains too many operations ({} > {TXN_MAX_OPS})", items.len()),
+            format!(
+                "Transaction contains too many operations ({} > {TXN_MAX_OPS})",
+                items.len()
+            ),
         ));
     }
     let mut ops = Vec::with_capacity(items.len());
@@ -149,7 +157,11 @@ pub(crate) fn parse_ops(body: &[u8], kv_max_value_size: usize) -> Result<Vec<Txn
             Value::Null => None,
             item => Some(Obj::new(item).map_err(|_| parse_error("each operation must be a JSON object"))?),
         };
-        if let Some(other) = op.and_then(|op| ["Node", "Service", "Check", "Session"].into_iter().find(|n| op.get(&[n]).is_some())) {
+        if let Some(other) = op.and_then(|op| {
+            ["Node", "Service", "Check", "Session"]
+                .into_iter()
+                .find(|n| op.get(&[n]).is_some())
+        }) {
             return Err(Rejected::Status(
                 StatusCode::BAD_REQUEST,
                 format!("{other} operations in transactions are not supported by concord yet (only KV)"),

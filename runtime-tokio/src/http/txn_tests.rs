@@ -56,7 +56,10 @@ fn a_rolled_back_transaction_is_409_with_every_error() {
     let (status, body) = txn(&s, r#"[{"KV":{"Verb":"get","Key":"r/a"}}]"#);
     assert_eq!(status, 409, "the set of the failed transaction did not stay: {body}");
     // Checks Consul's servers make before applying: 409 too, with the op's index.
-    let (status, body) = txn(&s, r#"[{"KV":{"Verb":"get","Key":"x"}}, {"KV":{"Verb":"frob","Key":"x"}}, {"KV":{"Verb":"set"}}]"#);
+    let (status, body) = txn(
+        &s,
+        r#"[{"KV":{"Verb":"get","Key":"x"}}, {"KV":{"Verb":"frob","Key":"x"}}, {"KV":{"Verb":"set"}}]"#,
+    );
     assert_eq!(status, 409);
     assert_eq!(
         json(&body)["Errors"],
@@ -80,11 +83,27 @@ fn limits_and_bad_bodies_answer_as_consul() {
         ..HttpSettings::default()
     });
     let (status, body) = txn(&s, &ops(129));
-    assert_eq!((status, body.as_str()), (413, "Transaction contains too many operations (129 > 128)"));
-    assert_eq!(txn(&s, &ops(128)).0, 409, "128 ops are allowed (each get fails: no such key)");
+    assert_eq!(
+        (status, body.as_str()),
+        (413, "Transaction contains too many operations (129 > 128)")
+    );
+    assert_eq!(
+        txn(&s, &ops(128)).0,
+        409,
+        "128 ops are allowed (each get fails: no such key)"
+    );
     let (status, body) = txn(&s, r#"[{"KV":{"Verb":"set","Key":"big","Value":"MDEyMzQ1Njc4OQ=="}}]"#);
-    assert_eq!((status, body.as_str()), (413, "Value for key \"big\" is too large (10 > 8 bytes)"));
-    for bad in ["{", r#"{"KV":{}}"#, r#"[{"KV":{"Verb":"set","Key":"k","Value":"!!"}}]"#, r#"[{"KV":{"Key":5}}]"#, "[1]"] {
+    assert_eq!(
+        (status, body.as_str()),
+        (413, "Value for key \"big\" is too large (10 > 8 bytes)")
+    );
+    for bad in [
+        "{",
+        r#"{"KV":{}}"#,
+        r#"[{"KV":{"Verb":"set","Key":"k","Value":"!!"}}]"#,
+        r#"[{"KV":{"Key":5}}]"#,
+        "[1]",
+    ] {
         let (status, body) = txn(&s, bad);
         assert_eq!(status, 400, "{bad}: {body}");
         assert!(body.starts_with("Failed to parse body: "), "{bad}: {body}");
@@ -100,5 +119,32 @@ fn parse_never_lets_an_op_through_without_a_key_or_verb() {
     assert_eq!(parse_ops(b"null", 10), Ok(Vec::new()));
     assert!(matches!(parse_ops(b"[null]", 10), Err(Rejected::Conflict(e)) if e[0].what == "no operation specified"));
     assert!(matches!(parse_ops(b"[{\"KV\":{\"Verb\":\"delete-tree\"}}]", 10), Ok(ops) if ops.len() == 1));
-    assert!(matches!(parse_ops(b"[{\"KV\":{\"Verb\":\"set\",\"Key\":\"k\",\"Flags\":-1}}]", 10), Err(Rejected::Status(StatusCode::BAD_REQUEST, _))));
+    assert!(matches!(
+        parse_ops(b"[{\"KV\":{\"Verb\":\"set\",\"Key\":\"k\",\"Flags\":-1}}]", 10),
+        Err(Rejected::Status(StatusCode::BAD_REQUEST, _))
+    ));
+}
+
+#[test]
+fn json_bodies_of_catalog_and_agent_endpoints_are_capped() {
+    let s = TestServer::start(HttpSettings {
+        http_max_body_size: 256,
+        ..HttpSettings::default()
+    });
+    let padding = "x".repeat(300);
+    let big = format!(r#"{{"Node":"n1","Address":"10.0.0.1","NodeMeta":{{"pad":"{padding}"}}}}"#);
+    for path in ["/v1/catalog/register", "/v1/agent/service/register"] {
+        let r = call("PUT", &s.url(path), Some(big.as_bytes()));
+        assert_eq!(
+            (r.status, r.text()),
+            (
+                413,
+                "Request body too large, max size: 256 bytes (limits.http_max_body_size)"
+            ),
+            "{path}"
+        );
+    }
+    let small = r#"{"Node":"n1","Address":"10.0.0.1"}"#;
+    let r = call("PUT", &s.url("/v1/catalog/register"), Some(small.as_bytes()));
+    assert_eq!((r.status, r.text()), (200, "true"));
 }
