@@ -106,7 +106,11 @@ async fn shutdown_signal() {
 
 /// The Raft timings for this agent: Consul's `-dev` speeds, or the defaults scaled by `raft_multiplier`.
 pub fn raft_config(config: &AgentConfig) -> RaftConfig {
-    let base = RaftConfig::default();
+    let base = RaftConfig {
+        snapshot_threshold: config.raft_snapshot_threshold,
+        trailing_logs: config.raft_trailing_logs,
+        ..RaftConfig::default()
+    };
     if config.dev {
         return RaftConfig {
             heartbeat_interval: Duration::from_millis(50),

@@ -65,6 +65,10 @@ pub struct AgentConfig {
     /// conservative, so concord keeps 1 as its default; set `performance { raft_multiplier = 5 }` to slow
     /// elections further.
     pub raft_multiplier: u32,
+    /// `raft_snapshot_threshold`: snapshot once this many entries were applied since the last (16384).
+    pub raft_snapshot_threshold: u64,
+    /// `raft_trailing_logs`: entries kept after a snapshot for lagging followers (10240).
+    pub raft_trailing_logs: u64,
     pub default_query_time: Duration,
     pub max_query_time: Duration,
     /// `limits.kv_max_value_size` (bytes).
@@ -162,6 +166,8 @@ impl Default for AgentConfig {
             enable_script_checks: false,
             domain: "consul.".to_string(),
             raft_multiplier: 1,
+            raft_snapshot_threshold: 16384,
+            raft_trailing_logs: 10240,
             default_query_time: Duration::from_secs(300),
             max_query_time: Duration::from_secs(600),
             kv_max_value_size: 524_288,

@@ -83,7 +83,7 @@ impl SnapshotDir {
 
     /// Load the newest snapshot that validates. Damaged or partial files are deleted (with a warning)
     /// and returned in the second element; leftover temp files are deleted silently.
-    pub(crate) fn load_newest(&self) -> Result<(Option<Snapshot>, Vec<PathBuf>), StorageError> {
+    pub(crate) fn load_newest(&self) -> Result<(Option<Snapshot>, Vec<(PathBuf, Index)>), StorageError> {
         let mut names = self.list()?;
         names.sort_unstable_by(|a, b| b.cmp(a));
         let mut discarded = Vec::new();
@@ -94,10 +94,9 @@ impl SnapshotDir {
                 Err(reason) => {
                     tracing::warn!(
                         path = %path.display(),
-                        "discarding damaged snapshot file ({reason}); falling back to an older snapshot"
+                        "damaged snapshot file ({reason}); trying an older snapshot"
                     );
-                    self.remove(&path)?;
-                    discarded.push(path);
+                    discarded.push((path, name.index));
                 }
             }
         }
@@ -121,6 +120,11 @@ impl SnapshotDir {
             }
         }
         Ok(names)
+    }
+
+    /// Delete damaged snapshot files once recovery decided to go on without them.
+    pub(crate) fn remove_damaged(&self, paths: &[PathBuf]) -> Result<(), StorageError> {
+        paths.iter().try_for_each(|p| self.remove(p))
     }
 
     fn remove(&self, path: &Path) -> Result<(), StorageError> {
