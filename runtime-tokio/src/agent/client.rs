@@ -79,6 +79,7 @@ impl ClientAgent {
             Box::pin(async move { f.forward(req).await })
         }));
         let backend = ClientBackend {
+            events: super::events::UserEvents::new(Some(lan.clone()), config.node_name.clone(), Some(local.clone())),
             local: local.clone(),
             lan: lan.clone(),
             forwarder,
@@ -103,6 +104,7 @@ impl ClientAgent {
             }
         });
         tasks.spawn(serf::apply_keyring_events(lan.clone()));
+        tasks.spawn(backend.events.clone().collect());
         let ae = crate::local::run_anti_entropy(crate::local::AntiEntropy {
             backend: backend.clone(),
             interval: super::ANTI_ENTROPY_INTERVAL,
@@ -191,6 +193,7 @@ pub struct ClientBackend {
     forwarder: Forwarder,
     info: Arc<AgentSelf>,
     stop: Arc<watch::Sender<bool>>,
+    events: super::events::UserEvents,
 }
 
 impl ClientBackend {
@@ -252,6 +255,10 @@ impl Backend for ClientBackend {
 
     fn local(&self) -> &crate::local::LocalAgentHandle {
         &self.local
+    }
+
+    fn user_events(&self) -> Option<&super::events::UserEvents> {
+        Some(&self.events)
     }
 
     async fn agent_self(&self) -> AgentSelf {

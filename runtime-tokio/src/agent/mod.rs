@@ -10,6 +10,7 @@ mod catalog_tests;
 mod client;
 mod clock;
 mod cluster;
+pub mod events;
 mod identity;
 mod logging;
 mod reconcile;
@@ -256,6 +257,7 @@ impl Agent {
             exit: exit.clone(),
             lan: lan.clone(),
             wan: Some(wan.clone()),
+            events: events::UserEvents::new(Some(lan.clone()), config.node_name.clone(), Some(local.clone())),
         };
         let settings = HttpSettings {
             datacenter: config.datacenter.clone(),
@@ -267,6 +269,7 @@ impl Agent {
             http_max_conns_per_client: config.http_max_conns_per_client,
         };
         crate::dns::spawn(&mut tasks, dns_listeners, dns, backend.clone(), stopped(&stop));
+        tasks.spawn(backend.events.clone().collect());
         let (http_stop, ae_backend) = (stopped(&stop), backend.clone());
         tasks.spawn(async move {
             if let Err(e) = crate::http::serve(http_listeners, backend, settings, http_stop).await {

@@ -22,6 +22,7 @@ mod catalog_tests;
 mod clean_path;
 mod conn_limit;
 pub(crate) mod decode;
+mod event;
 #[cfg(any(test, feature = "fuzzing"))]
 pub(crate) mod fake;
 mod filter;
@@ -79,6 +80,10 @@ pub trait Backend: Clone + Send + Sync + 'static {
     /// `/v1/operator/keyring`.
     fn keyring(&self, _op: KeyringOp) -> impl Future<Output = Result<Vec<KeyringPool>, String>> + Send {
         async { Err("gossip encryption is not configured".to_string()) }
+    }
+    /// This agent's user events (`/v1/event/*`); `None` where gossip does not run.
+    fn user_events(&self) -> Option<&crate::agent::events::UserEvents> {
+        None
     }
     /// The agent's local services and checks (`/v1/agent/service*`, `/v1/agent/check*`).
     fn local(&self) -> &crate::local::LocalAgentHandle;
@@ -318,6 +323,9 @@ pub(crate) fn router<B: Backend>(state: AppState<B>) -> Router {
         .route("/v1/kv/{*key}", any(kv::kv_key::<B>))
         // issue 8 (limits helper): transactions and user events.
         .route("/v1/txn", put(txn::txn::<B>))
+        .route("/v1/event/fire/", put(event::fire_root))
+        .route("/v1/event/fire/{*name}", put(event::fire::<B>))
+        .route("/v1/event/list", get(event::list::<B>))
         .route("/v1/status/leader", get(agent::status_leader::<B>))
         .route("/v1/status/peers", get(agent::status_peers::<B>))
         .route("/v1/operator/raft/configuration", get(agent::raft_configuration::<B>))
