@@ -1,7 +1,7 @@
 //! User events across real agents: fired on one server, listed on another through gossip, with Consul's
 //! blocking list and size limit.
 
-use concord_tests::{http, http_get, http_put, poll, Cluster};
+use concord_tests::{http, http_get, http_put, poll, run_concord, Cluster};
 use std::time::{Duration, Instant};
 
 #[test]
@@ -76,6 +76,35 @@ fn an_event_fired_on_one_agent_is_listed_on_another() {
     assert_eq!(
         (r.status, r.text()),
         (500, "Cannot provide tag filter without service filter".to_string())
+    );
+
+    // The CLI fires through the local agent and prints the ID; one readable line on a bad flag.
+    let out = run_concord(Some(&c.servers[1].http_addr()), &["event", "-name=cli", "hello"], None);
+    let stdout = String::from_utf8_lossy(&out.stdout).to_string();
+    assert!(
+        out.status.success(),
+        "{stdout} {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let id = stdout
+        .trim()
+        .strip_prefix("Event ID: ")
+        .expect("Event ID line")
+        .to_string();
+    poll(Duration::from_secs(20), "s1 lists the CLI's event", || {
+        let events = http_get(&c.url(0, "/v1/event/list?name=cli"))
+            .map_err(|e| e.to_string())?
+            .json()?;
+        match events[0]["ID"].as_str() == Some(id.as_str()) && events[0]["Payload"] == "aGVsbG8=" {
+            true => Ok(()),
+            false => Err(events.to_string()),
+        }
+    });
+    let out = run_concord(Some(&c.servers[1].http_addr()), &["event", "-tag=v1", "-name=x"], None);
+    assert!(!out.status.success());
+    assert_eq!(
+        String::from_utf8_lossy(&out.stderr).trim(),
+        "Cannot provide tag filter without service filter."
     );
     assert_eq!(c.running(), vec![0, 1, 2], "{}", c.logs());
 }
