@@ -100,6 +100,15 @@ fn an_event_fired_on_one_agent_is_listed_on_another() {
             false => Err(events.to_string()),
         }
     });
+    // `watch -type=event` without a handler prints the current list (as Consul's, indented JSON).
+    let out = run_concord(
+        Some(&c.servers[0].http_addr()),
+        &["watch", "-type=event", "-name=cli"],
+        None,
+    );
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    let watched: serde_json::Value = serde_json::from_slice(&out.stdout).expect("watch prints JSON");
+    assert_eq!(watched[0]["ID"].as_str(), Some(id.as_str()));
     let out = run_concord(Some(&c.servers[1].http_addr()), &["event", "-tag=v1", "-name=x"], None);
     assert!(!out.status.success());
     assert_eq!(
