@@ -4,8 +4,9 @@
 //! Invariants:
 //! - Every response carries `X-Consul-Default-ACL-Policy: allow`; reads carry the `X-Consul-*` meta headers
 //!   and `X-Consul-Index` is never 0.
-//! - A request body is read with a limit and never buffered beyond `kv_max_value_size + 1` bytes (plus at
-//!   most one transport frame).
+//! - A request body is read with a limit and never buffered beyond it (plus at most one transport frame):
+//!   `kv_max_value_size` for KV values, `max(txn_max_req_len, kv_max_value_size)` for `/v1/txn`,
+//!   `http_max_body_size` for catalog and agent JSON, 512 bytes for a user event's payload.
 //! - Dropping a request (client gone, shutdown) drops the [`Backend::call`] future; that is how a parked
 //!   blocking query is released in the core.
 //! - Concurrent connections per client IP are capped at `http_max_conns_per_client`; the connection beyond
