@@ -399,6 +399,35 @@ fn corrupt_newest_snapshot_without_a_log_reaching_it_refuses_to_start() {
     assert!(!snap_dir.join("1-9.snap.tmp").exists());
 }
 
+/// The crash window of a snapshot: its file is durable, the entries it covers are not deleted yet. If that
+/// newest file is then damaged, the older snapshot plus the log still reach its index: recovery goes on
+/// without it (and deletes it), losing nothing.
+#[test]
+fn damaged_newest_snapshot_the_log_still_covers_is_dropped() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut store = open(dir.path());
+    stage_sync(
+        &mut store,
+        &[
+            PersistOp::Append(entries(1, 1..=10)),
+            PersistOp::Snapshot {
+                snapshot: snapshot(1, 4),
+                keep_log: true,
+            },
+        ],
+    );
+    let snap_dir = store.snapshot_dir().to_path_buf();
+    drop(store);
+    // A "newer" snapshot file whose contents do not match its name: damaged.
+    let newest = snap_dir.join("1-6.snap");
+    std::fs::copy(snap_dir.join("1-4.snap"), &newest).unwrap();
+    let (recovered, report) = reopen(dir.path());
+    assert_eq!(recovered.snapshot, Some(snapshot(1, 4)));
+    assert_eq!(recovered.entries, entries(1, 5..=10));
+    assert_eq!(report.discarded_snapshots, vec![newest.clone()]);
+    assert!(!newest.exists());
+}
+
 #[test]
 fn truncated_only_snapshot_refuses_to_start() {
     let dir = tempfile::tempdir().unwrap();
