@@ -77,7 +77,7 @@ for k in 0 1 2; do before[k]=$(cpu_ticks "${SERVERS[k]}"); done
 idx0=$(kv_index)
 pidlist=$(IFS=,; echo "${SERVERS[*]}")
 EVENTS=raw_syscalls:sys_enter,context-switches
-for sc in read write writev readv recvfrom sendto recvmsg sendmsg epoll_wait epoll_pwait epoll_ctl futex fdatasync fsync pwrite64 pread64 sched_yield; do
+for sc in read write writev readv recvfrom sendto recvmsg sendmsg epoll_wait epoll_pwait epoll_ctl futex fdatasync fsync pwrite64 pread64 sched_yield madvise mmap munmap brk; do
   [[ -d /sys/kernel/tracing/events/syscalls/sys_enter_$sc ]] && EVENTS+=",syscalls:sys_enter_$sc"
 done
 perf stat -x, -e "$EVENTS" -p "$pidlist" -o "$BENCH_DIR/perf-stat.csv" &
