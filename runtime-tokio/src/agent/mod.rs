@@ -104,10 +104,18 @@ pub fn run(config: AgentConfig) -> Result<(), AgentError> {
 /// two cut futex calls per write from 0.58 to 0.16 and context switches from 1.5 to 1.3 (BENCHMARKS.md,
 /// "Session 3"). `TOKIO_WORKER_THREADS` still decides when set; client agents keep tokio's default.
 fn server_worker_threads(config: &AgentConfig) -> Option<usize> {
-    if !(config.server || config.dev) || std::env::var_os("TOKIO_WORKER_THREADS").is_some() {
+    worker_threads(
+        config.server || config.dev,
+        std::env::var_os("TOKIO_WORKER_THREADS").is_some(),
+        std::thread::available_parallelism().map_or(1, |n| n.get()),
+    )
+}
+
+/// `None`: leave it to tokio (its default, or `TOKIO_WORKER_THREADS`).
+fn worker_threads(server: bool, env_override: bool, cores: usize) -> Option<usize> {
+    if !server || env_override {
         return None;
     }
-    let cores = std::thread::available_parallelism().map_or(1, |n| n.get());
     Some(cores.saturating_sub(1).max(1))
 }
 
