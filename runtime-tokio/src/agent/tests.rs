@@ -622,3 +622,13 @@ async fn a_restarted_agent_rejoins_from_its_snapshot_unless_it_left_without_rejo
     client.run_until(async {}, false).await.unwrap();
     server.run_until(async {}).await.unwrap();
 }
+
+#[test]
+fn a_server_leaves_one_core_to_its_storage_thread() {
+    assert_eq!(worker_threads(true, false, 1), Some(1));
+    assert_eq!(worker_threads(true, false, 2), Some(1));
+    assert_eq!(worker_threads(true, false, 8), Some(7));
+    // TOKIO_WORKER_THREADS decides when set; client agents keep tokio's default.
+    assert_eq!(worker_threads(true, true, 8), None);
+    assert_eq!(worker_threads(false, false, 8), None);
+}

@@ -130,6 +130,19 @@ struct Driver<C: Clock, T: Transport> {
     exit: Option<DriverExit>,
 }
 
+/// Return to the scheduler once: the task is woken again at once, behind every task already queued.
+fn yield_once() -> impl Future<Output = ()> {
+    let mut yielded = false;
+    std::future::poll_fn(move |cx| {
+        if yielded {
+            return std::task::Poll::Ready(());
+        }
+        yielded = true;
+        cx.waker().wake_by_ref();
+        std::task::Poll::Pending
+    })
+}
+
 async fn sleep_until<C: Clock>(clock: &C, deadline: Option<Instant>) {
     match deadline {
         Some(deadline) => clock.sleep_until(deadline).await,
@@ -144,6 +157,12 @@ impl<C: Clock, T: Transport> Driver<C, T> {
             let deadline = self.node.next_deadline();
             let first = self.wait(deadline).await;
             self.accept(first);
+            // Let every other task that is ready run first (tokio wakes a yielded task only after its
+            // run queue is empty and the I/O driver was polled): HTTP and RPC tasks whose requests are
+            // already on their sockets queue them now, and one step handles them all. Under load that
+            // means one append per follower, one storage batch and one wake-up per group of requests
+            // instead of per request; an idle server pays one pass through the scheduler.
+            yield_once().await;
             self.drain();
             let now = self.clock.now();
             self.step(now);
