@@ -136,14 +136,15 @@ rate_qps=$(awk '/Queries per second/ {print $4}' "$WORK/rate.out")
 rate_lost=$(awk '/Queries lost/ {print $3}' "$WORK/rate.out")
 rate_cpu=$(per_query "$rate_ticks" "$(completed "$WORK/rate.out")")
 rate_client_cpu=$(per_query "$(dnsperf_cpu "$WORK/rate.time")" "$(completed "$WORK/rate.out")")
-# Verbose lines: "> NOERROR <name> <type> <latency seconds>".
-grep '^> ' "$WORK/rate.out" | awk '{print $NF}' | sort -g >"$WORK/lat"
+# Verbose lines: "> NOERROR <name> <type> <latency seconds>", or "> T <name> <type>" for a query that timed
+# out (no latency: it is counted under "lost", not as a latency).
+grep '^> ' "$WORK/rate.out" | awk '$2 != "T" {print $NF}' | sort -g >"$WORK/lat"
 count=$(wc -l <"$WORK/lat")
 pct() { awk -v p="$1" -v n="$count" 'NR == int(n * p / 100 + 0.999999) {printf "%.3f", $1 * 1000; exit}' "$WORK/lat"; }
 p50=$(pct 50)
 p99=$(pct 99)
 pmax=$(tail -1 "$WORK/lat" | awk '{printf "%.3f", $1 * 1000}')
-rcodes=$(grep '^> ' "$WORK/rate.out" | awk '{print $2}' | sort | uniq -c | awk '{printf "%s %s, ", $2, $1}')
+rcodes=$(grep '^> ' "$WORK/rate.out" | awk '{print ($2 == "T" ? "timed-out" : $2)}' | sort | uniq -c | awk '{printf "%s %s, ", $2, $1}')
 load_after=$(load)
 log "load after run 2: $load_after"
 
@@ -154,4 +155,4 @@ echo
 echo "| run | queries/s | lost | latency | agent CPU/query | dnsperf CPU/query |"
 echo "|---|---|---|---|---|---|"
 echo "| closed loop, $OUTSTANDING outstanding, ${DURATION} s | $max_qps | $max_lost | avg ${max_avg} ms | ${max_cpu} µs | ${max_client_cpu} µs |"
-echo "| open loop at $RATE/s, ${DURATION} s | $rate_qps | $rate_lost | p50 ${p50} ms, p99 ${p99} ms, max ${pmax} ms ($count answers: ${rcodes%, }) | ${rate_cpu} µs | ${rate_client_cpu} µs |"
+echo "| open loop at $RATE/s, ${DURATION} s | $rate_qps | $rate_lost | p50 ${p50} ms, p99 ${p99} ms, max ${pmax} ms ($count answered; ${rcodes%, }) | ${rate_cpu} µs | ${rate_client_cpu} µs |"

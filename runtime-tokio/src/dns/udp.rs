@@ -63,6 +63,8 @@ struct Buffers {
     recv_headers: MultiHeaders<SockaddrStorage>,
     send_headers: MultiHeaders<SockaddrStorage>,
     got: [Datagram; BATCH],
+    /// The peers of the replies being sent (kept to reuse its allocation).
+    send_to: Vec<Option<SockaddrStorage>>,
     /// One reply buffer per slot; each keeps its capacity across batches.
     out: Vec<Vec<u8>>,
 }
@@ -74,6 +76,7 @@ impl Buffers {
             recv_headers: MultiHeaders::preallocate(BATCH, None),
             send_headers: MultiHeaders::preallocate(BATCH, None),
             got: [Datagram { len: 0, peer: None }; BATCH],
+            send_to: Vec::with_capacity(BATCH),
             out: (0..BATCH).map(|_| Vec::with_capacity(512)).collect(),
         }
     }
@@ -174,13 +177,13 @@ fn send_replies(socket: &UdpSocket, bufs: &mut Buffers, slots: &[usize]) {
     while let Some((&first, after)) = rest.split_first() {
         let iovs: [[IoSlice<'_>; 1]; BATCH] =
             std::array::from_fn(|k| [IoSlice::new(rest.get(k).map_or(&[][..], |&i| &bufs.out[i]))]);
-        let addrs: [Option<SockaddrStorage>; BATCH] =
-            std::array::from_fn(|k| rest.get(k).and_then(|&i| bufs.got[i].peer));
+        bufs.send_to.clear();
+        bufs.send_to.extend(rest.iter().map(|&i| bufs.got[i].peer));
         match sendmmsg(
             socket.as_raw_fd(),
             &mut bufs.send_headers,
             iovs[..rest.len()].iter(),
-            &addrs[..rest.len()],
+            &bufs.send_to,
             [],
             MsgFlags::empty(),
         ) {
