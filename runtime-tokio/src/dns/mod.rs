@@ -8,7 +8,7 @@
 //! answering a query takes no lock and touches no shared state. A query for a name outside the domain is
 //! forwarded to the recursors on its own task, so a slow upstream never holds up the socket.
 //!
-//! UDP is served by a dedicated thread per socket blocked in `recvmmsg` (`udp.rs`: one wake-up and two
+//! UDP is served by dedicated threads (two per socket) blocked in `recvmmsg` (`udp.rs`: one wake-up and two
 //! system calls per burst of queries); TCP by tokio tasks.
 //!
 //! Invariants: a packet never panics the server (the core answers FORMERR or drops); a TCP connection is

@@ -1,4 +1,4 @@
-//! The UDP side of the DNS server: one dedicated thread per socket, blocked in `recvmmsg(2)`.
+//! The UDP side of the DNS server: dedicated threads (`UDP_THREADS` per socket), blocked in `recvmmsg(2)`.
 //!
 //! Why not a tokio task: a query through tokio's `UdpSocket` cost a readiness wake-up (epoll, then a futex
 //! to unpark a worker), a task poll, one `recvfrom` and one `sendto` — about 2,750 instructions and 2.2
