@@ -25,7 +25,8 @@ const IGNORED: &[&str] = &[
 #[derive(Clone, Debug, PartialEq)]
 pub struct DnsSettings {
     pub config: DnsConfig,
-    /// `client_addr` × `ports.dns`; empty when DNS is disabled (`-dns-port -1`).
+    /// `client_addr` × `ports.dns`; empty when DNS is disabled (`-dns-port` 0 or -1, as Consul's
+    /// `makeAddrs` treats any port ≤ 0).
     pub listen: Vec<SocketAddr>,
     pub recursors: Vec<SocketAddr>,
     /// `dns_config.recursor_timeout` (Consul's default 2 s).
@@ -117,7 +118,7 @@ impl DnsSettings {
         }
         concord_core::dns::Responder::new(config.clone()).map_err(|e| e.to_string())?;
         settings.config = config;
-        if agent.ports.dns >= 0 {
+        if agent.ports.dns > 0 {
             let port = u16::try_from(agent.ports.dns).map_err(|_| format!("invalid DNS port {}", agent.ports.dns))?;
             settings.listen = agent.client_addr.iter().map(|ip| SocketAddr::new(*ip, port)).collect();
         }

@@ -3,10 +3,13 @@
 //!
 //! How the view stays current: one task reads the whole catalog (`CatalogQuery::All`) as a blocking query,
 //! in stale mode unless `allow_stale = false`, builds a `DnsView` and publishes it on a watch channel; the
-//! read wakes on the next catalog write. Each socket task keeps its own `Arc` of the published view and
-//! swaps it only when the channel's version moved (an atomic compare per packet), so answering a query
-//! takes no lock and touches no shared state. A query for a name outside the domain is forwarded to the
-//! recursors on its own task, so a slow upstream never holds up the socket.
+//! read wakes on the next catalog write. Each socket thread or task keeps its own `Arc` of the published
+//! view and swaps it only when the channel's version moved (an atomic compare per batch or packet), so
+//! answering a query takes no lock and touches no shared state. A query for a name outside the domain is
+//! forwarded to the recursors on its own task, so a slow upstream never holds up the socket.
+//!
+//! UDP is served by dedicated threads (two per socket) blocked in `recvmmsg` (`udp.rs`: one wake-up and two
+//! system calls per burst of queries); TCP by tokio tasks.
 //!
 //! Invariants: a packet never panics the server (the core answers FORMERR or drops); a TCP connection is
 //! closed after `TCP_IDLE` without a complete query and at most `MAX_TCP_CONNS` are served at once.
@@ -15,6 +18,7 @@ mod config;
 mod recursor;
 #[cfg(test)]
 mod tests;
+mod udp;
 
 pub use config::DnsSettings;
 
@@ -28,7 +32,7 @@ use concord_core::state::{CatalogQuery, CatalogResult};
 use rand::rngs::SmallRng;
 use rand::SeedableRng;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
-use tokio::net::{TcpListener, TcpStream, UdpSocket};
+use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::{watch, Semaphore};
 use tokio::task::JoinSet;
 
@@ -40,8 +44,11 @@ const REFRESH_WAIT: Duration = Duration::from_secs(60);
 const REFRESH_WAIT_CONSISTENT: Duration = Duration::from_secs(2);
 /// Pause after a failed catalog read before the next attempt.
 const RETRY_PAUSE: Duration = Duration::from_millis(500);
-/// Tasks answering on each UDP socket (one per core of the target machines is plenty).
-const UDP_WORKERS: usize = 2;
+/// Threads answering on each UDP socket. One spends about 6 µs of CPU per query of the benchmark's mix,
+/// kernel time included (BENCHMARKS.md), so one keeps up with well over 100,000 queries/s; the second is
+/// for the tail: while one is preempted (by the client sharing the cores, by anything) it is not in the
+/// socket's wait queue, so the next datagram wakes the other instead of waiting for it.
+const UDP_THREADS: usize = 2;
 const MAX_TCP_CONNS: usize = 512;
 const TCP_IDLE: Duration = Duration::from_secs(10);
 
@@ -56,7 +63,8 @@ pub struct Snapshot {
 
 /// Bound DNS sockets, ready to serve.
 pub struct DnsListeners {
-    udp: Vec<UdpSocket>,
+    /// Blocking sockets: each is served by its own thread (`udp.rs`).
+    udp: Vec<std::net::UdpSocket>,
     tcp: Vec<TcpListener>,
 }
 
@@ -67,7 +75,8 @@ impl DnsListeners {
     }
 }
 
-/// Bind UDP and TCP on each address. Port 0 picks a free port (the same one for UDP and TCP).
+/// Bind UDP and TCP on each address. Port 0 picks a free port (the same one for UDP and TCP); the agent
+/// never asks for it (`-dns-port 0` disables DNS, as in Consul), tests do.
 pub async fn bind(addrs: &[SocketAddr]) -> Result<DnsListeners, (SocketAddr, std::io::Error)> {
     let mut listeners = DnsListeners {
         udp: Vec::new(),
@@ -77,7 +86,7 @@ pub async fn bind(addrs: &[SocketAddr]) -> Result<DnsListeners, (SocketAddr, std
         // With port 0, retry a few times until the port the UDP socket got is free for TCP too.
         let mut last_err = None;
         for _ in 0..16 {
-            let udp = UdpSocket::bind(addr).await.map_err(|e| (*addr, e))?;
+            let udp = std::net::UdpSocket::bind(addr).map_err(|e| (*addr, e))?;
             let bound = udp.local_addr().map_err(|e| (*addr, e))?;
             match TcpListener::bind(bound).await {
                 Ok(tcp) => {
@@ -132,19 +141,21 @@ pub fn spawn<B: Backend>(
         settings.recursor_timeout,
     ));
     for socket in listeners.udp {
+        if let Ok(addr) = socket.local_addr() {
+            tracing::info!(target: "agent.dns", "Started DNS server: address={addr} network=udp");
+        }
         let socket = Arc::new(socket);
-        for worker in 0..UDP_WORKERS {
-            let task = serve_udp(
-                socket.clone(),
-                responder.clone(),
-                view_rx.clone(),
-                forward.clone(),
-                worker,
-            );
-            let stop = until_stop(&stop_tx);
-            tasks.spawn(async move {
-                tokio::select! { _ = task => {} _ = stop => {} }
-            });
+        for _ in 0..UDP_THREADS {
+            let server = udp::UdpServer {
+                socket: socket.clone(),
+                responder: responder.clone(),
+                views: view_rx.clone(),
+                forward: forward.clone(),
+                runtime: tokio::runtime::Handle::current(),
+                stop: stop_tx.subscribe(),
+            };
+            // A blocking thread of the runtime: the agent's shutdown joins it like its tasks.
+            tasks.spawn_blocking(move || udp::serve(server));
         }
     }
     for listener in listeners.tcp {
@@ -246,7 +257,7 @@ impl ViewCache {
         ViewCache { rx, current }
     }
 
-    fn get(&mut self) -> &Snapshot {
+    pub(super) fn get(&mut self) -> &Snapshot {
         if self.rx.has_changed().unwrap_or(false) {
             self.current = self.rx.borrow_and_update().clone();
         }
@@ -262,57 +273,25 @@ fn answer(
     rng: &mut SmallRng,
     out: &mut Vec<u8>,
 ) -> Outcome {
-    let snapshot = views.get();
+    answer_with(responder, views.get(), unix_time(), request, transport, rng, out)
+}
+
+/// One query against one snapshot; `unix_time` is the SOA serial (read once per batch by the UDP loop).
+fn answer_with(
+    responder: &Responder,
+    snapshot: &Snapshot,
+    unix_time: u32,
+    request: &[u8],
+    transport: Transport,
+    rng: &mut SmallRng,
+    out: &mut Vec<u8>,
+) -> Outcome {
     let ctx = Context {
         view: &snapshot.view,
         known_leader: snapshot.known_leader,
-        unix_time: unix_time(),
+        unix_time,
     };
     responder.respond(&ctx, request, transport, rng, out)
-}
-
-async fn serve_udp(
-    socket: Arc<UdpSocket>,
-    responder: Arc<Responder>,
-    views: watch::Receiver<Arc<Snapshot>>,
-    forward: Arc<recursor::Forwarder>,
-    worker: usize,
-) {
-    if worker == 0 {
-        if let Ok(addr) = socket.local_addr() {
-            tracing::info!(target: "agent.dns", "Started DNS server: address={addr} network=udp");
-        }
-    }
-    let mut views = ViewCache::new(views);
-    let mut rng = SmallRng::from_entropy();
-    let mut buf = vec![0u8; 65_535];
-    let mut out = Vec::with_capacity(4096);
-    loop {
-        let (len, peer) = match socket.recv_from(&mut buf).await {
-            Ok(got) => got,
-            Err(e) => {
-                // ICMP errors from earlier sends surface here on some systems; keep serving.
-                tracing::debug!(target: "agent.dns", "udp receive: {e}");
-                continue;
-            }
-        };
-        let request = &buf[..len];
-        match answer(&responder, &mut views, request, Transport::Udp, &mut rng, &mut out) {
-            Outcome::Reply => {
-                let _ = socket.send_to(&out, peer).await;
-            }
-            Outcome::Recurse => {
-                let (socket, forward, request) = (socket.clone(), forward.clone(), request.to_vec());
-                tokio::spawn(async move {
-                    let reply = forward.udp(&request).await;
-                    if let Some(reply) = reply {
-                        let _ = socket.send_to(&reply, peer).await;
-                    }
-                });
-            }
-            Outcome::Drop => {}
-        }
-    }
 }
 
 async fn serve_tcp(
