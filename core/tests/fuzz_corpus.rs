@@ -496,6 +496,29 @@ fn command_seeds() -> Vec<(&'static str, Vec<u8>)> {
         ("delete-tree-all", Command::KvDeleteTree { prefix: String::new() }),
         ("reap", Command::KvReapTombstones { up_to: 8 }),
         ("reap-max", Command::KvReapTombstones { up_to: u64::MAX }),
+        (
+            "sync-register",
+            Command::CatalogRegister(Box::new(concord_core::state::Registration {
+                node: "n1".into(),
+                address: "10.0.0.1".into(),
+                service: Some(concord_core::state::ServiceInstance {
+                    id: "web1".into(),
+                    service: "web".into(),
+                    ..Default::default()
+                }),
+                ..Default::default()
+            }))
+            .fenced(concord_core::state::SyncSeq { epoch: 1, round: 2 }),
+        ),
+        (
+            "sync-deregister",
+            Command::CatalogDeregister {
+                node: "n1".into(),
+                service_id: Some("web1".into()),
+                check_id: None,
+            }
+            .fenced(concord_core::state::SyncSeq { epoch: 1, round: 3 }),
+        ),
     ];
     let mut seeds: Vec<(&str, Vec<u8>)> = cmds.iter().map(|(n, c)| (*n, c.encode().to_vec())).collect();
     let set_bytes = cmds[0].1.encode().to_vec();

@@ -15,7 +15,7 @@ use std::collections::{BTreeMap, BTreeSet};
 
 use serde::{Deserialize, Serialize};
 
-use super::DecodeError;
+use super::{DecodeError, SyncSeq};
 use crate::agent::SERF_HEALTH;
 
 /// What a catalog read covers, for blocking queries: a watch on a range wakes when a write changes it.
@@ -277,6 +277,16 @@ pub enum CatalogError {
     MissingNodeRegistration,
     #[error("check {0:?} belongs to another node")]
     CheckNodeMismatch(String),
+    /// A fenced anti-entropy write of round `seq` for `node`, which already had round `applied` applied: a
+    /// late write of an abandoned round, ignored.
+    #[error(
+        "stale anti-entropy write for node {node:?}: sync round {seq} is older than round {applied}, already applied"
+    )]
+    StaleSync {
+        node: String,
+        seq: SyncSeq,
+        applied: SyncSeq,
+    },
 }
 
 type RowKey = (String, String);
@@ -294,6 +304,19 @@ pub struct CatalogStore {
     indexes: BTreeMap<CatalogRange, u64>,
     /// Highest reap: range indexes at or below it were forgotten, so every range reports at least this.
     reap_floor: u64,
+    /// Node → (last anti-entropy round applied for it, the Raft index that applied it). Kept after the node
+    /// is gone (a late write must not bring it back either) until a reap passes the node's last change.
+    fences: BTreeMap<String, (SyncSeq, u64)>,
+}
+
+/// Snapshot format 1 of the catalog (no fences).
+#[derive(Serialize, Deserialize)]
+struct CatalogSnapshotV1 {
+    nodes: Vec<CatalogNode>,
+    services: Vec<(String, ServiceInstance)>,
+    checks: Vec<HealthCheck>,
+    indexes: Vec<(CatalogRange, u64)>,
+    reap_floor: u64,
 }
 
 #[derive(Serialize, Deserialize)]
@@ -303,6 +326,7 @@ struct CatalogSnapshot {
     checks: Vec<HealthCheck>,
     indexes: Vec<(CatalogRange, u64)>,
     reap_floor: u64,
+    fences: Vec<(String, SyncSeq, u64)>,
 }
 
 /// The changes one write makes, collected then stamped with its index.
@@ -668,9 +692,49 @@ impl CatalogStore {
         }
     }
 
+    /// Refuse a fenced anti-entropy write of round `seq` for `node` if a later round was applied for it.
+    pub fn check_fence(&self, node: &str, seq: SyncSeq) -> Result<(), CatalogError> {
+        match self.fences.get(node) {
+            Some(&(applied, _)) if applied > seq => Err(CatalogError::StaleSync {
+                node: node.to_owned(),
+                seq,
+                applied,
+            }),
+            _ => Ok(()),
+        }
+    }
+
+    /// Round `seq` of `node` applied at `index` (after [`CatalogStore::check_fence`] passed).
+    pub fn advance_fence(&mut self, index: u64, node: &str, seq: SyncSeq) {
+        let fence = self.fences.entry(node.to_owned()).or_insert((seq, index));
+        *fence = (fence.0.max(seq), index);
+    }
+
+    /// The last anti-entropy round applied for `node`.
+    pub fn fence(&self, node: &str) -> Option<SyncSeq> {
+        self.fences.get(node).map(|f| f.0)
+    }
+
     /// Forget the indexes of ranges that are empty now and last changed at or below `up_to` (the floor
-    /// keeps their reads at or above what they reported).
+    /// keeps their reads at or above what they reported), and the fences of nodes that are gone and whose
+    /// last change is at or below `up_to`.
     pub fn reap(&mut self, up_to: u64) {
+        let gone: Vec<String> = self
+            .fences
+            .iter()
+            .filter(|(node, (_, at))| {
+                let last_change = self
+                    .indexes
+                    .get(&CatalogRange::Node((*node).clone()))
+                    .copied()
+                    .unwrap_or(0);
+                !self.nodes.contains_key(*node) && *at <= up_to && last_change <= up_to
+            })
+            .map(|(node, _)| node.clone())
+            .collect();
+        for node in gone {
+            self.fences.remove(&node);
+        }
         let keep: Vec<CatalogRange> = self
             .indexes
             .iter()
@@ -826,7 +890,7 @@ impl CatalogStore {
     }
 
     pub fn is_empty(&self) -> bool {
-        self.nodes.is_empty() && self.indexes.is_empty() && self.reap_floor == 0
+        self.nodes.is_empty() && self.indexes.is_empty() && self.reap_floor == 0 && self.fences.is_empty()
     }
 
     pub fn encode(&self) -> Vec<u8> {
@@ -836,14 +900,31 @@ impl CatalogStore {
             checks: self.checks.values().cloned().collect(),
             indexes: self.indexes.iter().map(|(r, i)| (r.clone(), *i)).collect(),
             reap_floor: self.reap_floor,
+            fences: self.fences.iter().map(|(n, (s, i))| (n.clone(), *s, *i)).collect(),
         };
         postcard::to_allocvec(&snapshot).expect("a catalog snapshot always encodes")
     }
 
-    /// Decode what [`CatalogStore::encode`] produced, checking the invariants. Never panics.
-    pub fn decode(data: &[u8]) -> Result<Self, DecodeError> {
+    /// Decode what [`CatalogStore::encode`] produced (or, for `format` 1, what format 1 wrote), checking the
+    /// invariants. Never panics.
+    pub fn decode(data: &[u8], format: u8) -> Result<Self, DecodeError> {
         let bad = |m: &str| DecodeError::Snapshot(format!("catalog: {m}"));
-        let snapshot: CatalogSnapshot = match postcard::take_from_bytes(data) {
+        let decoded = if format == 1 {
+            postcard::take_from_bytes(data).map(|(v1, rest): (CatalogSnapshotV1, _)| {
+                let snapshot = CatalogSnapshot {
+                    nodes: v1.nodes,
+                    services: v1.services,
+                    checks: v1.checks,
+                    indexes: v1.indexes,
+                    reap_floor: v1.reap_floor,
+                    fences: Vec::new(),
+                };
+                (snapshot, rest)
+            })
+        } else {
+            postcard::take_from_bytes(data)
+        };
+        let snapshot: CatalogSnapshot = match decoded {
             Ok((snapshot, [])) => snapshot,
             Ok(_) => return Err(bad("trailing bytes")),
             Err(e) => return Err(bad(&e.to_string())),
@@ -883,6 +964,11 @@ impl CatalogStore {
         for (range, index) in snapshot.indexes {
             if store.indexes.insert(range, index).is_some() {
                 return Err(bad("duplicate range index"));
+            }
+        }
+        for (node, seq, index) in snapshot.fences {
+            if store.fences.insert(node, (seq, index)).is_some() {
+                return Err(bad("duplicate fence"));
             }
         }
         Ok(store)

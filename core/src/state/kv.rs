@@ -60,9 +60,10 @@ impl KvStore {
                 CommandResult::Bool(true)
             }
             // Not a KV command: the state machine routes those elsewhere.
-            Command::CatalogRegister(_) | Command::CatalogDeregister { .. } | Command::CatalogCheckUpdate { .. } => {
-                CommandResult::Bool(false)
-            }
+            Command::CatalogRegister(_)
+            | Command::CatalogDeregister { .. }
+            | Command::CatalogCheckUpdate { .. }
+            | Command::CatalogSync(_) => CommandResult::Bool(false),
         }
     }
 

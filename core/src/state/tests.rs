@@ -341,7 +341,10 @@ impl Model {
                 self.floor = self.floor.max(*up_to);
                 true
             }
-            Command::CatalogRegister(_) | Command::CatalogDeregister { .. } | Command::CatalogCheckUpdate { .. } => {
+            Command::CatalogRegister(_)
+            | Command::CatalogDeregister { .. }
+            | Command::CatalogCheckUpdate { .. }
+            | Command::CatalogSync(_) => {
                 unreachable!("the KV history has no catalog commands")
             }
         };

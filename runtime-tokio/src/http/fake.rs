@@ -200,8 +200,10 @@ fn apply(inner: &mut Inner, cmd: Command) -> bool {
             true
         }
         Command::KvReapTombstones { .. } => true,
-        cmd
-        @ (Command::CatalogRegister(_) | Command::CatalogDeregister { .. } | Command::CatalogCheckUpdate { .. }) => {
+        cmd @ (Command::CatalogRegister(_)
+        | Command::CatalogDeregister { .. }
+        | Command::CatalogCheckUpdate { .. }
+        | Command::CatalogSync(_)) => {
             let mut changes = concord_core::state::Changes::default();
             inner.sm.apply(next, &cmd, &mut changes) == CommandResult::Bool(true)
         }
@@ -248,7 +250,8 @@ impl Backend for FakeBackend {
             Request::Write(
                 cmd @ (Command::CatalogRegister(_)
                 | Command::CatalogDeregister { .. }
-                | Command::CatalogCheckUpdate { .. }),
+                | Command::CatalogCheckUpdate { .. }
+                | Command::CatalogSync(_)),
             ) => {
                 let mut inner = self.inner.lock().unwrap();
                 inner.index += 1;
