@@ -833,7 +833,16 @@ fn gossip_packet_seeds() -> Vec<(&'static str, Vec<u8>)> {
     };
     let mut bad_tag = assemble_packet([all[2].as_slice()]);
     bad_tag[3] = 0x7f;
+    let coordinate = concord_core::coordinate::Coordinate::new(&Default::default());
+    let ack_payload = GossipMessage::AckPayload {
+        seq: 3,
+        payload: concord_core::coordinate::encode_ack_payload(&coordinate),
+    };
     seeds.extend([
+        (
+            "ack-payload",
+            assemble_packet([encode_message(&ack_payload).as_slice()]),
+        ),
         ("compound", compound.clone()),
         ("empty", Vec::new()),
         ("version-only", vec![1]),
