@@ -355,3 +355,31 @@ pub fn decode_ack_payload(bytes: &[u8]) -> Option<Coordinate> {
 
 /// The most dimensions a coordinate from the network may have.
 pub const MAX_DIMENSIONS: usize = 64;
+
+/// Consul's `?near` order: a stable sort of `items` by the estimated RTT from `origin`; items whose node has
+/// no (compatible) coordinate go last, in their original order. Without an origin coordinate the order is
+/// left as it is (Consul sorts only when the source node has one).
+pub fn sort_near<T>(items: &mut [T], origin: Option<&Coordinate>, coord_of: impl Fn(&T) -> Option<&Coordinate>) {
+    let Some(origin) = origin else { return };
+    let key = |t: &T| {
+        coord_of(t)
+            .filter(|c| c.is_compatible_with(origin))
+            .map_or(f64::INFINITY, |c| origin.distance_secs(c))
+    };
+    let mut keyed: Vec<(f64, usize)> = items.iter().enumerate().map(|(i, t)| (key(t), i)).collect();
+    keyed.sort_by(|a, b| a.0.total_cmp(&b.0).then(a.1.cmp(&b.1)));
+    let order: Vec<usize> = keyed.into_iter().map(|(_, i)| i).collect();
+    apply_permutation(items, order);
+}
+
+/// Rearrange `items` so that position `k` holds what was at `order[k]`.
+fn apply_permutation<T>(items: &mut [T], mut order: Vec<usize>) {
+    for k in 0..order.len() {
+        let mut from = order[k];
+        while from < k {
+            from = order[from];
+        }
+        items.swap(k, from);
+        order[k] = from;
+    }
+}

@@ -250,3 +250,58 @@ proptest! {
         prop_assert!(a.distance_secs(&a) >= 0.0);
     }
 }
+
+#[test]
+fn near_sorts_by_estimated_rtt_with_coordinate_less_nodes_last() {
+    let at = |x: f64| Some(coord(&[x, 0.0, 0.0], 0.0, 0.0));
+    let origin = coord(&[0.0, 0.0, 0.0], 0.0, 0.0);
+    let mut items = vec![
+        ("far", at(0.5)),
+        ("none-1", None),
+        ("self", at(0.0)),
+        ("mid", at(-0.2)),
+        ("none-2", None),
+        ("near", at(0.1)),
+        ("wrong-dims", Some(coord(&[0.0], 0.0, 0.0))),
+        ("mid-too", at(0.2)),
+    ];
+    sort_near(&mut items, Some(&origin), |(_, c)| c.as_ref());
+    let names: Vec<&str> = items.iter().map(|(n, _)| *n).collect();
+    assert_eq!(
+        names,
+        [
+            "self",
+            "near",
+            "mid",
+            "mid-too",
+            "far",
+            "none-1",
+            "none-2",
+            "wrong-dims"
+        ]
+    );
+    // Without an origin coordinate nothing moves.
+    let before = names.clone();
+    sort_near(&mut items, None, |(_, c)| c.as_ref());
+    assert_eq!(items.iter().map(|(n, _)| *n).collect::<Vec<_>>(), before);
+}
+
+proptest! {
+    #[test]
+    fn near_is_a_sorted_permutation(xs in proptest::collection::vec(proptest::option::of(-1.0f64..1.0), 0..40)) {
+        let origin = coord(&[0.0, 0.0], 0.0, 0.0);
+        let mut items: Vec<(usize, Option<Coordinate>)> =
+            xs.iter().enumerate().map(|(i, x)| (i, x.map(|x| coord(&[x, 0.0], 0.0, 0.0)))).collect();
+        sort_near(&mut items, Some(&origin), |(_, c)| c.as_ref());
+        let mut ids: Vec<usize> = items.iter().map(|(i, _)| *i).collect();
+        let d = |c: &Option<Coordinate>| c.as_ref().map_or(f64::INFINITY, |c| origin.distance_secs(c));
+        for w in items.windows(2) {
+            prop_assert!(d(&w[0].1) <= d(&w[1].1));
+            if d(&w[0].1) == d(&w[1].1) {
+                prop_assert!(w[0].0 < w[1].0, "stable");
+            }
+        }
+        ids.sort();
+        prop_assert_eq!(ids, (0..xs.len()).collect::<Vec<_>>());
+    }
+}

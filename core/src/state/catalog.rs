@@ -15,8 +15,9 @@ use std::collections::{BTreeMap, BTreeSet};
 
 use serde::{Deserialize, Serialize};
 
-use super::{DecodeError, SyncSeq};
+use super::{CoordinateUpdate, DecodeError, SyncSeq};
 use crate::agent::SERF_HEALTH;
+use crate::coordinate::{Coordinate, MAX_DIMENSIONS};
 
 /// What a catalog read covers, for blocking queries: a watch on a range wakes when a write changes it.
 #[derive(Clone, Debug, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
@@ -32,8 +33,10 @@ pub enum CatalogRange {
     Node(String),
     /// `/health/state/:state`: every check.
     Checks,
-    /// Every row (the DNS server's catalog view): changes with any catalog write.
+    /// Every row (the DNS server's catalog view): changes with any catalog write (coordinates aside).
     All,
+    /// `/coordinate/nodes`, `/coordinate/node/:node`: the nodes' network coordinates.
+    Coordinates,
 }
 
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
@@ -209,6 +212,8 @@ pub enum CatalogQuery {
     HealthState { status: Option<CheckStatus> },
     /// Every node, service instance and check: the view the DNS server answers from.
     All,
+    /// `/coordinate/nodes`: every node's coordinate, in node order.
+    Coordinates,
 }
 
 impl CatalogQuery {
@@ -223,6 +228,7 @@ impl CatalogQuery {
             CatalogQuery::Node { node } | CatalogQuery::HealthNode { node } => CatalogRange::Node(node.clone()),
             CatalogQuery::HealthState { .. } => CatalogRange::Checks,
             CatalogQuery::All => CatalogRange::All,
+            CatalogQuery::Coordinates => CatalogRange::Coordinates,
         }
     }
 }
@@ -239,6 +245,8 @@ pub enum CatalogResult {
     Checks(Vec<HealthCheck>),
     CheckServiceNodes(Vec<CheckServiceNode>),
     All(Box<CatalogDump>),
+    /// (node, coordinate) in node order.
+    Coordinates(Vec<(String, Coordinate)>),
 }
 
 /// The whole catalog (`CatalogQuery::All`): nodes in name order, (node, instance) pairs and checks in
@@ -307,6 +315,8 @@ pub struct CatalogStore {
     /// Node → (last anti-entropy round applied for it, the Raft index that applied it). Kept after the node
     /// is gone (a late write must not bring it back either) until a reap passes the node's last change.
     fences: BTreeMap<String, (SyncSeq, u64)>,
+    /// Node → its network coordinate (only for nodes in `nodes`; removed with the node).
+    coordinates: BTreeMap<String, Coordinate>,
 }
 
 /// Snapshot format 1 of the catalog (no fences).
@@ -327,6 +337,7 @@ struct CatalogSnapshot {
     indexes: Vec<(CatalogRange, u64)>,
     reap_floor: u64,
     fences: Vec<(String, SyncSeq, u64)>,
+    coordinates: Vec<(String, Coordinate)>,
 }
 
 /// The changes one write makes, collected then stamped with its index.
@@ -621,6 +632,35 @@ impl CatalogStore {
             self.remove_check(node, &id, touched);
         }
         self.nodes.remove(node);
+        if self.coordinates.remove(node).is_some() {
+            touched.add(CatalogRange::Coordinates);
+        }
+    }
+
+    /// Store each node's new coordinate; skip nodes not in the catalog and invalid coordinates (Consul skips
+    /// unknown nodes too). Only the coordinates range changes (not `All`: no row changed).
+    pub fn update_coordinates(&mut self, index: u64, updates: &[CoordinateUpdate], changed: &mut Vec<CatalogRange>) {
+        let mut any = false;
+        for u in updates {
+            let valid = u.coord.is_valid() && !u.coord.vec.is_empty() && u.coord.vec.len() <= MAX_DIMENSIONS;
+            if !valid || !self.nodes.contains_key(&u.node) || self.coordinates.get(&u.node) == Some(&u.coord) {
+                continue;
+            }
+            self.coordinates.insert(u.node.clone(), u.coord.clone());
+            any = true;
+        }
+        if any {
+            if !changed.contains(&CatalogRange::Coordinates) {
+                changed.push(CatalogRange::Coordinates);
+            }
+            let at = self.indexes.entry(CatalogRange::Coordinates).or_insert(0);
+            *at = (*at).max(index);
+        }
+    }
+
+    /// A node's coordinate.
+    pub fn coordinate(&self, node: &str) -> Option<&Coordinate> {
+        self.coordinates.get(node)
     }
 
     fn remove_service(&mut self, node: &str, id: &str, touched: &mut Touched) {
@@ -752,7 +792,11 @@ impl CatalogStore {
 
     fn range_is_empty(&self, range: &CatalogRange) -> bool {
         match range {
-            CatalogRange::Services | CatalogRange::Nodes | CatalogRange::Checks | CatalogRange::All => false,
+            CatalogRange::Services
+            | CatalogRange::Nodes
+            | CatalogRange::Checks
+            | CatalogRange::All
+            | CatalogRange::Coordinates => false,
             CatalogRange::Service(name) => !self.by_name.contains_key(name),
             CatalogRange::Node(node) => !self.nodes.contains_key(node),
         }
@@ -885,6 +929,9 @@ impl CatalogStore {
                 services: self.services.iter().map(|((n, _), s)| (n.clone(), s.clone())).collect(),
                 checks: self.checks.values().cloned().collect(),
             })),
+            CatalogQuery::Coordinates => {
+                CatalogResult::Coordinates(self.coordinates.iter().map(|(n, c)| (n.clone(), c.clone())).collect())
+            }
         };
         (index, result)
     }
@@ -901,6 +948,7 @@ impl CatalogStore {
             indexes: self.indexes.iter().map(|(r, i)| (r.clone(), *i)).collect(),
             reap_floor: self.reap_floor,
             fences: self.fences.iter().map(|(n, (s, i))| (n.clone(), *s, *i)).collect(),
+            coordinates: self.coordinates.iter().map(|(n, c)| (n.clone(), c.clone())).collect(),
         };
         postcard::to_allocvec(&snapshot).expect("a catalog snapshot always encodes")
     }
@@ -918,6 +966,7 @@ impl CatalogStore {
                     indexes: v1.indexes,
                     reap_floor: v1.reap_floor,
                     fences: Vec::new(),
+                    coordinates: Vec::new(),
                 };
                 (snapshot, rest)
             })
@@ -969,6 +1018,14 @@ impl CatalogStore {
         for (node, seq, index) in snapshot.fences {
             if store.fences.insert(node, (seq, index)).is_some() {
                 return Err(bad("duplicate fence"));
+            }
+        }
+        for (node, coord) in snapshot.coordinates {
+            if !store.nodes.contains_key(&node) {
+                return Err(bad("coordinate of an unknown node"));
+            }
+            if store.coordinates.insert(node, coord).is_some() {
+                return Err(bad("duplicate coordinate"));
             }
         }
         Ok(store)

@@ -750,15 +750,16 @@ fn fences_survive_a_snapshot_and_format_1_snapshots_still_restore() {
     assert_eq!(restored, sm);
     assert_eq!(restored.catalog.fence("n1"), Some(seq(2)));
 
-    // Format 1 is format 2 without the fences (the catalog's last field, here an empty list: one 0 byte).
+    // Format 1 is format 2 without the fences and coordinates (the catalog's last fields, here two empty
+    // lists: a 0 byte each).
     let current = plain.snapshot();
     assert_eq!(current[0], 2);
     let (parts, rest): (super::Snapshot, _) = postcard::take_from_bytes(&current[1..]).expect("decodes");
     assert!(rest.is_empty());
-    assert_eq!(parts.catalog.last(), Some(&0));
+    assert!(parts.catalog.ends_with(&[0, 0]));
     let v1_parts = super::Snapshot {
         kv: parts.kv,
-        catalog: parts.catalog[..parts.catalog.len() - 1].to_vec(),
+        catalog: parts.catalog[..parts.catalog.len() - 2].to_vec(),
     };
     let mut v1 = vec![1];
     v1.extend(postcard::to_allocvec(&v1_parts).expect("encodes"));
@@ -779,4 +780,71 @@ fn fences_survive_a_snapshot_and_format_1_snapshots_still_restore() {
         let state = StateMachine::restore(seed).expect("a format-1 seed restores");
         assert_eq!(StateMachine::restore(&state.snapshot()).expect("re-encodes"), state);
     }
+}
+
+// ---------------------------------------------------------------- coordinates
+
+fn coord_at(x: f64) -> crate::coordinate::Coordinate {
+    let mut c = crate::coordinate::Coordinate::new(&Default::default());
+    c.vec[0] = x;
+    c
+}
+
+fn coordinates(sm: &StateMachine) -> (u64, Vec<(String, f64)>) {
+    let (index, result) = sm.catalog.read(&CatalogQuery::Coordinates);
+    let CatalogResult::Coordinates(all) = result else {
+        panic!()
+    };
+    (index, all.into_iter().map(|(n, c)| (n, c.vec[0])).collect())
+}
+
+#[test]
+fn coordinates_are_kept_per_known_node_and_removed_with_it() {
+    use super::CoordinateUpdate;
+    let mut sm = StateMachine::default();
+    register(&mut sm, 2, node_reg("n1", "10.0.0.1"));
+    register(&mut sm, 3, node_reg("n2", "10.0.0.2"));
+    let all_before = sm.catalog.range_index(&CatalogRange::All);
+    let update = |node: &str, x: f64| CoordinateUpdate {
+        node: node.into(),
+        coord: coord_at(x),
+    };
+    let mut nan = update("n2", 0.0);
+    nan.coord.height = f64::NAN;
+    let batch = Command::CoordinateBatchUpdate(vec![update("n1", 0.1), update("ghost", 0.2), nan]);
+    let (result, changes) = apply(&mut sm, 4, batch);
+    assert_eq!(result, CommandResult::Bool(true));
+    assert_eq!(changes.catalog, vec![CatalogRange::Coordinates]);
+    assert_eq!(
+        coordinates(&sm),
+        (4, vec![("n1".to_string(), 0.1)]),
+        "unknown node and NaN skipped"
+    );
+    assert_eq!(
+        sm.catalog.range_index(&CatalogRange::All),
+        all_before,
+        "no catalog row changed"
+    );
+    // One per node: a newer one replaces it; the same one again changes nothing.
+    apply(
+        &mut sm,
+        5,
+        Command::CoordinateBatchUpdate(vec![update("n1", 0.3), update("n2", 0.4)]),
+    );
+    let (_, unchanged) = apply(&mut sm, 6, Command::CoordinateBatchUpdate(vec![update("n1", 0.3)]));
+    assert!(unchanged.is_empty());
+    assert_eq!(
+        coordinates(&sm),
+        (5, vec![("n1".to_string(), 0.3), ("n2".to_string(), 0.4)])
+    );
+    let restored = StateMachine::restore(&sm.snapshot()).expect("snapshot with coordinates");
+    assert_eq!(restored, sm);
+    let dereg = Command::CatalogDeregister {
+        node: "n1".into(),
+        service_id: None,
+        check_id: None,
+    };
+    apply(&mut sm, 7, dereg);
+    assert_eq!(coordinates(&sm), (7, vec![("n2".to_string(), 0.4)]));
+    assert!(sm.catalog.coordinate("n1").is_none());
 }

@@ -63,7 +63,8 @@ impl KvStore {
             Command::CatalogRegister(_)
             | Command::CatalogDeregister { .. }
             | Command::CatalogCheckUpdate { .. }
-            | Command::CatalogSync(_) => CommandResult::Bool(false),
+            | Command::CatalogSync(_)
+            | Command::CoordinateBatchUpdate(_) => CommandResult::Bool(false),
         }
     }
 

@@ -57,6 +57,16 @@ pub enum Command {
     /// [`CatalogError::StaleSync`]) when a write of a later round of the same node was already applied, so a
     /// write of a failed round that reaches the leader late never undoes what a later round did.
     CatalogSync(Box<SyncWrite>),
+    /// Network coordinates of nodes (Consul's `Coordinate.Update`, batched by the servers): one per node,
+    /// replacing the previous; updates for nodes not in the catalog and invalid coordinates are skipped.
+    CoordinateBatchUpdate(Vec<CoordinateUpdate>),
+}
+
+/// One node's new coordinate (Consul's `structs.Coordinate`; only the default segment exists here).
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct CoordinateUpdate {
+    pub node: String,
+    pub coord: crate::coordinate::Coordinate,
 }
 
 /// Where an anti-entropy round stands in its agent's history: ordered by the agent's start epoch, then by the
@@ -214,7 +224,8 @@ pub struct StateMachine {
 /// encoding changes, and keep reading the formats users may still have on disk.
 ///
 /// - 1: KV and catalog (nodes, services, checks, range indexes).
-/// - 2: the catalog also keeps the anti-entropy fences (last sync round applied per node).
+/// - 2: the catalog also keeps the anti-entropy fences (last sync round applied per node) and the nodes'
+///   network coordinates.
 pub const SNAPSHOT_FORMAT: u8 = 2;
 
 /// The oldest snapshot format this build still reads.
@@ -266,6 +277,10 @@ impl StateMachine {
                 CommandResult::Bool(true)
             }
             Command::CatalogSync(sync) => done(self.apply_sync(index, sync, changed)),
+            Command::CoordinateBatchUpdate(updates) => {
+                self.catalog.update_coordinates(index, updates, &mut changed.catalog);
+                CommandResult::Bool(true)
+            }
         }
     }
 

@@ -344,7 +344,8 @@ impl Model {
             Command::CatalogRegister(_)
             | Command::CatalogDeregister { .. }
             | Command::CatalogCheckUpdate { .. }
-            | Command::CatalogSync(_) => {
+            | Command::CatalogSync(_)
+            | Command::CoordinateBatchUpdate(_) => {
                 unreachable!("the KV history has no catalog commands")
             }
         };

@@ -203,7 +203,8 @@ fn apply(inner: &mut Inner, cmd: Command) -> bool {
         cmd @ (Command::CatalogRegister(_)
         | Command::CatalogDeregister { .. }
         | Command::CatalogCheckUpdate { .. }
-        | Command::CatalogSync(_)) => {
+        | Command::CatalogSync(_)
+        | Command::CoordinateBatchUpdate(_)) => {
             let mut changes = concord_core::state::Changes::default();
             inner.sm.apply(next, &cmd, &mut changes) == CommandResult::Bool(true)
         }
@@ -251,7 +252,8 @@ impl Backend for FakeBackend {
                 cmd @ (Command::CatalogRegister(_)
                 | Command::CatalogDeregister { .. }
                 | Command::CatalogCheckUpdate { .. }
-                | Command::CatalogSync(_)),
+                | Command::CatalogSync(_)
+                | Command::CoordinateBatchUpdate(_)),
             ) => {
                 let mut inner = self.inner.lock().unwrap();
                 inner.index += 1;
