@@ -360,16 +360,23 @@ pub const MAX_DIMENSIONS: usize = 64;
 /// no (compatible) coordinate go last, in their original order. Without an origin coordinate the order is
 /// left as it is (Consul sorts only when the source node has one).
 pub fn sort_near<T>(items: &mut [T], origin: Option<&Coordinate>, coord_of: impl Fn(&T) -> Option<&Coordinate>) {
-    let Some(origin) = origin else { return };
-    let key = |t: &T| {
-        coord_of(t)
-            .filter(|c| c.is_compatible_with(origin))
+    let coords: Vec<Option<&Coordinate>> = items.iter().map(&coord_of).collect();
+    let order = near_order(origin, &coords);
+    apply_permutation(items, order);
+}
+
+/// The positions of `coords` in `?near` order (see [`sort_near`]).
+pub fn near_order(origin: Option<&Coordinate>, coords: &[Option<&Coordinate>]) -> Vec<usize> {
+    let Some(origin) = origin else {
+        return (0..coords.len()).collect();
+    };
+    let key = |c: &Option<&Coordinate>| {
+        c.filter(|c| c.is_compatible_with(origin))
             .map_or(f64::INFINITY, |c| origin.distance_secs(c))
     };
-    let mut keyed: Vec<(f64, usize)> = items.iter().enumerate().map(|(i, t)| (key(t), i)).collect();
+    let mut keyed: Vec<(f64, usize)> = coords.iter().enumerate().map(|(i, c)| (key(c), i)).collect();
     keyed.sort_by(|a, b| a.0.total_cmp(&b.0).then(a.1.cmp(&b.1)));
-    let order: Vec<usize> = keyed.into_iter().map(|(_, i)| i).collect();
-    apply_permutation(items, order);
+    keyed.into_iter().map(|(_, i)| i).collect()
 }
 
 /// Rearrange `items` so that position `k` holds what was at `order[k]`.

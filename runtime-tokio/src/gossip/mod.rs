@@ -16,10 +16,13 @@ pub use keyring::{generate_key, parse_key, Keyring, KeyringError};
 
 use crate::agent::TokioClock;
 use crate::driver::Clock;
+use concord_core::coordinate::{self, Coordinate};
 use concord_core::gossip::wire::{self, MAX_PACKET_BYTES};
 use concord_core::gossip::{
     Effect, Gossip, GossipConfig, GossipEvent, GossipTiming, Input, Member, PushPull, Tags, ID_TAG,
 };
+use rand::rngs::SmallRng;
+use rand::SeedableRng;
 use std::collections::BTreeMap;
 use std::net::SocketAddr;
 use std::sync::Arc;
@@ -71,6 +74,8 @@ pub struct PoolHandle {
     /// Set (with the reason, for the user) when this member lost a name or node-ID conflict; the pool
     /// has stopped by then.
     pub conflict: watch::Receiver<Option<String>>,
+    /// This member's network coordinate in this pool (moved by every probe RTT sample).
+    pub coordinate: watch::Receiver<Coordinate>,
 }
 
 impl PoolHandle {
@@ -209,6 +214,9 @@ pub async fn start(
     let (conn_tx, conn_rx) = mpsc::channel(64);
     let keyring = settings.keyring.clone();
     let (conflict_tx, conflict_rx) = watch::channel(None);
+    let mut gossip = gossip;
+    let vivaldi = Vivaldi::new(settings.seed, &mut gossip);
+    let (coordinate_tx, coordinate_rx) = watch::channel(vivaldi.client.coordinate().clone());
     tokio::spawn(accept_push_pull(tcp, conn_tx, keyring.clone()));
     let pool = Pool {
         gossip,
@@ -224,6 +232,8 @@ pub async fn start(
         name: settings.name.clone(),
         reclaim: settings.timing.dead_node_reclaim,
         conflict: conflict_tx,
+        vivaldi,
+        coordinate: coordinate_tx,
     };
     tracing::info!(target: "agent.server.serf", "serf {}: listening on {addr} (UDP and TCP)", settings.pool);
     let task = tokio::spawn(pool.run(cmd_rx, conn_rx, stop));
@@ -235,6 +245,7 @@ pub async fn start(
             addr,
             keyring,
             conflict: conflict_rx,
+            coordinate: coordinate_rx,
         },
         task,
     ))
@@ -256,6 +267,38 @@ struct Pool {
     name: String,
     reclaim: Duration,
     conflict: watch::Sender<Option<String>>,
+    vivaldi: Vivaldi,
+    coordinate: watch::Sender<Coordinate>,
+}
+
+/// serf's coordinate client on the ping delegate: our acks carry our coordinate, and every probe RTT with
+/// the acker's coordinate moves ours.
+struct Vivaldi {
+    client: coordinate::Client,
+    rng: SmallRng,
+}
+
+impl Vivaldi {
+    fn new(seed: u64, gossip: &mut Gossip) -> Self {
+        let client = coordinate::Client::new(coordinate::CoordinateConfig::default());
+        gossip.set_ack_payload(Some(coordinate::encode_ack_payload(client.coordinate())));
+        Vivaldi {
+            client,
+            rng: SmallRng::seed_from_u64(seed ^ 0x5eed_c00d),
+        }
+    }
+
+    /// One RTT sample; `Some(new coordinate)` if it moved ours.
+    fn sample(&mut self, member: &str, rtt: Duration, payload: Option<&[u8]>) -> Option<Coordinate> {
+        let other = coordinate::decode_ack_payload(payload?)?;
+        match self.client.update(member, &other, rtt, &mut self.rng) {
+            Ok(c) => Some(c.clone()),
+            Err(e) => {
+                tracing::debug!(target: "agent.server.serf", "rejected coordinate from {member}: {e}");
+                None
+            }
+        }
+    }
 }
 
 impl Pool {
@@ -355,6 +398,12 @@ impl Pool {
                 Effect::PushPullReply { conn, state } => {
                     if let Some(reply) = self.conns.remove(&conn) {
                         let _ = reply.send(state);
+                    }
+                }
+                Effect::Event(GossipEvent::PingRtt { member, rtt, payload }) => {
+                    if let Some(c) = self.vivaldi.sample(&member, rtt, payload.as_deref()) {
+                        self.gossip.set_ack_payload(Some(coordinate::encode_ack_payload(&c)));
+                        self.coordinate.send_replace(c);
                     }
                 }
                 Effect::Event(GossipEvent::Conflicted { holder }) => {

@@ -21,6 +21,7 @@ mod catalog_json;
 mod catalog_tests;
 mod clean_path;
 mod conn_limit;
+mod coordinate;
 pub(crate) mod decode;
 #[cfg(any(test, feature = "fuzzing"))]
 pub(crate) mod fake;
@@ -324,6 +325,10 @@ pub(crate) fn router<B: Backend>(state: AppState<B>) -> Router {
         .route("/v1/catalog/service/{name}", get(catalog::service::<B>))
         .route("/v1/catalog/node/{node}", get(catalog::node::<B>))
         .route("/v1/catalog/node-services/{node}", get(catalog::node_services::<B>))
+        .route("/v1/coordinate/datacenters", get(coordinate::datacenters::<B>))
+        .route("/v1/coordinate/nodes", get(coordinate::nodes::<B>))
+        .route("/v1/coordinate/node/{node}", get(coordinate::node::<B>))
+        .route("/v1/coordinate/update", any(coordinate::update::<B>))
         .route("/v1/health/node/{node}", get(catalog::health_node::<B>))
         .route("/v1/health/checks/{service}", get(catalog::health_checks::<B>))
         .route("/v1/health/service/{service}", get(catalog::health_service::<B>))
