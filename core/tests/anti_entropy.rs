@@ -426,7 +426,7 @@ fn registration(cmd: &Command) -> Option<&Registration> {
     match cmd {
         Command::CatalogRegister(reg) => Some(reg),
         Command::CatalogSync(sync) => match &sync.write {
-            CatalogWrite::Register(reg) => Some(reg),
+            CatalogWrite::Register(reg) => Some(reg.as_ref()),
             _ => None,
         },
         _ => None,

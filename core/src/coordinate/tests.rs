@@ -117,6 +117,7 @@ fn two_agents_at_the_origin_separate_to_their_rtt() {
     assert!((est - 0.150).abs() < 0.03, "estimate {est}");
 }
 
+#[allow(clippy::needless_range_loop)]
 /// Nodes on a `side`×`side` grid, `spacing` seconds apart (serf's `GenerateGrid`).
 fn grid(side: usize, spacing: f64) -> Vec<Vec<f64>> {
     let n = side * side;

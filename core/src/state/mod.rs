@@ -94,7 +94,7 @@ pub struct SyncWrite {
 /// form stays non-recursive).
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub enum CatalogWrite {
-    Register(Registration),
+    Register(Box<Registration>),
     Deregister {
         node: String,
         service_id: Option<String>,
@@ -172,7 +172,7 @@ impl Command {
     /// (and already fenced ones) are returned unchanged.
     pub fn fenced(self, seq: SyncSeq) -> Command {
         let write = match self {
-            Command::CatalogRegister(reg) => CatalogWrite::Register(*reg),
+            Command::CatalogRegister(reg) => CatalogWrite::Register(reg),
             Command::CatalogDeregister {
                 node,
                 service_id,
