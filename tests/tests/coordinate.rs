@@ -25,6 +25,7 @@ fn names(v: &Value, path: &[&str]) -> Vec<String> {
 
 #[test]
 fn every_node_gets_a_coordinate_and_near_sorts_by_it() {
+    let started_at = std::time::Instant::now();
     let mut c = Cluster::start(1);
     c.add_client("c1");
     c.add_client("c2");
@@ -47,6 +48,7 @@ fn every_node_gets_a_coordinate_and_near_sorts_by_it() {
             .then_some((v.clone(), text))
             .ok_or(format!("{v}"))
     });
+    eprintln!("coordinates for every node after {:?}", started_at.elapsed());
     // Consul's JSON shape, field for field and in Go's field order.
     assert!(
         text.starts_with(r#"[{"Node":"c1","Segment":"","Coord":{"Vec":["#),
@@ -97,6 +99,28 @@ fn every_node_gets_a_coordinate_and_near_sorts_by_it() {
             .and_then(|r| r.expect_status(200))
             .unwrap();
     }
+    // A blocking read of the coordinates wakes when one changes.
+    let index = c.get(0, "/v1/coordinate/nodes").unwrap().index().unwrap();
+    let url = c.url(0, &format!("/v1/coordinate/nodes?index={index}&wait=30s"));
+    let started = std::time::Instant::now();
+    let blocked = std::thread::spawn(move || concord_tests::http("GET", &url, None, Duration::from_secs(40)));
+    std::thread::sleep(Duration::from_millis(300));
+    let body =
+        br#"{"Node":"ext-mid","Coord":{"Vec":[0.5,0,0,0,0,0,0,0],"Error":0.25,"Adjustment":0,"Height":0.00001}}"#;
+    c.put(0, "/v1/coordinate/update", body)
+        .and_then(|r| r.expect_status(200))
+        .unwrap();
+    let woke = blocked.join().unwrap().unwrap();
+    assert!(woke.index().unwrap() > index);
+    assert!(
+        started.elapsed() < Duration::from_secs(20),
+        "woken by the update, not the wait"
+    );
+    let body = br#"{"Node":"ext-mid","Coord":{"Vec":[0.5,0,0,0,0,0,0,0],"Error":0.2,"Adjustment":0,"Height":0.00001}}"#;
+    c.put(0, "/v1/coordinate/update", body)
+        .and_then(|r| r.expect_status(200))
+        .unwrap();
+
     let bad = br#"{"Node":"ext-far","Coord":{"Vec":[1,2],"Error":0.2}}"#;
     c.put(0, "/v1/coordinate/update", bad)
         .unwrap()
