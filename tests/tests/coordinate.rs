@@ -169,6 +169,23 @@ fn every_node_gets_a_coordinate_and_near_sorts_by_it() {
         out.status.success() && line.starts_with("Estimated c1 <-> s1 rtt: "),
         "{out:?}"
     );
+    // WAN coordinates: the one server of dc1, alone in its WAN pool, so still at the origin.
+    let dcs = c
+        .get(0, "/v1/coordinate/datacenters")
+        .unwrap()
+        .expect_status(200)
+        .unwrap()
+        .json()
+        .unwrap();
+    assert_eq!(dcs[0]["Datacenter"], "dc1", "{dcs}");
+    assert_eq!(dcs[0]["AreaID"], "WAN", "{dcs}");
+    assert_eq!(names(&dcs[0]["Coordinates"], &["Node"]), ["s1.dc1"], "{dcs}");
+    let out = run_concord(Some(&addr), &["rtt", "-wan", "s1.dc1", "s1.dc1"], None);
+    assert_eq!(
+        String::from_utf8_lossy(&out.stdout),
+        "Estimated s1.dc1 <-> s1.dc1 rtt: 0.020 ms (using WAN coordinates)\n",
+        "{out:?}"
+    );
     let out = run_concord(Some(&addr), &["rtt", "ext-none"], None);
     assert_eq!(out.status.code(), Some(1));
     assert_eq!(

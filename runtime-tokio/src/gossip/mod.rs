@@ -76,12 +76,32 @@ pub struct PoolHandle {
     pub conflict: watch::Receiver<Option<String>>,
     /// This member's network coordinate in this pool (moved by every probe RTT sample).
     pub coordinate: watch::Receiver<Coordinate>,
+    /// The last coordinate each other member's acks carried (serf's coordinate cache).
+    pub peer_coordinates: watch::Receiver<Arc<BTreeMap<String, Coordinate>>>,
 }
 
 impl PoolHandle {
     /// The current member list, sorted by name.
     pub fn members(&self) -> Arc<Vec<Member>> {
         self.members.borrow().clone()
+    }
+
+    /// Coordinates of the live members (us included) that have one, by member name.
+    pub fn coordinates(&self) -> Vec<(Member, Coordinate)> {
+        let peers = self.peer_coordinates.borrow().clone();
+        let me = self.coordinate.borrow().clone();
+        self.members()
+            .iter()
+            .filter(|m| m.status == concord_core::gossip::MemberStatus::Alive)
+            .filter_map(|m| {
+                let c = if m.addr == self.addr {
+                    Some(me.clone())
+                } else {
+                    peers.get(&m.name).cloned()
+                };
+                c.map(|c| (m.clone(), c))
+            })
+            .collect()
     }
 
     pub fn subscribe_members(&self) -> watch::Receiver<Arc<Vec<Member>>> {
@@ -217,6 +237,7 @@ pub async fn start(
     let mut gossip = gossip;
     let vivaldi = Vivaldi::new(settings.seed, &mut gossip);
     let (coordinate_tx, coordinate_rx) = watch::channel(vivaldi.client.coordinate().clone());
+    let (peers_tx, peers_rx) = watch::channel(Arc::new(BTreeMap::new()));
     tokio::spawn(accept_push_pull(tcp, conn_tx, keyring.clone()));
     let pool = Pool {
         gossip,
@@ -234,6 +255,7 @@ pub async fn start(
         conflict: conflict_tx,
         vivaldi,
         coordinate: coordinate_tx,
+        peer_coordinates: peers_tx,
     };
     tracing::info!(target: "agent.server.serf", "serf {}: listening on {addr} (UDP and TCP)", settings.pool);
     let task = tokio::spawn(pool.run(cmd_rx, conn_rx, stop));
@@ -246,6 +268,7 @@ pub async fn start(
             keyring,
             conflict: conflict_rx,
             coordinate: coordinate_rx,
+            peer_coordinates: peers_rx,
         },
         task,
     ))
@@ -269,6 +292,7 @@ struct Pool {
     conflict: watch::Sender<Option<String>>,
     vivaldi: Vivaldi,
     coordinate: watch::Sender<Coordinate>,
+    peer_coordinates: watch::Sender<Arc<BTreeMap<String, Coordinate>>>,
 }
 
 /// serf's coordinate client on the ping delegate: our acks carry our coordinate, and every probe RTT with
@@ -288,11 +312,11 @@ impl Vivaldi {
         }
     }
 
-    /// One RTT sample; `Some(new coordinate)` if it moved ours.
-    fn sample(&mut self, member: &str, rtt: Duration, payload: Option<&[u8]>) -> Option<Coordinate> {
+    /// One RTT sample; `Some((our new coordinate, the acker's))` if it moved ours.
+    fn sample(&mut self, member: &str, rtt: Duration, payload: Option<&[u8]>) -> Option<(Coordinate, Coordinate)> {
         let other = coordinate::decode_ack_payload(payload?)?;
         match self.client.update(member, &other, rtt, &mut self.rng) {
-            Ok(c) => Some(c.clone()),
+            Ok(c) => Some((c.clone(), other)),
             Err(e) => {
                 tracing::debug!(target: "agent.server.serf", "rejected coordinate from {member}: {e}");
                 None
@@ -401,9 +425,12 @@ impl Pool {
                     }
                 }
                 Effect::Event(GossipEvent::PingRtt { member, rtt, payload }) => {
-                    if let Some(c) = self.vivaldi.sample(&member, rtt, payload.as_deref()) {
+                    if let Some((c, other)) = self.vivaldi.sample(&member, rtt, payload.as_deref()) {
                         self.gossip.set_ack_payload(Some(coordinate::encode_ack_payload(&c)));
                         self.coordinate.send_replace(c);
+                        self.peer_coordinates.send_modify(|peers| {
+                            Arc::make_mut(peers).insert(member, other);
+                        });
                     }
                 }
                 Effect::Event(GossipEvent::Conflicted { holder }) => {

@@ -97,27 +97,40 @@ pub(crate) async fn node<B: Backend>(State(state): State<AppState<B>>, Path(node
     )
 }
 
-/// `GET /v1/coordinate/datacenters`: the WAN coordinates of each datacenter's servers. Only the local
-/// datacenter is known (as `/v1/catalog/datacenters`); its servers' WAN coordinates are not collected yet, so
-/// its list is empty.
+/// `GET /v1/coordinate/datacenters`: the WAN coordinates of each known datacenter's servers (from this
+/// server's WAN pool; LAN and WAN coordinates never mix), datacenters by name, the local one always listed.
 pub(crate) async fn datacenters<B: Backend>(State(state): State<AppState<B>>, uri: Uri) -> Response {
-    respond((|| {
-        let params = Params::parse(&uri)?;
-        #[derive(Serialize)]
-        #[serde(rename_all = "PascalCase")]
-        struct DatacenterMap<'a> {
-            datacenter: &'a str,
-            #[serde(rename = "AreaID")]
-            area_id: &'a str,
-            coordinates: Vec<CoordinateEntryJson<'a>>,
-        }
-        let maps = [DatacenterMap {
-            datacenter: &state.settings.datacenter,
+    let params = match Params::parse(&uri) {
+        Ok(p) => p,
+        Err(e) => return e.into_response(),
+    };
+    #[derive(Serialize)]
+    #[serde(rename_all = "PascalCase")]
+    struct DatacenterMap<'a> {
+        datacenter: &'a str,
+        #[serde(rename = "AreaID")]
+        area_id: &'a str,
+        coordinates: Vec<CoordinateEntryJson<'a>>,
+    }
+    let wan = state.backend.wan_coordinates().await;
+    let mut by_dc: BTreeMap<&str, Vec<CoordinateEntryJson<'_>>> = BTreeMap::new();
+    by_dc.entry(state.settings.datacenter.as_str()).or_default();
+    for (dc, node, coord) in &wan {
+        by_dc.entry(dc.as_str()).or_default().push(CoordinateEntryJson {
+            node,
+            segment: "",
+            coord: coord.into(),
+        });
+    }
+    let maps: Vec<DatacenterMap<'_>> = by_dc
+        .into_iter()
+        .map(|(datacenter, coordinates)| DatacenterMap {
+            datacenter,
             area_id: "WAN",
-            coordinates: Vec::new(),
-        }];
-        Ok(json(&maps, params.pretty()))
-    })())
+            coordinates,
+        })
+        .collect();
+    json(&maps, params.pretty())
 }
 
 /// Parse `{Node, Segment, Coord: {Vec, Error, Adjustment, Height}}` (any key casing).

@@ -78,6 +78,13 @@ pub trait Backend: Clone + Send + Sync + 'static {
     fn keyring(&self, _op: KeyringOp) -> impl Future<Output = Result<Vec<KeyringPool>, String>> + Send {
         async { Err("gossip encryption is not configured".to_string()) }
     }
+    /// The servers' WAN coordinates as this server knows them (`/v1/coordinate/datacenters`):
+    /// (datacenter, `<node>.<dc>`, coordinate). Empty on client agents.
+    fn wan_coordinates(
+        &self,
+    ) -> impl Future<Output = Vec<(String, String, concord_core::coordinate::Coordinate)>> + Send {
+        async { Vec::new() }
+    }
     /// The agent's local services and checks (`/v1/agent/service*`, `/v1/agent/check*`).
     fn local(&self) -> &crate::local::LocalAgentHandle;
 }
