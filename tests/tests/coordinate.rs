@@ -169,6 +169,19 @@ fn every_node_gets_a_coordinate_and_near_sorts_by_it() {
         out.status.success() && line.starts_with("Estimated c1 <-> s1 rtt: "),
         "{out:?}"
     );
+    // `catalog nodes -near` prints the nodes in that order.
+    let out = run_concord(
+        Some(&addr),
+        &["catalog", "nodes", "-service", "web", "-near", "ext-far"],
+        None,
+    );
+    let listed: Vec<String> = String::from_utf8_lossy(&out.stdout)
+        .lines()
+        .skip(1)
+        .filter_map(|l| l.split_whitespace().next().map(String::from))
+        .collect();
+    assert_eq!(listed, ["ext-far", "ext-mid", "s1", "ext-none"], "{out:?}");
+
     // WAN coordinates: the one server of dc1, alone in its WAN pool, so still at the origin.
     let dcs = c
         .get(0, "/v1/coordinate/datacenters")
