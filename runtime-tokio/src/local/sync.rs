@@ -137,3 +137,34 @@ pub(crate) async fn sync_once<B: Backend>(ae: &AntiEntropy<B>, rounds: &mut Sync
     }
     Ok(writes)
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn rounds_count_up_and_move_past_a_later_applied_run() {
+        let mut rounds = SyncRounds::starting_now();
+        let first = rounds.next();
+        assert!(first.epoch > 1_600_000_000_000, "the epoch is the Unix time in ms");
+        assert_eq!(rounds.next(), SyncSeq { round: 2, ..first });
+        // A stale refusal naming an older round (a late write of ours) changes nothing.
+        rounds.stale(SyncSeq { round: 1, ..first });
+        assert_eq!(rounds.next(), SyncSeq { round: 3, ..first });
+        // An earlier run got a later sequence (the clock went back): continue after it.
+        let ahead = SyncSeq {
+            epoch: first.epoch + 60_000,
+            round: 7,
+        };
+        rounds.stale(ahead);
+        let next = rounds.next();
+        assert!(next > ahead, "{next} after {ahead}");
+        assert_eq!(
+            next,
+            SyncSeq {
+                epoch: ahead.epoch + 1,
+                round: 1
+            }
+        );
+    }
+}
