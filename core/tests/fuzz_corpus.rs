@@ -519,6 +519,13 @@ fn command_seeds() -> Vec<(&'static str, Vec<u8>)> {
             }
             .fenced(concord_core::state::SyncSeq { epoch: 1, round: 3 }),
         ),
+        (
+            "coordinate-update",
+            Command::CoordinateBatchUpdate(vec![concord_core::state::CoordinateUpdate {
+                node: "n1".into(),
+                coord: concord_core::coordinate::Coordinate::new(&Default::default()),
+            }]),
+        ),
     ];
     let mut seeds: Vec<(&str, Vec<u8>)> = cmds.iter().map(|(n, c)| (*n, c.encode().to_vec())).collect();
     let set_bytes = cmds[0].1.encode().to_vec();
