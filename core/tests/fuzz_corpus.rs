@@ -14,7 +14,7 @@ use concord_core::fuzzing::{self, Check, Op, TARGETS};
 use concord_core::gossip::wire::{assemble_packet, encode_message, encode_push_pull};
 use concord_core::gossip::{MemberRecord, MemberState, Message as GossipMessage, PushPull, Tags};
 use concord_core::raft::{Entry, Membership, Message, Payload, ServerInfo, SnapshotMeta};
-use concord_core::state::{Command, CommandResult, KvEntry, StateMachine};
+use concord_core::state::{Command, CommandResult, KvEntry, KvTxnOp, KvVerb, StateMachine, TxnOp};
 use concord_core::wire::{encode_frame, Frame, WIRE_VERSION};
 use concord_core::{NodeId, PeerMessage};
 use std::panic::{catch_unwind, AssertUnwindSafe};
@@ -463,6 +463,23 @@ fn state_snapshot_seeds() -> Vec<(&'static str, Vec<u8>)> {
     ]
 }
 
+fn txn(ops: &[(KvVerb, &str, u64)]) -> Command {
+    Command::Txn(
+        ops.iter()
+            .map(|&(verb, key, index)| {
+                TxnOp::Kv(KvTxnOp {
+                    verb,
+                    key: key.into(),
+                    value: Bytes::from_static(b"v"),
+                    flags: 0,
+                    index,
+                    session: String::new(),
+                })
+            })
+            .collect(),
+    )
+}
+
 fn command_seeds() -> Vec<(&'static str, Vec<u8>)> {
     let cmds = [
         ("set-new", set("new", "v", None)),
@@ -496,6 +513,22 @@ fn command_seeds() -> Vec<(&'static str, Vec<u8>)> {
         ("delete-tree-all", Command::KvDeleteTree { prefix: String::new() }),
         ("reap", Command::KvReapTombstones { up_to: 8 }),
         ("reap-max", Command::KvReapTombstones { up_to: u64::MAX }),
+        (
+            "txn-commit",
+            txn(&[
+                (KvVerb::Cas, "dir/x", 10),
+                (KvVerb::Set, "new", 0),
+                (KvVerb::DeleteTree, "dir/", 0),
+            ]),
+        ),
+        (
+            "txn-rollback",
+            txn(&[
+                (KvVerb::Delete, "a", 0),
+                (KvVerb::Get, "a", 0),
+                (KvVerb::CheckIndex, "dir/y", 1),
+            ]),
+        ),
         (
             "sync-register",
             Command::CatalogRegister(Box::new(concord_core::state::Registration {

@@ -277,7 +277,7 @@ pub struct Server {
     /// DNS (UDP and TCP): Consul's 8600 on the server's own address, a free port for a dev agent.
     pub dns_port: u16,
     pub data_dir: PathBuf,
-    log_dir: PathBuf,
+    pub log_dir: PathBuf,
     args: Vec<String>,
     child: Option<Child>,
     starts: u32,
@@ -360,6 +360,12 @@ pub struct Cluster {
 impl Cluster {
     /// Starts `n` servers (does not wait for a leader; see [`Cluster::wait_leader`]).
     pub fn start(n: usize) -> Cluster {
+        Cluster::start_with(n, "")
+    }
+
+    /// [`Cluster::start`] with more top-level keys in every server's JSON config file (`extra_config`,
+    /// e.g. `"raft_snapshot_threshold": 20`, without surrounding braces).
+    pub fn start_with(n: usize, extra_config: &str) -> Cluster {
         assert!((1..=250).contains(&n));
         let dir = tempfile::Builder::new()
             .prefix("concord-cluster-")
@@ -376,7 +382,10 @@ impl Cluster {
             let config = home.join("config.json");
             std::fs::write(
                 &config,
-                format!("{{\"performance\": {{\"raft_multiplier\": {RAFT_MULTIPLIER}}}}}\n"),
+                format!(
+                    "{{\"performance\": {{\"raft_multiplier\": {RAFT_MULTIPLIER}}}{}{extra_config}}}\n",
+                    if extra_config.is_empty() { "" } else { ", " }
+                ),
             )
             .expect("write config");
             let http_port = free_port(*ip);

@@ -139,12 +139,12 @@ pub fn command(data: &[u8]) {
     let mut changes = crate::state::Changes::default();
     let result = sm.apply(COMMAND_INDEX, &cmd, &mut changes);
     let changed = changes.keys;
+    let succeeded = matches!(result, CommandResult::Bool(true) | CommandResult::Txn(Ok(_)));
     if !changed.is_empty() {
-        assert_eq!(
-            result,
-            CommandResult::Bool(true),
-            "{cmd:?} changed {changed:?} but failed"
-        );
+        assert!(succeeded, "{cmd:?} changed {changed:?} but failed: {result:?}");
+    }
+    if let CommandResult::Txn(Err(_)) = &result {
+        assert_eq!(sm, before, "a rolled-back transaction left a change: {cmd:?}");
     }
     let floor = sm.kv.reap_floor();
     for key in &changed {

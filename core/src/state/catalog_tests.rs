@@ -677,7 +677,7 @@ fn a_sync_write_older_than_an_applied_round_is_refused_and_changes_nothing() {
 fn result_message(result: &CommandResult) -> String {
     match result {
         CommandResult::Refused(e) => e.to_string(),
-        CommandResult::Bool(b) => b.to_string(),
+        other => format!("{other:?}"),
     }
 }
 

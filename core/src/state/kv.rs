@@ -20,9 +20,9 @@ use super::{Command, CommandResult, DecodeError, KeyRange, KvEntry};
 
 #[derive(Clone, Debug, Default, PartialEq, Eq)]
 pub struct KvStore {
-    entries: BTreeMap<String, KvEntry>,
+    pub(super) entries: BTreeMap<String, KvEntry>,
     /// Deleted key → Raft index of the delete, kept so the range's index does not go backwards.
-    tombstones: BTreeMap<String, u64>,
+    pub(super) tombstones: BTreeMap<String, u64>,
     /// Highest `up_to` of any reap: reaped tombstones were at or below it, so ranges report at least this.
     reap_floor: u64,
 }
@@ -36,7 +36,10 @@ struct KvSnapshot {
 }
 
 /// Entries of `map` whose key starts with `prefix`, in key order.
-fn prefixed<'a, V>(map: &'a BTreeMap<String, V>, prefix: &'a str) -> impl Iterator<Item = (&'a String, &'a V)> + 'a {
+pub(super) fn prefixed<'a, V>(
+    map: &'a BTreeMap<String, V>,
+    prefix: &'a str,
+) -> impl Iterator<Item = (&'a String, &'a V)> + 'a {
     map.range::<str, _>((Bound::Included(prefix), Bound::Unbounded))
         .take_while(move |(k, _)| k.starts_with(prefix))
 }
@@ -59,6 +62,7 @@ impl KvStore {
                 self.reap(*up_to);
                 CommandResult::Bool(true)
             }
+            Command::Txn(ops) => CommandResult::Txn(self.txn(index, ops, changed)),
             // Not a KV command: the state machine routes those elsewhere.
             Command::CatalogRegister(_)
             | Command::CatalogDeregister { .. }
@@ -68,7 +72,7 @@ impl KvStore {
         }
     }
 
-    fn set(
+    pub(super) fn set(
         &mut self,
         index: u64,
         key: &str,
@@ -109,7 +113,7 @@ impl KvStore {
         true
     }
 
-    fn delete(&mut self, index: u64, key: &str, cas: Option<u64>, changed: &mut Vec<String>) -> bool {
+    pub(super) fn delete(&mut self, index: u64, key: &str, cas: Option<u64>, changed: &mut Vec<String>) -> bool {
         let Some(entry) = self.entries.get(key) else {
             // Consul answers true for a delete of an absent key, with or without cas.
             return true;
@@ -123,7 +127,7 @@ impl KvStore {
         true
     }
 
-    fn delete_tree(&mut self, index: u64, prefix: &str, changed: &mut Vec<String>) {
+    pub(super) fn delete_tree(&mut self, index: u64, prefix: &str, changed: &mut Vec<String>) {
         let doomed: Vec<String> = prefixed(&self.entries, prefix).map(|(k, _)| k.clone()).collect();
         for key in doomed {
             self.entries.remove(&key);

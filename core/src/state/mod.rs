@@ -9,6 +9,9 @@ mod catalog_tests;
 mod kv;
 #[cfg(test)]
 mod tests;
+mod txn;
+#[cfg(test)]
+mod txn_tests;
 mod watch;
 
 pub use catalog::{
@@ -16,7 +19,7 @@ pub use catalog::{
     CheckServiceNode, CheckStatus, HealthCheck, Registration, ServiceAddress, ServiceInstance, Weights,
 };
 pub use kv::KvStore;
-
+pub use txn::{KvTxnOp, KvVerb, TxnError, TxnOp, TxnOutcome, TxnResult, TXN_MAX_OPS};
 pub use watch::{KeyRange, WatchId, Watches};
 
 use bytes::Bytes;
@@ -53,6 +56,10 @@ pub enum Command {
         status: CheckStatus,
         output: String,
     },
+    /// `PUT /v1/txn`: ops applied in order, all or nothing, in one log entry. Added at the end so older
+    /// entries keep their postcard variant numbers; the snapshot format does not change (a transaction
+    /// leaves only ordinary KV entries and tombstones behind).
+    Txn(Vec<TxnOp>),
     /// Anti-entropy's catalog write, fenced by the agent's sync round: refused (as a no-op, with
     /// [`CatalogError::StaleSync`]) when a write of a later round of the same node was already applied, so a
     /// write of a failed round that reaches the leader late never undoes what a later round did.
@@ -125,6 +132,8 @@ pub enum CommandResult {
     Bool(bool),
     /// A catalog write that was refused as a whole (nothing changed).
     Refused(CatalogError),
+    /// A transaction's results, or every error of one that was rolled back.
+    Txn(TxnOutcome),
 }
 
 /// What one applied command changed, for the watch layer.
@@ -247,7 +256,7 @@ impl StateMachine {
             Err(e) => CommandResult::Refused(e),
         };
         match cmd {
-            Command::KvSet { .. } | Command::KvDelete { .. } | Command::KvDeleteTree { .. } => {
+            Command::KvSet { .. } | Command::KvDelete { .. } | Command::KvDeleteTree { .. } | Command::Txn(_) => {
                 self.kv.apply(index, cmd, &mut changed.keys)
             }
             Command::KvReapTombstones { up_to } => {

@@ -344,9 +344,10 @@ impl Model {
             Command::CatalogRegister(_)
             | Command::CatalogDeregister { .. }
             | Command::CatalogCheckUpdate { .. }
+            | Command::Txn(_)
             | Command::CatalogSync(_)
             | Command::CoordinateBatchUpdate(_) => {
-                unreachable!("the KV history has no catalog commands")
+                unreachable!("the KV history has no catalog commands or transactions")
             }
         };
         for key in &changed {

@@ -22,6 +22,7 @@ pub struct AgentBackend {
     pub(super) lan: PoolHandle,
     pub(super) wan: Option<PoolHandle>,
     pub(super) local: crate::local::LocalAgentHandle,
+    pub(super) events: super::events::UserEvents,
 }
 
 impl Backend for AgentBackend {
@@ -31,6 +32,10 @@ impl Backend for AgentBackend {
 
     fn local(&self) -> &crate::local::LocalAgentHandle {
         &self.local
+    }
+
+    fn user_events(&self) -> Option<&super::events::UserEvents> {
+        Some(&self.events)
     }
 
     async fn agent_self(&self) -> AgentSelf {

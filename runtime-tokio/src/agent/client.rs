@@ -79,6 +79,7 @@ impl ClientAgent {
             Box::pin(async move { f.forward(req).await })
         }));
         let backend = ClientBackend {
+            events: super::events::UserEvents::new(Some(lan.clone()), config.node_name.clone(), Some(local.clone())),
             local: local.clone(),
             lan: lan.clone(),
             forwarder,
@@ -88,6 +89,8 @@ impl ClientAgent {
         let settings = HttpSettings {
             datacenter: config.datacenter.clone(),
             kv_max_value_size: config.kv_max_value_size,
+            txn_max_req_len: config.txn_max_req_len,
+            http_max_body_size: config.http_max_body_size,
             default_query_time: config.default_query_time,
             max_query_time: config.max_query_time,
             http_max_conns_per_client: config.http_max_conns_per_client,
@@ -106,6 +109,7 @@ impl ClientAgent {
         tasks.spawn(async move {
             tokio::select! { _ = coordinates => {} _ = coordinates_stop => {} }
         });
+        tasks.spawn(backend.events.clone().collect());
         let ae = crate::local::run_anti_entropy(crate::local::AntiEntropy {
             backend: backend.clone(),
             interval: super::ANTI_ENTROPY_INTERVAL,
@@ -194,6 +198,7 @@ pub struct ClientBackend {
     forwarder: Forwarder,
     info: Arc<AgentSelf>,
     stop: Arc<watch::Sender<bool>>,
+    events: super::events::UserEvents,
 }
 
 impl ClientBackend {
@@ -255,6 +260,10 @@ impl Backend for ClientBackend {
 
     fn local(&self) -> &crate::local::LocalAgentHandle {
         &self.local
+    }
+
+    fn user_events(&self) -> Option<&super::events::UserEvents> {
+        Some(&self.events)
     }
 
     async fn agent_self(&self) -> AgentSelf {

@@ -11,6 +11,7 @@ mod client;
 mod clock;
 mod cluster;
 pub(crate) mod coordinate;
+pub mod events;
 mod identity;
 mod logging;
 mod reconcile;
@@ -107,7 +108,11 @@ async fn shutdown_signal() {
 
 /// The Raft timings for this agent: Consul's `-dev` speeds, or the defaults scaled by `raft_multiplier`.
 pub fn raft_config(config: &AgentConfig) -> RaftConfig {
-    let base = RaftConfig::default();
+    let base = RaftConfig {
+        snapshot_threshold: config.raft_snapshot_threshold,
+        trailing_logs: config.raft_trailing_logs,
+        ..RaftConfig::default()
+    };
     if config.dev {
         return RaftConfig {
             heartbeat_interval: Duration::from_millis(50),
@@ -253,15 +258,19 @@ impl Agent {
             exit: exit.clone(),
             lan: lan.clone(),
             wan: Some(wan.clone()),
+            events: events::UserEvents::new(Some(lan.clone()), config.node_name.clone(), Some(local.clone())),
         };
         let settings = HttpSettings {
             datacenter: config.datacenter.clone(),
             kv_max_value_size: config.kv_max_value_size,
+            txn_max_req_len: config.txn_max_req_len,
+            http_max_body_size: config.http_max_body_size,
             default_query_time: config.default_query_time,
             max_query_time: config.max_query_time,
             http_max_conns_per_client: config.http_max_conns_per_client,
         };
         crate::dns::spawn(&mut tasks, dns_listeners, dns, backend.clone(), stopped(&stop));
+        tasks.spawn(backend.events.clone().collect());
         let (http_stop, ae_backend) = (stopped(&stop), backend.clone());
         tasks.spawn(async move {
             if let Err(e) = crate::http::serve(http_listeners, backend, settings, http_stop).await {

@@ -8,6 +8,7 @@ mod catalog;
 #[cfg(test)]
 mod catalog_tests;
 pub(crate) mod client;
+mod event;
 pub(crate) mod flags;
 mod kv;
 mod members;
@@ -63,6 +64,7 @@ const USAGE: &str = "Usage: concord [--version] [--help] <command> [<args>]
 Available commands are:
     agent          Runs a concord agent
     catalog        Interact with the catalog
+    event          Fire a new event
     force-leave    Forces a member of the cluster to enter the \"left\" state
     info           Provides debugging information for operators.
     join           Tell a running agent to join the cluster
@@ -87,6 +89,7 @@ pub(crate) fn run_with(args: &[String], io: &mut Io<'_>) -> i32 {
     match command.as_str() {
         "agent" => run_agent(rest, io),
         "kv" => kv::run(rest, io),
+        "event" => event::event(rest, io),
         "catalog" => catalog::catalog(rest, io),
         "services" => catalog::services_cmd(rest, io),
         "maint" => catalog::maint(rest, io),

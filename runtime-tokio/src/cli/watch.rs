@@ -1,5 +1,5 @@
 //! `concord watch -type=<type> [options] [handler…]`, as `consul watch`: a loop of blocking queries on one
-//! view (`key`, `keyprefix`, `services`, `nodes`, `service`, `checks`).
+//! view (`key`, `keyprefix`, `services`, `nodes`, `service`, `checks`, `event`).
 //!
 //! - Without a handler the current data is printed as indented JSON and the command exits.
 //! - With a handler, it runs at once with the current data, then again each time the view's index moves
@@ -97,6 +97,16 @@ fn view(fs: &FlagSet) -> Result<View, String> {
                 single: false,
             }
         }
+        "event" => {
+            if !fs.get_str("name").is_empty() {
+                query.push(("name", fs.get_str("name").to_string()));
+            }
+            View {
+                path: "/v1/event/list".into(),
+                query,
+                single: false,
+            }
+        }
         other => return Err(format!("Unsupported watch type: {other}")),
     };
     // Parameters that belong to other types are refused, as Consul's watch parser does.
@@ -105,9 +115,10 @@ fn view(fs: &FlagSet) -> Result<View, String> {
         "keyprefix" => &["prefix"],
         "service" => &["service", "tag", "passing"],
         "checks" => &["service", "state"],
+        "event" => &["name"],
         _ => &[],
     };
-    for name in ["key", "prefix", "service", "state"] {
+    for name in ["key", "prefix", "service", "state", "name"] {
         if !fs.get_str(name).is_empty() && !allowed.contains(&name) {
             return Err(format!("Invalid parameters: [{name}]"));
         }
@@ -128,8 +139,9 @@ pub(crate) fn run(args: &[String], io: &mut Io<'_>) -> i32 {
         .string(
             "type",
             "",
-            "Specifies the watch type. One of key, keyprefix, services, nodes, service, or checks.",
+            "Specifies the watch type. One of key, keyprefix, services, nodes, service, checks, or event.",
         )
+        .string("name", "", "Specifies an event name to watch. Only for 'event' type.")
         .string("key", "", "Specifies the key to watch. Only for 'key' type.")
         .string(
             "prefix",
@@ -363,7 +375,8 @@ mod tests {
                 .string("service", "", "")
                 .list("tag", "")
                 .bool("passing", "")
-                .string("state", "", "");
+                .string("state", "", "")
+                .string("name", "", "");
             let args: Vec<String> = args.iter().map(|s| s.to_string()).collect();
             fs.parse(&args).unwrap();
             view(&fs)
@@ -384,6 +397,15 @@ mod tests {
             "/v1/health/state/critical"
         );
         assert_eq!(parse(&["-type=checks"]).unwrap().path, "/v1/health/state/any");
+        let v = parse(&["-type=event", "-name=deploy"]).unwrap();
+        assert_eq!(
+            (v.path.as_str(), v.query.clone()),
+            ("/v1/event/list", vec![("name", "deploy".to_string())])
+        );
+        assert_eq!(
+            parse(&["-type=key", "-key=a", "-name=x"]).err().unwrap(),
+            "Invalid parameters: [name]"
+        );
         let v = parse(&["-type=keyprefix", "-prefix=app/"]).unwrap();
         assert_eq!((v.path.as_str(), v.single), ("/v1/kv/app/", false));
     }

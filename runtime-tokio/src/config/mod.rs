@@ -65,11 +65,18 @@ pub struct AgentConfig {
     /// conservative, so concord keeps 1 as its default; set `performance { raft_multiplier = 5 }` to slow
     /// elections further.
     pub raft_multiplier: u32,
+    /// `raft_snapshot_threshold`: snapshot once this many entries were applied since the last (16384).
+    pub raft_snapshot_threshold: u64,
+    /// `raft_trailing_logs`: entries kept after a snapshot for lagging followers (10240).
+    pub raft_trailing_logs: u64,
     pub default_query_time: Duration,
     pub max_query_time: Duration,
     /// `limits.kv_max_value_size` (bytes).
     pub kv_max_value_size: usize,
     pub txn_max_req_len: usize,
+    /// `limits.http_max_body_size` (bytes): cap on the JSON bodies of the catalog and agent endpoints.
+    /// concord's own option (Consul has none); 1 MiB by default.
+    pub http_max_body_size: usize,
     pub http_max_conns_per_client: usize,
 
     pub enable_local_script_checks: bool,
@@ -159,10 +166,13 @@ impl Default for AgentConfig {
             enable_script_checks: false,
             domain: "consul.".to_string(),
             raft_multiplier: 1,
+            raft_snapshot_threshold: 16384,
+            raft_trailing_logs: 10240,
             default_query_time: Duration::from_secs(300),
             max_query_time: Duration::from_secs(600),
             kv_max_value_size: 524_288,
             txn_max_req_len: 524_288,
+            http_max_body_size: 1_048_576,
             http_max_conns_per_client: 200,
             enable_local_script_checks: false,
             alt_domain: None,

@@ -338,6 +338,8 @@ pub(super) fn apply(config: &mut AgentConfig, map: &Map<String, Value>, origin: 
             "disable_update_check" => config.disable_update_check = r.bool(k, v)?,
             "disable_host_node_id" => config.disable_host_node_id = r.bool(k, v)?,
             "pid_file" => config.pid_file = Some(PathBuf::from(r.string(k, v)?)),
+            "raft_snapshot_threshold" => config.raft_snapshot_threshold = r.int(k, v, 1, i64::MAX)? as u64,
+            "raft_trailing_logs" => config.raft_trailing_logs = r.int(k, v, 0, i64::MAX)? as u64,
             "raft_protocol" => {
                 let n = r.int(k, v, i64::MIN, i64::MAX)?;
                 if n != 3 {
@@ -431,6 +433,7 @@ fn apply_limits(config: &mut AgentConfig, map: &Map<String, Value>, r: &Reader<'
             "http_max_conns_per_client" => config.http_max_conns_per_client = r.size(&path, v)?,
             "kv_max_value_size" => config.kv_max_value_size = r.size(&path, v)?,
             "txn_max_req_len" => config.txn_max_req_len = r.size(&path, v)?,
+            "http_max_body_size" => config.http_max_body_size = r.size(&path, v)?,
             "rpc_max_conns_per_client"
             | "rpc_rate"
             | "rpc_max_burst"

@@ -61,8 +61,13 @@ fn defaults_are_consuls() {
     assert_eq!(c.retry_interval, Duration::from_secs(30));
     assert_eq!(c.raft_multiplier, 1);
     assert_eq!(
-        (c.kv_max_value_size, c.txn_max_req_len, c.http_max_conns_per_client),
-        (524288, 524288, 200)
+        (
+            c.kv_max_value_size,
+            c.txn_max_req_len,
+            c.http_max_conns_per_client,
+            c.http_max_body_size
+        ),
+        (524288, 524288, 200, 1 << 20)
     );
     assert_eq!(c.raft_protocol, 3);
     assert!(c.disable_host_node_id);
@@ -258,7 +263,7 @@ const JSON: &str = r#"{
   "domain": "corp",
   "recursors": ["8.8.8.8"],
   "performance": {"raft_multiplier": 5},
-  "limits": {"http_max_conns_per_client": 500, "kv_max_value_size": 1024, "txn_max_req_len": 2048},
+  "limits": {"http_max_conns_per_client": 500, "kv_max_value_size": 1024, "txn_max_req_len": 2048, "http_max_body_size": 4096},
   "default_query_time": "10s",
   "max_query_time": "20s",
   "node_meta": {"rack": "r1"},
@@ -299,6 +304,7 @@ limits {
   http_max_conns_per_client = 500
   kv_max_value_size = 1024
   txn_max_req_len = 2048
+  http_max_body_size = 4096
 }
 default_query_time = "10s"
 max_query_time = "20s"
@@ -343,8 +349,13 @@ fn json_and_hcl_files_give_the_same_config() {
     );
     assert_eq!((c.domain.as_str(), c.raft_multiplier), ("corp.", 5));
     assert_eq!(
-        (c.http_max_conns_per_client, c.kv_max_value_size, c.txn_max_req_len),
-        (500, 1024, 2048)
+        (
+            c.http_max_conns_per_client,
+            c.kv_max_value_size,
+            c.txn_max_req_len,
+            c.http_max_body_size
+        ),
+        (500, 1024, 2048, 4096)
     );
     assert_eq!(
         c.dns_config,

@@ -25,7 +25,26 @@ pub const TARGETS: &[(&str, Check)] = &[
     ("storage_record", storage_record),
     ("gossip_sealed", gossip_sealed),
     ("http_request", http_request),
+    ("user_event", user_event),
 ];
+
+/// A gossip user event's payload (`consul:event:*`), as another agent sends it: `decode_event` never
+/// panics; what decodes re-encodes to the same bytes; filtering it against a node with services never
+/// panics (filters are untrusted regular expressions) and a decoded event is kept in the ring at most once.
+pub fn user_event(data: &[u8]) {
+    use crate::agent::events::{decode_event, encode_event, passes_filters, UserEvents};
+    let Some(event) = decode_event(data) else { return };
+    assert_eq!(
+        encode_event(&event),
+        data,
+        "a decoded user event re-encodes to other bytes"
+    );
+    let tags = vec!["v1".to_string(), String::new()];
+    let _ = passes_filters(&event, "node-1", [("web", tags.as_slice()), ("", &[][..])]);
+    let events = UserEvents::new(None, "node-1".into(), None);
+    events.ingest(event);
+    assert!(events.list().len() <= 1);
+}
 
 /// A config file: first byte even = JSON, odd = HCL; the rest is the file's text (skipped unless UTF-8,
 /// as the agent reads files as UTF-8). Parsing, merging and validation never panic, and give the same

@@ -68,11 +68,22 @@ fn http_request_corpus() {
 }
 
 #[test]
+fn user_event_corpus() {
+    replay("user_event");
+}
+
+#[test]
 fn every_target_has_a_replay_test() {
     let names: Vec<&str> = TARGETS.iter().map(|(n, _)| *n).collect();
     assert_eq!(
         names,
-        ["config_file", "storage_record", "gossip_sealed", "http_request"]
+        [
+            "config_file",
+            "storage_record",
+            "gossip_sealed",
+            "http_request",
+            "user_event"
+        ]
     );
     for key in GOSSIP_KEYS {
         crate::gossip::parse_key(key).expect("fuzz keyring keys are valid");
@@ -85,11 +96,12 @@ fn every_target_has_a_replay_test() {
 #[ignore = "generator: run by hand to refresh the seed corpus"]
 fn write_seed_corpus() {
     type Seeds = fn() -> Vec<(&'static str, Vec<u8>)>;
-    let seeds: [(&str, Seeds); 4] = [
+    let seeds: [(&str, Seeds); 5] = [
         ("config_file", config_seeds),
         ("storage_record", storage_seeds),
         ("gossip_sealed", sealed_seeds),
         ("http_request", http_seeds),
+        ("user_event", user_event_seeds),
     ];
     for (target, make) in seeds {
         let dir = corpus_dir(target);
@@ -220,11 +232,55 @@ fn sealed_seeds() -> Vec<(&'static str, Vec<u8>)> {
     ]
 }
 
+fn user_event_seeds() -> Vec<(&'static str, Vec<u8>)> {
+    use crate::agent::events::{encode_event, UserEvent};
+    let event = |node: &str, service: &str, tag: &str| {
+        encode_event(&UserEvent {
+            id: "0b6d2e4a-6c2e-4b0e-9d3c-2f1a6e8b7c5d".into(),
+            name: "deploy".into(),
+            payload: b"v2".to_vec(),
+            node_filter: node.into(),
+            service_filter: service.into(),
+            tag_filter: tag.into(),
+            version: 1,
+            ltime: 0,
+        })
+    };
+    vec![
+        ("plain", event("", "", "")),
+        ("filters", event("^node-[0-9]+$", "web|api", "v1")),
+        ("bad-regex", event("(", "[", "")),
+        ("big-repeat", event("a{1000}{1000}", "", "")),
+    ]
+}
+
 fn http_seeds() -> Vec<(&'static str, Vec<u8>)> {
     // Method bytes: 0 GET, 1 PUT, 2 DELETE, 3 POST.
     let req = |m: u8, rest: &str| text(m, rest);
     vec![
         ("kv-put", req(1, "kv/a/b?flags=3&cas=0\n\nvalue")),
+        (
+            "txn-kv",
+            req(
+                1,
+                "txn\n\n[{\"KV\":{\"Verb\":\"set\",\"Key\":\"a\",\"Value\":\"aGk=\",\"Flags\":1}},\
+                 {\"KV\":{\"Verb\":\"cas\",\"Key\":\"a\",\"Index\":0}},{\"kv\":{\"verb\":\"get-tree\",\"key\":\"\"}},\
+                 {\"KV\":{\"Verb\":\"delete-tree\"}},{\"KV\":{\"Verb\":\"lock\",\"Key\":\"l\",\"Session\":\"s\"}}]",
+            ),
+        ),
+        (
+            "txn-bad",
+            req(
+                1,
+                "txn\n\n[{\"KV\":{\"Verb\":\"nope\",\"Value\":\"!\"}},null,{\"Node\":{}}]",
+            ),
+        ),
+        (
+            "event-fire",
+            req(1, "event/fire/deploy?node=.&service=web&tag=v1\n\npayload"),
+        ),
+        ("event-fire-bad-filter", req(1, "event/fire/x?node=(")),
+        ("event-list-blocking", req(0, "event/list?name=deploy&index=1&wait=1s")),
         ("kv-get-recurse", req(0, "kv/a?recurse&stale=&dc=dc1")),
         ("kv-keys-separator", req(0, "kv/?keys&separator=%2F")),
         ("kv-raw", req(0, "kv/a?raw")),

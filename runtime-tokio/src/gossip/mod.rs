@@ -581,12 +581,37 @@ async fn write_sync(stream: &mut TcpStream, state: &PushPull, keyring: Option<&K
     stream.write_all(&out).await.map_err(|e| e.to_string())
 }
 
-async fn read_sync(stream: &mut TcpStream, keyring: Option<&Keyring>) -> Result<PushPull, String> {
+/// Read exactly `len` bytes (a length already checked against the limit) into `body`, growing it as data
+/// arrives: a peer that announces 16 MiB and sends a few bytes costs a few bytes of memory, not 16 MiB.
+async fn read_frame_body<R: tokio::io::AsyncRead + Unpin>(
+    stream: &mut R,
+    len: usize,
+    body: &mut Vec<u8>,
+) -> Result<(), String> {
+    body.reserve(len.min(PUSH_PULL_FIRST_READ));
+    (&mut *stream)
+        .take(len as u64)
+        .read_to_end(body)
+        .await
+        .map_err(|e| e.to_string())?;
+    if body.len() < len {
+        return Err(format!("push-pull frame truncated: {} of {len} bytes", body.len()));
+    }
+    Ok(())
+}
+
+/// Bytes reserved before a push-pull body's first read (a typical state of a few dozen members fits).
+const PUSH_PULL_FIRST_READ: usize = 16 * 1024;
+
+async fn read_sync<R: tokio::io::AsyncRead + Unpin>(
+    stream: &mut R,
+    keyring: Option<&Keyring>,
+) -> Result<PushPull, String> {
     let mut prefix = [0u8; 4];
     stream.read_exact(&mut prefix).await.map_err(|e| e.to_string())?;
     let len = wire::push_pull_frame_len(prefix).map_err(|e| e.to_string())?;
-    let mut body = vec![0u8; len];
-    stream.read_exact(&mut body).await.map_err(|e| e.to_string())?;
+    let mut body = Vec::new();
+    read_frame_body(stream, len, &mut body).await?;
     let body = match keyring {
         Some(k) => k.decrypt(&body).map_err(|e| e.to_string())?,
         None => body,

@@ -131,3 +131,38 @@ async fn only_members_with_the_key_can_join() {
     assert_eq!(status(&a, "plain"), None);
     assert_eq!(wrong.members().len(), 1);
 }
+
+/// A peer that announces the largest push-pull frame and then sends a little costs memory in proportion to
+/// what it sent; an announced length over the limit is refused before any body is read.
+#[tokio::test]
+async fn push_pull_bodies_grow_with_the_bytes_received() {
+    use concord_core::gossip::wire::MAX_PUSH_PULL_BYTES;
+    let (mut peer, mut ours) = tokio::io::duplex(64 * 1024);
+    let sent = vec![7u8; 100_000];
+    let writer = tokio::spawn(async move {
+        peer.write_all(&sent).await.unwrap();
+        // Dropping `peer` ends the stream 16 MiB short.
+    });
+    let mut body = Vec::new();
+    let err = read_frame_body(&mut ours, MAX_PUSH_PULL_BYTES, &mut body)
+        .await
+        .unwrap_err();
+    writer.await.unwrap();
+    assert_eq!(
+        err,
+        format!("push-pull frame truncated: 100000 of {MAX_PUSH_PULL_BYTES} bytes")
+    );
+    assert_eq!(body.len(), 100_000);
+    assert!(
+        body.capacity() <= 4 * 100_000,
+        "allocated {} bytes for 100000 received",
+        body.capacity()
+    );
+
+    let (mut peer, mut ours) = tokio::io::duplex(1024);
+    peer.write_all(&((MAX_PUSH_PULL_BYTES as u32 + 1).to_be_bytes()))
+        .await
+        .unwrap();
+    let err = read_sync(&mut ours, None).await.unwrap_err();
+    assert!(err.ends_with("-byte limit"), "{err}");
+}

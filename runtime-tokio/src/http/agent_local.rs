@@ -18,8 +18,6 @@ use concord_core::state::{CheckStatus, ServiceInstance};
 use serde::Serialize;
 use std::collections::BTreeMap;
 
-const MAX_BODY: usize = 1024 * 1024;
-
 fn respond(result: HttpResult) -> Response {
     result.unwrap_or_else(IntoResponse::into_response)
 }
@@ -31,10 +29,8 @@ fn agent_error(e: AgentError) -> HttpError {
     }
 }
 
-async fn body_json(body: Body) -> Result<serde_json::Value, HttpError> {
-    let bytes = axum::body::to_bytes(body, MAX_BODY)
-        .await
-        .map_err(|_| HttpError::new(StatusCode::PAYLOAD_TOO_LARGE, "Request body too large"))?;
+async fn body_json(body: Body, limit: usize) -> Result<serde_json::Value, HttpError> {
+    let bytes = super::catalog::body_bytes(body, limit).await?;
     parse_body(&bytes).map_err(HttpError::bad_request)
 }
 
@@ -145,7 +141,7 @@ pub(crate) async fn service_register<B: Backend>(State(state): State<AppState<B>
     respond(
         async {
             let params = Params::parse(&uri)?;
-            let value = body_json(body).await?;
+            let value = body_json(body, state.settings.http_max_body_size).await?;
             let obj = Obj::new(&value).map_err(HttpError::bad_request)?;
             let local = state.backend.local();
             let policy = ScriptPolicy {
@@ -195,7 +191,7 @@ pub(crate) async fn checks<B: Backend>(State(state): State<AppState<B>>, uri: Ur
 pub(crate) async fn check_register<B: Backend>(State(state): State<AppState<B>>, body: Body) -> Response {
     respond(
         async {
-            let value = body_json(body).await?;
+            let value = body_json(body, state.settings.http_max_body_size).await?;
             let obj = Obj::new(&value).map_err(HttpError::bad_request)?;
             let local = state.backend.local();
             let policy = ScriptPolicy {
@@ -270,7 +266,7 @@ pub(crate) async fn check_update<B: Backend>(
 ) -> Response {
     respond(
         async {
-            let value = body_json(body).await?;
+            let value = body_json(body, state.settings.http_max_body_size).await?;
             let obj = Obj::new(&value).map_err(HttpError::bad_request)?;
             let status = obj.str("Status").map_err(HttpError::bad_request)?;
             let status = CheckStatus::parse(&status)

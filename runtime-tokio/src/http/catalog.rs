@@ -26,9 +26,6 @@ use serde::Serialize;
 use std::collections::BTreeMap;
 use std::sync::Arc;
 
-/// Largest catalog write body (Consul has no separate limit; this matches the KV value limit's order).
-const MAX_BODY: usize = 1024 * 1024;
-
 fn respond(result: HttpResult) -> Response {
     result.unwrap_or_else(IntoResponse::into_response)
 }
@@ -354,10 +351,15 @@ pub(crate) async fn health_service<B: Backend>(
 
 // ---- writes -----------------------------------------------------------------------------------------
 
-pub(crate) async fn body_bytes(body: Body) -> Result<Bytes, HttpError> {
-    axum::body::to_bytes(body, MAX_BODY)
-        .await
-        .map_err(|_| HttpError::new(StatusCode::PAYLOAD_TOO_LARGE, "Request body too large"))
+/// Read a JSON request body of at most `limit` bytes (`limits.http_max_body_size`); nothing beyond the
+/// limit is buffered.
+pub(crate) async fn body_bytes(body: Body, limit: usize) -> Result<Bytes, HttpError> {
+    axum::body::to_bytes(body, limit).await.map_err(|_| {
+        HttpError::new(
+            StatusCode::PAYLOAD_TOO_LARGE,
+            format!("Request body too large, max size: {limit} bytes (limits.http_max_body_size)"),
+        )
+    })
 }
 
 /// Send a catalog write; answer `true` as Consul does.
@@ -412,7 +414,7 @@ pub(crate) async fn register<B: Backend>(
         async {
             put_only(&method)?;
             let params = params(&state, &uri)?;
-            let body = body_bytes(body).await?;
+            let body = body_bytes(body, state.settings.http_max_body_size).await?;
             let value = parse_body(&body).map_err(HttpError::bad_request)?;
             let mut reg =
                 registration(Obj::new(&value).map_err(HttpError::bad_request)?).map_err(HttpError::bad_request)?;
@@ -449,7 +451,7 @@ pub(crate) async fn deregister<B: Backend>(
         async {
             put_only(&method)?;
             let params = params(&state, &uri)?;
-            let body = body_bytes(body).await?;
+            let body = body_bytes(body, state.settings.http_max_body_size).await?;
             let value = parse_body(&body).map_err(HttpError::bad_request)?;
             let o = Obj::new(&value).map_err(HttpError::bad_request)?;
             let opt = |s: String| (!s.is_empty()).then_some(s);

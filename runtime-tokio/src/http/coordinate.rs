@@ -186,7 +186,7 @@ pub(crate) async fn update<B: Backend>(
             }
             let params = Params::parse(&uri)?;
             params.check_dc(&state.settings)?;
-            let body = body_bytes(body).await?;
+            let body = body_bytes(body, state.settings.http_max_body_size).await?;
             let update = parse_update(&body).map_err(HttpError::bad_request)?;
             if update.node.is_empty() {
                 return Err(HttpError::bad_request("Must provide node"));

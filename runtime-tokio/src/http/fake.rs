@@ -37,6 +37,8 @@ pub(crate) struct FakeBackend {
     pub(crate) hang_dropped: Arc<AtomicBool>,
     pub(crate) left: Arc<AtomicBool>,
     pub(crate) local: Option<crate::local::LocalAgentHandle>,
+    /// User events, delivered straight to this fake agent (no gossip).
+    pub(crate) events: Option<crate::agent::events::UserEvents>,
 }
 
 impl FakeBackend {
@@ -53,6 +55,11 @@ impl FakeBackend {
                 true,
             )),
             ..FakeBackend::default()
+        };
+        let events = crate::agent::events::UserEvents::new(None, "server-1".into(), fake.local.clone());
+        let fake = FakeBackend {
+            events: Some(events),
+            ..fake
         };
         fake.inner.lock().unwrap().index = 1;
         fake
@@ -203,6 +210,7 @@ fn apply(inner: &mut Inner, cmd: Command) -> bool {
         cmd @ (Command::CatalogRegister(_)
         | Command::CatalogDeregister { .. }
         | Command::CatalogCheckUpdate { .. }
+        | Command::Txn(_)
         | Command::CatalogSync(_)
         | Command::CoordinateBatchUpdate(_)) => {
             let mut changes = concord_core::state::Changes::default();
@@ -248,10 +256,12 @@ impl Backend for FakeBackend {
                     result: Arc::new(result),
                 }
             }
+            // Transactions run on the fake's state machine (not its KV map): enough to exercise /v1/txn.
             Request::Write(
                 cmd @ (Command::CatalogRegister(_)
                 | Command::CatalogDeregister { .. }
                 | Command::CatalogCheckUpdate { .. }
+                | Command::Txn(_)
                 | Command::CatalogSync(_)
                 | Command::CoordinateBatchUpdate(_)),
             ) => {
@@ -305,6 +315,10 @@ impl Backend for FakeBackend {
 
     fn local(&self) -> &crate::local::LocalAgentHandle {
         self.local.as_ref().expect("FakeBackend::new makes the local agent")
+    }
+
+    fn user_events(&self) -> Option<&crate::agent::events::UserEvents> {
+        self.events.as_ref()
     }
 
     async fn agent_self(&self) -> AgentSelf {

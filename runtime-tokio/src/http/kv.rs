@@ -197,7 +197,7 @@ async fn put<B: Backend>(
     }
     let flags = params.u64("flags")?.unwrap_or(0);
     let cas = params.u64("cas")?;
-    let value = read_value(headers, body, state.settings.kv_max_value_size).await?;
+    let value = read_value(headers, body, state.settings.kv_max_value_size, "kv_max_value_size").await?;
     let cmd = Command::KvSet { key, value, flags, cas };
     let applied = write(state, cmd).await?;
     // As Consul: only a CAS reports the outcome; a plain set always answers `true`.
@@ -238,8 +238,14 @@ async fn write<B: Backend>(state: &AppState<B>, cmd: Command) -> Result<bool, Ht
 const DRAIN_MAX: usize = 4 << 20;
 const DRAIN_TIME: Duration = Duration::from_secs(2);
 
-/// Read a PUT body of at most `limit` bytes. Nothing beyond `limit` is ever kept in memory.
-async fn read_value(headers: &HeaderMap, mut body: Body, limit: usize) -> Result<Bytes, HttpError> {
+/// Read a PUT body of at most `limit` bytes (the configuration option `option`, named in the 413). Nothing
+/// beyond `limit` is ever kept in memory.
+pub(crate) async fn read_value(
+    headers: &HeaderMap,
+    mut body: Body,
+    limit: usize,
+    option: &str,
+) -> Result<Bytes, HttpError> {
     let declared = headers
         .get(header::CONTENT_LENGTH)
         .and_then(|v| v.to_str().ok()?.parse::<u64>().ok());
@@ -251,7 +257,7 @@ async fn read_value(headers: &HeaderMap, mut body: Body, limit: usize) -> Result
         if !expects_continue {
             drain(body).await;
         }
-        return Err(too_large(Some(len), limit));
+        return Err(too_large(Some(len), limit, option));
     }
     let mut buf = Vec::with_capacity(declared.map_or(0, |len| len as usize));
     while let Some(frame) = poll_fn(|cx| Pin::new(&mut body).poll_frame(cx)).await {
@@ -259,7 +265,7 @@ async fn read_value(headers: &HeaderMap, mut body: Body, limit: usize) -> Result
         if let Ok(data) = frame.into_data() {
             if buf.len() + data.len() > limit {
                 drain(body).await;
-                return Err(too_large(None, limit));
+                return Err(too_large(None, limit, option));
             }
             buf.extend_from_slice(&data);
         }
@@ -280,7 +286,7 @@ async fn drain(mut body: Body) {
     .await;
 }
 
-fn too_large(declared: Option<u64>, limit: usize) -> HttpError {
+fn too_large(declared: Option<u64>, limit: usize, option: &str) -> HttpError {
     let size = match declared {
         Some(len) => format!("{len} bytes"),
         None => format!("more than {limit} bytes"),
@@ -289,7 +295,7 @@ fn too_large(declared: Option<u64>, limit: usize) -> HttpError {
         StatusCode::PAYLOAD_TOO_LARGE,
         format!(
             "Request body({size}) too large, max size: {limit} bytes. See \
-             https://developer.hashicorp.com/docs/agent/config/config-files#kv_max_value_size."
+             https://developer.hashicorp.com/docs/agent/config/config-files#{option}."
         ),
     )
 }

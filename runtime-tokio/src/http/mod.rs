@@ -4,8 +4,9 @@
 //! Invariants:
 //! - Every response carries `X-Consul-Default-ACL-Policy: allow`; reads carry the `X-Consul-*` meta headers
 //!   and `X-Consul-Index` is never 0.
-//! - A request body is read with a limit and never buffered beyond `kv_max_value_size + 1` bytes (plus at
-//!   most one transport frame).
+//! - A request body is read with a limit and never buffered beyond it (plus at most one transport frame):
+//!   `kv_max_value_size` for KV values, `max(txn_max_req_len, kv_max_value_size)` for `/v1/txn`,
+//!   `http_max_body_size` for catalog and agent JSON, 512 bytes for a user event's payload.
 //! - Dropping a request (client gone, shutdown) drops the [`Backend::call`] future; that is how a parked
 //!   blocking query is released in the core.
 //! - Concurrent connections per client IP are capped at `http_max_conns_per_client`; the connection beyond
@@ -23,6 +24,7 @@ mod clean_path;
 mod conn_limit;
 mod coordinate;
 pub(crate) mod decode;
+mod event;
 #[cfg(any(test, feature = "fuzzing"))]
 pub(crate) mod fake;
 mod filter;
@@ -33,6 +35,9 @@ pub(crate) mod reply;
 mod shared_body;
 #[cfg(test)]
 pub(crate) mod tests;
+mod txn;
+#[cfg(test)]
+mod txn_tests;
 
 use axum::http::HeaderValue;
 use axum::routing::{any, get, post, put};
@@ -84,6 +89,11 @@ pub trait Backend: Clone + Send + Sync + 'static {
         &self,
     ) -> impl Future<Output = Vec<(String, String, concord_core::coordinate::Coordinate)>> + Send {
         async { Vec::new() }
+    }
+
+    /// This agent's user events (`/v1/event/*`); `None` where gossip does not run.
+    fn user_events(&self) -> Option<&crate::agent::events::UserEvents> {
+        None
     }
     /// The agent's local services and checks (`/v1/agent/service*`, `/v1/agent/check*`).
     fn local(&self) -> &crate::local::LocalAgentHandle;
@@ -170,6 +180,12 @@ pub struct HttpSettings {
     pub datacenter: String,
     /// Largest KV value a PUT may carry (`limits.kv_max_value_size`); larger bodies get 413.
     pub kv_max_value_size: usize,
+    /// Largest `/v1/txn` body (`limits.txn_max_req_len`); the cap is the larger of this and
+    /// `kv_max_value_size`, as in Consul.
+    pub txn_max_req_len: usize,
+    /// Largest JSON body of the catalog and agent endpoints (`limits.http_max_body_size`, concord's own
+    /// option: Consul reads these bodies without a cap). Larger bodies get 413.
+    pub http_max_body_size: usize,
     /// `?wait` when a blocking query gives `index` without `wait` (`default_query_time`, 300 s).
     pub default_query_time: Duration,
     /// Cap on `?wait` (`max_query_time`, 600 s). The core adds the jitter.
@@ -184,6 +200,8 @@ impl Default for HttpSettings {
         HttpSettings {
             datacenter: "dc1".to_string(),
             kv_max_value_size: 512 * 1024,
+            txn_max_req_len: 512 * 1024,
+            http_max_body_size: 1024 * 1024,
             default_query_time: Duration::from_secs(300),
             max_query_time: Duration::from_secs(600),
             http_max_conns_per_client: 200,
@@ -313,6 +331,11 @@ pub(crate) fn router<B: Backend>(state: AppState<B>) -> Router {
     Router::new()
         .route("/v1/kv/", any(kv::kv_root::<B>))
         .route("/v1/kv/{*key}", any(kv::kv_key::<B>))
+        // issue 8 (limits helper): transactions and user events.
+        .route("/v1/txn", put(txn::txn::<B>))
+        .route("/v1/event/fire/", put(event::fire_root))
+        .route("/v1/event/fire/{*name}", put(event::fire::<B>))
+        .route("/v1/event/list", get(event::list::<B>))
         .route("/v1/status/leader", get(agent::status_leader::<B>))
         .route("/v1/status/peers", get(agent::status_peers::<B>))
         .route("/v1/operator/raft/configuration", get(agent::raft_configuration::<B>))

@@ -53,6 +53,21 @@ fn fjall_err(e: ::fjall::Error) -> StorageError {
     StorageError::Io(format!("fjall: {e}"))
 }
 
+/// An error opening or reading back the log store: I/O stays I/O; anything else (a checksum mismatch, an
+/// undecodable table or journal) means the files are damaged, and the agent refuses to start.
+fn damaged(raft_dir: &Path, e: ::fjall::Error) -> StorageError {
+    match e {
+        ::fjall::Error::Io(_) | ::fjall::Error::Poisoned | ::fjall::Error::Locked => fjall_err(e),
+        e => StorageError::Corrupt(format!(
+            "the Raft log store in {} is damaged ({e:?}); refusing to start rather than serve it. Restore the \
+             data dir from a backup, or remove this server from the cluster (`operator raft remove-peer` on a \
+             healthy server), delete {} and start it again to join as a new member",
+            raft_dir.join("log").display(),
+            raft_dir.display(),
+        )),
+    }
+}
+
 fn key(index: Index) -> [u8; 8] {
     index.to_be_bytes()
 }
@@ -88,12 +103,12 @@ impl FjallStore {
             .open()
             .map_err(|e| match e {
                 ::fjall::Error::Locked => StorageError::Locked(data_dir.display().to_string()),
-                e => fjall_err(e),
+                e => damaged(&raft_dir, e),
             })?;
         // Journal writes reach the OS only at `sync`: one write and one fdatasync per group.
         let options = || KeyspaceCreateOptions::default().manual_journal_persist(true);
-        let log = db.keyspace("log", options).map_err(fjall_err)?;
-        let meta = db.keyspace("meta", options).map_err(fjall_err)?;
+        let log = db.keyspace("log", options).map_err(|e| damaged(&raft_dir, e))?;
+        let meta = db.keyspace("meta", options).map_err(|e| damaged(&raft_dir, e))?;
         let snapshots = SnapshotDir::open(raft_dir.join("snapshots"))?;
         let mut store = FjallStore {
             db,
@@ -121,8 +136,25 @@ impl FjallStore {
     fn load(&mut self) -> Result<Recovered, StorageError> {
         let hard_state = self.load_hard_state()?;
         let (snapshot, discarded) = self.snapshots.load_newest()?;
-        self.report.discarded_snapshots.extend(discarded);
         self.snapshot_index = snapshot.as_ref().map_or(0, |s| s.meta.index);
+        if let Some(&(ref path, lost)) = discarded.iter().max_by_key(|(_, index)| *index) {
+            // Decided before anything is deleted, so a refusal holds at every later start too.
+            let reach = self.log_reach()?;
+            if reach < lost {
+                return Err(StorageError::Corrupt(format!(
+                    "snapshot {} is damaged and neither an older snapshot nor the Raft log reaches its index \
+                     {lost} (this server's intact state ends at {reach}); refusing to start rather than serve \
+                     or vote with state it acknowledged and lost. Restore the data dir from a backup, or remove \
+                     this server from the cluster (`operator raft remove-peer` on a healthy server), delete {} \
+                     and start it again to join as a new member",
+                    path.display(),
+                    self.hard_state_path.parent().unwrap_or(&self.hard_state_path).display(),
+                )));
+            }
+            let paths: Vec<PathBuf> = discarded.into_iter().map(|(p, _)| p).collect();
+            self.snapshots.remove_damaged(&paths)?;
+            self.report.discarded_snapshots.extend(paths);
+        }
         let entries = self.load_log()?;
         self.stored = entries.first().zip(entries.last()).map(|(f, l)| (f.index, l.index));
         Ok(Recovered {
@@ -146,13 +178,35 @@ impl FjallStore {
         })
     }
 
+    /// The highest index the recovered state can reach without the damaged snapshots: the loaded snapshot's,
+    /// or the last log key when the log continues it without a gap (a damaged entry further on is a torn
+    /// tail, cut as usual: it was never acknowledged).
+    fn log_reach(&self) -> Result<Index, StorageError> {
+        let index_of = |guard: Option<::fjall::Guard>| -> Result<Option<Index>, StorageError> {
+            let Some(guard) = guard else { return Ok(None) };
+            let k = guard.key().map_err(fjall_err)?;
+            Ok(<[u8; 8]>::try_from(&*k).map(u64::from_be_bytes).ok())
+        };
+        let first = index_of(self.log.first_key_value())?;
+        let last = index_of(self.log.last_key_value())?;
+        Ok(match (first, last) {
+            (Some(first), Some(last)) if first <= self.snapshot_index + 1 => last.max(self.snapshot_index),
+            _ => self.snapshot_index,
+        })
+    }
+
     /// The good prefix of the log after the snapshot; deletes everything else from the log keyspace.
     fn load_log(&mut self) -> Result<Vec<Entry>, StorageError> {
         let mut entries: Vec<Entry> = Vec::new();
         let mut covered = Vec::new();
         let mut torn: Vec<Vec<u8>> = Vec::new();
+        let raft_dir = self
+            .hard_state_path
+            .parent()
+            .unwrap_or(&self.hard_state_path)
+            .to_path_buf();
         for guard in self.log.iter() {
-            let (k, v) = guard.into_inner().map_err(fjall_err)?;
+            let (k, v) = guard.into_inner().map_err(|e| damaged(&raft_dir, e))?;
             if !torn.is_empty() {
                 torn.push(k.to_vec());
                 continue;

@@ -18,6 +18,9 @@ const TMP_SUFFIX: &str = ".snap.tmp";
 /// How many snapshot files are kept: the newest, plus one to fall back on if the newest is damaged.
 const KEEP: usize = 2;
 
+/// A damaged snapshot file and the index its name claims.
+pub(crate) type Damaged = (PathBuf, Index);
+
 pub(crate) struct SnapshotDir {
     path: PathBuf,
 }
@@ -81,9 +84,10 @@ impl SnapshotDir {
         Ok(())
     }
 
-    /// Load the newest snapshot that validates. Damaged or partial files are deleted (with a warning)
-    /// and returned in the second element; leftover temp files are deleted silently.
-    pub(crate) fn load_newest(&self) -> Result<(Option<Snapshot>, Vec<PathBuf>), StorageError> {
+    /// Load the newest snapshot that validates. Damaged or partial files newer than it are reported (with a
+    /// warning) and returned in the second element, not deleted: the caller decides whether it can go on
+    /// without them ([`SnapshotDir::remove_damaged`]). Leftover temp files are deleted silently.
+    pub(crate) fn load_newest(&self) -> Result<(Option<Snapshot>, Vec<Damaged>), StorageError> {
         let mut names = self.list()?;
         names.sort_unstable_by(|a, b| b.cmp(a));
         let mut discarded = Vec::new();
@@ -94,10 +98,9 @@ impl SnapshotDir {
                 Err(reason) => {
                     tracing::warn!(
                         path = %path.display(),
-                        "discarding damaged snapshot file ({reason}); falling back to an older snapshot"
+                        "damaged snapshot file ({reason}); trying an older snapshot"
                     );
-                    self.remove(&path)?;
-                    discarded.push(path);
+                    discarded.push((path, name.index));
                 }
             }
         }
@@ -121,6 +124,11 @@ impl SnapshotDir {
             }
         }
         Ok(names)
+    }
+
+    /// Delete damaged snapshot files once recovery decided to go on without them.
+    pub(crate) fn remove_damaged(&self, paths: &[PathBuf]) -> Result<(), StorageError> {
+        paths.iter().try_for_each(|p| self.remove(p))
     }
 
     fn remove(&self, path: &Path) -> Result<(), StorageError> {

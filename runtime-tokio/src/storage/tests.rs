@@ -356,7 +356,7 @@ fn garbage_or_a_gap_after_the_last_entry_is_truncated() {
 }
 
 #[test]
-fn corrupt_newest_snapshot_falls_back_to_the_previous_one() {
+fn corrupt_newest_snapshot_without_a_log_reaching_it_refuses_to_start() {
     let dir = tempfile::tempdir().unwrap();
     let mut store = open(dir.path());
     stage_sync(
@@ -383,18 +383,53 @@ fn corrupt_newest_snapshot_falls_back_to_the_previous_one() {
     // A crash mid-write leaves a temp file behind; it must not be mistaken for a snapshot.
     std::fs::write(snap_dir.join("1-9.snap.tmp"), b"partial").unwrap();
 
-    let mut store = open(dir.path());
-    let recovered = store.recover().unwrap();
-    assert_eq!(recovered.snapshot, Some(snapshot(1, 4)));
-    assert_eq!(store.recovery_report().discarded_snapshots, vec![newest.clone()]);
-    // Entries 5..=6 were deleted with the lost snapshot; what is left after the hole is not served.
-    assert_eq!(recovered.entries, vec![]);
-    assert!(!newest.exists());
+    // Entries 5..=6 were deleted when snapshot 6 was taken: snapshot 4 and the log (7..=10) cannot rebuild
+    // the state this server acknowledged, so it refuses to start, and keeps refusing (nothing was deleted).
+    for _ in 0..2 {
+        match FjallStore::open(dir.path()) {
+            Err(StorageError::Corrupt(msg)) => {
+                assert!(msg.contains("1-6.snap is damaged"), "{msg}");
+                assert!(msg.contains("index 6") && msg.contains("ends at 4"), "{msg}");
+                assert!(msg.contains("refusing to start"), "{msg}");
+            }
+            other => panic!("expected a refusal, got {:?}", other.map(|_| ())),
+        }
+        assert!(newest.exists());
+    }
     assert!(!snap_dir.join("1-9.snap.tmp").exists());
 }
 
+/// The crash window of a snapshot: its file is durable, the entries it covers are not deleted yet. If that
+/// newest file is then damaged, the older snapshot plus the log still reach its index: recovery goes on
+/// without it (and deletes it), losing nothing.
 #[test]
-fn truncated_snapshot_file_is_discarded() {
+fn damaged_newest_snapshot_the_log_still_covers_is_dropped() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut store = open(dir.path());
+    stage_sync(
+        &mut store,
+        &[
+            PersistOp::Append(entries(1, 1..=10)),
+            PersistOp::Snapshot {
+                snapshot: snapshot(1, 4),
+                keep_log: true,
+            },
+        ],
+    );
+    let snap_dir = store.snapshot_dir().to_path_buf();
+    drop(store);
+    // A "newer" snapshot file whose contents do not match its name: damaged.
+    let newest = snap_dir.join("1-6.snap");
+    std::fs::copy(snap_dir.join("1-4.snap"), &newest).unwrap();
+    let (recovered, report) = reopen(dir.path());
+    assert_eq!(recovered.snapshot, Some(snapshot(1, 4)));
+    assert_eq!(recovered.entries, entries(1, 5..=10));
+    assert_eq!(report.discarded_snapshots, vec![newest.clone()]);
+    assert!(!newest.exists());
+}
+
+#[test]
+fn truncated_only_snapshot_refuses_to_start() {
     let dir = tempfile::tempdir().unwrap();
     let mut store = open(dir.path());
     stage_sync(
@@ -408,9 +443,11 @@ fn truncated_snapshot_file_is_discarded() {
     drop(store);
     let bytes = std::fs::read(&path).unwrap();
     std::fs::write(&path, &bytes[..bytes.len() / 2]).unwrap();
-    let (recovered, report) = reopen(dir.path());
-    assert_eq!(recovered.snapshot, None);
-    assert_eq!(report.discarded_snapshots, vec![path]);
+    assert!(
+        matches!(FjallStore::open(dir.path()), Err(StorageError::Corrupt(m)) if m.contains("ends at 0")),
+        "the only snapshot is damaged and the log was compacted under it: refuse, not start empty"
+    );
+    assert!(path.exists());
 }
 
 #[test]
