@@ -6,6 +6,7 @@
 
 pub mod agent;
 pub mod api;
+pub mod coordinate;
 pub mod dns;
 #[doc(hidden)]
 pub mod fuzzing;

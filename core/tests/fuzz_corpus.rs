@@ -529,6 +529,36 @@ fn command_seeds() -> Vec<(&'static str, Vec<u8>)> {
                 (KvVerb::CheckIndex, "dir/y", 1),
             ]),
         ),
+        (
+            "sync-register",
+            Command::CatalogRegister(Box::new(concord_core::state::Registration {
+                node: "n1".into(),
+                address: "10.0.0.1".into(),
+                service: Some(concord_core::state::ServiceInstance {
+                    id: "web1".into(),
+                    service: "web".into(),
+                    ..Default::default()
+                }),
+                ..Default::default()
+            }))
+            .fenced(concord_core::state::SyncSeq { epoch: 1, round: 2 }),
+        ),
+        (
+            "sync-deregister",
+            Command::CatalogDeregister {
+                node: "n1".into(),
+                service_id: Some("web1".into()),
+                check_id: None,
+            }
+            .fenced(concord_core::state::SyncSeq { epoch: 1, round: 3 }),
+        ),
+        (
+            "coordinate-update",
+            Command::CoordinateBatchUpdate(vec![concord_core::state::CoordinateUpdate {
+                node: "n1".into(),
+                coord: concord_core::coordinate::Coordinate::new(&Default::default()),
+            }]),
+        ),
     ];
     let mut seeds: Vec<(&str, Vec<u8>)> = cmds.iter().map(|(n, c)| (*n, c.encode().to_vec())).collect();
     let set_bytes = cmds[0].1.encode().to_vec();
@@ -843,7 +873,16 @@ fn gossip_packet_seeds() -> Vec<(&'static str, Vec<u8>)> {
     };
     let mut bad_tag = assemble_packet([all[2].as_slice()]);
     bad_tag[3] = 0x7f;
+    let coordinate = concord_core::coordinate::Coordinate::new(&Default::default());
+    let ack_payload = GossipMessage::AckPayload {
+        seq: 3,
+        payload: concord_core::coordinate::encode_ack_payload(&coordinate),
+    };
     seeds.extend([
+        (
+            "ack-payload",
+            assemble_packet([encode_message(&ack_payload).as_slice()]),
+        ),
         ("compound", compound.clone()),
         ("empty", Vec::new()),
         ("version-only", vec![1]),

@@ -84,6 +84,11 @@ pub fn gossip_packet(data: &[u8]) {
         let parts: Vec<Vec<u8>> = msgs.iter().map(encode_message).collect();
         let again = assemble_packet(parts.iter().map(Vec::as_slice));
         assert_eq!(decode_packet(&again).as_ref(), Ok(&msgs), "packet does not round-trip");
+        for msg in &msgs {
+            if let crate::gossip::Message::AckPayload { payload, .. } = msg {
+                ack_payload(payload);
+            }
+        }
     }
     let mut g = member();
     let now = Instant::from_micros(1_000);
@@ -95,6 +100,25 @@ pub fn gossip_packet(data: &[u8]) {
     g.handle(now, input, &mut out);
     check_effects(&g, &out);
     run(&mut g, now);
+}
+
+/// An ack payload as the coordinate client takes it (`concord::gossip` decodes it the same way): decoding
+/// never panics; a decoded coordinate is valid, round-trips, and a sample with it keeps the client's
+/// coordinate valid.
+fn ack_payload(payload: &[u8]) {
+    use crate::coordinate::{decode_ack_payload, encode_ack_payload, Client, CoordinateConfig};
+    use rand::SeedableRng;
+    let Some(other) = decode_ack_payload(payload) else {
+        return;
+    };
+    assert!(other.is_valid());
+    assert_eq!(decode_ack_payload(&encode_ack_payload(&other)), Some(other.clone()));
+    let mut client = Client::new(CoordinateConfig::default());
+    let mut rng = rand::rngs::SmallRng::seed_from_u64(1);
+    for _ in 0..3 {
+        let _ = client.update("peer", &other, Duration::from_millis(5), &mut rng);
+        assert!(client.coordinate().is_valid());
+    }
 }
 
 /// The body of a push-pull frame (after its 4-byte length). Decoding never panics; what decodes

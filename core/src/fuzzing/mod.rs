@@ -114,6 +114,13 @@ pub fn command_start_state() -> StateMachine {
     for (i, cmd) in history.iter().enumerate() {
         sm.apply(i as u64 + 2, cmd, &mut crate::state::Changes::default());
     }
+    // One catalog node, so catalog commands (fenced ones, coordinates) have something to act on.
+    let node = Command::CatalogRegister(Box::new(crate::state::Registration {
+        node: "n1".into(),
+        address: "10.0.0.1".into(),
+        ..Default::default()
+    }));
+    sm.apply(history.len() as u64 + 2, &node, &mut crate::state::Changes::default());
     sm
 }
 

@@ -17,11 +17,13 @@
 
 mod broadcast;
 mod config;
+mod rtt;
 #[cfg(test)]
 mod tests;
 pub mod wire;
 
 pub use config::GossipTiming;
+pub use rtt::ACK_PAYLOAD_TAG;
 pub use wire::{MemberRecord, MemberState, Message, PushPull, Tags};
 
 use crate::time::Instant;
@@ -122,6 +124,13 @@ pub enum GossipEvent {
     },
     /// Our leave intent had time to spread; the runtime may shut down.
     LeaveDone,
+    /// A direct probe of `member` was acked after `rtt` (memberlist's `NotifyPingComplete`), with the
+    /// payload of the ack if it carried one (see [`Gossip::set_ack_payload`]).
+    PingRtt {
+        member: String,
+        rtt: Duration,
+        payload: Option<Vec<u8>>,
+    },
     /// Another address claims the live member `name` (memberlist's "Conflicting address"): the claim is
     /// refused. Reported by every member that refuses it, `name` itself included (which does not refute
     /// it: a refutation war would follow).
@@ -238,6 +247,8 @@ pub struct Gossip {
     /// Members alive or suspect, us included (kept up to date: `num_alive` is on every packet's path).
     live: usize,
     stats: GossipStats,
+    /// Direct probes in flight (for RTT samples) and our ack payload.
+    rtt: rtt::RttProbes,
 }
 
 impl Gossip {
@@ -290,6 +301,7 @@ impl Gossip {
             ids,
             live: 1,
             stats: GossipStats::default(),
+            rtt: rtt::RttProbes::default(),
         }
     }
 

@@ -9,11 +9,13 @@ use rand::Rng;
 
 impl Gossip {
     pub(super) fn on_message(&mut self, now: Instant, from: SocketAddr, msg: Message, out: &mut Vec<Effect>) {
+        let msg = self.rtt_on_message(now, from, msg, out);
         match msg {
             Message::Ping { seq, target } => {
                 // A ping meant for a previous owner of our address must not vouch for it.
                 if target == self.name {
-                    self.send(from, Message::Ack { seq }, out);
+                    let ack = self.ack_for(from, seq);
+                    self.send(from, ack, out);
                 }
             }
             Message::IndirectPing {
@@ -66,6 +68,8 @@ impl Gossip {
                 prune,
             } => self.on_leave(now, incarnation, name, prune, out),
             Message::UserEvent { ltime, name, payload } => self.on_user_event(ltime, name, payload, out),
+            // Turned into a plain `Ack` by `rtt_on_message`.
+            Message::AckPayload { .. } => {}
         }
     }
 
@@ -94,6 +98,7 @@ impl Gossip {
                 expected_nacks: 0,
             },
         );
+        self.rtt_probe_sent(now, seq, &target, addr);
         let mut msgs = vec![Message::Ping { seq, target }];
         msgs.extend(buddy);
         self.send_all(addr, &msgs, out);

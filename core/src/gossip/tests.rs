@@ -566,3 +566,181 @@ fn joining_through_the_holder_of_our_name_loses_and_the_holder_stays() {
     assert!(a.next_deadline().is_some(), "the holder keeps running");
     assert_eq!(a.member("web").unwrap().addr, addr(1));
 }
+
+// ---------------------------------------------------------------- RTT samples and ack payloads
+
+fn machine_tagged(name: &str, i: u8, ack_payload: bool) -> Gossip {
+    let tags: Tags = if ack_payload {
+        [(ACK_PAYLOAD_TAG.to_string(), "1".to_string())].into()
+    } else {
+        Tags::new()
+    };
+    Gossip::new(
+        GossipConfig {
+            name: name.into(),
+            addr: addr(i),
+            tags,
+            seed: i as u64,
+            timing: GossipTiming::lan(),
+        },
+        Instant::ZERO,
+    )
+}
+
+/// Tick `g` until it pings `to`; returns (when, the packet).
+fn run_until_ping(g: &mut Gossip, to: SocketAddr) -> (Instant, Vec<u8>) {
+    let mut out = Vec::new();
+    for _ in 0..1000 {
+        out.clear();
+        let now = g.next_deadline().unwrap();
+        g.handle(now, Input::Tick, &mut out);
+        for e in &out {
+            if let Effect::Packet { to: t, bytes } = e {
+                if *t == to && matches!(decode_packet(bytes).unwrap()[0], Message::Ping { .. }) {
+                    return (now, bytes.clone());
+                }
+            }
+        }
+    }
+    panic!("no ping to {to}");
+}
+
+fn packets_to(out: &[Effect], to: SocketAddr) -> Vec<Message> {
+    out.iter()
+        .filter_map(|e| match e {
+            Effect::Packet { to: t, bytes } if *t == to => Some(decode_packet(bytes).unwrap()),
+            _ => None,
+        })
+        .flatten()
+        .collect()
+}
+
+fn rtt_events(out: &[Effect]) -> Vec<(String, Duration, Option<Vec<u8>>)> {
+    out.iter()
+        .filter_map(|e| match e {
+            Effect::Event(GossipEvent::PingRtt { member, rtt, payload }) => {
+                Some((member.clone(), *rtt, payload.clone()))
+            }
+            _ => None,
+        })
+        .collect()
+}
+
+#[test]
+fn a_direct_probe_reports_its_rtt_with_the_ackers_payload() {
+    let mut a = machine_tagged("a", 1, true);
+    let mut b = machine_tagged("b", 2, true);
+    join_through(&mut a, &mut b, Instant::ZERO);
+    b.set_ack_payload(Some(vec![7, 7, 7]));
+    let (sent, ping) = run_until_ping(&mut a, addr(2));
+    let mut out = Vec::new();
+    b.handle(
+        sent + Duration::from_millis(3),
+        Input::Packet {
+            from: addr(1),
+            bytes: ping,
+        },
+        &mut out,
+    );
+    let acks = packets_to(&out, addr(1));
+    let Some(Message::AckPayload { seq, payload }) = acks.first().cloned() else {
+        panic!("b answers with its payload: {acks:?}")
+    };
+    assert_eq!(payload, vec![7, 7, 7]);
+    let ack = packet(&[Message::AckPayload { seq, payload }]);
+    let mut out = Vec::new();
+    a.handle(
+        sent + Duration::from_millis(5),
+        Input::Packet {
+            from: addr(2),
+            bytes: ack.clone(),
+        },
+        &mut out,
+    );
+    assert_eq!(
+        rtt_events(&out),
+        vec![("b".to_string(), Duration::from_millis(5), Some(vec![7, 7, 7]))]
+    );
+    // The probe counts as acked: no indirect probe, no suspicion of b when the interval ends.
+    let mut out = Vec::new();
+    a.handle(sent + Duration::from_secs(2), Input::Tick, &mut out);
+    assert!(!out.iter().any(|e| matches!(e, Effect::Packet { bytes, .. }
+        if decode_packet(bytes).unwrap().iter().any(|m| matches!(m, Message::IndirectPing { .. } | Message::Suspect { .. })))));
+    // A second copy of the ack is no second sample.
+    let mut out = Vec::new();
+    a.handle(
+        sent + Duration::from_millis(6),
+        Input::Packet {
+            from: addr(2),
+            bytes: ack,
+        },
+        &mut out,
+    );
+    assert!(rtt_events(&out).is_empty());
+}
+
+#[test]
+fn members_without_the_tag_get_plain_acks_and_relayed_acks_are_no_sample() {
+    // `old` is an older build: it does not advertise the tag, so b never sends it an AckPayload.
+    let mut old = machine_tagged("old", 1, false);
+    let mut b = machine_tagged("b", 2, true);
+    join_through(&mut old, &mut b, Instant::ZERO);
+    b.set_ack_payload(Some(vec![1]));
+    let (sent, ping) = run_until_ping(&mut old, addr(2));
+    let mut out = Vec::new();
+    b.handle(
+        sent,
+        Input::Packet {
+            from: addr(1),
+            bytes: ping,
+        },
+        &mut out,
+    );
+    let acks = packets_to(&out, addr(1));
+    assert!(matches!(acks.first(), Some(Message::Ack { .. })), "{acks:?}");
+    // The plain ack is still an RTT sample, without payload.
+    let mut out = Vec::new();
+    old.handle(
+        sent + Duration::from_millis(2),
+        Input::Packet {
+            from: addr(2),
+            bytes: packet(&acks[..1]),
+        },
+        &mut out,
+    );
+    assert_eq!(
+        rtt_events(&out),
+        vec![("b".to_string(), Duration::from_millis(2), None)]
+    );
+
+    // An ack for a direct probe that arrives from a relay's address measured another path.
+    let mut a = machine_tagged("a", 3, true);
+    let mut c = machine_tagged("c", 4, true);
+    join_through(&mut a, &mut c, Instant::ZERO);
+    let (sent, ping) = run_until_ping(&mut a, addr(4));
+    let Message::Ping { seq, .. } = decode_packet(&ping).unwrap()[0].clone() else {
+        unreachable!()
+    };
+    let mut out = Vec::new();
+    a.handle(
+        sent + Duration::from_millis(1),
+        Input::Packet {
+            from: addr(9),
+            bytes: packet(&[Message::Ack { seq }]),
+        },
+        &mut out,
+    );
+    assert!(rtt_events(&out).is_empty());
+}
+
+#[test]
+fn oversized_ack_payloads_are_neither_sent_nor_accepted() {
+    let mut b = machine_tagged("b", 2, true);
+    b.set_ack_payload(Some(vec![0; MAX_ACK_PAYLOAD + 1]));
+    assert_eq!(b.ack_for(addr(1), 1), Message::Ack { seq: 1 });
+    let big = Message::AckPayload {
+        seq: 1,
+        payload: vec![0; MAX_ACK_PAYLOAD + 1],
+    };
+    assert_eq!(decode_packet(&packet(&[big])), Err(GossipWireError::FieldTooLarge));
+}

@@ -20,6 +20,8 @@ pub const MAX_NAME_BYTES: usize = 256;
 /// memberlist's `MetaMaxSize`: all tags of a member, encoded.
 pub const MAX_TAGS_BYTES: usize = 512;
 pub const MAX_EVENT_PAYLOAD: usize = 512;
+/// Largest ack payload (a coordinate of 8 dimensions takes about 100 bytes).
+pub const MAX_ACK_PAYLOAD: usize = 512;
 
 pub type Tags = BTreeMap<String, String>;
 
@@ -69,6 +71,13 @@ pub enum Message {
     UserEvent {
         ltime: u64,
         name: String,
+        payload: Vec<u8>,
+    },
+    /// An ack with the acker's payload (its network coordinate), memberlist's `ackResp.Payload`. Sent only
+    /// to members that advertise [`super::ACK_PAYLOAD_TAG`]: older members, which do not know this variant,
+    /// get a plain `Ack`.
+    AckPayload {
+        seq: u32,
         payload: Vec<u8>,
     },
 }
@@ -223,6 +232,12 @@ fn check_message(msg: &Message) -> Result<(), GossipWireError> {
         Message::UserEvent { name, payload, .. } => {
             check_name(name)?;
             if payload.len() > MAX_EVENT_PAYLOAD {
+                return Err(GossipWireError::FieldTooLarge);
+            }
+            Ok(())
+        }
+        Message::AckPayload { payload, .. } => {
+            if payload.len() > MAX_ACK_PAYLOAD {
                 return Err(GossipWireError::FieldTooLarge);
             }
             Ok(())

@@ -15,8 +15,9 @@ use std::collections::{BTreeMap, BTreeSet};
 
 use serde::{Deserialize, Serialize};
 
-use super::DecodeError;
+use super::{CoordinateUpdate, DecodeError, SyncSeq};
 use crate::agent::SERF_HEALTH;
+use crate::coordinate::{Coordinate, MAX_DIMENSIONS};
 
 /// What a catalog read covers, for blocking queries: a watch on a range wakes when a write changes it.
 #[derive(Clone, Debug, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
@@ -32,8 +33,10 @@ pub enum CatalogRange {
     Node(String),
     /// `/health/state/:state`: every check.
     Checks,
-    /// Every row (the DNS server's catalog view): changes with any catalog write.
+    /// Every row (the DNS server's catalog view): changes with any catalog write (coordinates aside).
     All,
+    /// `/coordinate/nodes`, `/coordinate/node/:node`: the nodes' network coordinates.
+    Coordinates,
 }
 
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
@@ -209,6 +212,8 @@ pub enum CatalogQuery {
     HealthState { status: Option<CheckStatus> },
     /// Every node, service instance and check: the view the DNS server answers from.
     All,
+    /// `/coordinate/nodes`: every node's coordinate, in node order.
+    Coordinates,
 }
 
 impl CatalogQuery {
@@ -223,6 +228,7 @@ impl CatalogQuery {
             CatalogQuery::Node { node } | CatalogQuery::HealthNode { node } => CatalogRange::Node(node.clone()),
             CatalogQuery::HealthState { .. } => CatalogRange::Checks,
             CatalogQuery::All => CatalogRange::All,
+            CatalogQuery::Coordinates => CatalogRange::Coordinates,
         }
     }
 }
@@ -239,6 +245,8 @@ pub enum CatalogResult {
     Checks(Vec<HealthCheck>),
     CheckServiceNodes(Vec<CheckServiceNode>),
     All(Box<CatalogDump>),
+    /// (node, coordinate) in node order.
+    Coordinates(Vec<(String, Coordinate)>),
 }
 
 /// The whole catalog (`CatalogQuery::All`): nodes in name order, (node, instance) pairs and checks in
@@ -277,6 +285,16 @@ pub enum CatalogError {
     MissingNodeRegistration,
     #[error("check {0:?} belongs to another node")]
     CheckNodeMismatch(String),
+    /// A fenced anti-entropy write of round `seq` for `node`, which already had round `applied` applied: a
+    /// late write of an abandoned round, ignored.
+    #[error(
+        "stale anti-entropy write for node {node:?}: sync round {seq} is older than round {applied}, already applied"
+    )]
+    StaleSync {
+        node: String,
+        seq: SyncSeq,
+        applied: SyncSeq,
+    },
 }
 
 type RowKey = (String, String);
@@ -294,6 +312,21 @@ pub struct CatalogStore {
     indexes: BTreeMap<CatalogRange, u64>,
     /// Highest reap: range indexes at or below it were forgotten, so every range reports at least this.
     reap_floor: u64,
+    /// Node → (last anti-entropy round applied for it, the Raft index that applied it). Kept after the node
+    /// is gone (a late write must not bring it back either) until a reap passes the node's last change.
+    fences: BTreeMap<String, (SyncSeq, u64)>,
+    /// Node → its network coordinate (only for nodes in `nodes`; removed with the node).
+    coordinates: BTreeMap<String, Coordinate>,
+}
+
+/// Snapshot format 1 of the catalog (no fences).
+#[derive(Serialize, Deserialize)]
+struct CatalogSnapshotV1 {
+    nodes: Vec<CatalogNode>,
+    services: Vec<(String, ServiceInstance)>,
+    checks: Vec<HealthCheck>,
+    indexes: Vec<(CatalogRange, u64)>,
+    reap_floor: u64,
 }
 
 #[derive(Serialize, Deserialize)]
@@ -303,6 +336,8 @@ struct CatalogSnapshot {
     checks: Vec<HealthCheck>,
     indexes: Vec<(CatalogRange, u64)>,
     reap_floor: u64,
+    fences: Vec<(String, SyncSeq, u64)>,
+    coordinates: Vec<(String, Coordinate)>,
 }
 
 /// The changes one write makes, collected then stamped with its index.
@@ -597,6 +632,35 @@ impl CatalogStore {
             self.remove_check(node, &id, touched);
         }
         self.nodes.remove(node);
+        if self.coordinates.remove(node).is_some() {
+            touched.add(CatalogRange::Coordinates);
+        }
+    }
+
+    /// Store each node's new coordinate; skip nodes not in the catalog and invalid coordinates (Consul skips
+    /// unknown nodes too). Only the coordinates range changes (not `All`: no row changed).
+    pub fn update_coordinates(&mut self, index: u64, updates: &[CoordinateUpdate], changed: &mut Vec<CatalogRange>) {
+        let mut any = false;
+        for u in updates {
+            let valid = u.coord.is_valid() && !u.coord.vec.is_empty() && u.coord.vec.len() <= MAX_DIMENSIONS;
+            if !valid || !self.nodes.contains_key(&u.node) || self.coordinates.get(&u.node) == Some(&u.coord) {
+                continue;
+            }
+            self.coordinates.insert(u.node.clone(), u.coord.clone());
+            any = true;
+        }
+        if any {
+            if !changed.contains(&CatalogRange::Coordinates) {
+                changed.push(CatalogRange::Coordinates);
+            }
+            let at = self.indexes.entry(CatalogRange::Coordinates).or_insert(0);
+            *at = (*at).max(index);
+        }
+    }
+
+    /// A node's coordinate.
+    pub fn coordinate(&self, node: &str) -> Option<&Coordinate> {
+        self.coordinates.get(node)
     }
 
     fn remove_service(&mut self, node: &str, id: &str, touched: &mut Touched) {
@@ -668,9 +732,49 @@ impl CatalogStore {
         }
     }
 
+    /// Refuse a fenced anti-entropy write of round `seq` for `node` if a later round was applied for it.
+    pub fn check_fence(&self, node: &str, seq: SyncSeq) -> Result<(), CatalogError> {
+        match self.fences.get(node) {
+            Some(&(applied, _)) if applied > seq => Err(CatalogError::StaleSync {
+                node: node.to_owned(),
+                seq,
+                applied,
+            }),
+            _ => Ok(()),
+        }
+    }
+
+    /// Round `seq` of `node` applied at `index` (after [`CatalogStore::check_fence`] passed).
+    pub fn advance_fence(&mut self, index: u64, node: &str, seq: SyncSeq) {
+        let fence = self.fences.entry(node.to_owned()).or_insert((seq, index));
+        *fence = (fence.0.max(seq), index);
+    }
+
+    /// The last anti-entropy round applied for `node`.
+    pub fn fence(&self, node: &str) -> Option<SyncSeq> {
+        self.fences.get(node).map(|f| f.0)
+    }
+
     /// Forget the indexes of ranges that are empty now and last changed at or below `up_to` (the floor
-    /// keeps their reads at or above what they reported).
+    /// keeps their reads at or above what they reported), and the fences of nodes that are gone and whose
+    /// last change is at or below `up_to`.
     pub fn reap(&mut self, up_to: u64) {
+        let gone: Vec<String> = self
+            .fences
+            .iter()
+            .filter(|(node, (_, at))| {
+                let last_change = self
+                    .indexes
+                    .get(&CatalogRange::Node((*node).clone()))
+                    .copied()
+                    .unwrap_or(0);
+                !self.nodes.contains_key(*node) && *at <= up_to && last_change <= up_to
+            })
+            .map(|(node, _)| node.clone())
+            .collect();
+        for node in gone {
+            self.fences.remove(&node);
+        }
         let keep: Vec<CatalogRange> = self
             .indexes
             .iter()
@@ -688,7 +792,11 @@ impl CatalogStore {
 
     fn range_is_empty(&self, range: &CatalogRange) -> bool {
         match range {
-            CatalogRange::Services | CatalogRange::Nodes | CatalogRange::Checks | CatalogRange::All => false,
+            CatalogRange::Services
+            | CatalogRange::Nodes
+            | CatalogRange::Checks
+            | CatalogRange::All
+            | CatalogRange::Coordinates => false,
             CatalogRange::Service(name) => !self.by_name.contains_key(name),
             CatalogRange::Node(node) => !self.nodes.contains_key(node),
         }
@@ -821,12 +929,15 @@ impl CatalogStore {
                 services: self.services.iter().map(|((n, _), s)| (n.clone(), s.clone())).collect(),
                 checks: self.checks.values().cloned().collect(),
             })),
+            CatalogQuery::Coordinates => {
+                CatalogResult::Coordinates(self.coordinates.iter().map(|(n, c)| (n.clone(), c.clone())).collect())
+            }
         };
         (index, result)
     }
 
     pub fn is_empty(&self) -> bool {
-        self.nodes.is_empty() && self.indexes.is_empty() && self.reap_floor == 0
+        self.nodes.is_empty() && self.indexes.is_empty() && self.reap_floor == 0 && self.fences.is_empty()
     }
 
     pub fn encode(&self) -> Vec<u8> {
@@ -836,14 +947,33 @@ impl CatalogStore {
             checks: self.checks.values().cloned().collect(),
             indexes: self.indexes.iter().map(|(r, i)| (r.clone(), *i)).collect(),
             reap_floor: self.reap_floor,
+            fences: self.fences.iter().map(|(n, (s, i))| (n.clone(), *s, *i)).collect(),
+            coordinates: self.coordinates.iter().map(|(n, c)| (n.clone(), c.clone())).collect(),
         };
         postcard::to_allocvec(&snapshot).expect("a catalog snapshot always encodes")
     }
 
-    /// Decode what [`CatalogStore::encode`] produced, checking the invariants. Never panics.
-    pub fn decode(data: &[u8]) -> Result<Self, DecodeError> {
+    /// Decode what [`CatalogStore::encode`] produced (or, for `format` 1, what format 1 wrote), checking the
+    /// invariants. Never panics.
+    pub fn decode(data: &[u8], format: u8) -> Result<Self, DecodeError> {
         let bad = |m: &str| DecodeError::Snapshot(format!("catalog: {m}"));
-        let snapshot: CatalogSnapshot = match postcard::take_from_bytes(data) {
+        let decoded = if format == 1 {
+            postcard::take_from_bytes(data).map(|(v1, rest): (CatalogSnapshotV1, _)| {
+                let snapshot = CatalogSnapshot {
+                    nodes: v1.nodes,
+                    services: v1.services,
+                    checks: v1.checks,
+                    indexes: v1.indexes,
+                    reap_floor: v1.reap_floor,
+                    fences: Vec::new(),
+                    coordinates: Vec::new(),
+                };
+                (snapshot, rest)
+            })
+        } else {
+            postcard::take_from_bytes(data)
+        };
+        let snapshot: CatalogSnapshot = match decoded {
             Ok((snapshot, [])) => snapshot,
             Ok(_) => return Err(bad("trailing bytes")),
             Err(e) => return Err(bad(&e.to_string())),
@@ -883,6 +1013,19 @@ impl CatalogStore {
         for (range, index) in snapshot.indexes {
             if store.indexes.insert(range, index).is_some() {
                 return Err(bad("duplicate range index"));
+            }
+        }
+        for (node, seq, index) in snapshot.fences {
+            if store.fences.insert(node, (seq, index)).is_some() {
+                return Err(bad("duplicate fence"));
+            }
+        }
+        for (node, coord) in snapshot.coordinates {
+            if !store.nodes.contains_key(&node) {
+                return Err(bad("coordinate of an unknown node"));
+            }
+            if store.coordinates.insert(node, coord).is_some() {
+                return Err(bad("duplicate coordinate"));
             }
         }
         Ok(store)

@@ -6,7 +6,7 @@ use proptest::prelude::*;
 
 use super::{
     CatalogError, CatalogQuery, CatalogRange, CatalogResult, CatalogStore, Changes, CheckStatus, Command,
-    CommandResult, HealthCheck, Registration, ServiceInstance, StateMachine,
+    CommandResult, HealthCheck, Registration, ServiceInstance, StateMachine, SyncSeq,
 };
 
 fn node_reg(node: &str, address: &str) -> Registration {
@@ -322,10 +322,10 @@ fn snapshot_restores_the_catalog_and_rejects_corruption() {
     let restored = StateMachine::restore(&sm.snapshot()).expect("own snapshot decodes");
     assert_eq!(restored, sm);
     let data = sm.catalog.encode();
-    assert!(CatalogStore::decode(&data[..data.len() - 1]).is_err());
+    assert!(CatalogStore::decode(&data[..data.len() - 1], super::SNAPSHOT_FORMAT).is_err());
     let mut longer = data.clone();
     longer.push(0);
-    assert!(CatalogStore::decode(&longer).is_err());
+    assert!(CatalogStore::decode(&longer, super::SNAPSHOT_FORMAT).is_err());
 }
 
 // ---------------------------------------------------------------- property: against a model
@@ -605,4 +605,246 @@ proptest! {
         let restored = StateMachine::restore(&sm.snapshot()).expect("own snapshot decodes");
         prop_assert_eq!(restored, sm);
     }
+}
+
+// ---------------------------------------------------------------- anti-entropy fences
+
+fn seq(round: u64) -> SyncSeq {
+    SyncSeq { epoch: 7, round }
+}
+
+fn sync_register(sm: &mut StateMachine, index: u64, round: u64, svc: &str) -> CommandResult {
+    let mut reg = node_reg("n1", "10.0.0.1");
+    reg.service = Some(service(svc, "web", &[]));
+    apply(sm, index, Command::CatalogRegister(Box::new(reg)).fenced(seq(round))).0
+}
+
+fn sync_deregister(sm: &mut StateMachine, index: u64, round: u64, svc: &str) -> CommandResult {
+    let cmd = Command::CatalogDeregister {
+        node: "n1".into(),
+        service_id: Some(svc.into()),
+        check_id: None,
+    };
+    apply(sm, index, cmd.fenced(seq(round))).0
+}
+
+#[test]
+fn a_sync_write_older_than_an_applied_round_is_refused_and_changes_nothing() {
+    let mut sm = StateMachine::default();
+    assert_eq!(sync_register(&mut sm, 2, 1, "web1"), CommandResult::Bool(true));
+    // Round 2 removes it; round 1's late write (another service, same node) must not apply.
+    assert_eq!(sync_deregister(&mut sm, 3, 2, "web1"), CommandResult::Bool(true));
+    let before = sm.clone();
+    let (result, changes) = apply(
+        &mut sm,
+        4,
+        Command::CatalogRegister(Box::new(Registration {
+            service: Some(service("web1", "web", &[])),
+            ..node_reg("n1", "10.0.0.1")
+        }))
+        .fenced(seq(1)),
+    );
+    assert_eq!(
+        result,
+        CommandResult::Refused(CatalogError::StaleSync {
+            node: "n1".into(),
+            seq: seq(1),
+            applied: seq(2),
+        })
+    );
+    assert!(result_message(&result).contains("stale anti-entropy write"));
+    assert!(changes.is_empty());
+    assert_eq!(sm, before, "a refused write changes nothing");
+    assert!(sm.catalog.service("n1", "web1").is_none());
+    // Several writes of one round all apply; a later round and a later run (epoch) too.
+    assert_eq!(sync_register(&mut sm, 5, 2, "web2"), CommandResult::Bool(true));
+    assert_eq!(sync_register(&mut sm, 6, 2, "web3"), CommandResult::Bool(true));
+    let next_run = Command::CatalogDeregister {
+        node: "n1".into(),
+        service_id: Some("web3".into()),
+        check_id: None,
+    }
+    .fenced(SyncSeq { epoch: 8, round: 1 });
+    assert_eq!(apply(&mut sm, 7, next_run).0, CommandResult::Bool(true));
+    assert_eq!(sm.catalog.fence("n1"), Some(SyncSeq { epoch: 8, round: 1 }));
+    // The fence is per node: other nodes are not held back by n1's rounds.
+    let mut other = node_reg("n2", "10.0.0.2");
+    other.service = Some(service("web1", "web", &[]));
+    let cmd = Command::CatalogRegister(Box::new(other)).fenced(seq(1));
+    assert_eq!(apply(&mut sm, 8, cmd).0, CommandResult::Bool(true));
+}
+
+fn result_message(result: &CommandResult) -> String {
+    match result {
+        CommandResult::Refused(e) => e.to_string(),
+        other => format!("{other:?}"),
+    }
+}
+
+#[test]
+fn plain_catalog_writes_are_not_fenced_and_do_not_move_the_fence() {
+    let mut sm = StateMachine::default();
+    assert_eq!(sync_register(&mut sm, 2, 5, "web1"), CommandResult::Bool(true));
+    // `/v1/catalog/register` and `/deregister` (no sequence) work as in Consul whatever the fence says.
+    let mut reg = node_reg("n1", "10.0.0.1");
+    reg.service = Some(service("api", "api", &[]));
+    assert_eq!(register(&mut sm, 3, reg).0, CommandResult::Bool(true));
+    let dereg = Command::CatalogDeregister {
+        node: "n1".into(),
+        service_id: Some("web1".into()),
+        check_id: None,
+    };
+    assert_eq!(apply(&mut sm, 4, dereg).0, CommandResult::Bool(true));
+    assert!(sm.catalog.service("n1", "api").is_some());
+    assert!(sm.catalog.service("n1", "web1").is_none());
+    assert_eq!(sm.catalog.fence("n1"), Some(seq(5)));
+    // A refused (invalid) fenced write does not move the fence either.
+    let invalid = Command::CatalogRegister(Box::new(node_reg("n1", ""))).fenced(seq(9));
+    assert!(matches!(
+        apply(&mut sm, 5, invalid).0,
+        CommandResult::Refused(CatalogError::MissingAddress)
+    ));
+    assert_eq!(sm.catalog.fence("n1"), Some(seq(5)));
+}
+
+#[test]
+fn a_fence_outlives_its_node_until_a_reap_passes_the_nodes_last_change() {
+    let mut sm = StateMachine::default();
+    sync_register(&mut sm, 2, 3, "web1");
+    let dereg_node = Command::CatalogDeregister {
+        node: "n1".into(),
+        service_id: None,
+        check_id: None,
+    };
+    apply(&mut sm, 10, dereg_node);
+    // A late write of an older round cannot bring the node back.
+    assert!(matches!(
+        sync_register(&mut sm, 11, 2, "web1"),
+        CommandResult::Refused(CatalogError::StaleSync { .. })
+    ));
+    assert!(sm.catalog.node("n1").is_none());
+    apply(&mut sm, 12, Command::KvReapTombstones { up_to: 9 });
+    assert_eq!(
+        sm.catalog.fence("n1"),
+        Some(seq(3)),
+        "the node changed after the reap point"
+    );
+    apply(&mut sm, 13, Command::KvReapTombstones { up_to: 10 });
+    assert_eq!(sm.catalog.fence("n1"), None, "gone node, reaped");
+    // A live node keeps its fence through any reap.
+    sync_register(&mut sm, 14, 1, "web1");
+    apply(&mut sm, 15, Command::KvReapTombstones { up_to: 15 });
+    assert_eq!(sm.catalog.fence("n1"), Some(seq(1)));
+}
+
+#[test]
+fn fences_survive_a_snapshot_and_format_1_snapshots_still_restore() {
+    let mut sm = StateMachine::default();
+    let mut reg = node_reg("n1", "10.0.0.1");
+    reg.service = Some(service("web1", "web", &["a"]));
+    reg.checks = vec![check("c1", "web1", CheckStatus::Warning)];
+    register(&mut sm, 3, reg);
+    let plain = sm.clone();
+    sync_register(&mut sm, 4, 2, "web2");
+    let restored = StateMachine::restore(&sm.snapshot()).expect("own snapshot decodes");
+    assert_eq!(restored, sm);
+    assert_eq!(restored.catalog.fence("n1"), Some(seq(2)));
+
+    // Format 1 is format 2 without the fences and coordinates (the catalog's last fields, here two empty
+    // lists: a 0 byte each).
+    let current = plain.snapshot();
+    assert_eq!(current[0], 2);
+    let (parts, rest): (super::Snapshot, _) = postcard::take_from_bytes(&current[1..]).expect("decodes");
+    assert!(rest.is_empty());
+    assert!(parts.catalog.ends_with(&[0, 0]));
+    let v1_parts = super::Snapshot {
+        kv: parts.kv,
+        catalog: parts.catalog[..parts.catalog.len() - 2].to_vec(),
+    };
+    let mut v1 = vec![1];
+    v1.extend(postcard::to_allocvec(&v1_parts).expect("encodes"));
+    assert_eq!(StateMachine::restore(&v1).expect("format 1 restores"), plain);
+    // The same bytes labelled format 2 are not misread.
+    v1[0] = 2;
+    assert!(StateMachine::restore(&v1).is_err());
+
+    // The committed format-1 seeds of the state_snapshot fuzz corpus still restore.
+    let seeds: [&[u8]; 4] = [
+        include_bytes!("../../../fuzz/corpus/state_snapshot/seed-empty-state"),
+        include_bytes!("../../../fuzz/corpus/state_snapshot/seed-one-entry"),
+        include_bytes!("../../../fuzz/corpus/state_snapshot/seed-entries-tombstones-floor"),
+        include_bytes!("../../../fuzz/corpus/state_snapshot/seed-twenty-keys"),
+    ];
+    for seed in seeds {
+        assert_eq!(seed[0], 1);
+        let state = StateMachine::restore(seed).expect("a format-1 seed restores");
+        assert_eq!(StateMachine::restore(&state.snapshot()).expect("re-encodes"), state);
+    }
+}
+
+// ---------------------------------------------------------------- coordinates
+
+fn coord_at(x: f64) -> crate::coordinate::Coordinate {
+    let mut c = crate::coordinate::Coordinate::new(&Default::default());
+    c.vec[0] = x;
+    c
+}
+
+fn coordinates(sm: &StateMachine) -> (u64, Vec<(String, f64)>) {
+    let (index, result) = sm.catalog.read(&CatalogQuery::Coordinates);
+    let CatalogResult::Coordinates(all) = result else {
+        panic!()
+    };
+    (index, all.into_iter().map(|(n, c)| (n, c.vec[0])).collect())
+}
+
+#[test]
+fn coordinates_are_kept_per_known_node_and_removed_with_it() {
+    use super::CoordinateUpdate;
+    let mut sm = StateMachine::default();
+    register(&mut sm, 2, node_reg("n1", "10.0.0.1"));
+    register(&mut sm, 3, node_reg("n2", "10.0.0.2"));
+    let all_before = sm.catalog.range_index(&CatalogRange::All);
+    let update = |node: &str, x: f64| CoordinateUpdate {
+        node: node.into(),
+        coord: coord_at(x),
+    };
+    let mut nan = update("n2", 0.0);
+    nan.coord.height = f64::NAN;
+    let batch = Command::CoordinateBatchUpdate(vec![update("n1", 0.1), update("ghost", 0.2), nan]);
+    let (result, changes) = apply(&mut sm, 4, batch);
+    assert_eq!(result, CommandResult::Bool(true));
+    assert_eq!(changes.catalog, vec![CatalogRange::Coordinates]);
+    assert_eq!(
+        coordinates(&sm),
+        (4, vec![("n1".to_string(), 0.1)]),
+        "unknown node and NaN skipped"
+    );
+    assert_eq!(
+        sm.catalog.range_index(&CatalogRange::All),
+        all_before,
+        "no catalog row changed"
+    );
+    // One per node: a newer one replaces it; the same one again changes nothing.
+    apply(
+        &mut sm,
+        5,
+        Command::CoordinateBatchUpdate(vec![update("n1", 0.3), update("n2", 0.4)]),
+    );
+    let (_, unchanged) = apply(&mut sm, 6, Command::CoordinateBatchUpdate(vec![update("n1", 0.3)]));
+    assert!(unchanged.is_empty());
+    assert_eq!(
+        coordinates(&sm),
+        (5, vec![("n1".to_string(), 0.3), ("n2".to_string(), 0.4)])
+    );
+    let restored = StateMachine::restore(&sm.snapshot()).expect("snapshot with coordinates");
+    assert_eq!(restored, sm);
+    let dereg = Command::CatalogDeregister {
+        node: "n1".into(),
+        service_id: None,
+        check_id: None,
+    };
+    apply(&mut sm, 7, dereg);
+    assert_eq!(coordinates(&sm), (7, vec![("n2".to_string(), 0.4)]));
+    assert!(sm.catalog.coordinate("n1").is_none());
 }

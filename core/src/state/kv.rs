@@ -64,9 +64,11 @@ impl KvStore {
             }
             Command::Txn(ops) => CommandResult::Txn(self.txn(index, ops, changed)),
             // Not a KV command: the state machine routes those elsewhere.
-            Command::CatalogRegister(_) | Command::CatalogDeregister { .. } | Command::CatalogCheckUpdate { .. } => {
-                CommandResult::Bool(false)
-            }
+            Command::CatalogRegister(_)
+            | Command::CatalogDeregister { .. }
+            | Command::CatalogCheckUpdate { .. }
+            | Command::CatalogSync(_)
+            | Command::CoordinateBatchUpdate(_) => CommandResult::Bool(false),
         }
     }
 

@@ -60,6 +60,69 @@ pub enum Command {
     /// entries keep their postcard variant numbers; the snapshot format does not change (a transaction
     /// leaves only ordinary KV entries and tombstones behind).
     Txn(Vec<TxnOp>),
+    /// Anti-entropy's catalog write, fenced by the agent's sync round: refused (as a no-op, with
+    /// [`CatalogError::StaleSync`]) when a write of a later round of the same node was already applied, so a
+    /// write of a failed round that reaches the leader late never undoes what a later round did.
+    CatalogSync(Box<SyncWrite>),
+    /// Network coordinates of nodes (Consul's `Coordinate.Update`, batched by the servers): one per node,
+    /// replacing the previous; updates for nodes not in the catalog and invalid coordinates are skipped.
+    CoordinateBatchUpdate(Vec<CoordinateUpdate>),
+}
+
+/// One node's new coordinate (Consul's `structs.Coordinate`; only the default segment exists here).
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct CoordinateUpdate {
+    pub node: String,
+    pub coord: crate::coordinate::Coordinate,
+}
+
+/// Where an anti-entropy round stands in its agent's history: ordered by the agent's start epoch, then by the
+/// round counter within that run, so every round is later than every round of the agent's earlier runs.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
+pub struct SyncSeq {
+    pub epoch: u64,
+    pub round: u64,
+}
+
+impl std::fmt::Display for SyncSeq {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "{}.{}", self.epoch, self.round)
+    }
+}
+
+/// One fenced anti-entropy write.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct SyncWrite {
+    pub seq: SyncSeq,
+    pub write: CatalogWrite,
+}
+
+/// The catalog writes anti-entropy makes (the catalog variants of [`Command`], without nesting so the wire
+/// form stays non-recursive).
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub enum CatalogWrite {
+    Register(Box<Registration>),
+    Deregister {
+        node: String,
+        service_id: Option<String>,
+        check_id: Option<String>,
+    },
+    CheckUpdate {
+        node: String,
+        check_id: String,
+        status: CheckStatus,
+        output: String,
+    },
+}
+
+impl CatalogWrite {
+    /// The node whose sync round fences this write.
+    pub fn node(&self) -> &str {
+        match self {
+            CatalogWrite::Register(reg) => &reg.node,
+            CatalogWrite::Deregister { node, .. } | CatalogWrite::CheckUpdate { node, .. } => node,
+        }
+    }
 }
 
 /// The outcome of applying a command, returned to the client that proposed it.
@@ -114,6 +177,36 @@ pub enum DecodeError {
 }
 
 impl Command {
+    /// This catalog write as part of anti-entropy round `seq` ([`Command::CatalogSync`]); other commands
+    /// (and already fenced ones) are returned unchanged.
+    pub fn fenced(self, seq: SyncSeq) -> Command {
+        let write = match self {
+            Command::CatalogRegister(reg) => CatalogWrite::Register(reg),
+            Command::CatalogDeregister {
+                node,
+                service_id,
+                check_id,
+            } => CatalogWrite::Deregister {
+                node,
+                service_id,
+                check_id,
+            },
+            Command::CatalogCheckUpdate {
+                node,
+                check_id,
+                status,
+                output,
+            } => CatalogWrite::CheckUpdate {
+                node,
+                check_id,
+                status,
+                output,
+            },
+            other => return other,
+        };
+        Command::CatalogSync(Box::new(SyncWrite { seq, write }))
+    }
+
     pub fn encode(&self) -> Bytes {
         Bytes::from(postcard::to_allocvec(self).expect("commands always encode"))
     }
@@ -138,7 +231,14 @@ pub struct StateMachine {
 /// The snapshot format this build writes: the first byte of every snapshot. A build refuses a snapshot
 /// whose format it does not know rather than misreading it; bump it whenever `Snapshot` or a store's
 /// encoding changes, and keep reading the formats users may still have on disk.
-pub const SNAPSHOT_FORMAT: u8 = 1;
+///
+/// - 1: KV and catalog (nodes, services, checks, range indexes).
+/// - 2: the catalog also keeps the anti-entropy fences (last sync round applied per node) and the nodes'
+///   network coordinates.
+pub const SNAPSHOT_FORMAT: u8 = 2;
+
+/// The oldest snapshot format this build still reads.
+pub const OLDEST_SNAPSHOT_FORMAT: u8 = 1;
 
 /// The snapshot form after the format byte: each store encodes itself.
 #[derive(Serialize, Deserialize)]
@@ -185,7 +285,43 @@ impl StateMachine {
                     .update_check(index, node, check_id, *status, output, &mut changed.catalog);
                 CommandResult::Bool(true)
             }
+            Command::CatalogSync(sync) => done(self.apply_sync(index, sync, changed)),
+            Command::CoordinateBatchUpdate(updates) => {
+                self.catalog.update_coordinates(index, updates, &mut changed.catalog);
+                CommandResult::Bool(true)
+            }
         }
+    }
+
+    /// A fenced anti-entropy write: refused if its node already had a later round applied; otherwise applied
+    /// like the unfenced command, and (only if it applied) its round becomes the node's fence.
+    fn apply_sync(&mut self, index: u64, sync: &SyncWrite, changed: &mut Changes) -> Result<(), CatalogError> {
+        let node = sync.write.node();
+        self.catalog.check_fence(node, sync.seq)?;
+        match &sync.write {
+            CatalogWrite::Register(reg) => self.catalog.register(index, reg, &mut changed.catalog)?,
+            CatalogWrite::Deregister {
+                node,
+                service_id,
+                check_id,
+            } => self.catalog.deregister(
+                index,
+                node,
+                service_id.as_deref(),
+                check_id.as_deref(),
+                &mut changed.catalog,
+            )?,
+            CatalogWrite::CheckUpdate {
+                node,
+                check_id,
+                status,
+                output,
+            } => self
+                .catalog
+                .update_check(index, node, check_id, *status, output, &mut changed.catalog),
+        }
+        self.catalog.advance_fence(index, node, sync.seq);
+        Ok(())
     }
 
     /// Encode the whole state for a Raft snapshot.
@@ -201,11 +337,11 @@ impl StateMachine {
 
     /// Decode a snapshot produced by [`StateMachine::snapshot`]. Never panics on corrupt input.
     pub fn restore(data: &[u8]) -> Result<Self, DecodeError> {
-        let data = match data.split_first() {
-            Some((&SNAPSHOT_FORMAT, rest)) => rest,
+        let (format, data) = match data.split_first() {
+            Some((&format, rest)) if (OLDEST_SNAPSHOT_FORMAT..=SNAPSHOT_FORMAT).contains(&format) => (format, rest),
             Some((format, _)) => {
                 return Err(DecodeError::Snapshot(format!(
-                    "snapshot format {format} is not one this version reads (it writes and reads {SNAPSHOT_FORMAT})"
+                    "snapshot format {format} is not one this version reads (it reads {OLDEST_SNAPSHOT_FORMAT} to {SNAPSHOT_FORMAT})"
                 )))
             }
             None => return Err(DecodeError::Snapshot("empty snapshot".into())),
@@ -217,7 +353,7 @@ impl StateMachine {
         };
         Ok(StateMachine {
             kv: KvStore::decode(&snapshot.kv)?,
-            catalog: CatalogStore::decode(&snapshot.catalog)?,
+            catalog: CatalogStore::decode(&snapshot.catalog, format)?,
         })
     }
 }

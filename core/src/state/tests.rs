@@ -344,7 +344,9 @@ impl Model {
             Command::CatalogRegister(_)
             | Command::CatalogDeregister { .. }
             | Command::CatalogCheckUpdate { .. }
-            | Command::Txn(_) => {
+            | Command::Txn(_)
+            | Command::CatalogSync(_)
+            | Command::CoordinateBatchUpdate(_) => {
                 unreachable!("the KV history has no catalog commands or transactions")
             }
         };

@@ -99,6 +99,15 @@ impl Backend for AgentBackend {
         Ok(self.pool(wan)?.members().as_ref().clone())
     }
 
+    async fn wan_coordinates(&self) -> Vec<(String, String, concord_core::coordinate::Coordinate)> {
+        let Some(wan) = &self.wan else { return Vec::new() };
+        wan.coordinates()
+            .into_iter()
+            .filter(|(m, _)| m.tags.get("role").map(String::as_str) == Some("consul"))
+            .map(|(m, c)| (m.tags.get("dc").cloned().unwrap_or_default(), m.name, c))
+            .collect()
+    }
+
     async fn join(&self, addr: String, wan: bool) -> Result<(), String> {
         let pool = self.pool(wan)?;
         let port = if wan {

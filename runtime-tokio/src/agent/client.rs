@@ -104,6 +104,11 @@ impl ClientAgent {
             }
         });
         tasks.spawn(serf::apply_keyring_events(lan.clone()));
+        let coordinates = super::coordinate::run(backend.clone(), lan.clone(), config.node_name.clone());
+        let coordinates_stop = stopped(&stop);
+        tasks.spawn(async move {
+            tokio::select! { _ = coordinates => {} _ = coordinates_stop => {} }
+        });
         tasks.spawn(backend.events.clone().collect());
         let ae = crate::local::run_anti_entropy(crate::local::AntiEntropy {
             backend: backend.clone(),

@@ -10,6 +10,7 @@ mod catalog_tests;
 mod client;
 mod clock;
 mod cluster;
+pub(crate) mod coordinate;
 pub mod events;
 mod identity;
 mod logging;
@@ -390,6 +391,11 @@ impl Agent {
         let timers = local.clone().run_timers();
         tasks.spawn(async move {
             tokio::select! { _ = timers => {} _ = timers_stop => {} }
+        });
+        let coordinates = coordinate::run(ae_backend.clone(), lan.clone(), config.node_name.clone());
+        let coordinates_stop = stopped(&stop);
+        tasks.spawn(async move {
+            tokio::select! { _ = coordinates => {} _ = coordinates_stop => {} }
         });
         let ae = crate::local::run_anti_entropy(crate::local::AntiEntropy {
             backend: ae_backend,

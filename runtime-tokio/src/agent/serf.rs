@@ -58,6 +58,8 @@ pub fn tags(config: &AgentConfig, id: NodeId, rpc_port: u16, wan_port: Option<u1
     put("vsn", "2".into());
     put("vsn_min", "2".into());
     put("vsn_max", "3".into());
+    // Our acks carry our network coordinate to members that advertise this (see core/gossip/rtt.rs).
+    put(concord_core::gossip::ACK_PAYLOAD_TAG, "1".into());
     put(
         "build",
         format!("{CONSUL_COMPAT_VERSION}:concord-{}", env!("CARGO_PKG_VERSION")),

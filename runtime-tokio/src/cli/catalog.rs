@@ -100,7 +100,13 @@ fn nodes(args: &[String], io: &mut Io<'_>) -> i32 {
             "",
             "Service `id or name` to filter nodes. Only nodes which are providing the given service will be returned.",
         )
-        .string("filter", "", "Filter to use with the request");
+        .string("filter", "", "Filter to use with the request")
+        .string(
+            "near",
+            "",
+            "Node name to sort the node list in ascending order based on estimated round-trip time from that \
+             node. Passing \"_agent\" will use this agent's node for sorting.",
+        );
     if let Err(code) = parse_flags(&mut fs, args, "Usage: concord catalog nodes [options]", io) {
         return code;
     }
@@ -109,11 +115,15 @@ fn nodes(args: &[String], io: &mut Io<'_>) -> i32 {
         Err(code) => return code,
     };
     let filter = fs.get_str("filter");
-    let query: Vec<(&str, &str)> = if filter.is_empty() {
+    let mut query: Vec<(&str, &str)> = if filter.is_empty() {
         vec![]
     } else {
         vec![("filter", filter)]
     };
+    let near = fs.get_str("near");
+    if !near.is_empty() {
+        query.push(("near", near));
+    }
     let service = fs.get_str("service");
     let path = if service.is_empty() {
         "/v1/catalog/nodes".to_string()

@@ -13,6 +13,7 @@ pub(crate) mod flags;
 mod kv;
 mod members;
 mod ops;
+mod rtt;
 #[cfg(test)]
 mod tests;
 mod watch;
@@ -75,6 +76,7 @@ Available commands are:
     members        Lists the members of a cluster
     operator       Provides cluster-level tools for operators
     registrator    Registers Docker containers as services (gliderlabs/registrator)
+    rtt            Estimates network round trip times between nodes
     services       Interact with services
     template       Renders templates from Consul data (consul-template)
     version        Prints the concord version
@@ -96,6 +98,7 @@ pub(crate) fn run_with(args: &[String], io: &mut Io<'_>) -> i32 {
         "members" => members::members(rest, io),
         "join" => members::join(rest, io),
         "force-leave" => members::force_leave(rest, io),
+        "rtt" => rtt::rtt(rest, io),
         "keygen" => members::keygen(rest, io),
         "keyring" => members::keyring(rest, io),
         "operator" => ops::operator(rest, io),

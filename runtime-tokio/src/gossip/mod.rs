@@ -16,10 +16,13 @@ pub use keyring::{generate_key, parse_key, Keyring, KeyringError};
 
 use crate::agent::TokioClock;
 use crate::driver::Clock;
+use concord_core::coordinate::{self, Coordinate};
 use concord_core::gossip::wire::{self, MAX_PACKET_BYTES};
 use concord_core::gossip::{
     Effect, Gossip, GossipConfig, GossipEvent, GossipTiming, Input, Member, PushPull, Tags, ID_TAG,
 };
+use rand::rngs::SmallRng;
+use rand::SeedableRng;
 use std::collections::BTreeMap;
 use std::net::SocketAddr;
 use std::sync::Arc;
@@ -71,12 +74,34 @@ pub struct PoolHandle {
     /// Set (with the reason, for the user) when this member lost a name or node-ID conflict; the pool
     /// has stopped by then.
     pub conflict: watch::Receiver<Option<String>>,
+    /// This member's network coordinate in this pool (moved by every probe RTT sample).
+    pub coordinate: watch::Receiver<Coordinate>,
+    /// The last coordinate each other member's acks carried (serf's coordinate cache).
+    pub peer_coordinates: watch::Receiver<Arc<BTreeMap<String, Coordinate>>>,
 }
 
 impl PoolHandle {
     /// The current member list, sorted by name.
     pub fn members(&self) -> Arc<Vec<Member>> {
         self.members.borrow().clone()
+    }
+
+    /// Coordinates of the live members (us included) that have one, by member name.
+    pub fn coordinates(&self) -> Vec<(Member, Coordinate)> {
+        let peers = self.peer_coordinates.borrow().clone();
+        let me = self.coordinate.borrow().clone();
+        self.members()
+            .iter()
+            .filter(|m| m.status == concord_core::gossip::MemberStatus::Alive)
+            .filter_map(|m| {
+                let c = if m.addr == self.addr {
+                    Some(me.clone())
+                } else {
+                    peers.get(&m.name).cloned()
+                };
+                c.map(|c| (m.clone(), c))
+            })
+            .collect()
     }
 
     pub fn subscribe_members(&self) -> watch::Receiver<Arc<Vec<Member>>> {
@@ -209,6 +234,10 @@ pub async fn start(
     let (conn_tx, conn_rx) = mpsc::channel(64);
     let keyring = settings.keyring.clone();
     let (conflict_tx, conflict_rx) = watch::channel(None);
+    let mut gossip = gossip;
+    let vivaldi = Vivaldi::new(settings.seed, &mut gossip);
+    let (coordinate_tx, coordinate_rx) = watch::channel(vivaldi.client.coordinate().clone());
+    let (peers_tx, peers_rx) = watch::channel(Arc::new(BTreeMap::new()));
     tokio::spawn(accept_push_pull(tcp, conn_tx, keyring.clone()));
     let pool = Pool {
         gossip,
@@ -224,6 +253,9 @@ pub async fn start(
         name: settings.name.clone(),
         reclaim: settings.timing.dead_node_reclaim,
         conflict: conflict_tx,
+        vivaldi,
+        coordinate: coordinate_tx,
+        peer_coordinates: peers_tx,
     };
     tracing::info!(target: "agent.server.serf", "serf {}: listening on {addr} (UDP and TCP)", settings.pool);
     let task = tokio::spawn(pool.run(cmd_rx, conn_rx, stop));
@@ -235,6 +267,8 @@ pub async fn start(
             addr,
             keyring,
             conflict: conflict_rx,
+            coordinate: coordinate_rx,
+            peer_coordinates: peers_rx,
         },
         task,
     ))
@@ -256,6 +290,39 @@ struct Pool {
     name: String,
     reclaim: Duration,
     conflict: watch::Sender<Option<String>>,
+    vivaldi: Vivaldi,
+    coordinate: watch::Sender<Coordinate>,
+    peer_coordinates: watch::Sender<Arc<BTreeMap<String, Coordinate>>>,
+}
+
+/// serf's coordinate client on the ping delegate: our acks carry our coordinate, and every probe RTT with
+/// the acker's coordinate moves ours.
+struct Vivaldi {
+    client: coordinate::Client,
+    rng: SmallRng,
+}
+
+impl Vivaldi {
+    fn new(seed: u64, gossip: &mut Gossip) -> Self {
+        let client = coordinate::Client::new(coordinate::CoordinateConfig::default());
+        gossip.set_ack_payload(Some(coordinate::encode_ack_payload(client.coordinate())));
+        Vivaldi {
+            client,
+            rng: SmallRng::seed_from_u64(seed ^ 0x5eed_c00d),
+        }
+    }
+
+    /// One RTT sample; `Some((our new coordinate, the acker's))` if it moved ours.
+    fn sample(&mut self, member: &str, rtt: Duration, payload: Option<&[u8]>) -> Option<(Coordinate, Coordinate)> {
+        let other = coordinate::decode_ack_payload(payload?)?;
+        match self.client.update(member, &other, rtt, &mut self.rng) {
+            Ok(c) => Some((c.clone(), other)),
+            Err(e) => {
+                tracing::debug!(target: "agent.server.serf", "rejected coordinate from {member}: {e}");
+                None
+            }
+        }
+    }
 }
 
 impl Pool {
@@ -355,6 +422,15 @@ impl Pool {
                 Effect::PushPullReply { conn, state } => {
                     if let Some(reply) = self.conns.remove(&conn) {
                         let _ = reply.send(state);
+                    }
+                }
+                Effect::Event(GossipEvent::PingRtt { member, rtt, payload }) => {
+                    if let Some((c, other)) = self.vivaldi.sample(&member, rtt, payload.as_deref()) {
+                        self.gossip.set_ack_payload(Some(coordinate::encode_ack_payload(&c)));
+                        self.coordinate.send_replace(c);
+                        self.peer_coordinates.send_modify(|peers| {
+                            Arc::make_mut(peers).insert(member, other);
+                        });
                     }
                 }
                 Effect::Event(GossipEvent::Conflicted { holder }) => {

@@ -5,6 +5,7 @@
 use super::catalog_json::{
     CheckJson, CheckServiceNodeJson, NodeJson, NodeServiceJson, NodeServiceListJson, NodeServicesJson, ServiceNodeJson,
 };
+use super::coordinate::{sort_near, Near};
 use super::decode::{parse_body, Obj};
 use super::filter::Filter;
 use super::params::Params;
@@ -18,8 +19,8 @@ use concord_core::api::{
     validate_meta, CatalogQuery, CatalogResult, Query, QueryMeta, Request, Response as NodeResponse,
 };
 use concord_core::state::{
-    CatalogError, CheckDefinition, CheckStatus, Command, CommandResult, HealthCheck, Registration, ServiceAddress,
-    ServiceInstance, Weights,
+    CatalogError, CatalogNode, CheckDefinition, CheckServiceNode, CheckStatus, Command, CommandResult, HealthCheck,
+    Registration, ServiceAddress, ServiceInstance, Weights,
 };
 use serde::Serialize;
 use std::collections::BTreeMap;
@@ -36,7 +37,7 @@ fn params<B>(state: &AppState<B>, uri: &Uri) -> Result<Params, HttpError> {
 }
 
 /// Read `query` in the request's mode, blocking if asked.
-async fn read<B: Backend>(
+pub(crate) async fn read_parts<B: Backend>(
     state: &AppState<B>,
     params: &Params,
     query: CatalogQuery,
@@ -113,7 +114,7 @@ async fn read_json<B: Backend>(
     query: CatalogQuery,
     shape: impl FnOnce(&CatalogResult, bool) -> Result<Vec<u8>, HttpError>,
 ) -> HttpResult {
-    let (meta, result) = read(state, params, query).await?;
+    let (meta, result) = read_parts(state, params, query).await?;
     let pretty = params.pretty();
     let body = state
         .bodies
@@ -139,11 +140,14 @@ pub(crate) async fn nodes<B: Backend>(State(state): State<AppState<B>>, uri: Uri
         async {
             let params = params(&state, &uri)?;
             let selection = Selection::new(&params, &["Meta"])?;
+            let near = Near::read(&state, &params).await?;
             read_json(&state, &uri, &params, CatalogQuery::Nodes, |result, pretty| {
                 let CatalogResult::Nodes(nodes) = result else {
                     return Err(HttpError::unexpected());
                 };
-                let out = selection.apply(nodes.iter().map(NodeJson::from).collect());
+                let mut nodes: Vec<&CatalogNode> = nodes.iter().collect();
+                sort_near(&near, &mut nodes, |n| &n.node);
+                let out = selection.apply(nodes.into_iter().map(NodeJson::from).collect());
                 Ok(encode_json(&out, pretty))
             })
             .await
@@ -179,6 +183,7 @@ pub(crate) async fn service<B: Backend>(
         async {
             let params = params(&state, &uri)?;
             let selection = Selection::new(&params, &["NodeMeta"])?;
+            let near = Near::read(&state, &params).await?;
             let query = CatalogQuery::Service {
                 name,
                 tags: tags(&params),
@@ -187,7 +192,9 @@ pub(crate) async fn service<B: Backend>(
                 let CatalogResult::ServiceNodes(rows) = result else {
                     return Err(HttpError::unexpected());
                 };
-                let out = selection.apply(rows.iter().map(|(n, s)| ServiceNodeJson::new(n, s)).collect());
+                let mut rows: Vec<&(CatalogNode, ServiceInstance)> = rows.iter().collect();
+                sort_near(&near, &mut rows, |(n, _)| &n.node);
+                let out = selection.apply(rows.into_iter().map(|(n, s)| ServiceNodeJson::new(n, s)).collect());
                 Ok(encode_json(&out, pretty))
             })
             .await
@@ -321,6 +328,7 @@ pub(crate) async fn health_service<B: Backend>(
         async {
             let params = params(&state, &uri)?;
             let selection = Selection::new(&params, &["Node", "Meta"])?;
+            let near = Near::read(&state, &params).await?;
             let query = CatalogQuery::HealthService {
                 name,
                 tags: tags(&params),
@@ -330,7 +338,9 @@ pub(crate) async fn health_service<B: Backend>(
                 let CatalogResult::CheckServiceNodes(entries) = result else {
                     return Err(HttpError::unexpected());
                 };
-                let out = selection.apply(entries.iter().map(CheckServiceNodeJson::from).collect());
+                let mut entries: Vec<&CheckServiceNode> = entries.iter().collect();
+                sort_near(&near, &mut entries, |e| &e.node.node);
+                let out = selection.apply(entries.into_iter().map(CheckServiceNodeJson::from).collect());
                 Ok(encode_json(&out, pretty))
             })
             .await

@@ -247,3 +247,72 @@ fn meta_over_consuls_limits_is_400_and_nothing_is_registered() {
     assert_eq!(get(&s, "/v1/catalog/nodes").text(), "[]");
     assert_eq!(get(&s, "/v1/agent/services").text(), "{}");
 }
+
+#[test]
+fn coordinate_endpoints_are_consuls_and_refuse_bad_input() {
+    let s = TestServer::start(HttpSettings::default());
+    register_web(&s);
+    assert_eq!(get(&s, "/v1/coordinate/nodes").text(), "[]");
+    let r = get(&s, "/v1/coordinate/node/n1");
+    assert_eq!((r.status, r.text()), (404, ""));
+    assert!(r.header("X-Consul-Index").is_some());
+    // Any key casing, as Go decodes it.
+    let body = br#"{"node":"n1","coord":{"vec":[0.5,0,0,0,0,0,0,0],"error":0.25,"adjustment":-0.001,"height":0.0001}}"#;
+    let r = put(&s, "/v1/coordinate/update", body);
+    assert_eq!((r.status, r.text()), (200, ""));
+    let want = r#"[{"Node":"n1","Segment":"","Coord":{"Vec":[0.5,0,0,0,0,0,0,0],"Error":0.25,"Adjustment":-0.001,"Height":0.0001}}]"#;
+    assert_eq!(get(&s, "/v1/coordinate/nodes").text(), want);
+    assert_eq!(get(&s, "/v1/coordinate/node/n1").text(), want);
+    // A node not in the catalog gets no coordinate (Consul skips it).
+    let ghost = br#"{"Node":"ghost","Coord":{"Vec":[0,0,0,0,0,0,0,0],"Error":1.5,"Height":0.00001}}"#;
+    assert_eq!(put(&s, "/v1/coordinate/update", ghost).status, 200);
+    assert_eq!(get(&s, "/v1/coordinate/node/ghost").status, 404);
+    for (bad, why) in [
+        (
+            &br#"{"Node":"n1","Coord":{"Vec":[1,2,3]}}"#[..],
+            "Rejected bad coordinate",
+        ),
+        (br#"{"Node":"n1"}"#, "Missing coordinate"),
+        (br#"{"Coord":{"Vec":[0,0,0,0,0,0,0,0]}}"#, "Must provide node"),
+        (br#"{"Node":"n1","Coord":{"Vec":["x",0,0,0,0,0,0,0]}}"#, "Coord.Vec"),
+        (b"{not json", "Request decode failed"),
+    ] {
+        let r = put(&s, "/v1/coordinate/update", bad);
+        assert_eq!(r.status, 400, "{}", String::from_utf8_lossy(bad));
+        assert!(r.text().contains(why), "{}", r.text());
+    }
+    assert_eq!(get(&s, "/v1/coordinate/update").status, 405);
+    let dcs = get(&s, "/v1/coordinate/datacenters");
+    let dcs = dcs.text();
+    assert_eq!(dcs, r#"[{"Datacenter":"dc1","AreaID":"WAN","Coordinates":[]}]"#);
+}
+
+#[test]
+fn near_sorts_by_rtt_and_leaves_the_order_without_an_origin_coordinate() {
+    let s = TestServer::start(HttpSettings::default());
+    for (node, x) in [("a", Some(0.3)), ("b", None), ("c", Some(0.1)), ("d", Some(0.0))] {
+        let body = format!(r#"{{"Node":"{node}","Address":"10.0.0.1","Service":{{"Service":"web","Port":1}}}}"#);
+        assert_eq!(put(&s, "/v1/catalog/register", body.as_bytes()).status, 200);
+        if let Some(x) = x {
+            let body =
+                format!(r#"{{"Node":"{node}","Coord":{{"Vec":[{x},0,0,0,0,0,0,0],"Error":1.5,"Height":0.00001}}}}"#);
+            assert_eq!(put(&s, "/v1/coordinate/update", body.as_bytes()).status, 200);
+        }
+    }
+    let order = |path: &str, key: &dyn Fn(&serde_json::Value) -> String| -> Vec<String> {
+        let v: serde_json::Value = serde_json::from_slice(&get(&s, path).body).unwrap();
+        v.as_array().unwrap().iter().map(key).collect()
+    };
+    let node = |v: &serde_json::Value| v["Node"].as_str().unwrap().to_string();
+    let health_node = |v: &serde_json::Value| v["Node"]["Node"].as_str().unwrap().to_string();
+    assert_eq!(order("/v1/catalog/nodes?near=d", &node), ["d", "c", "a", "b"]);
+    assert_eq!(order("/v1/catalog/service/web?near=a", &node), ["a", "c", "d", "b"]);
+    assert_eq!(
+        order("/v1/health/service/web?near=c", &health_node),
+        ["c", "d", "a", "b"]
+    );
+    // b has no coordinate, nor does an unknown node: Consul's order stays.
+    assert_eq!(order("/v1/catalog/nodes?near=b", &node), ["a", "b", "c", "d"]);
+    assert_eq!(order("/v1/catalog/nodes?near=nobody", &node), ["a", "b", "c", "d"]);
+    assert_eq!(order("/v1/catalog/nodes", &node), ["a", "b", "c", "d"]);
+}

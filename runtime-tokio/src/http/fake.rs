@@ -210,7 +210,9 @@ fn apply(inner: &mut Inner, cmd: Command) -> bool {
         cmd @ (Command::CatalogRegister(_)
         | Command::CatalogDeregister { .. }
         | Command::CatalogCheckUpdate { .. }
-        | Command::Txn(_)) => {
+        | Command::Txn(_)
+        | Command::CatalogSync(_)
+        | Command::CoordinateBatchUpdate(_)) => {
             let mut changes = concord_core::state::Changes::default();
             inner.sm.apply(next, &cmd, &mut changes) == CommandResult::Bool(true)
         }
@@ -259,7 +261,9 @@ impl Backend for FakeBackend {
                 cmd @ (Command::CatalogRegister(_)
                 | Command::CatalogDeregister { .. }
                 | Command::CatalogCheckUpdate { .. }
-                | Command::Txn(_)),
+                | Command::Txn(_)
+                | Command::CatalogSync(_)
+                | Command::CoordinateBatchUpdate(_)),
             ) => {
                 let mut inner = self.inner.lock().unwrap();
                 inner.index += 1;

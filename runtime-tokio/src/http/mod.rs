@@ -22,6 +22,7 @@ mod catalog_json;
 mod catalog_tests;
 mod clean_path;
 mod conn_limit;
+mod coordinate;
 pub(crate) mod decode;
 mod event;
 #[cfg(any(test, feature = "fuzzing"))]
@@ -82,6 +83,14 @@ pub trait Backend: Clone + Send + Sync + 'static {
     fn keyring(&self, _op: KeyringOp) -> impl Future<Output = Result<Vec<KeyringPool>, String>> + Send {
         async { Err("gossip encryption is not configured".to_string()) }
     }
+    /// The servers' WAN coordinates as this server knows them (`/v1/coordinate/datacenters`):
+    /// (datacenter, `<node>.<dc>`, coordinate). Empty on client agents.
+    fn wan_coordinates(
+        &self,
+    ) -> impl Future<Output = Vec<(String, String, concord_core::coordinate::Coordinate)>> + Send {
+        async { Vec::new() }
+    }
+
     /// This agent's user events (`/v1/event/*`); `None` where gossip does not run.
     fn user_events(&self) -> Option<&crate::agent::events::UserEvents> {
         None
@@ -346,6 +355,10 @@ pub(crate) fn router<B: Backend>(state: AppState<B>) -> Router {
         .route("/v1/catalog/service/{name}", get(catalog::service::<B>))
         .route("/v1/catalog/node/{node}", get(catalog::node::<B>))
         .route("/v1/catalog/node-services/{node}", get(catalog::node_services::<B>))
+        .route("/v1/coordinate/datacenters", get(coordinate::datacenters::<B>))
+        .route("/v1/coordinate/nodes", get(coordinate::nodes::<B>))
+        .route("/v1/coordinate/node/{node}", get(coordinate::node::<B>))
+        .route("/v1/coordinate/update", any(coordinate::update::<B>))
         .route("/v1/health/node/{node}", get(catalog::health_node::<B>))
         .route("/v1/health/checks/{service}", get(catalog::health_checks::<B>))
         .route("/v1/health/service/{service}", get(catalog::health_service::<B>))

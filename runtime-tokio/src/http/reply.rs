@@ -163,6 +163,13 @@ impl Formatter for GoJson<'_> {
         end_object_value();
     }
 
+    /// Go's `floatEncoder`: the shortest representation, in plain decimal for 1e-6 <= |f| < 1e21 (and 0),
+    /// else exponent form with at least one exponent digit and a sign (`1e-7`, `1e+21`). Integral values
+    /// have no `.0` (`0`, not `0.0`). Coordinates are the floats in our responses.
+    fn write_f64<W: ?Sized + io::Write>(&mut self, writer: &mut W, value: f64) -> io::Result<()> {
+        writer.write_all(go_float(value).as_bytes())
+    }
+
     fn write_string_fragment<W: ?Sized + io::Write>(&mut self, writer: &mut W, fragment: &str) -> io::Result<()> {
         let mut start = 0;
         for (i, c) in fragment.char_indices() {
@@ -182,9 +189,41 @@ impl Formatter for GoJson<'_> {
     }
 }
 
+/// A finite float as Go's `encoding/json` writes it (see `GoJson::write_f64`).
+pub(crate) fn go_float(value: f64) -> String {
+    let abs = value.abs();
+    if abs == 0.0 || (1e-6..1e21).contains(&abs) {
+        return format!("{value}");
+    }
+    let e = format!("{value:e}");
+    match e.split_once('e') {
+        Some((mantissa, exp)) if !exp.starts_with('-') => format!("{mantissa}e+{exp}"),
+        _ => e,
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::encode_json;
+
+    #[test]
+    fn floats_are_written_like_go() {
+        let cases = [
+            (0.0, "0"),
+            (1.5, "1.5"),
+            (10.0, "10"),
+            (0.00001, "0.00001"),
+            (1e-6, "0.000001"),
+            (1.5e-7, "1.5e-7"),
+            (-2e-9, "-2e-9"),
+            (1e21, "1e+21"),
+            (123456789.125, "123456789.125"),
+        ];
+        for (f, want) in cases {
+            assert_eq!(super::go_float(f), want, "{f}");
+        }
+        assert_eq!(encode_json(&[0.5, 0.0], false), b"[0.5,0]");
+    }
 
     #[test]
     fn strings_are_escaped_like_go() {
