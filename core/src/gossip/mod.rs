@@ -178,6 +178,7 @@ pub struct GossipStats {
 enum Timer {
     AckTimeout(u32),
     RelayNack(u32),
+    RingCheck,
     ProbeEnd(u32),
     Probe,
     Gossip,
@@ -257,8 +258,13 @@ pub struct Gossip {
     ring: schedule::ProbeRing,
     /// Added to `now` to get the clock probe rounds are numbered by (see `set_clock_offset`).
     clock_offset: u64,
-    /// The shared round the armed probe timer belongs to (`coordinated_probes`).
+    /// The shared round the armed probe timer belongs to, and when it fires (`coordinated_probes`).
     probe_round: u64,
+    probe_at: Option<Instant>,
+    /// `live.changes` when the probe timer was last re-armed for the ring, and whether a re-arm is due.
+    ring_seen: u64,
+    ring_check: Option<Instant>,
+    last_ring_check: Instant,
 }
 
 /// The number of live members (alive or suspect, us included), and how often the live set changed.
@@ -324,6 +330,10 @@ impl Gossip {
             ring: schedule::ProbeRing::default(),
             clock_offset: 0,
             probe_round: 0,
+            probe_at: None,
+            ring_seen: 0,
+            ring_check: None,
+            last_ring_check: now,
         };
         if g.timing.coordinated_probes {
             g.arm_probe(now, 0);
@@ -377,6 +387,7 @@ impl Gossip {
                 self.on_user_event(ltime, name, payload, out);
             }
         }
+        self.note_ring_change(now);
     }
 
     pub fn next_deadline(&self) -> Option<Instant> {
@@ -569,6 +580,7 @@ impl Gossip {
                 Timer::Probe => self.probe(now, out),
                 Timer::AckTimeout(seq) => self.ack_timeout(now, seq, out),
                 Timer::RelayNack(seq) => self.relay_nack(seq, out),
+                Timer::RingCheck => self.ring_check(now),
                 Timer::ProbeEnd(seq) => self.probe_end(now, seq, out),
                 Timer::Gossip => {
                     self.schedule(now + self.timing.gossip_interval, Timer::Gossip);

@@ -1,6 +1,7 @@
 //! Failure detection (direct and indirect probes, Lifeguard awareness) and dissemination (gossip fan-out,
 //! periodic push-pull).
 
+use super::schedule::DueProbe;
 use super::{shuffle, wire, Effect, Gossip, Message, Probe, Timer};
 use crate::gossip::wire::MemberState;
 use crate::time::Instant;
@@ -75,7 +76,12 @@ impl Gossip {
 
     pub(super) fn probe(&mut self, now: Instant, out: &mut Vec<Effect>) {
         let interval = self.scaled(self.timing.probe_interval);
-        let round = self.schedule_next_probe(now, interval);
+        let round = match self.due_probe(now) {
+            DueProbe::Later => return,
+            DueProbe::Round(round) => Some(round),
+            DueProbe::Shuffled => None,
+        };
+        self.schedule_next_probe(now, interval, round);
         if self.leaving {
             return;
         }

@@ -30,6 +30,15 @@ use super::{Gossip, MemberState};
 use crate::time::Instant;
 use std::time::Duration;
 
+pub(super) enum DueProbe {
+    /// memberlist's order (`coordinated_probes` off).
+    Shuffled,
+    /// The probe of this shared round.
+    Round(u64),
+    /// Not yet: the timer was re-armed for later in the round.
+    Later,
+}
+
 /// The shared ring: live members (us included) sorted by `ring_hash(name)`, then name.
 #[derive(Default)]
 pub(super) struct ProbeRing {
@@ -47,6 +56,7 @@ impl Gossip {
         if self.timing.coordinated_probes {
             // Re-align the next probe to the shared rounds.
             self.timers.retain(|(_, t)| *t != super::Timer::Probe);
+            self.probe_at = None;
             self.arm_probe(self.now, self.shared_round(self.now) + 1);
         }
     }
@@ -78,6 +88,7 @@ impl Gossip {
             let at = self.probe_time(round, &target);
             if at > now {
                 self.probe_round = round;
+                self.probe_at = Some(at);
                 self.schedule(at, super::Timer::Probe);
                 return;
             }
@@ -85,17 +96,63 @@ impl Gossip {
         }
     }
 
-    /// Arm the next probe timer; the round the probe firing now belongs to when the schedule is
-    /// coordinated. `interval` is the (awareness-scaled) probe interval: whole rounds are skipped.
-    pub(super) fn schedule_next_probe(&mut self, now: Instant, interval: Duration) -> Option<u64> {
+    /// After an input: if the live set changed, re-arm the probe timer for the new ring soon (changes
+    /// are coalesced, at most one re-arm per tenth of an interval: a join burst must not rebuild the
+    /// ring on every packet).
+    pub(super) fn note_ring_change(&mut self, now: Instant) {
+        if !self.timing.coordinated_probes || self.ring_seen == self.live.changes || self.ring_check.is_some() {
+            return;
+        }
+        let at = now.max(self.last_ring_check + self.timing.probe_interval / 10);
+        self.ring_check = Some(at);
+        self.schedule(at, super::Timer::RingCheck);
+    }
+
+    /// Re-arm the probe timer for the current ring: the probe of the armed round goes to the round's
+    /// target under the new ring, at that target's phase (or, if that has passed, the next round's).
+    /// Without it, the first round after every membership change would probe members at the old
+    /// targets' phases: a member could then wait up to two intervals for its next probe.
+    pub(super) fn ring_check(&mut self, now: Instant) {
+        self.ring_check = None;
+        self.last_ring_check = now;
+        self.ring_seen = self.live.changes;
+        if let Some(at) = self.probe_at.take() {
+            self.timers.remove(&(at, super::Timer::Probe));
+            self.arm_probe(now, self.probe_round);
+        }
+    }
+
+    /// The probe timer fired: which probe is due. With the coordinated schedule the timer was armed for
+    /// the phase of the round's target as the ring was then; if the ring changed since and the target now
+    /// is one whose phase is still ahead, the timer is re-armed for it (`Later`): otherwise, in the round
+    /// after every membership change, members would be probed at the old targets' phases, some twice
+    /// and some not at all.
+    pub(super) fn due_probe(&mut self, now: Instant) -> DueProbe {
         if !self.timing.coordinated_probes {
-            self.schedule(now + interval, super::Timer::Probe);
-            return None;
+            return DueProbe::Shuffled;
         }
         let round = self.probe_round;
-        let rounds = (interval.as_micros() as u64).div_ceil(self.interval_us()).max(1);
-        self.arm_probe(now, round + rounds);
-        Some(round)
+        if let Some(target) = self.scheduled_target(round) {
+            let at = self.probe_time(round, &target);
+            if at > now {
+                self.probe_at = Some(at);
+                self.schedule(at, super::Timer::Probe);
+                return DueProbe::Later;
+            }
+        }
+        DueProbe::Round(round)
+    }
+
+    /// Arm the probe timer after the probe of `round` (`None`: the shuffled order). `interval` is the
+    /// awareness-scaled probe interval: the coordinated schedule skips whole rounds.
+    pub(super) fn schedule_next_probe(&mut self, now: Instant, interval: Duration, round: Option<u64>) {
+        match round {
+            None => self.schedule(now + interval, super::Timer::Probe),
+            Some(round) => {
+                let rounds = (interval.as_micros() as u64).div_ceil(self.interval_us()).max(1);
+                self.arm_probe(now, round + rounds);
+            }
+        }
     }
 
     /// The target of our probe in round `round`, from the shared ring; `None` if we are alone.

@@ -164,6 +164,8 @@ fn a_crashed_member_is_probed_within_a_round_and_by_a_new_prober_every_round() {
 fn after_a_member_is_declared_failed_everywhere_the_rest_are_again_probed_once_per_round() {
     let n = 30;
     let mut net = Net::new(n, GossipTiming::lan());
+    // Mid-run, after every member armed its next probe with m3 still in the ring.
+    net.run_until(Instant(3 * SEC + SEC / 2));
     net.down[3] = true;
     for g in &mut net.g {
         let incarnation = g.member("m3").unwrap().incarnation;
@@ -173,13 +175,25 @@ fn after_a_member_is_declared_failed_everywhere_the_rest_are_again_probed_once_p
             from: "x".into(),
         });
         let bytes = assemble_packet([msg.as_slice()]);
-        g.handle(Instant(1), Input::Packet { from: addr(200), bytes }, &mut Vec::new());
+        g.handle(Instant(3 * SEC + SEC / 2), Input::Packet { from: addr(200), bytes }, &mut Vec::new());
     }
-    net.run_until(Instant(8 * SEC));
+    net.run_until(Instant(9 * SEC));
     let mut expected = vec![1; n];
     expected[3] = 0;
-    for r in 2..8 {
+    // From the first round that starts after the change (round 3 is mixed: before and after).
+    for r in 4..9 {
         assert_eq!(net.probed_in_round(r), expected, "round {r}");
+    }
+    // ... and at its own fixed phase of the round, whoever probes it (so a crash is never more than one
+    // interval away from the next probe).
+    for i in 0..n {
+        let phases: BTreeSet<u64> = net
+            .pings
+            .iter()
+            .filter(|p| p.2 == i && p.0 >= Instant(4 * SEC))
+            .map(|p| p.0.as_micros() % SEC)
+            .collect();
+        assert!(phases.len() <= 1, "m{i} probed at phases {phases:?}");
     }
 }
 
