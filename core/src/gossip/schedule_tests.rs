@@ -41,7 +41,11 @@ impl Net {
             all.members.extend(m.local_state(false).members);
         }
         for m in &mut g {
-            m.handle(Instant::ZERO, Input::PushPullReply { state: all.clone() }, &mut Vec::new());
+            m.handle(
+                Instant::ZERO,
+                Input::PushPullReply { state: all.clone() },
+                &mut Vec::new(),
+            );
             assert_eq!(m.num_alive(), n);
         }
         Net {
@@ -63,7 +67,9 @@ impl Net {
                 .filter(|&i| !self.down[i])
                 .filter_map(|i| self.g[i].next_deadline().map(|t| (t, i)))
                 .min();
-            let Some((now, i)) = next.filter(|(t, _)| *t < until) else { return };
+            let Some((now, i)) = next.filter(|(t, _)| *t < until) else {
+                return;
+            };
             let mut out = Vec::new();
             self.g[i].handle(now, Input::Tick, &mut out);
             // (from, effect, sent by a timer): a timer's pings are direct probes, a relay's answer a packet.
@@ -80,7 +86,10 @@ impl Net {
                             continue;
                         }
                         let mut out = Vec::new();
-                        let input = Input::Packet { from: addr(from), bytes };
+                        let input = Input::Packet {
+                            from: addr(from),
+                            bytes,
+                        };
                         self.g[to].handle(now, input, &mut out);
                         queue.extend(out.into_iter().map(|e| (to, e, false)));
                     }
@@ -108,7 +117,10 @@ fn with_consistent_views_every_member_is_probed_exactly_once_per_round() {
     let n = 40;
     let mut net = Net::new(n, GossipTiming::lan());
     net.run_until(Instant(12 * SEC));
-    assert!(net.pings.iter().all(|&(_, from, to)| from != to), "a member probed itself");
+    assert!(
+        net.pings.iter().all(|&(_, from, to)| from != to),
+        "a member probed itself"
+    );
     for r in 2..12 {
         assert_eq!(net.probed_in_round(r), vec![1; n], "round {r}");
     }
@@ -128,7 +140,9 @@ fn the_shuffled_order_leaves_members_unprobed_in_some_rounds() {
     };
     let mut net = Net::new(n, timing);
     net.run_until(Instant(12 * SEC));
-    let unprobed: usize = (2..12).map(|r| net.probed_in_round(r).iter().filter(|&&c| c == 0).count()).sum();
+    let unprobed: usize = (2..12)
+        .map(|r| net.probed_in_round(r).iter().filter(|&&c| c == 0).count())
+        .sum();
     // ~e^-1 of 400 member-rounds.
     assert!(unprobed > 80, "{unprobed}");
 }
@@ -175,7 +189,11 @@ fn after_a_member_is_declared_failed_everywhere_the_rest_are_again_probed_once_p
             from: "x".into(),
         });
         let bytes = assemble_packet([msg.as_slice()]);
-        g.handle(Instant(3 * SEC + SEC / 2), Input::Packet { from: addr(200), bytes }, &mut Vec::new());
+        g.handle(
+            Instant(3 * SEC + SEC / 2),
+            Input::Packet { from: addr(200), bytes },
+            &mut Vec::new(),
+        );
     }
     net.run_until(Instant(9 * SEC));
     let mut expected = vec![1; n];
@@ -206,7 +224,10 @@ fn unsynchronised_clocks_degrade_to_random_probing_not_to_silence() {
         g.set_clock_offset(Duration::from_micros((i as u64 * 7_777_777_777) % (36_000 * SEC)));
     }
     net.run_until(Instant(40 * SEC));
-    assert!(net.pings.iter().all(|&(_, from, to)| from != to), "a member probed itself");
+    assert!(
+        net.pings.iter().all(|&(_, from, to)| from != to),
+        "a member probed itself"
+    );
     // Every member still sends one probe per second, and every member gets probed.
     for i in 0..n {
         let sent = net.pings.iter().filter(|p| p.1 == i && p.0 >= Instant(2 * SEC)).count();
@@ -256,7 +277,11 @@ fn a_udp_probe_failure_answered_over_tcp_does_not_raise_a_suspicion() {
     // Answered: no suspicion at the end of the interval, the rescue counted, our health unharmed.
     let mut g = net.g.into_iter().next().unwrap();
     let mut out = Vec::new();
-    g.handle(deadline - Duration::from_millis(100), Input::StreamReply { bytes: reply }, &mut out);
+    g.handle(
+        deadline - Duration::from_millis(100),
+        Input::StreamReply { bytes: reply },
+        &mut out,
+    );
     while g.next_deadline().is_some_and(|t| t <= deadline) {
         let t = g.next_deadline().unwrap();
         g.handle(t, Input::Tick, &mut out);

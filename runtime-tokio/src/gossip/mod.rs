@@ -496,7 +496,8 @@ async fn accept_push_pull(
             return;
         }
         tokio::spawn(async move {
-            let served = tokio::time::timeout(TCP_TIMEOUT, serve_stream(stream, conn_tx, keyring.as_deref(), &name)).await;
+            let served =
+                tokio::time::timeout(TCP_TIMEOUT, serve_stream(stream, conn_tx, keyring.as_deref(), &name)).await;
             if let Ok(Err(e)) = served {
                 tracing::debug!(target: "agent.server.memberlist", "TCP exchange from {from} failed: {e}");
             }

@@ -147,12 +147,16 @@ async fn a_pool_answers_tcp_fallback_pings_for_itself_only() {
             });
             wire::assemble_packet([msg.as_slice()])
         };
-        let reply = stream_ping(p.addr, &ping("tcp-target"), shared.as_deref()).await.unwrap();
+        let reply = stream_ping(p.addr, &ping("tcp-target"), shared.as_deref())
+            .await
+            .unwrap();
         assert_eq!(
             wire::decode_packet(&reply).unwrap(),
             vec![concord_core::gossip::Message::Ack { seq: 42 }]
         );
-        assert!(stream_ping(p.addr, &ping("someone-else"), shared.as_deref()).await.is_err());
+        assert!(stream_ping(p.addr, &ping("someone-else"), shared.as_deref())
+            .await
+            .is_err());
         // Push-pulls still work on the same port.
         let mine = PushPull {
             join: false,
