@@ -212,7 +212,10 @@ fn same_seed_same_trace() {
 /// `cargo test --release -p concord-core --test gossip bench_1000_members -- --ignored --nocapture`.
 /// Knobs (environment): `GOSSIP_BENCH_N` members (1000), `GOSSIP_BENCH_SEED` (0; offsets the cluster
 /// seed), `GOSSIP_BENCH_CRASHES` crashes per run (10), `GOSSIP_BENCH_LOSS` comma-separated loss fractions
-/// ("0,0.1"), `GOSSIP_BENCH_CLASSIC=0` to skip the classic-SWIM rows.
+/// ("0,0.1"), `GOSSIP_BENCH_MODES` comma-separated among `concord`, `memberlist` (memberlist's
+/// algorithm and defaults: shuffled probe order, TCP fallback ping), `classic` (memberlist without
+/// Lifeguard), `no-tcp` (concord without the TCP fallback ping); default "concord,memberlist", and
+/// `GOSSIP_BENCH_CLASSIC=0` means "concord" only.
 #[test]
 #[ignore]
 fn bench_1000_members() {
@@ -223,15 +226,38 @@ fn bench_1000_members() {
     let losses: Vec<f64> = env("GOSSIP_BENCH_LOSS")
         .map(|v| v.split(',').filter_map(|x| x.trim().parse().ok()).collect())
         .unwrap_or_else(|| vec![0.0, 0.10]);
-    let mut configs = vec![("concord (lifeguard)", GossipTiming::lan())];
-    if env("GOSSIP_BENCH_CLASSIC").as_deref() != Some("0") {
-        configs.push((
-            "classic SWIM",
-            GossipTiming {
-                lifeguard: false,
-                ..GossipTiming::lan()
-            },
-        ));
+    // Modes: concord's defaults; memberlist's algorithm with the same timings (independently shuffled
+    // probe order); classic SWIM (memberlist without Lifeguard).
+    let default_modes = match env("GOSSIP_BENCH_CLASSIC").as_deref() {
+        Some("0") => "concord",
+        _ => "concord,memberlist",
+    };
+    let modes = env("GOSSIP_BENCH_MODES").unwrap_or_else(|| default_modes.to_string());
+    let memberlist = GossipTiming {
+        coordinated_probes: false,
+        ..GossipTiming::lan()
+    };
+    let mut configs = Vec::new();
+    for mode in modes.split(',').map(str::trim) {
+        match mode {
+            "concord" => configs.push(("concord", GossipTiming::lan())),
+            "memberlist" => configs.push(("memberlist defaults", memberlist.clone())),
+            "classic" => configs.push((
+                "classic SWIM",
+                GossipTiming {
+                    lifeguard: false,
+                    ..memberlist.clone()
+                },
+            )),
+            "no-tcp" => configs.push((
+                "concord, no TCP ping",
+                GossipTiming {
+                    tcp_fallback: false,
+                    ..GossipTiming::lan()
+                },
+            )),
+            other => panic!("unknown GOSSIP_BENCH_MODES entry {other:?}"),
+        }
     }
     for (label, timing) in configs {
         for &loss in &losses {
@@ -314,7 +340,7 @@ fn bench(label: &str, n: usize, seed: u64, crashes: usize, timing: GossipTiming,
     }
     let q = |xs: &[f64], p: f64| quantile(&mut xs.to_vec(), p);
     println!(
-        "{label:22} n={n} seed={seed} loss={:>3.0}% | formed in {:.1}s | join spread p50 {:.2}s p99 {:.2}s ({} of 10) | failure: first p50 {:.1}s p99 {:.1}s, everyone p50 {:.1}s p99 {:.1}s ({} of {}) | first probe after crash p50 {:.2}s p99 {:.2}s | first probe -> declared p50 {:.1}s max {:.1}s | false positives {} | slow member alive everywhere: {} | packets {} max {} B | wall {:.0}s",
+        "{label:20} n={n} seed={seed} loss={:>3.0}% | formed in {:.1}s | join spread p50 {:.2}s p99 {:.2}s ({} of 10) | failure: first p50 {:.1}s p99 {:.1}s, everyone p50 {:.1}s p99 {:.1}s ({} of {}) | first probe after crash p50 {:.2}s p99 {:.2}s | first probe -> declared p50 {:.1}s max {:.1}s | false positives {} | TCP pings {} probes failed {} rescued by TCP {} refutations {} | slow member alive everywhere: {} | packets {} max {} B | wall {:.0}s",
         loss * 100.0,
         formed_at.0 as f64 / 1e6,
         q(&conv, 0.5),
@@ -331,6 +357,10 @@ fn bench(label: &str, n: usize, seed: u64, crashes: usize, timing: GossipTiming,
         q(&suspicion, 0.5),
         q(&suspicion, 1.0),
         c.false_positives(),
+        c.stream_pings,
+        c.members.iter().map(|m| m.gossip.stats().probes_failed).sum::<u64>(),
+        c.members.iter().map(|m| m.gossip.stats().probes_rescued_by_tcp).sum::<u64>(),
+        c.members.iter().map(|m| m.gossip.stats().refutations).sum::<u64>(),
         c.all_see(&name(n / 2), MemberStatus::Alive),
         c.packets_sent,
         c.max_packet_seen,

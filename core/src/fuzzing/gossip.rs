@@ -1,11 +1,12 @@
-//! Gossip input from the network: UDP packets and push-pull frames. Decoding never panics and what decodes
+//! Gossip input from the network: UDP packets (also as TCP fallback pings and their replies) and push-pull
+//! frames. Decoding never panics and what decodes
 //! round-trips; a member that receives the input keeps working (its own packets still decode and fit
 //! `max_packet`, its push-pull state still encodes within the frame limit).
 
 use crate::gossip::wire::{
     assemble_packet, decode_packet, decode_push_pull, encode_message, encode_push_pull, push_pull_frame_len,
 };
-use crate::gossip::{Effect, Gossip, GossipConfig, GossipTiming, Input, PushPull};
+use crate::gossip::{stream_ping_reply, Effect, Gossip, GossipConfig, GossipTiming, Input, PushPull};
 use crate::time::Instant;
 use core::net::{IpAddr, Ipv4Addr, SocketAddr};
 use std::time::Duration;
@@ -48,6 +49,11 @@ fn check_effects(g: &Gossip, out: &[Effect]) {
                 }
             }
             Effect::PushPull { state, .. } | Effect::PushPullReply { state, .. } => check_push_pull_round_trip(state),
+            Effect::StreamPing { bytes, .. } => {
+                if let Err(e) = decode_packet(bytes) {
+                    panic!("the member sent a TCP ping that does not decode: {e}");
+                }
+            }
             Effect::Event(_) => {}
         }
     }
@@ -100,6 +106,14 @@ pub fn gossip_packet(data: &[u8]) {
     g.handle(now, input, &mut out);
     check_effects(&g, &out);
     run(&mut g, now);
+    // The same bytes over TCP: as a fallback ping's request (the answer, if any, is a valid packet) and
+    // as its reply.
+    if let Some(reply) = stream_ping_reply(g.name(), data) {
+        assert!(decode_packet(&reply).is_ok(), "a TCP ping reply that does not decode");
+    }
+    out.clear();
+    g.handle(now, Input::StreamReply { bytes: data.to_vec() }, &mut out);
+    check_effects(&g, &out);
 }
 
 /// An ack payload as the coordinate client takes it (`concord::gossip` decodes it the same way): decoding

@@ -30,6 +30,13 @@ pub struct GossipTiming {
     /// Lifeguard on (awareness + shrinking suspicion). Off gives classic SWIM with a fixed suspicion
     /// timeout, kept only for comparison in the benchmark.
     pub lifeguard: bool,
+    /// Probe targets follow a schedule shared by all members, so every member is probed once per
+    /// interval (see `schedule.rs`); off gives memberlist's independently shuffled round-robin.
+    pub coordinated_probes: bool,
+    /// memberlist's TCP fallback ping (`DisableTcpPings = false`): when a direct UDP probe gets no ack in
+    /// `probe_timeout`, also ping the target over TCP alongside the indirect probes; an answer there
+    /// spares the target a suspicion (UDP loss alone does not make it suspect).
+    pub tcp_fallback: bool,
     /// Largest UDP packet we send (memberlist's `UDPBufferSize`).
     pub max_packet: usize,
     /// Bound on queued broadcasts; the most retransmitted are dropped first.
@@ -73,6 +80,8 @@ impl GossipTiming {
             push_pull_interval: Duration::from_secs(30),
             awareness_max_multiplier: 8,
             lifeguard: true,
+            coordinated_probes: true,
+            tcp_fallback: true,
             max_packet: 1400,
             max_broadcasts: 8192,
             max_members: 65_536,

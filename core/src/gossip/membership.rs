@@ -3,7 +3,7 @@
 
 use super::broadcast::BroadcastKey;
 use super::wire::{MemberRecord, MemberState, Message, PushPull, Tags};
-use super::{Effect, Entry, Gossip, GossipEvent, Member, MemberStatus, Suspicion, Timer, ID_TAG};
+use super::{Effect, Entry, Gossip, GossipEvent, Live, Member, MemberStatus, Suspicion, Timer, ID_TAG};
 use crate::time::Instant;
 use core::net::SocketAddr;
 use rand::Rng;
@@ -58,7 +58,8 @@ impl Gossip {
                 return;
             }
             self.note_id(&name, &tags);
-            self.live += 1;
+            self.live.n += 1;
+            self.live.changes += 1;
             self.members.insert(
                 name.clone(),
                 Entry {
@@ -405,7 +406,8 @@ impl Gossip {
     fn forget(&mut self, name: &str, out: &mut Vec<Effect>) {
         if let Some(e) = self.members.remove(name) {
             if is_live(e.state) {
-                self.live -= 1;
+                self.live.n -= 1;
+                self.live.changes += 1;
             }
             if let Some(pos) = self.node_list.iter().position(|n| n == name) {
                 self.node_list.swap_remove(pos);
@@ -473,11 +475,14 @@ fn is_live(state: MemberState) -> bool {
 }
 
 /// Change a member's state, keeping the count of live members (`Gossip::live`) right.
-fn set_state(live: &mut usize, e: &mut Entry, state: MemberState) {
+fn set_state(live: &mut Live, e: &mut Entry, state: MemberState) {
     match (is_live(e.state), is_live(state)) {
-        (false, true) => *live += 1,
-        (true, false) => *live -= 1,
+        (false, true) => live.n += 1,
+        (true, false) => live.n -= 1,
         _ => {}
+    }
+    if is_live(e.state) != is_live(state) {
+        live.changes += 1;
     }
     e.state = state;
 }

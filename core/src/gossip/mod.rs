@@ -23,6 +23,7 @@ mod tests;
 pub mod wire;
 
 pub use config::GossipTiming;
+pub use probe::stream_ping_reply;
 pub use rtt::ACK_PAYLOAD_TAG;
 pub use wire::{MemberRecord, MemberState, Message, PushPull, Tags};
 
@@ -76,6 +77,8 @@ pub enum Input {
     PushPull { conn: u64, state: PushPull },
     /// The answer to our `Effect::PushPull`.
     PushPullReply { state: PushPull },
+    /// The answer to our `Effect::StreamPing`, if one came back before its deadline.
+    StreamReply { bytes: Vec<u8> },
     /// Join through these addresses (a push-pull with each).
     Join { addrs: Vec<SocketAddr> },
     /// Leave gracefully: announce the intent, then report `GossipEvent::LeaveDone`.
@@ -104,6 +107,15 @@ pub enum Effect {
     PushPullReply {
         conn: u64,
         state: PushPull,
+    },
+    /// memberlist's TCP fallback ping: open a TCP connection to `to` (its gossip port), send `bytes` (one
+    /// packet) as a stream-packet frame, and feed the reply frame back as `Input::StreamReply` if it
+    /// arrives before `deadline`; give up silently otherwise. The receiving side answers with
+    /// [`stream_ping_reply`].
+    StreamPing {
+        to: SocketAddr,
+        bytes: Vec<u8>,
+        deadline: Instant,
     },
     Event(GossipEvent),
 }
@@ -165,6 +177,8 @@ pub struct GossipStats {
     pub addr_conflicts: u64,
     pub refutations: u64,
     pub probes_failed: u64,
+    /// Probes that failed over UDP (direct and indirect) but were answered over TCP (no suspicion).
+    pub probes_rescued_by_tcp: u64,
     /// Alive claims refused because their node ID (`id` tag) is held by another live member.
     pub id_conflicts: u64,
 }
@@ -172,6 +186,8 @@ pub struct GossipStats {
 #[derive(Clone, Debug, PartialEq, Eq, PartialOrd, Ord)]
 enum Timer {
     AckTimeout(u32),
+    RelayNack(u32),
+    RingCheck,
     ProbeEnd(u32),
     Probe,
     Gossip,
@@ -245,10 +261,28 @@ pub struct Gossip {
     /// used, so stale pairs (renamed, reaped, retagged members) are harmless.
     ids: BTreeMap<String, String>,
     /// Members alive or suspect, us included (kept up to date: `num_alive` is on every packet's path).
-    live: usize,
+    live: Live,
     stats: GossipStats,
     /// Direct probes in flight (for RTT samples) and our ack payload.
     rtt: rtt::RttProbes,
+    /// The shared probe ring (`coordinated_probes`), rebuilt when the live set changed.
+    ring: schedule::ProbeRing,
+    /// Added to `now` to get the clock probe rounds are numbered by (see `set_clock_offset`).
+    clock_offset: u64,
+    /// The shared round the armed probe timer belongs to, and when it fires (`coordinated_probes`).
+    probe_round: u64,
+    probe_at: Option<Instant>,
+    /// `live.changes` when the probe timer was last re-armed for the ring, and whether a re-arm is due.
+    ring_seen: u64,
+    ring_check: Option<Instant>,
+    last_ring_check: Instant,
+}
+
+/// The number of live members (alive or suspect, us included), and how often the live set changed.
+#[derive(Clone, Copy, Debug, Default)]
+struct Live {
+    n: usize,
+    changes: u64,
 }
 
 impl Gossip {
@@ -256,7 +290,10 @@ impl Gossip {
         let mut rng = SmallRng::seed_from_u64(config.seed ^ 0x6a09_e667_f3bc_c908);
         let t = &config.timing;
         let mut timers = BTreeSet::new();
-        timers.insert((now + jitter(&mut rng, t.probe_interval), Timer::Probe));
+        let probe_jitter = jitter(&mut rng, t.probe_interval);
+        if !t.coordinated_probes {
+            timers.insert((now + probe_jitter, Timer::Probe));
+        }
         timers.insert((now + jitter(&mut rng, t.gossip_interval), Timer::Gossip));
         timers.insert((
             now + t.push_pull_interval + jitter(&mut rng, t.push_pull_interval),
@@ -280,7 +317,7 @@ impl Gossip {
                 suspicion: None,
             },
         );
-        Gossip {
+        let mut g = Gossip {
             name: config.name,
             timing: config.timing,
             rng,
@@ -299,10 +336,21 @@ impl Gossip {
             left: false,
             conflicted: false,
             ids,
-            live: 1,
+            live: Live { n: 1, changes: 0 },
             stats: GossipStats::default(),
             rtt: rtt::RttProbes::default(),
+            ring: schedule::ProbeRing::default(),
+            clock_offset: 0,
+            probe_round: 0,
+            probe_at: None,
+            ring_seen: 0,
+            ring_check: None,
+            last_ring_check: now,
+        };
+        if g.timing.coordinated_probes {
+            g.arm_probe(now, 0);
         }
+        g
     }
 
     pub fn handle(&mut self, now: Instant, input: Input, out: &mut Vec<Effect>) {
@@ -329,6 +377,10 @@ impl Gossip {
                 self.merge(now, state, out);
             }
             Input::PushPullReply { state } => self.merge(now, state, out),
+            Input::StreamReply { bytes } => match wire::decode_packet(&bytes) {
+                Ok(msgs) => self.on_stream_reply(msgs),
+                Err(_) => self.stats.malformed_packets += 1,
+            },
             Input::Join { addrs } => {
                 self.schedule(now + self.timing.join_sync_delay, Timer::JoinSync);
                 for to in addrs {
@@ -347,6 +399,7 @@ impl Gossip {
                 self.on_user_event(ltime, name, payload, out);
             }
         }
+        self.note_ring_change(now);
     }
 
     pub fn next_deadline(&self) -> Option<Instant> {
@@ -369,13 +422,13 @@ impl Gossip {
     /// Members alive or suspect, us included (memberlist's estimate of the cluster size).
     pub fn num_alive(&self) -> usize {
         debug_assert_eq!(
-            self.live,
+            self.live.n,
             self.members
                 .values()
                 .filter(|e| matches!(e.state, MemberState::Alive | MemberState::Suspect))
                 .count()
         );
-        self.live
+        self.live.n
     }
 
     /// Lifeguard's local health score (0 is healthy).
@@ -538,6 +591,8 @@ impl Gossip {
             match timer {
                 Timer::Probe => self.probe(now, out),
                 Timer::AckTimeout(seq) => self.ack_timeout(now, seq, out),
+                Timer::RelayNack(seq) => self.relay_nack(seq, out),
+                Timer::RingCheck => self.ring_check(now),
                 Timer::ProbeEnd(seq) => self.probe_end(now, seq, out),
                 Timer::Gossip => {
                     self.schedule(now + self.timing.gossip_interval, Timer::Gossip);
@@ -561,6 +616,9 @@ impl Gossip {
 
 mod membership;
 mod probe;
+mod schedule;
+#[cfg(test)]
+mod schedule_tests;
 
 fn jitter(rng: &mut SmallRng, d: Duration) -> Duration {
     let us = d.as_micros().max(1) as u64;

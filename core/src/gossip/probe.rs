@@ -1,11 +1,13 @@
 //! Failure detection (direct and indirect probes, Lifeguard awareness) and dissemination (gossip fan-out,
 //! periodic push-pull).
 
-use super::{shuffle, Effect, Gossip, Message, Probe, Timer};
+use super::schedule::DueProbe;
+use super::{shuffle, wire, Effect, Gossip, Message, Probe, Timer};
 use crate::gossip::wire::MemberState;
 use crate::time::Instant;
 use core::net::SocketAddr;
 use rand::Rng;
+use std::time::Duration;
 
 impl Gossip {
     pub(super) fn on_message(&mut self, now: Instant, from: SocketAddr, msg: Message, out: &mut Vec<Effect>) {
@@ -35,6 +37,9 @@ impl Gossip {
                 );
                 self.send(target_addr, Message::Ping { seq: own, target }, out);
                 self.schedule(now + self.timing.probe_timeout, Timer::AckTimeout(own));
+                if nack {
+                    self.schedule(now + relay_nack_after(self.timing.probe_timeout), Timer::RelayNack(own));
+                }
             }
             Message::Ack { seq } => match self.probes.remove(&seq) {
                 Some(Probe::Direct { .. }) => self.apply_awareness(-1),
@@ -75,11 +80,19 @@ impl Gossip {
 
     pub(super) fn probe(&mut self, now: Instant, out: &mut Vec<Effect>) {
         let interval = self.scaled(self.timing.probe_interval);
-        self.schedule(now + interval, Timer::Probe);
+        let round = match self.due_probe(now) {
+            DueProbe::Later => return,
+            DueProbe::Round(round) => Some(round),
+            DueProbe::Shuffled => None,
+        };
+        self.schedule_next_probe(now, interval, round);
         if self.leaving {
             return;
         }
-        let Some(target) = self.next_probe_target() else { return };
+        let scheduled = round.and_then(|r| self.scheduled_target(r));
+        let Some(target) = scheduled.or_else(|| self.next_probe_target()) else {
+            return;
+        };
         let e = &self.members[&target];
         let addr = e.addr;
         // Lifeguard's buddy system (memberlist does it): a ping to a suspect carries the suspicion, so a
@@ -127,7 +140,7 @@ impl Gossip {
     }
 
     /// No direct ack in time: a direct probe goes indirect; a relay gives up (and nacks if asked).
-    pub(super) fn ack_timeout(&mut self, _now: Instant, seq: u32, out: &mut Vec<Effect>) {
+    pub(super) fn ack_timeout(&mut self, now: Instant, seq: u32, out: &mut Vec<Effect>) {
         match self.probes.get(&seq) {
             Some(Probe::Direct { target, .. }) => {
                 let target = target.clone();
@@ -149,6 +162,7 @@ impl Gossip {
                 if let Some(Probe::Direct { expected_nacks, .. }) = self.probes.get_mut(&seq) {
                     *expected_nacks = relays.len() as u32;
                 }
+                self.stream_ping(now, seq, target, target_addr, out);
             }
             Some(Probe::Relay { .. }) => {
                 if let Some(Probe::Relay { requester, seq, nack }) = self.probes.remove(&seq) {
@@ -158,6 +172,48 @@ impl Gossip {
                 }
             }
             None => {}
+        }
+    }
+
+    /// A relay's nack is due: the target has not answered yet. Sent before the relay gives up, so it
+    /// reaches the requester while its probe is still open (see `relay_nack_after`); a later ack is
+    /// still relayed.
+    pub(super) fn relay_nack(&mut self, seq: u32, out: &mut Vec<Effect>) {
+        if let Some(Probe::Relay { requester, seq, nack }) = self.probes.get_mut(&seq) {
+            if std::mem::take(nack) {
+                let (to, seq) = (*requester, *seq);
+                self.send(to, Message::Nack { seq }, out);
+            }
+        }
+    }
+
+    /// memberlist's TCP fallback: alongside the indirect probes, ping the target over TCP until the probe
+    /// interval ends (UDP loss alone must not make a reachable member suspect).
+    fn stream_ping(&mut self, now: Instant, seq: u32, target: String, to: SocketAddr, out: &mut Vec<Effect>) {
+        if !self.timing.tcp_fallback {
+            return;
+        }
+        let left = self
+            .scaled(self.timing.probe_interval)
+            .saturating_sub(self.scaled(self.timing.probe_timeout));
+        let ping = wire::encode_message(&Message::Ping { seq, target });
+        out.push(Effect::StreamPing {
+            to,
+            bytes: wire::assemble_packet([ping.as_slice()]),
+            deadline: now + left,
+        });
+    }
+
+    /// A reply to a TCP fallback ping: an ack for a probe still running ends it without suspicion. As in
+    /// memberlist, it does not count as a healthy probe for our own health score (UDP failed after all).
+    pub(super) fn on_stream_reply(&mut self, msgs: Vec<Message>) {
+        for msg in msgs {
+            if let Message::Ack { seq } = msg {
+                if matches!(self.probes.get(&seq), Some(Probe::Direct { .. })) {
+                    self.probes.remove(&seq);
+                    self.stats.probes_rescued_by_tcp += 1;
+                }
+            }
         }
     }
 
@@ -261,4 +317,27 @@ impl Gossip {
             state: self.local_state(false),
         });
     }
+}
+
+/// The answer to a TCP fallback ping received by the member `name` (the runtime calls it for every
+/// stream-packet frame): an ack packet for a `Ping` meant for `name`, `None` for anything else (a ping
+/// meant for a previous owner of our address must not vouch for it, as over UDP).
+pub fn stream_ping_reply(name: &str, request: &[u8]) -> Option<Vec<u8>> {
+    let msgs = wire::decode_packet(request).ok()?;
+    let seq = msgs.iter().find_map(|m| match m {
+        Message::Ping { seq, target } if target == name => Some(*seq),
+        _ => None,
+    })?;
+    let ack = wire::encode_message(&Message::Ack { seq });
+    Some(wire::assemble_packet([ack.as_slice()]))
+}
+
+/// When a relay nacks: at 80 % of the probe timeout. The requester asked for help `probe_timeout` into its
+/// probe and counts the nacks when its interval ends (`probe_interval`, 2 × `probe_timeout` by default).
+/// memberlist's relays nack when they give up, after the full `probe_timeout`, so the nack arrives a
+/// network delay after the requester stopped counting and never counts: every failed probe of a crashed
+/// member then raises the prober's health score as if the prober were the unhealthy one, and it skips
+/// probe rounds (with the coordinated schedule, rounds in which it alone was to probe its target).
+pub(super) fn relay_nack_after(probe_timeout: Duration) -> Duration {
+    probe_timeout * 4 / 5
 }

@@ -181,6 +181,37 @@ pub fn encode_push_pull(pp: &PushPull) -> Vec<u8> {
     out
 }
 
+/// A TCP connection to the gossip port carries either a push-pull frame or, for memberlist's TCP fallback
+/// ping and its answer, one packet (the UDP format) as `[u32 BE length | STREAM_PACKET_FLAG][packet]`:
+/// the flag is a bit no push-pull length can have, so the first four bytes tell the two apart (and a
+/// reader that knows only push-pulls rejects a flagged frame as too large).
+pub const STREAM_PACKET_FLAG: u32 = 0x8000_0000;
+
+/// What a TCP frame's 4-byte prefix announces, and how many bytes follow.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum StreamFrame {
+    PushPull(usize),
+    Packet(usize),
+}
+
+/// Read a TCP frame's prefix (see [`STREAM_PACKET_FLAG`]); `slack` is what sealing adds to a body.
+pub fn stream_frame_len(prefix: [u8; 4], slack: usize) -> Result<StreamFrame, GossipWireError> {
+    let raw = u32::from_be_bytes(prefix);
+    if raw & STREAM_PACKET_FLAG == 0 {
+        return push_pull_frame_len(prefix).map(StreamFrame::PushPull);
+    }
+    let len = (raw & !STREAM_PACKET_FLAG) as usize;
+    if len > MAX_PACKET_BYTES + slack {
+        return Err(GossipWireError::TooLarge(len, MAX_PACKET_BYTES + slack));
+    }
+    Ok(StreamFrame::Packet(len))
+}
+
+/// The prefix of a stream-packet frame whose body is `len` bytes.
+pub fn stream_packet_prefix(len: usize) -> [u8; 4] {
+    ((len.min(MAX_PACKET_BYTES * 2) as u32) | STREAM_PACKET_FLAG).to_be_bytes()
+}
+
 /// The length a push-pull frame announces in its 4-byte prefix, checked against the limit, so a reader
 /// knows how many bytes to read next.
 pub fn push_pull_frame_len(prefix: [u8; 4]) -> Result<usize, GossipWireError> {

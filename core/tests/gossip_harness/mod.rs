@@ -1,11 +1,14 @@
 //! A pure, deterministic harness for many gossip members: a priority queue of timed events, a seeded
 //! lossy network (UDP packets dropped with probability `loss`, uniform latency; push-pull over "TCP" is
-//! reliable but fails against a crashed member), crashed members (silent), and slow members (every packet
+//! reliable but fails against a crashed member; TCP fallback pings lose segments at the UDP rate and resend
+//! them after TCP's retransmission timeouts), crashed members (silent), and slow members (every packet
 //! they send or receive and every timer of theirs is delayed by up to `slow` — an overloaded host).
 //! Virtual time jumps to the next event.
 #![allow(dead_code)]
 
-use concord_core::gossip::{Effect, Gossip, GossipConfig, GossipEvent, GossipTiming, Input, MemberStatus, PushPull};
+use concord_core::gossip::{
+    stream_ping_reply, Effect, Gossip, GossipConfig, GossipEvent, GossipTiming, Input, MemberStatus, PushPull,
+};
 use concord_core::Instant;
 use rand::rngs::SmallRng;
 use rand::{Rng, SeedableRng};
@@ -57,6 +60,18 @@ enum Ev {
         node: usize,
         deadline: Instant,
     },
+    /// A TCP fallback ping arriving at `to` (the connection and request made it).
+    StreamPing {
+        to: usize,
+        from: usize,
+        bytes: Vec<u8>,
+        deadline: Instant,
+    },
+    StreamReply {
+        to: usize,
+        bytes: Vec<u8>,
+        deadline: Instant,
+    },
 }
 
 pub struct SimMember {
@@ -95,7 +110,12 @@ pub struct Cluster {
     /// When set, the first probe (`Ping`) sent to this address is timed into `first_ping`.
     pub ping_watch: Option<SocketAddr>,
     pub first_ping: Option<Instant>,
+    /// TCP fallback pings started.
+    pub stream_pings: u64,
 }
+
+const TCP_SYN_RTO: Duration = Duration::from_secs(1);
+const TCP_RTO: Duration = Duration::from_millis(200);
 
 impl Cluster {
     pub fn new(seed: u64, timing: GossipTiming, net: Net) -> Self {
@@ -116,6 +136,7 @@ impl Cluster {
             trace: seed,
             ping_watch: None,
             first_ping: None,
+            stream_pings: 0,
         }
     }
 
@@ -174,6 +195,22 @@ impl Cluster {
         d
     }
 
+    /// Time for `segments` TCP segments between `a` and `b`, each sent one way: each is lost with the
+    /// network's loss rate and then resent after `rto`, doubling (Linux: 1 s for SYNs, 200 ms minimum
+    /// otherwise). TCP is reliable, not fast: at 10 % loss a fallback ping often misses its deadline.
+    fn tcp_delay(&mut self, a: usize, b: usize, segments: usize, rto: Duration) -> Duration {
+        let mut d = Duration::ZERO;
+        for _ in 0..segments {
+            let mut backoff = rto;
+            while self.rng.gen_bool(self.net.loss) {
+                d += backoff;
+                backoff *= 2;
+            }
+            d += self.delay(a, b);
+        }
+        d
+    }
+
     fn reschedule(&mut self, i: usize) {
         let Some(d) = self.members[i].gossip.next_deadline() else {
             return;
@@ -216,6 +253,21 @@ impl Cluster {
                     let Some(&j) = self.by_addr.get(&to) else { continue };
                     let at = self.now + self.delay(i, j);
                     self.push(at, Ev::PushPull { to: j, from: i, state });
+                }
+                Effect::StreamPing { to, bytes, deadline } => {
+                    let Some(&j) = self.by_addr.get(&to) else { continue };
+                    self.stream_pings += 1;
+                    // Handshake (SYN, SYN-ACK) then the request; the reply is timed when it is sent.
+                    let at = self.now + self.tcp_delay(i, j, 2, TCP_SYN_RTO) + self.tcp_delay(i, j, 1, TCP_RTO);
+                    self.push(
+                        at,
+                        Ev::StreamPing {
+                            to: j,
+                            from: i,
+                            bytes,
+                            deadline,
+                        },
+                    );
                 }
                 Effect::PushPullReply { conn, state } => {
                     let j = conn as usize;
@@ -278,6 +330,37 @@ impl Cluster {
                 )
             }
             Ev::PushPullReply { to, state } => (to, Input::PushPullReply { state }),
+            Ev::StreamPing {
+                to,
+                from,
+                bytes,
+                deadline,
+            } => {
+                // The target's runtime answers (a crashed member's connection is refused).
+                if self.members[to].crashed || self.now > deadline {
+                    return true;
+                }
+                let Some(reply) = stream_ping_reply(self.members[to].gossip.name(), &bytes) else {
+                    return true;
+                };
+                let at = self.now + self.tcp_delay(to, from, 1, TCP_RTO);
+                self.push(
+                    at,
+                    Ev::StreamReply {
+                        to: from,
+                        bytes: reply,
+                        deadline,
+                    },
+                );
+                return true;
+            }
+            Ev::StreamReply { to, bytes, deadline } => {
+                // The prober stops waiting at the deadline.
+                if self.now > deadline {
+                    return true;
+                }
+                (to, Input::StreamReply { bytes })
+            }
             Ev::Tick { node, deadline } => {
                 if self.members[node].scheduled != Some(deadline) {
                     return true;

@@ -17,7 +17,7 @@ pub use keyring::{generate_key, parse_key, Keyring, KeyringError};
 use crate::agent::TokioClock;
 use crate::driver::Clock;
 use concord_core::coordinate::{self, Coordinate};
-use concord_core::gossip::wire::{self, MAX_PACKET_BYTES};
+use concord_core::gossip::wire::{self, StreamFrame, MAX_PACKET_BYTES};
 use concord_core::gossip::{
     Effect, Gossip, GossipConfig, GossipEvent, GossipTiming, Input, Member, PushPull, Tags, ID_TAG,
 };
@@ -218,7 +218,7 @@ pub async fn start(
     let udp = UdpSocket::bind(SocketAddr::new(settings.bind.ip(), port)).await?;
     let addr = SocketAddr::new(settings.advertise, port);
     let clock = TokioClock::new();
-    let gossip = Gossip::new(
+    let mut gossip = Gossip::new(
         GossipConfig {
             name: settings.name.clone(),
             addr,
@@ -228,6 +228,13 @@ pub async fn start(
         },
         clock.now(),
     );
+    // Probe rounds are numbered by Unix time, which NTP keeps close across hosts (see core's
+    // gossip::schedule): the monotonic clock's epoch is this process's start.
+    #[allow(clippy::disallowed_methods)] // the wall clock is this runtime's to read
+    let unix = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap_or_default();
+    gossip.set_clock_offset(unix.saturating_sub(Duration::from_micros(clock.now().as_micros())));
     let (cmd_tx, cmd_rx) = mpsc::channel(256);
     let (members_tx, members_rx) = watch::channel(Arc::new(gossip.members()));
     let (events, _) = broadcast::channel(1024);
@@ -238,7 +245,7 @@ pub async fn start(
     let vivaldi = Vivaldi::new(settings.seed, &mut gossip);
     let (coordinate_tx, coordinate_rx) = watch::channel(vivaldi.client.coordinate().clone());
     let (peers_tx, peers_rx) = watch::channel(Arc::new(BTreeMap::new()));
-    tokio::spawn(accept_push_pull(tcp, conn_tx, keyring.clone()));
+    tokio::spawn(accept_push_pull(tcp, conn_tx, keyring.clone(), settings.name.clone()));
     let pool = Pool {
         gossip,
         clock,
@@ -333,7 +340,8 @@ impl Pool {
         stop: impl std::future::Future<Output = ()>,
     ) {
         tokio::pin!(stop);
-        let (reply_tx, mut reply_rx) = mpsc::channel::<PushPull>(64);
+        // Answers of our TCP exchanges: push-pull replies and TCP fallback ping replies.
+        let (reply_tx, mut reply_rx) = mpsc::channel::<Input>(64);
         let mut buf = vec![0u8; MAX_PACKET_BYTES + 64];
         loop {
             let deadline = self.gossip.next_deadline();
@@ -362,7 +370,7 @@ impl Pool {
                     self.conns.insert(self.next_conn, reply);
                     Input::PushPull { conn: self.next_conn, state }
                 }
-                Some(state) = reply_rx.recv() => Input::PushPullReply { state },
+                Some(input) = reply_rx.recv() => input,
                 Some(cmd) = cmd_rx.recv() => match cmd {
                     Command::Join { addrs, reply } => {
                         join_reply = Some(reply);
@@ -403,7 +411,7 @@ impl Pool {
         }
     }
 
-    fn carry_out(&mut self, out: Vec<Effect>, reply_tx: &mpsc::Sender<PushPull>, join: Option<oneshot::Sender<usize>>) {
+    fn carry_out(&mut self, out: Vec<Effect>, reply_tx: &mpsc::Sender<Input>, join: Option<oneshot::Sender<usize>>) {
         // A leave shows as "leaving" at once, though the machine reports no event for it.
         let mut changed = !self.leave_waiters.is_empty();
         let mut left = false;
@@ -419,6 +427,21 @@ impl Pool {
                     let _ = self.udp.try_send_to(&bytes, to);
                 }
                 Effect::PushPull { to, state } => syncs.push((to, state)),
+                Effect::StreamPing { to, bytes, deadline } => {
+                    let wait = deadline.saturating_since(self.clock.now());
+                    let (reply_tx, keyring) = (reply_tx.clone(), self.keyring.clone());
+                    tokio::spawn(async move {
+                        match tokio::time::timeout(wait, stream_ping(to, &bytes, keyring.as_deref())).await {
+                            Ok(Ok(bytes)) => {
+                                let _ = reply_tx.send(Input::StreamReply { bytes }).await;
+                            }
+                            Ok(Err(e)) => {
+                                tracing::debug!(target: "agent.server.memberlist", "TCP ping to {to} failed: {e}")
+                            }
+                            Err(_) => {}
+                        }
+                    });
+                }
                 Effect::PushPullReply { conn, state } => {
                     if let Some(reply) = self.conns.remove(&conn) {
                         let _ = reply.send(state);
@@ -452,7 +475,7 @@ impl Pool {
             let (reply_tx, done_tx, keyring) = (reply_tx.clone(), done_tx.clone(), self.keyring.clone());
             tokio::spawn(async move {
                 let ok = match tokio::time::timeout(TCP_TIMEOUT, exchange(to, &state, keyring.as_deref())).await {
-                    Ok(Ok(remote)) => reply_tx.send(remote).await.is_ok(),
+                    Ok(Ok(remote)) => reply_tx.send(Input::PushPullReply { state: remote }).await.is_ok(),
                     Ok(Err(e)) => {
                         tracing::debug!(target: "agent.server.memberlist", "push-pull with {to} failed: {e}");
                         false
@@ -531,35 +554,104 @@ impl Pool {
     }
 }
 
-/// Accept push-pull connections and hand each to the pool task.
-async fn accept_push_pull(listener: TcpListener, conn_tx: mpsc::Sender<IncomingSync>, keyring: Option<Arc<Keyring>>) {
+/// Accept TCP connections: push-pulls go to the pool task; TCP fallback pings are answered here (an ack
+/// if the ping names us, as core's `stream_ping_reply` decides).
+async fn accept_push_pull(
+    listener: TcpListener,
+    conn_tx: mpsc::Sender<IncomingSync>,
+    keyring: Option<Arc<Keyring>>,
+    name: String,
+) {
+    let name: Arc<str> = name.into();
     loop {
         let Ok((stream, from)) = listener.accept().await else {
             continue;
         };
-        let (conn_tx, keyring) = (conn_tx.clone(), keyring.clone());
+        let (conn_tx, keyring, name) = (conn_tx.clone(), keyring.clone(), name.clone());
         if conn_tx.is_closed() {
             return;
         }
         tokio::spawn(async move {
-            let served = tokio::time::timeout(TCP_TIMEOUT, serve_push_pull(stream, conn_tx, keyring.as_deref())).await;
+            let served =
+                tokio::time::timeout(TCP_TIMEOUT, serve_stream(stream, conn_tx, keyring.as_deref(), &name)).await;
             if let Ok(Err(e)) = served {
-                tracing::debug!(target: "agent.server.memberlist", "push-pull from {from} failed: {e}");
+                tracing::debug!(target: "agent.server.memberlist", "TCP exchange from {from} failed: {e}");
             }
         });
     }
 }
 
-async fn serve_push_pull(
+async fn serve_stream(
     mut stream: TcpStream,
     conn_tx: mpsc::Sender<IncomingSync>,
     keyring: Option<&Keyring>,
+    name: &str,
 ) -> Result<(), String> {
-    let remote = read_sync(&mut stream, keyring).await?;
-    let (reply, rx) = oneshot::channel();
-    conn_tx.send((remote, reply)).await.map_err(|_| "shutting down")?;
-    let local = rx.await.map_err(|_| "shutting down")?;
-    write_sync(&mut stream, &local, keyring).await
+    let mut prefix = [0u8; 4];
+    stream.read_exact(&mut prefix).await.map_err(|e| e.to_string())?;
+    match wire::stream_frame_len(prefix, SEAL_SLACK).map_err(|e| e.to_string())? {
+        StreamFrame::PushPull(len) => {
+            let remote = read_sync_body(&mut stream, len, keyring).await?;
+            let (reply, rx) = oneshot::channel();
+            conn_tx.send((remote, reply)).await.map_err(|_| "shutting down")?;
+            let local = rx.await.map_err(|_| "shutting down")?;
+            write_sync(&mut stream, &local, keyring).await
+        }
+        StreamFrame::Packet(len) => {
+            let request = read_body(&mut stream, len, keyring).await?;
+            match concord_core::gossip::stream_ping_reply(name, &request) {
+                Some(ack) => write_packet(&mut stream, &ack, keyring).await,
+                None => Err("TCP ping for another member or malformed".into()),
+            }
+        }
+    }
+}
+
+/// memberlist's TCP fallback ping: send the ping packet, read the answer packet.
+async fn stream_ping(to: SocketAddr, ping: &[u8], keyring: Option<&Keyring>) -> Result<Vec<u8>, String> {
+    let mut stream = TcpStream::connect(to).await.map_err(|e| e.to_string())?;
+    write_packet(&mut stream, ping, keyring).await?;
+    let mut prefix = [0u8; 4];
+    stream.read_exact(&mut prefix).await.map_err(|e| e.to_string())?;
+    match wire::stream_frame_len(prefix, SEAL_SLACK).map_err(|e| e.to_string())? {
+        StreamFrame::Packet(len) => read_body(&mut stream, len, keyring).await,
+        StreamFrame::PushPull(_) => Err("expected a packet frame".into()),
+    }
+}
+
+async fn write_packet(stream: &mut TcpStream, packet: &[u8], keyring: Option<&Keyring>) -> Result<(), String> {
+    let body = match keyring {
+        Some(k) => k.encrypt(packet),
+        None => packet.to_vec(),
+    };
+    let mut out = wire::stream_packet_prefix(body.len()).to_vec();
+    out.extend_from_slice(&body);
+    stream.write_all(&out).await.map_err(|e| e.to_string())
+}
+
+/// What sealing adds to a body (nonce, tag and key-version bytes), with room to spare.
+const SEAL_SLACK: usize = 64;
+
+async fn read_body<R: tokio::io::AsyncRead + Unpin>(
+    stream: &mut R,
+    len: usize,
+    keyring: Option<&Keyring>,
+) -> Result<Vec<u8>, String> {
+    let mut body = Vec::new();
+    read_frame_body(stream, len, &mut body).await?;
+    match keyring {
+        Some(k) => k.decrypt(&body).map_err(|e| e.to_string()),
+        None => Ok(body),
+    }
+}
+
+async fn read_sync_body<R: tokio::io::AsyncRead + Unpin>(
+    stream: &mut R,
+    len: usize,
+    keyring: Option<&Keyring>,
+) -> Result<PushPull, String> {
+    let body = read_body(stream, len, keyring).await?;
+    wire::decode_push_pull(&body).map_err(|e| e.to_string())
 }
 
 /// One push-pull: send our state, read theirs.
@@ -610,11 +702,5 @@ async fn read_sync<R: tokio::io::AsyncRead + Unpin>(
     let mut prefix = [0u8; 4];
     stream.read_exact(&mut prefix).await.map_err(|e| e.to_string())?;
     let len = wire::push_pull_frame_len(prefix).map_err(|e| e.to_string())?;
-    let mut body = Vec::new();
-    read_frame_body(stream, len, &mut body).await?;
-    let body = match keyring {
-        Some(k) => k.decrypt(&body).map_err(|e| e.to_string())?,
-        None => body,
-    };
-    wire::decode_push_pull(&body).map_err(|e| e.to_string())
+    read_sync_body(stream, len, keyring).await
 }

@@ -166,3 +166,39 @@ async fn push_pull_bodies_grow_with_the_bytes_received() {
     let err = read_sync(&mut ours, None).await.unwrap_err();
     assert!(err.ends_with("-byte limit"), "{err}");
 }
+
+/// memberlist's TCP fallback ping over a real socket: the pool answers a ping that names it (sealed when
+/// a keyring is in use) and refuses one meant for another member.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_pool_answers_tcp_fallback_pings_for_itself_only() {
+    for sealed in [false, true] {
+        let keyring = || sealed.then(|| Keyring::new(parse_key(&key(4)).unwrap(), None));
+        let shared = keyring().map(Arc::new);
+        let (p, _stop) = pool("tcp-target", keyring()).await;
+        let ping = |target: &str| {
+            let msg = wire::encode_message(&concord_core::gossip::Message::Ping {
+                seq: 42,
+                target: target.into(),
+            });
+            wire::assemble_packet([msg.as_slice()])
+        };
+        let reply = stream_ping(p.addr, &ping("tcp-target"), shared.as_deref())
+            .await
+            .unwrap();
+        assert_eq!(
+            wire::decode_packet(&reply).unwrap(),
+            vec![concord_core::gossip::Message::Ack { seq: 42 }]
+        );
+        assert!(stream_ping(p.addr, &ping("someone-else"), shared.as_deref())
+            .await
+            .is_err());
+        // Push-pulls still work on the same port.
+        let mine = PushPull {
+            join: false,
+            members: Vec::new(),
+            event_ltime: 0,
+        };
+        let theirs = exchange(p.addr, &mine, shared.as_deref()).await.unwrap();
+        assert!(theirs.members.iter().any(|m| m.name == "tcp-target"));
+    }
+}

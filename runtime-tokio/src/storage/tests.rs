@@ -44,8 +44,20 @@ fn snapshot(term: Term, index: Index) -> Snapshot {
     }
 }
 
+/// Open the store under `dir`. fjall releases its own directory lock when its last background worker has let
+/// go of the database, which on a loaded machine can be a moment after the previous store was dropped, so a
+/// `Locked` answer is retried until a deadline (any other error fails at once).
 fn open(dir: &Path) -> FjallStore {
-    FjallStore::open(dir).expect("open store")
+    let deadline = std::time::Instant::now() + Duration::from_secs(10);
+    loop {
+        match FjallStore::open(dir) {
+            Ok(store) => return store,
+            Err(StorageError::Locked(_)) if std::time::Instant::now() < deadline => {
+                std::thread::sleep(Duration::from_millis(5))
+            }
+            Err(e) => panic!("open store: {e}"),
+        }
+    }
 }
 
 fn stage_sync(store: &mut dyn LogStore, ops: &[PersistOp]) {
