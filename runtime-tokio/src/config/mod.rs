@@ -71,6 +71,10 @@ pub struct AgentConfig {
     pub kv_max_value_size: usize,
     pub txn_max_req_len: usize,
     pub http_max_conns_per_client: usize,
+    /// `http_config.read_header_timeout`: a client must send a request head within this.
+    pub http_read_header_timeout: Duration,
+    /// `http_config.write_timeout`: a client must take an answer within this.
+    pub http_write_timeout: Duration,
 
     pub enable_local_script_checks: bool,
     /// Lower-case, fully qualified, if set.
@@ -164,6 +168,8 @@ impl Default for AgentConfig {
             kv_max_value_size: 524_288,
             txn_max_req_len: 524_288,
             http_max_conns_per_client: 200,
+            http_read_header_timeout: crate::http::DEFAULT_READ_HEADER_TIMEOUT,
+            http_write_timeout: crate::http::DEFAULT_WRITE_TIMEOUT,
             enable_local_script_checks: false,
             alt_domain: None,
             recursors: Vec::new(),

@@ -9,7 +9,7 @@ mod http;
 #[cfg(test)]
 mod tests;
 
-pub use http::http_request;
+pub use http::{http_request, http_wire};
 
 use crate::gossip::Keyring;
 use crate::storage::codec::{decode_checked, encode_checked};
@@ -25,6 +25,7 @@ pub const TARGETS: &[(&str, Check)] = &[
     ("storage_record", storage_record),
     ("gossip_sealed", gossip_sealed),
     ("http_request", http_request),
+    ("http_wire", http_wire),
 ];
 
 /// A config file: first byte even = JSON, odd = HCL; the rest is the file's text (skipped unless UTF-8,
