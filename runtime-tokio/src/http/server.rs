@@ -174,6 +174,10 @@ impl Conn {
                     return;
                 }
             };
+            if self.buf.is_empty() {
+                // The head was all there was: give the buffer back before the request (perhaps) parks.
+                self.buf = Vec::new();
+            }
             let (answer, feed, is_head, keep_alive) = self.start(head);
             match self.exchange(answer, feed, is_head, keep_alive).await {
                 Some(true) => {}
@@ -362,6 +366,9 @@ impl Conn {
                 Ok(Some(piece)) => break Ok(piece),
                 Ok(None) if f.state == BodyState::Done => {
                     f.tx = None; // end of stream
+                    if self.buf.is_empty() {
+                        self.buf = Vec::new();
+                    }
                     return true;
                 }
                 Ok(None) => {}
@@ -386,6 +393,9 @@ impl Conn {
             Ok(bytes) => {
                 if tx.send(Ok(bytes)).await.is_err() || f.state == BodyState::Done {
                     f.tx = None; // handler gone, or end of stream
+                }
+                if f.state == BodyState::Done && self.buf.is_empty() {
+                    self.buf = Vec::new();
                 }
                 true
             }
