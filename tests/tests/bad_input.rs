@@ -1,10 +1,10 @@
 //! Hostile and broken input against a real server process: each bad request gets Consul's 4xx (or the
 //! packet is dropped), the agent stays up, and data it acknowledged before is still there afterwards.
 
-use concord_tests::{http_get, http_put, poll, Cluster, Resp, HTTP_TIMEOUT};
+use concord_tests::{http_get, http_put, poll, Agent, Cluster, Resp, HTTP_TIMEOUT};
 use std::io::{Read, Write};
 use std::net::{SocketAddr, TcpStream, UdpSocket};
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 /// Consul's default LAN gossip port; the harness leaves it at the default on each server's own address.
 const SERF_LAN_PORT: u16 = 8301;
@@ -150,6 +150,75 @@ fn a_connection_flood_from_one_address_gets_429_past_the_per_client_limit() {
     });
     assert_eq!(r.text(), "safe");
     assert_up_and_intact(&mut c);
+}
+
+#[test]
+fn slow_clients_are_disconnected_and_others_are_served() {
+    let dir = tempfile::tempdir().unwrap();
+    let config = dir.path().join("http.json");
+    std::fs::write(
+        &config,
+        r#"{"http_config": {"read_header_timeout": "1s", "write_timeout": "1s"}}"#,
+    )
+    .unwrap();
+    let mut agent = Agent::dev_with(&["-config-file", config.to_str().unwrap()]);
+    let addr = agent.server().http_addr();
+    poll(Duration::from_secs(30), "the dev agent to take a write", || {
+        http_put(&agent.url("/v1/kv/keep"), b"safe").and_then(|r| r.expect_status(200))
+    });
+    let keep_url = agent.url("/v1/kv/keep?raw");
+    let served = || {
+        let r = http_get(&keep_url).expect("GET keep");
+        assert_eq!((r.status, r.text()), (200, "safe".to_string()));
+    };
+
+    // A client that connects and says nothing, and one that never finishes its request head: both are
+    // disconnected without an answer once read_header_timeout has passed; others are served meanwhile.
+    let started = Instant::now();
+    let mut silent = TcpStream::connect(&addr).unwrap();
+    let mut partial = TcpStream::connect(&addr).unwrap();
+    partial.write_all(b"GET /v1/kv/keep HTTP/1.1\r\nHost:").unwrap();
+    served();
+    for s in [&mut silent, &mut partial] {
+        s.set_read_timeout(Some(HTTP_TIMEOUT)).unwrap();
+        let mut got = Vec::new();
+        let ended = s.read_to_end(&mut got);
+        assert!(
+            ended.is_ok() && got.is_empty(),
+            "{ended:?} {:?}",
+            String::from_utf8_lossy(&got)
+        );
+    }
+    let waited = started.elapsed();
+    assert!(waited >= Duration::from_millis(900), "cut off after {waited:?}");
+
+    // A client that asks for 64 answers of 512 KiB and never reads: once the socket buffers are full the
+    // server's write stalls, and write_timeout ends the connection (it gets far fewer than 64 answers).
+    let big = vec![b'b'; 512 * 1024];
+    let r = http_put(&agent.url("/v1/kv/big"), &big).unwrap();
+    assert_eq!(r.status, 200, "{}", r.text());
+    let mut hog = TcpStream::connect(&addr).unwrap();
+    hog.write_all(&b"GET /v1/kv/big?raw HTTP/1.1\r\nHost: x\r\n\r\n".repeat(64))
+        .unwrap();
+    // The hog does not read for 3 s (3 write timeouts); the agent keeps serving others all along.
+    let stall = Instant::now();
+    while stall.elapsed() < Duration::from_secs(3) {
+        served();
+        std::thread::sleep(Duration::from_millis(200));
+    }
+    hog.set_read_timeout(Some(HTTP_TIMEOUT)).unwrap();
+    let mut got = Vec::new();
+    let ended = hog.read_to_end(&mut got);
+    let timed_out = ended
+        .as_ref()
+        .is_err_and(|e| matches!(e.kind(), std::io::ErrorKind::WouldBlock | std::io::ErrorKind::TimedOut));
+    assert!(
+        !timed_out,
+        "the server kept the connection of a client that does not read"
+    );
+    assert!(got.len() < 64 * big.len(), "got all {} bytes", got.len());
+    assert!(agent.server().is_running(), "the agent died");
+    served();
 }
 
 #[test]

@@ -94,6 +94,8 @@ impl ClientAgent {
             default_query_time: config.default_query_time,
             max_query_time: config.max_query_time,
             http_max_conns_per_client: config.http_max_conns_per_client,
+            read_header_timeout: config.http_read_header_timeout,
+            write_timeout: config.http_write_timeout,
         };
         let mut tasks = tokio::task::JoinSet::new();
         crate::dns::spawn(&mut tasks, dns_listeners, dns, backend.clone(), stopped(&stop));

@@ -78,6 +78,10 @@ pub struct AgentConfig {
     /// concord's own option (Consul has none); 1 MiB by default.
     pub http_max_body_size: usize,
     pub http_max_conns_per_client: usize,
+    /// `http_config.read_header_timeout`: a client must send a request head within this.
+    pub http_read_header_timeout: Duration,
+    /// `http_config.write_timeout`: a client must take an answer within this.
+    pub http_write_timeout: Duration,
 
     pub enable_local_script_checks: bool,
     /// Lower-case, fully qualified, if set.
@@ -174,6 +178,8 @@ impl Default for AgentConfig {
             txn_max_req_len: 524_288,
             http_max_body_size: 1_048_576,
             http_max_conns_per_client: 200,
+            http_read_header_timeout: crate::http::DEFAULT_READ_HEADER_TIMEOUT,
+            http_write_timeout: crate::http::DEFAULT_WRITE_TIMEOUT,
             enable_local_script_checks: false,
             alt_domain: None,
             recursors: Vec::new(),

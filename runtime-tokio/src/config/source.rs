@@ -325,6 +325,7 @@ pub(super) fn apply(config: &mut AgentConfig, map: &Map<String, Value>, origin: 
             "encrypt" => config.encrypt = Some(r.string(k, v)?),
             "performance" => apply_performance(config, r.object(k, v)?, &r)?,
             "limits" => apply_limits(config, r.object(k, v)?, &r)?,
+            "http_config" => apply_http_config(config, r.object(k, v)?, &r)?,
             "default_query_time" => config.default_query_time = r.duration(k, v)?,
             "max_query_time" => config.max_query_time = r.duration(k, v)?,
             "node_meta" => apply_node_meta(config, r.object(k, v)?, &r)?,
@@ -440,6 +441,35 @@ fn apply_limits(config: &mut AgentConfig, map: &Map<String, Value>, r: &Reader<'
             | "https_handshake_timeout"
             | "rpc_handshake_timeout"
             | "rpc_client_timeout" => config
+                .warnings
+                .push(format!("config key {path:?} has no effect in concord")),
+            _ => return Err(r.unknown(&path)),
+        }
+    }
+    Ok(())
+}
+
+/// `http_config`: the slow-client timeouts; Consul's other HTTP options are accepted and ignored.
+fn apply_http_config(config: &mut AgentConfig, map: &Map<String, Value>, r: &Reader<'_>) -> Result<(), ConfigError> {
+    for (key, v) in map {
+        let path = format!("http_config.{key}");
+        let positive = |d: Duration| {
+            if d.is_zero() {
+                Err(r.bad_value(&path, "must be more than 0s"))
+            } else {
+                Ok(d)
+            }
+        };
+        match key.as_str() {
+            "read_header_timeout" => config.http_read_header_timeout = positive(r.duration(&path, v)?)?,
+            "write_timeout" => config.http_write_timeout = positive(r.duration(&path, v)?)?,
+            "read_timeout"
+            | "idle_timeout"
+            | "max_header_bytes"
+            | "response_headers"
+            | "use_cache"
+            | "allow_write_http_from"
+            | "block_endpoints" => config
                 .warnings
                 .push(format!("config key {path:?} has no effect in concord")),
             _ => return Err(r.unknown(&path)),

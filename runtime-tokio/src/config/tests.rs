@@ -600,3 +600,36 @@ fn one_config_text_parses_as_a_file_would() {
     assert!(e.contains("HCL") && !e.contains('\n'), "{e}");
     assert!(crate::config::parse_config_text("{}", "yaml").is_err());
 }
+
+#[test]
+fn http_config_sets_the_slow_client_timeouts() {
+    let c = crate::config::parse_config_text(
+        "data_dir = \"/tmp/x\"\nhttp_config {\n  read_header_timeout = \"2s\"\n  write_timeout = \"1m\"\n  use_cache = false\n}\n",
+        "hcl",
+    )
+    .expect("valid HCL");
+    assert_eq!(
+        (c.http_read_header_timeout, c.http_write_timeout),
+        (Duration::from_secs(2), Duration::from_secs(60))
+    );
+    assert!(
+        c.warnings.iter().any(|w| w.contains("http_config.use_cache")),
+        "{:?}",
+        c.warnings
+    );
+    let defaults = crate::config::parse_config_text(r#"{"data_dir": "/tmp/x"}"#, "json").unwrap();
+    assert_eq!(
+        (defaults.http_read_header_timeout, defaults.http_write_timeout),
+        (
+            crate::http::DEFAULT_READ_HEADER_TIMEOUT,
+            crate::http::DEFAULT_WRITE_TIMEOUT
+        )
+    );
+    let zero = crate::config::parse_config_text(
+        r#"{"data_dir": "/tmp/x", "http_config": {"write_timeout": "0s"}}"#,
+        "json",
+    );
+    assert!(zero.unwrap_err().to_string().contains("http_config.write_timeout"));
+    let unknown = crate::config::parse_config_text(r#"{"data_dir": "/tmp/x", "http_config": {"nope": 1}}"#, "json");
+    assert!(unknown.is_err());
+}

@@ -73,6 +73,31 @@ impl Drop for CancelOnDrop<'_> {
     }
 }
 
+/// The answer to one [`DriverHandle::call`].
+pub struct Call<'a> {
+    // Declared before the guard so it drops first: the driver, seeing the cancel, must also see the
+    // receiver closed if the request is still queued behind it (see `accept`).
+    rx: oneshot::Receiver<Response>,
+    guard: CancelOnDrop<'a>,
+    /// Answered without reaching the node (queue full, driver stopped).
+    early: Option<Box<Response>>,
+}
+
+impl std::future::Future for Call<'_> {
+    type Output = Response;
+
+    fn poll(mut self: std::pin::Pin<&mut Self>, cx: &mut std::task::Context<'_>) -> std::task::Poll<Response> {
+        let this = &mut *self;
+        if let Some(resp) = this.early.take() {
+            return std::task::Poll::Ready(*resp);
+        }
+        std::pin::Pin::new(&mut this.rx).poll(cx).map(|resp| {
+            this.guard.armed = false;
+            resp.unwrap_or_else(|_| stopped())
+        })
+    }
+}
+
 impl DriverHandle {
     pub(crate) fn new(
         id: NodeId,
@@ -98,29 +123,29 @@ impl DriverHandle {
 
     /// Send `req` to the node and wait for its answer. A full request queue is answered
     /// `Overloaded` immediately; dropping the returned future cancels the request inside the node.
-    pub async fn call(&self, req: Request) -> Response {
+    ///
+    /// The request is queued right here, not at the first poll, so the returned future holds only the
+    /// reply channel and the cancel guard: a parked blocking query costs a few dozen bytes here rather than
+    /// a copy of the whole `Request`.
+    pub fn call(&self, req: Request) -> Call<'_> {
         let req_id = self.next_req_id.fetch_add(1, Ordering::Relaxed);
-        // Declared before the receiver so it drops after it: the driver, seeing the cancel, must also see
-        // the receiver closed if the request is still queued behind it (see `accept`).
-        let mut guard = CancelOnDrop {
-            control_tx: &self.control_tx,
-            req_id,
-            armed: false,
-        };
         let (reply, rx) = oneshot::channel();
-        match self.client_tx.try_send(ClientCall { req_id, req, reply }) {
-            Ok(()) => {}
-            Err(mpsc::error::TrySendError::Full(_)) => {
-                return Response::Error(ApiError::Overloaded(format!(
-                    "more than {CLIENT_QUEUE} requests are waiting for this server"
-                )))
-            }
-            Err(mpsc::error::TrySendError::Closed(_)) => return stopped(),
+        let early = match self.client_tx.try_send(ClientCall { req_id, req, reply }) {
+            Ok(()) => None,
+            Err(mpsc::error::TrySendError::Full(_)) => Some(Box::new(Response::Error(ApiError::Overloaded(format!(
+                "more than {CLIENT_QUEUE} requests are waiting for this server"
+            ))))),
+            Err(mpsc::error::TrySendError::Closed(_)) => Some(Box::new(stopped())),
+        };
+        Call {
+            rx,
+            guard: CancelOnDrop {
+                control_tx: &self.control_tx,
+                req_id,
+                armed: early.is_none(),
+            },
+            early,
         }
-        guard.armed = true;
-        let resp = rx.await;
-        guard.armed = false;
-        resp.unwrap_or_else(|_| stopped())
     }
 
     /// Raft's state as of now, or None once the driver stopped.

@@ -112,3 +112,10 @@ pub fn http_request(data: &[u8]) {
         }
     });
 }
+
+/// Raw bytes as an HTTP/1.1 request stream to the server's own parser (`http/server.rs`): the head parser
+/// and the body decoders (`Content-Length`, chunked) never panic and agree with themselves whatever the
+/// split of the input.
+pub fn http_wire(data: &[u8]) {
+    crate::http::server::check_wire(data);
+}

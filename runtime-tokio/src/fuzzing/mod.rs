@@ -9,7 +9,7 @@ mod http;
 #[cfg(test)]
 mod tests;
 
-pub use http::http_request;
+pub use http::{http_request, http_wire};
 
 use crate::gossip::Keyring;
 use crate::storage::codec::{decode_checked, encode_checked};
@@ -26,6 +26,7 @@ pub const TARGETS: &[(&str, Check)] = &[
     ("gossip_sealed", gossip_sealed),
     ("http_request", http_request),
     ("user_event", user_event),
+    ("http_wire", http_wire),
 ];
 
 /// A gossip user event's payload (`consul:event:*`), as another agent sends it: `decode_event` never

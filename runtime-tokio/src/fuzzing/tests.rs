@@ -73,6 +73,11 @@ fn user_event_corpus() {
 }
 
 #[test]
+fn http_wire_corpus() {
+    replay("http_wire");
+}
+
+#[test]
 fn every_target_has_a_replay_test() {
     let names: Vec<&str> = TARGETS.iter().map(|(n, _)| *n).collect();
     assert_eq!(
@@ -82,7 +87,8 @@ fn every_target_has_a_replay_test() {
             "storage_record",
             "gossip_sealed",
             "http_request",
-            "user_event"
+            "user_event",
+            "http_wire"
         ]
     );
     for key in GOSSIP_KEYS {
@@ -96,12 +102,13 @@ fn every_target_has_a_replay_test() {
 #[ignore = "generator: run by hand to refresh the seed corpus"]
 fn write_seed_corpus() {
     type Seeds = fn() -> Vec<(&'static str, Vec<u8>)>;
-    let seeds: [(&str, Seeds); 5] = [
+    let seeds: [(&str, Seeds); 6] = [
         ("config_file", config_seeds),
         ("storage_record", storage_seeds),
         ("gossip_sealed", sealed_seeds),
         ("http_request", http_seeds),
         ("user_event", user_event_seeds),
+        ("http_wire", wire_seeds),
     ];
     for (target, make) in seeds {
         let dir = corpus_dir(target);
@@ -330,5 +337,18 @@ fn http_seeds() -> Vec<(&'static str, Vec<u8>)> {
         ),
         ("not-found", req(0, "/nope")),
         ("empty", Vec::new()),
+    ]
+}
+
+fn wire_seeds() -> Vec<(&'static str, Vec<u8>)> {
+    vec![
+        ("get-keep-alive", b"GET /v1/kv/a?index=3&wait=5m HTTP/1.1\r\nHost: x\r\n\r\n".to_vec()),
+        ("put-length", b"PUT /v1/kv/a HTTP/1.1\r\nHost: x\r\nContent-Length: 5\r\n\r\nvalueGET / HTTP/1.1\r\n\r\n".to_vec()),
+        ("put-chunked", b"PUT /v1/kv/c HTTP/1.1\r\nTransfer-Encoding: chunked\r\nContent-Length: 100\r\n\r\n3\r\nabc\r\na;x=y\r\n0123456789\r\n0\r\nT: v\r\n\r\n".to_vec()),
+        ("chunked-bad-crlf", b"PUT / HTTP/1.1\r\nTransfer-Encoding: chunked\r\n\r\n3\r\nabcXY0\r\n\r\n".to_vec()),
+        ("duplicate-length", b"PUT / HTTP/1.1\r\nContent-Length: 3\r\nContent-Length: 5\r\n\r\nevil!".to_vec()),
+        ("expect-continue", b"PUT /v1/kv/e HTTP/1.1\r\nExpect: 100-continue\r\nContent-Length: 2\r\n\r\nok".to_vec()),
+        ("http10", b"GET /v1/status/leader HTTP/1.0\r\nConnection: keep-alive\r\n\r\n".to_vec()),
+        ("absolute-form", b"GET http://x/v1/agent/self HTTP/1.1\r\n\r\n".to_vec()),
     ]
 }

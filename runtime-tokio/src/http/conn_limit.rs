@@ -1,18 +1,14 @@
-//! Per-client connection limit (`limits.http_max_conns_per_client`): a listener wrapper that counts open
-//! connections per remote IP. Each accepted stream holds a guard that gives its slot back when hyper drops
-//! the connection. A connection beyond the limit gets Consul's answer, a bare 429, and is closed without
-//! reaching the router.
+//! Per-client connection limit (`limits.http_max_conns_per_client`): open connections counted per remote
+//! IP. Each accepted connection's task holds a guard that gives its slot back when the connection ends.
+//! A connection beyond the limit gets Consul's answer, a bare 429, and is closed without reaching the router.
 
-use axum::serve::Listener;
 use std::collections::HashMap;
 use std::io;
-use std::net::{IpAddr, SocketAddr};
-use std::pin::Pin;
+use std::net::IpAddr;
 use std::sync::{Arc, Mutex};
-use std::task::{Context, Poll};
 use std::time::Duration;
-use tokio::io::{AsyncRead, AsyncWrite, AsyncWriteExt, ReadBuf};
-use tokio::net::{TcpListener, TcpStream};
+use tokio::io::AsyncWriteExt;
+use tokio::net::TcpStream;
 
 /// Open connections per client IP, shared by every listener of one server.
 #[derive(Clone)]
@@ -30,7 +26,7 @@ impl PerClientLimit {
     }
 
     /// Take a slot for `ip`, or `None` if it already has `max` connections open.
-    fn acquire(&self, ip: IpAddr) -> Option<SlotGuard> {
+    pub(crate) fn acquire(&self, ip: IpAddr) -> Option<SlotGuard> {
         let mut open = self.open.lock().unwrap_or_else(|e| e.into_inner());
         let count = open.entry(ip).or_insert(0);
         if self.max != 0 && *count >= self.max {
@@ -44,7 +40,7 @@ impl PerClientLimit {
     }
 }
 
-struct SlotGuard {
+pub(crate) struct SlotGuard {
     limit: PerClientLimit,
     ip: IpAddr,
 }
@@ -61,96 +57,10 @@ impl Drop for SlotGuard {
     }
 }
 
-/// A TCP stream that holds its client's slot while open.
-pub(crate) struct LimitedStream {
-    inner: TcpStream,
-    _slot: SlotGuard,
-}
-
-impl AsyncRead for LimitedStream {
-    fn poll_read(mut self: Pin<&mut Self>, cx: &mut Context<'_>, buf: &mut ReadBuf<'_>) -> Poll<io::Result<()>> {
-        Pin::new(&mut self.inner).poll_read(cx, buf)
-    }
-}
-
-impl AsyncWrite for LimitedStream {
-    fn poll_write(mut self: Pin<&mut Self>, cx: &mut Context<'_>, buf: &[u8]) -> Poll<io::Result<usize>> {
-        Pin::new(&mut self.inner).poll_write(cx, buf)
-    }
-
-    fn poll_flush(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
-        Pin::new(&mut self.inner).poll_flush(cx)
-    }
-
-    fn poll_shutdown(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
-        Pin::new(&mut self.inner).poll_shutdown(cx)
-    }
-
-    fn poll_write_vectored(
-        mut self: Pin<&mut Self>,
-        cx: &mut Context<'_>,
-        bufs: &[io::IoSlice<'_>],
-    ) -> Poll<io::Result<usize>> {
-        Pin::new(&mut self.inner).poll_write_vectored(cx, bufs)
-    }
-
-    fn is_write_vectored(&self) -> bool {
-        self.inner.is_write_vectored()
-    }
-}
-
-pub(crate) struct LimitedListener {
-    inner: TcpListener,
-    limit: PerClientLimit,
-}
-
-impl LimitedListener {
-    pub(crate) fn new(inner: TcpListener, limit: PerClientLimit) -> Self {
-        LimitedListener { inner, limit }
-    }
-}
-
 const TOO_MANY: &[u8] = b"HTTP/1.1 429 Too Many Requests\r\nContent-Type: text/plain; charset=utf-8\r\n\
 Content-Length: 60\r\nX-Consul-Default-ACL-Policy: allow\r\nConnection: close\r\n\r\nToo many open connections from this client (http_max_conns)\n";
 
-impl Listener for LimitedListener {
-    type Io = LimitedStream;
-    type Addr = SocketAddr;
-
-    async fn accept(&mut self) -> (Self::Io, Self::Addr) {
-        loop {
-            let (stream, addr) = match self.inner.accept().await {
-                Ok(accepted) => accepted,
-                Err(e) => {
-                    handle_accept_error(e).await;
-                    continue;
-                }
-            };
-            let _ = stream.set_nodelay(true);
-            match self.limit.acquire(addr.ip()) {
-                Some(slot) => {
-                    return (
-                        LimitedStream {
-                            inner: stream,
-                            _slot: slot,
-                        },
-                        addr,
-                    )
-                }
-                None => {
-                    tracing::debug!(client = %addr.ip(), "too many HTTP connections from this client");
-                    tokio::spawn(refuse(stream));
-                }
-            }
-        }
-    }
-
-    fn local_addr(&self) -> io::Result<Self::Addr> {
-        self.inner.local_addr()
-    }
-}
-
-async fn refuse(mut stream: TcpStream) {
+pub(crate) async fn refuse(mut stream: TcpStream) {
     let _ = tokio::time::timeout(Duration::from_secs(1), async {
         stream.write_all(TOO_MANY).await?;
         stream.shutdown().await
@@ -160,7 +70,7 @@ async fn refuse(mut stream: TcpStream) {
 
 /// As axum's own listener: per-connection errors are skipped, anything else (e.g. EMFILE) is logged and
 /// waited out so the accept loop does not spin.
-async fn handle_accept_error(e: io::Error) {
+pub(crate) async fn handle_accept_error(e: io::Error) {
     if matches!(
         e.kind(),
         io::ErrorKind::ConnectionRefused | io::ErrorKind::ConnectionAborted | io::ErrorKind::ConnectionReset

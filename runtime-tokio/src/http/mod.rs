@@ -1,4 +1,5 @@
-//! Consul's HTTP API (`/v1/...`) on axum over hyper 1, in front of a [`Backend`] (the node driver in
+//! Consul's HTTP API (`/v1/...`): axum routes behind concord's own HTTP/1.1 connection loop
+//! ([`server`]), in front of a [`Backend`] (the node driver in
 //! production, an in-memory fake in tests).
 //!
 //! Invariants:
@@ -32,6 +33,7 @@ mod kv;
 mod members;
 mod params;
 pub(crate) mod reply;
+pub(crate) mod server;
 mod shared_body;
 #[cfg(test)]
 pub(crate) mod tests;
@@ -192,6 +194,14 @@ pub struct HttpSettings {
     pub max_query_time: Duration,
     /// Most concurrent connections from one client IP (`limits.http_max_conns_per_client`); 0 = no limit.
     pub http_max_conns_per_client: usize,
+    /// How long a client may take to send a request head (`http_config.read_header_timeout`): from the
+    /// connection's accept for its first request, from the first byte for later ones. A request body may
+    /// not stall longer than this either. The connection is closed without an answer.
+    pub read_header_timeout: Duration,
+    /// How long writing one answer may take (`http_config.write_timeout`): a client that does not read its
+    /// answer is disconnected. Unlike Go's `WriteTimeout` it does not count the handler's time, so a
+    /// blocking query may wait its full `wait`.
+    pub write_timeout: Duration,
 }
 
 impl Default for HttpSettings {
@@ -205,9 +215,16 @@ impl Default for HttpSettings {
             default_query_time: Duration::from_secs(300),
             max_query_time: Duration::from_secs(600),
             http_max_conns_per_client: 200,
+            read_header_timeout: DEFAULT_READ_HEADER_TIMEOUT,
+            write_timeout: DEFAULT_WRITE_TIMEOUT,
         }
     }
 }
+
+/// Default `http_config.read_header_timeout`.
+pub const DEFAULT_READ_HEADER_TIMEOUT: Duration = Duration::from_secs(10);
+/// Default `http_config.write_timeout`.
+pub const DEFAULT_WRITE_TIMEOUT: Duration = Duration::from_secs(30);
 
 /// What every handler shares. Axum clones the state for every request, so it is one `Arc` (one atomic
 /// increment) rather than the backend's many channel handles, each with its own reference count.
@@ -249,11 +266,17 @@ pub(crate) struct Shared<B> {
 
 impl<B: Backend> AppState<B> {
     /// Call the backend unless shutdown starts first (then `None`; the call future is dropped).
-    pub(crate) async fn call(&self, req: Request) -> Option<Response> {
+    ///
+    /// Not an `async fn`: that would keep `req` in its future for as long as the call is parked (async fn
+    /// arguments live for the whole future). The backend's future is made here, and holds what it needs.
+    pub(crate) fn call(&self, req: Request) -> impl Future<Output = Option<Response>> + Send + '_ {
+        let call = self.backend.call(req);
         let mut shutdown = self.shutdown.clone();
-        tokio::select! {
-            resp = self.backend.call(req) => Some(resp),
-            _ = shutdown.wait_for(|stopping| *stopping) => None,
+        async move {
+            tokio::select! {
+                resp = call => Some(resp),
+                _ = shutdown.wait_for(|stopping| *stopping) => None,
+            }
         }
     }
 }
@@ -272,26 +295,27 @@ pub async fn serve<B: Backend>(
         return Ok(());
     }
     let (stop_tx, stop_rx) = watch::channel(false);
-    let limits = conn_limit::PerClientLimit::new(settings.http_max_conns_per_client);
+    let per_client = conn_limit::PerClientLimit::new(settings.http_max_conns_per_client);
+    let limits = server::ConnLimits {
+        read_header_timeout: settings.read_header_timeout,
+        write_timeout: settings.write_timeout,
+    };
     let state = AppState::new(backend, settings, stop_rx.clone());
     let app = router(state);
+    // Every connection task holds a sender; all have ended when the receiver sees the channel closed.
+    let (live_tx, mut live_rx) = tokio::sync::mpsc::channel::<()>(1);
     let mut servers = tokio::task::JoinSet::new();
     for listener in listeners {
-        let listener = conn_limit::LimitedListener::new(listener, limits.clone());
-        let mut stop = stop_rx.clone();
-        let app = app.clone();
-        servers.spawn(async move {
-            // Not `serve(listener, app)`: axum's make-service for a bare Router re-runs `with_state` for
-            // every connection, copying the whole route table (≈40 KiB per open connection, measured with
-            // heaptrack; see BENCHMARKS.md). `into_make_service` finishes the router once and hands each
-            // connection an Arc clone.
-            axum::serve(listener, app.into_make_service())
-                .with_graceful_shutdown(async move {
-                    let _ = stop.wait_for(|stopping| *stopping).await;
-                })
-                .await
-        });
+        servers.spawn(server::accept_loop(
+            listener,
+            per_client.clone(),
+            app.clone(),
+            limits,
+            stop_rx.clone(),
+            live_tx.clone(),
+        ));
     }
+    drop(live_tx);
     let signal = tokio::spawn(async move {
         shutdown.await;
         let _ = stop_tx.send(true);
@@ -309,15 +333,17 @@ pub async fn serve<B: Backend>(
         tokio::select! {
             joined = servers.join_next() => match joined {
                 None => break,
-                Some(Ok(Ok(()))) => {}
-                Some(Ok(Err(e))) => result = result.and(Err(e)),
-                Some(Err(e)) => result = result.and(Err(std::io::Error::other(e))),
+                Some(Ok(())) => {}
+                Some(Err(e)) => result = Err(std::io::Error::other(e)),
             },
-            _ = &mut grace => {
-                tracing::warn!("HTTP connections still open {SHUTDOWN_GRACE:?} after shutdown; dropping them");
-                servers.abort_all();
-                break;
-            }
+            _ = &mut grace => break,
+        }
+    }
+    // The listeners are closed; wait for open connections to finish their current answer.
+    tokio::select! {
+        _ = live_rx.recv() => {}
+        _ = &mut grace => {
+            tracing::warn!("HTTP connections still open {SHUTDOWN_GRACE:?} after shutdown; dropping them");
         }
     }
     signal.abort();

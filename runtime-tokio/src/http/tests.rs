@@ -622,3 +622,133 @@ fn a_stalled_client_does_not_hold_shutdown_forever() {
     assert!(started.elapsed() < Duration::from_secs(9));
     drop(tcp);
 }
+
+/// Read from `tcp` until EOF or error; what arrived.
+fn read_all(tcp: &mut TcpStream) -> String {
+    let mut out = Vec::new();
+    let _ = tcp.read_to_end(&mut out);
+    String::from_utf8_lossy(&out).into_owned()
+}
+
+#[test]
+fn keep_alive_pipelining_and_http10() {
+    let s = TestServer::start(HttpSettings::default());
+    put(&s, "/v1/kv/a", b"1");
+    let mut tcp = TcpStream::connect(s.addr).unwrap();
+    tcp.set_read_timeout(Some(Duration::from_secs(10))).unwrap();
+    // Three requests in one write; the last closes. Each answer in order, then EOF.
+    tcp.write_all(
+        b"GET /v1/kv/a?raw HTTP/1.1\r\nHost: x\r\n\r\n\
+          PUT /v1/kv/b HTTP/1.1\r\nHost: x\r\nContent-Length: 2\r\n\r\nhi\
+          GET /v1/kv/b?raw HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n",
+    )
+    .unwrap();
+    let answer = read_all(&mut tcp);
+    let statuses: Vec<&str> = answer.matches("HTTP/1.1 200 OK").collect();
+    assert_eq!(statuses.len(), 3, "{answer}");
+    assert!(answer.ends_with("\r\n\r\nhi"), "{answer}");
+    assert!(answer.contains("connection: close"), "{answer}");
+    // HTTP/1.0 without keep-alive: one answer, then the server closes.
+    let mut tcp = TcpStream::connect(s.addr).unwrap();
+    tcp.set_read_timeout(Some(Duration::from_secs(10))).unwrap();
+    tcp.write_all(b"GET /v1/kv/a?raw HTTP/1.0\r\n\r\n").unwrap();
+    let answer = read_all(&mut tcp);
+    assert!(
+        answer.starts_with("HTTP/1.1 200 OK\r\n") && answer.ends_with("\r\n\r\n1"),
+        "{answer}"
+    );
+}
+
+#[test]
+fn expect_continue_is_answered_when_the_body_is_wanted() {
+    let s = TestServer::start(HttpSettings::default());
+    let mut tcp = TcpStream::connect(s.addr).unwrap();
+    tcp.set_read_timeout(Some(Duration::from_secs(10))).unwrap();
+    tcp.write_all(b"PUT /v1/kv/e HTTP/1.1\r\nHost: x\r\nContent-Length: 3\r\nExpect: 100-continue\r\n\r\n")
+        .unwrap();
+    let mut interim = [0u8; 25];
+    tcp.read_exact(&mut interim).unwrap();
+    assert_eq!(&interim, b"HTTP/1.1 100 Continue\r\n\r\n");
+    tcp.write_all(b"abc").unwrap();
+    let mut head = [0u8; 15];
+    tcp.read_exact(&mut head).unwrap();
+    assert_eq!(&head, b"HTTP/1.1 200 OK");
+    assert_eq!(s.fake.get("e").unwrap().value.as_ref(), b"abc");
+}
+
+#[test]
+fn chunked_bodies_reach_the_handler_whole() {
+    let s = TestServer::start(HttpSettings::default());
+    let mut tcp = TcpStream::connect(s.addr).unwrap();
+    tcp.set_read_timeout(Some(Duration::from_secs(10))).unwrap();
+    // Split across writes, with an extension and a trailer.
+    tcp.write_all(b"PUT /v1/kv/c HTTP/1.1\r\nHost: x\r\nTransfer-Encoding: chunked\r\n\r\n4;x=y\r\nab")
+        .unwrap();
+    tcp.write_all(b"cd\r\n2\r\nef\r\n0\r\nX-T: 1\r\n\r\nGET /v1/kv/c?raw HTTP/1.1\r\nConnection: close\r\n\r\n")
+        .unwrap();
+    let answer = read_all(&mut tcp);
+    assert_eq!(answer.matches("HTTP/1.1 200 OK").count(), 2, "{answer}");
+    assert!(answer.ends_with("abcdef"), "{answer}");
+    // A malformed chunk: the handler sees a body error (400) and the connection closes.
+    let mut tcp = TcpStream::connect(s.addr).unwrap();
+    tcp.set_read_timeout(Some(Duration::from_secs(10))).unwrap();
+    tcp.write_all(b"PUT /v1/kv/d HTTP/1.1\r\nHost: x\r\nTransfer-Encoding: chunked\r\n\r\nzz\r\n")
+        .unwrap();
+    let answer = read_all(&mut tcp);
+    assert!(answer.starts_with("HTTP/1.1 400"), "{answer}");
+    assert!(s.fake.get("d").is_none());
+}
+
+#[test]
+fn slow_clients_are_cut_off_by_the_header_timeout() {
+    let s = TestServer::start(HttpSettings {
+        read_header_timeout: Duration::from_millis(300),
+        ..HttpSettings::default()
+    });
+    // Silent after connecting, and trickling a head: both closed without an answer, after the timeout.
+    let started = Instant::now();
+    let mut silent = TcpStream::connect(s.addr).unwrap();
+    silent.set_read_timeout(Some(Duration::from_secs(10))).unwrap();
+    let mut trickle = TcpStream::connect(s.addr).unwrap();
+    trickle.set_read_timeout(Some(Duration::from_secs(10))).unwrap();
+    let writer = {
+        let mut t = trickle.try_clone().unwrap();
+        std::thread::spawn(move || {
+            for b in b"GET /v1/kv/x HTTP/1.1\r\nHost: x\r\n".iter() {
+                if t.write_all(&[*b]).is_err() {
+                    return;
+                }
+                std::thread::sleep(Duration::from_millis(50));
+            }
+        })
+    };
+    assert_eq!(read_all(&mut silent), "");
+    assert_eq!(read_all(&mut trickle), "");
+    assert!(
+        started.elapsed() >= Duration::from_millis(250),
+        "{:?}",
+        started.elapsed()
+    );
+    writer.join().unwrap();
+    // A keep-alive connection may idle between requests; the clock starts at the next request's first byte.
+    let mut idle = TcpStream::connect(s.addr).unwrap();
+    idle.set_read_timeout(Some(Duration::from_secs(10))).unwrap();
+    idle.write_all(b"GET /v1/status/leader HTTP/1.1\r\nHost: x\r\n\r\n")
+        .unwrap();
+    let mut first = Vec::new();
+    while !first.ends_with(br#""127.0.0.1:8300""#) {
+        let mut chunk = [0u8; 512];
+        let n = idle.read(&mut chunk).unwrap();
+        assert!(n > 0, "closed: {}", String::from_utf8_lossy(&first));
+        first.extend_from_slice(&chunk[..n]);
+    }
+    let idle_since = Instant::now();
+    while idle_since.elapsed() < Duration::from_millis(600) {
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    idle.write_all(b"GET /v1/status/leader HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n")
+        .unwrap();
+    assert!(read_all(&mut idle).starts_with("HTTP/1.1 200 OK"));
+    // Others are served throughout.
+    assert_eq!(get(&s, "/v1/status/leader").status, 200);
+}
