@@ -35,6 +35,14 @@ struct KvSnapshot {
     reap_floor: u64,
 }
 
+/// [`KvSnapshot`] as borrows of the live store, for encoding (field for field the same wire form).
+#[derive(Serialize)]
+struct KvSnapshotRef<'a> {
+    entries: Vec<&'a KvEntry>,
+    tombstones: Vec<(&'a str, u64)>,
+    reap_floor: u64,
+}
+
 /// Entries of `map` whose key starts with `prefix`, in key order.
 pub(super) fn prefixed<'a, V>(
     map: &'a BTreeMap<String, V>,
@@ -217,9 +225,11 @@ impl KvStore {
     }
 
     pub fn encode(&self) -> Vec<u8> {
-        let snapshot = KvSnapshot {
-            entries: self.entries.values().cloned().collect(),
-            tombstones: self.tombstones.iter().map(|(k, i)| (k.clone(), *i)).collect(),
+        // Encoded from borrows: the same bytes as a `KvSnapshot` (postcard writes `&T` as `T`, `&str` as
+        // `String`) without first cloning every key and value of the store.
+        let snapshot = KvSnapshotRef {
+            entries: self.entries.values().collect(),
+            tombstones: self.tombstones.iter().map(|(k, i)| (k.as_str(), *i)).collect(),
             reap_floor: self.reap_floor,
         };
         postcard::to_allocvec(&snapshot).expect("a KV snapshot always encodes")

@@ -247,6 +247,13 @@ struct Snapshot {
     catalog: Vec<u8>,
 }
 
+/// [`Snapshot`] as borrows, for encoding (serde writes a `&[u8]` as the same sequence as a `Vec<u8>`).
+#[derive(Serialize)]
+struct SnapshotRef<'a> {
+    kv: &'a [u8],
+    catalog: &'a [u8],
+}
+
 impl StateMachine {
     /// Apply one committed command at Raft index `index`, recording in `changed` every KV key and catalog
     /// range it changed (the watch layer wakes exactly the ranges that contain one of them).
@@ -326,13 +333,16 @@ impl StateMachine {
 
     /// Encode the whole state for a Raft snapshot.
     pub fn snapshot(&self) -> Bytes {
-        let snapshot = Snapshot {
-            kv: self.kv.encode(),
-            catalog: self.catalog.encode(),
+        let (kv, catalog) = (self.kv.encode(), self.catalog.encode());
+        // The format byte, then a `Snapshot` (two length-prefixed byte strings) written straight after it
+        // into a buffer of the final size: no second copy of a store's bytes.
+        let mut out = Vec::with_capacity(1 + kv.len() + catalog.len() + 2 * 10);
+        out.push(SNAPSHOT_FORMAT);
+        let snapshot = SnapshotRef {
+            kv: &kv,
+            catalog: &catalog,
         };
-        let mut out = vec![SNAPSHOT_FORMAT];
-        out.extend(postcard::to_allocvec(&snapshot).expect("snapshots always encode"));
-        Bytes::from(out)
+        Bytes::from(postcard::to_extend(&snapshot, out).expect("snapshots always encode"))
     }
 
     /// Decode a snapshot produced by [`StateMachine::snapshot`]. Never panics on corrupt input.

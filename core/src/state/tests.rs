@@ -175,6 +175,18 @@ fn state_machine_snapshot_restores_the_same_state() {
     let restored = StateMachine::restore(&sm.snapshot()).expect("own snapshot decodes");
     assert_eq!(restored, sm);
     assert_eq!(restored.kv.get("a"), (3, None));
+    // Encoded from borrows, byte for byte the owned form older builds wrote (and every build reads).
+    let owned = super::Snapshot {
+        kv: sm.kv.encode(),
+        catalog: sm.catalog.encode(),
+    };
+    let mut expected = vec![super::SNAPSHOT_FORMAT];
+    expected.extend(postcard::to_allocvec(&owned).unwrap());
+    assert_eq!(sm.snapshot().to_vec(), expected);
+    let entries: Vec<_> = ["b"].iter().map(|k| sm.kv.get(k).1.unwrap()).collect();
+    let tombstones = vec![("a".to_string(), 3u64)];
+    let owned_kv = postcard::to_allocvec(&(entries, tombstones, sm.kv.reap_floor())).unwrap();
+    assert_eq!(sm.kv.encode(), owned_kv);
 }
 
 #[test]

@@ -241,7 +241,6 @@ pub async fn start(
     let (conn_tx, conn_rx) = mpsc::channel(64);
     let keyring = settings.keyring.clone();
     let (conflict_tx, conflict_rx) = watch::channel(None);
-    let mut gossip = gossip;
     let vivaldi = Vivaldi::new(settings.seed, &mut gossip);
     let (coordinate_tx, coordinate_rx) = watch::channel(vivaldi.client.coordinate().clone());
     let (peers_tx, peers_rx) = watch::channel(Arc::new(BTreeMap::new()));
