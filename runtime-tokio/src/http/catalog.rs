@@ -7,6 +7,7 @@ use super::catalog_json::{
 };
 use super::coordinate::{sort_near, Near};
 use super::decode::{parse_body, Obj};
+use super::deferred;
 use super::filter::Filter;
 use super::params::Params;
 use super::reply::{encode_json, json, json_bytes, with_meta, HttpError, HttpResult};
@@ -179,15 +180,24 @@ pub(crate) async fn service<B: Backend>(
     Path(name): Path<String>,
     uri: Uri,
 ) -> Response {
-    respond(
-        async {
-            let params = params(&state, &uri)?;
-            let selection = Selection::new(&params, &["NodeMeta"])?;
-            let near = Near::read(&state, &params).await?;
-            let query = CatalogQuery::Service {
-                name,
-                tags: tags(&params),
-            };
+    let ready = async {
+        let params = params(&state, &uri)?;
+        let selection = Selection::new(&params, &["NodeMeta"])?;
+        let near = Near::read(&state, &params).await?;
+        let query = CatalogQuery::Service {
+            name,
+            tags: tags(&params),
+        };
+        Ok::<_, HttpError>((params, selection, near, query))
+    }
+    .await;
+    let (params, selection, near, query) = match ready {
+        Ok(ready) => ready,
+        Err(e) => return e.into_response(),
+    };
+    // The read (which may park) runs after the router's futures are gone (`deferred.rs`).
+    deferred::defer(async move {
+        respond(
             read_json(&state, &uri, &params, query, |result, pretty| {
                 let CatalogResult::ServiceNodes(rows) = result else {
                     return Err(HttpError::unexpected());
@@ -197,10 +207,9 @@ pub(crate) async fn service<B: Backend>(
                 let out = selection.apply(rows.into_iter().map(|(n, s)| ServiceNodeJson::new(n, s)).collect());
                 Ok(encode_json(&out, pretty))
             })
-            .await
-        }
-        .await,
-    )
+            .await,
+        )
+    })
 }
 
 /// `GET /v1/catalog/node/:node`: `null` for an unknown node.
@@ -324,16 +333,25 @@ pub(crate) async fn health_service<B: Backend>(
     Path(name): Path<String>,
     uri: Uri,
 ) -> Response {
-    respond(
-        async {
-            let params = params(&state, &uri)?;
-            let selection = Selection::new(&params, &["Node", "Meta"])?;
-            let near = Near::read(&state, &params).await?;
-            let query = CatalogQuery::HealthService {
-                name,
-                tags: tags(&params),
-                passing: passing(&params)?,
-            };
+    let ready = async {
+        let params = params(&state, &uri)?;
+        let selection = Selection::new(&params, &["Node", "Meta"])?;
+        let near = Near::read(&state, &params).await?;
+        let query = CatalogQuery::HealthService {
+            name,
+            tags: tags(&params),
+            passing: passing(&params)?,
+        };
+        Ok::<_, HttpError>((params, selection, near, query))
+    }
+    .await;
+    let (params, selection, near, query) = match ready {
+        Ok(ready) => ready,
+        Err(e) => return e.into_response(),
+    };
+    // The read (which may park) runs after the router's futures are gone (`deferred.rs`).
+    deferred::defer(async move {
+        respond(
             read_json(&state, &uri, &params, query, |result, pretty| {
                 let CatalogResult::CheckServiceNodes(entries) = result else {
                     return Err(HttpError::unexpected());
@@ -343,10 +361,9 @@ pub(crate) async fn health_service<B: Backend>(
                 let out = selection.apply(entries.into_iter().map(CheckServiceNodeJson::from).collect());
                 Ok(encode_json(&out, pretty))
             })
-            .await
-        }
-        .await,
-    )
+            .await,
+        )
+    })
 }
 
 // ---- writes -----------------------------------------------------------------------------------------

@@ -24,6 +24,7 @@ mod catalog_tests;
 mod clean_path;
 mod conn_limit;
 mod coordinate;
+pub(crate) mod deferred;
 pub(crate) mod decode;
 mod event;
 #[cfg(any(test, feature = "fuzzing"))]

@@ -26,6 +26,7 @@
 //! - Shutdown: listeners close, idle connections close, a connection closes after its current answer.
 
 use super::conn_limit::{self, PerClientLimit, SlotGuard};
+use super::deferred;
 use axum::body::{Body, Bytes};
 use axum::http::{header, HeaderMap, HeaderName, HeaderValue, Method, Request, Response, StatusCode, Uri, Version};
 use axum::Router;
@@ -39,8 +40,6 @@ use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::{mpsc, oneshot, watch};
 use tower_service::Service;
 
-/// The router's future for one request.
-type RouteFuture = <Router as Service<Request<Body>>>::Future;
 
 /// Largest request head (request line and headers), as Go's default `MaxHeaderBytes` (1 MiB) that Consul
 /// keeps.
@@ -228,7 +227,7 @@ impl Conn {
 
     /// Hand a request whose head has been read to the router: its (boxed) answer future, the body feed,
     /// whether it is a HEAD request, whether the connection may be kept.
-    fn start(&self, head: Head) -> (Pin<Box<RouteFuture>>, Option<Feed>, bool, bool) {
+    fn start(&self, head: Head) -> (deferred::Rest, Option<Feed>, bool, bool) {
         let mut feed = None;
         let body = match head.framing {
             None | Some(Framing::Length(0)) => Body::empty(),
@@ -264,7 +263,14 @@ impl Conn {
         *req.headers_mut() = head.headers;
         let mut app = self.app.clone();
         // Boxed so the parked connection task stays small whatever the router's future weighs.
-        (Box::pin(app.call(req)), feed, is_head, keep_alive)
+        let answer = app.call(req);
+        let answer = async move {
+            match answer.await {
+                Ok(resp) => resp,
+                Err(never) => match never {},
+            }
+        };
+        (Box::pin(answer), feed, is_head, keep_alive)
     }
 
     /// Serve one request handed to the router by [`Conn::start`]: stream its body, watch the socket while
@@ -272,22 +278,34 @@ impl Conn {
     /// gone. (No `Head` or `Request` argument: async fn arguments live as long as the future.)
     async fn exchange(
         &mut self,
-        mut answer: Pin<Box<RouteFuture>>,
+        mut answer: deferred::Rest,
         mut feed: Option<Feed>,
         is_head: bool,
         mut keep_alive: bool,
     ) -> Option<bool> {
+        // `answer` is the router's future, then, for a deferred answer (a blocking read), the small rest of
+        // the handler: the router's futures are freed before the query parks.
+        let mut on_top = None;
         let resp = loop {
-            tokio::select! {
-                biased;
-                resp = &mut answer => break resp,
-                step = self.step(&mut feed) => if !step { return None },
+            let resp = loop {
+                tokio::select! {
+                    biased;
+                    resp = &mut answer => break resp,
+                    step = self.step(&mut feed) => if !step { return None },
+                }
+            };
+            match deferred::take(resp) {
+                Ok((rest, headers)) => {
+                    answer = rest;
+                    on_top = Some(headers);
+                }
+                Err(resp) => break resp,
             }
         };
         drop(answer);
-        let resp = match resp {
-            Ok(resp) => resp,
-            Err(never) => match never {},
+        let resp = match on_top {
+            Some(headers) => deferred::finish(headers, resp),
+            None => resp,
         };
         if feed.as_ref().is_some_and(|f| f.state != BodyState::Done) {
             // The handler answered without reading the whole body: its rest is not a next request.
@@ -911,15 +929,25 @@ mod size_tests {
             axum::extract::Path("x".to_string()),
             uri,
         );
+        let handler_size = std::mem::size_of_val(&handler);
+        // The handler answers at once with a placeholder; what waits is its deferred rest.
+        let placeholder = handler.await;
+        let Ok((rest, on_top)) = deferred::take(placeholder) else {
+            panic!("a health read is deferred");
+        };
         let read = state.call(concord_core::api::Request::Leader);
         let sizes = (
             std::mem::size_of_val(&run),
-            std::mem::size_of_val(&handler),
+            handler_size,
+            std::mem::size_of_val(&*rest),
             std::mem::size_of_val(&read),
             std::mem::size_of::<concord_core::api::Request>(),
         );
-        println!("conn task future, health_service future, AppState::call future, Request: {sizes:?}");
+        println!(
+            "conn task future, health_service future, its deferred rest, AppState::call future, Request: {sizes:?}"
+        );
         assert!(sizes.0 <= 1024, "the connection task grew to {} bytes", sizes.0);
+        assert!(on_top.is_empty(), "no middleware ran here");
         drop(client);
     }
 }

@@ -1,0 +1,119 @@
+//! Deferred answers: a handler that may park (a blocking read) finishes its parsing and routing at once and
+//! answers with a placeholder that carries the rest of its work as one small boxed future. The router's
+//! futures (axum's boxed route and middleware futures, the handler's own state machine) then complete and
+//! are freed, and the connection loop (`server.rs`) awaits the small future while the query is parked.
+//!
+//! Invariants:
+//! - The answer on the wire is the one the handler would have given without deferring: the deferred
+//!   future's response, with every header the middleware set on the placeholder inserted on top, in the
+//!   same order (`HeaderMap::insert` keeps an existing name's place and appends a new one, exactly as the
+//!   middleware's own `insert` on the real answer would).
+//! - Whoever calls the router must resolve a deferred answer ([`resolve`], or `server.rs`'s own loop, which
+//!   also watches the socket while waiting).
+
+use axum::http::{HeaderName, HeaderValue};
+use axum::response::Response;
+use std::future::Future;
+use std::pin::Pin;
+use std::sync::{Arc, Mutex};
+
+/// The rest of a handler's work.
+pub(crate) type Rest = Pin<Box<dyn Future<Output = Response> + Send>>;
+
+/// The placeholder's extension. Response extensions must be `Clone + Sync`, hence the `Arc<Mutex<_>>`.
+#[derive(Clone)]
+struct Deferred(Arc<Mutex<Option<Rest>>>);
+
+/// A placeholder answer whose real answer is `rest`'s.
+pub(crate) fn defer(rest: impl Future<Output = Response> + Send + 'static) -> Response {
+    let mut resp = Response::default();
+    resp.extensions_mut()
+        .insert(Deferred(Arc::new(Mutex::new(Some(Box::pin(rest))))));
+    resp
+}
+
+/// Headers the middleware set on a placeholder, kept compact while the query is parked: a name comes once,
+/// before all its values (as `HeaderMap::into_iter` yields them).
+pub(crate) type OnTop = Vec<(Option<HeaderName>, HeaderValue)>;
+
+/// A placeholder's rest and headers, or `resp` itself when it is a real answer.
+pub(crate) fn take(mut resp: Response) -> Result<(Rest, OnTop), Response> {
+    let Some(deferred) = resp.extensions_mut().remove::<Deferred>() else {
+        return Err(resp);
+    };
+    let rest = deferred.0.lock().unwrap_or_else(|e| e.into_inner()).take();
+    match rest {
+        Some(rest) => Ok((rest, resp.into_parts().0.headers.into_iter().collect())),
+        // Taken already: cannot happen (the extension is removed with its rest).
+        None => Err(resp),
+    }
+}
+
+/// The real answer: `answer` with the placeholder's headers inserted on top.
+pub(crate) fn finish(on_top: OnTop, mut answer: Response) -> Response {
+    let mut name = None;
+    for (n, value) in on_top {
+        // The first value of a name replaces (in place), the others are appended.
+        match n {
+            Some(n) => {
+                answer.headers_mut().insert(n.clone(), value);
+                name = Some(n);
+            }
+            None => {
+                if let Some(n) = &name {
+                    answer.headers_mut().append(n.clone(), value);
+                }
+            }
+        }
+    }
+    answer
+}
+
+/// The real answer to `resp`: `resp` itself, or its deferred answer once it is ready.
+#[cfg_attr(not(any(test, feature = "fuzzing")), allow(dead_code))]
+pub(crate) async fn resolve(resp: Response) -> Response {
+    match take(resp) {
+        Ok((rest, on_top)) => finish(on_top, rest.await),
+        Err(resp) => resp,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use axum::http::StatusCode;
+
+    #[tokio::test]
+    async fn a_deferred_answer_keeps_its_headers_in_order_with_the_placeholders_on_top() {
+        let mut placeholder = defer(async {
+            let mut r = Response::new(axum::body::Body::from("x"));
+            *r.status_mut() = StatusCode::NOT_FOUND;
+            r.headers_mut().insert("content-type", HeaderValue::from_static("a"));
+            r.headers_mut().insert("x-consul-index", HeaderValue::from_static("7"));
+            r
+        });
+        placeholder
+            .headers_mut()
+            .insert("x-consul-index", HeaderValue::from_static("8"));
+        placeholder
+            .headers_mut()
+            .insert("x-consul-default-acl-policy", HeaderValue::from_static("allow"));
+        let resp = resolve(placeholder).await;
+        assert_eq!(resp.status(), StatusCode::NOT_FOUND);
+        let headers: Vec<(String, &str)> = resp
+            .headers()
+            .iter()
+            .map(|(n, v)| (n.to_string(), v.to_str().unwrap()))
+            .collect();
+        assert_eq!(
+            headers,
+            [
+                ("content-type".to_string(), "a"),
+                ("x-consul-index".to_string(), "8"),
+                ("x-consul-default-acl-policy".to_string(), "allow"),
+            ]
+        );
+        let plain = resolve(Response::new(axum::body::Body::empty())).await;
+        assert_eq!(plain.status(), StatusCode::OK);
+    }
+}
