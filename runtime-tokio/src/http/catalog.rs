@@ -137,11 +137,20 @@ pub(crate) async fn datacenters<B: Backend>(State(state): State<AppState<B>>, ur
 
 /// `GET /v1/catalog/nodes`
 pub(crate) async fn nodes<B: Backend>(State(state): State<AppState<B>>, uri: Uri) -> Response {
-    respond(
-        async {
-            let params = params(&state, &uri)?;
-            let selection = Selection::new(&params, &["Meta"])?;
-            let near = Near::read(&state, &params).await?;
+    let ready = async {
+        let params = params(&state, &uri)?;
+        let selection = Selection::new(&params, &["Meta"])?;
+        let near = Near::read(&state, &params).await?;
+        Ok::<_, HttpError>((params, selection, near))
+    }
+    .await;
+    let (params, selection, near) = match ready {
+        Ok(ready) => ready,
+        Err(e) => return e.into_response(),
+    };
+    // The read (which may park) runs after the router's futures are gone (`deferred.rs`).
+    deferred::defer(async move {
+        respond(
             read_json(&state, &uri, &params, CatalogQuery::Nodes, |result, pretty| {
                 let CatalogResult::Nodes(nodes) = result else {
                     return Err(HttpError::unexpected());
@@ -151,27 +160,29 @@ pub(crate) async fn nodes<B: Backend>(State(state): State<AppState<B>>, uri: Uri
                 let out = selection.apply(nodes.into_iter().map(NodeJson::from).collect());
                 Ok(encode_json(&out, pretty))
             })
-            .await
-        }
-        .await,
-    )
+            .await,
+        )
+    })
 }
 
 /// `GET /v1/catalog/services`: name → tags.
 pub(crate) async fn services<B: Backend>(State(state): State<AppState<B>>, uri: Uri) -> Response {
-    respond(
-        async {
-            let params = params(&state, &uri)?;
+    let params = match params(&state, &uri) {
+        Ok(params) => params,
+        Err(e) => return e.into_response(),
+    };
+    // The read (which may park) runs after the router's futures are gone (`deferred.rs`).
+    deferred::defer(async move {
+        respond(
             read_json(&state, &uri, &params, CatalogQuery::Services, |result, pretty| {
                 let CatalogResult::Services(services) = result else {
                     return Err(HttpError::unexpected());
                 };
                 Ok(encode_json(services, pretty))
             })
-            .await
-        }
-        .await,
-    )
+            .await,
+        )
+    })
 }
 
 /// `GET /v1/catalog/service/:name`
@@ -214,10 +225,14 @@ pub(crate) async fn service<B: Backend>(
 
 /// `GET /v1/catalog/node/:node`: `null` for an unknown node.
 pub(crate) async fn node<B: Backend>(State(state): State<AppState<B>>, Path(node): Path<String>, uri: Uri) -> Response {
-    respond(
-        async {
-            let params = params(&state, &uri)?;
-            let selection = Selection::new(&params, &[])?;
+    let ready = params(&state, &uri).and_then(|params| Ok((Selection::new(&params, &[])?, params)));
+    let (selection, params) = match ready {
+        Ok(ready) => ready,
+        Err(e) => return e.into_response(),
+    };
+    // The read (which may park) runs after the router's futures are gone (`deferred.rs`).
+    deferred::defer(async move {
+        respond(
             read_json(&state, &uri, &params, CatalogQuery::Node { node }, |result, pretty| {
                 let CatalogResult::Node(found) = result else {
                     return Err(HttpError::unexpected());
@@ -232,10 +247,9 @@ pub(crate) async fn node<B: Backend>(State(state): State<AppState<B>>, Path(node
                 });
                 Ok(encode_json(&out, pretty))
             })
-            .await
-        }
-        .await,
-    )
+            .await,
+        )
+    })
 }
 
 /// `GET /v1/catalog/node-services/:node`
@@ -244,10 +258,14 @@ pub(crate) async fn node_services<B: Backend>(
     Path(node): Path<String>,
     uri: Uri,
 ) -> Response {
-    respond(
-        async {
-            let params = params(&state, &uri)?;
-            let selection = Selection::new(&params, &[])?;
+    let ready = params(&state, &uri).and_then(|params| Ok((Selection::new(&params, &[])?, params)));
+    let (selection, params) = match ready {
+        Ok(ready) => ready,
+        Err(e) => return e.into_response(),
+    };
+    // The read (which may park) runs after the router's futures are gone (`deferred.rs`).
+    deferred::defer(async move {
+        respond(
             read_json(&state, &uri, &params, CatalogQuery::Node { node }, |result, pretty| {
                 let CatalogResult::Node(found) = result else {
                     return Err(HttpError::unexpected());
@@ -264,23 +282,30 @@ pub(crate) async fn node_services<B: Backend>(
                 };
                 Ok(encode_json(&out, pretty))
             })
-            .await
-        }
-        .await,
-    )
+            .await,
+        )
+    })
 }
 
-async fn checks_read<B: Backend>(state: &AppState<B>, uri: &Uri, query: CatalogQuery) -> HttpResult {
-    let params = params(state, uri)?;
-    let selection = Selection::new(&params, &[])?;
-    read_json(state, uri, &params, query, |result, pretty| {
-        let CatalogResult::Checks(checks) = result else {
-            return Err(HttpError::unexpected());
-        };
-        let out = selection.apply(checks.iter().map(CheckJson::from).collect());
-        Ok(encode_json(&out, pretty))
+/// A checks read; the read itself (which may park) is deferred (`deferred.rs`).
+fn checks_read<B: Backend>(state: AppState<B>, uri: Uri, query: CatalogQuery) -> Response {
+    let ready = params(&state, &uri).and_then(|params| Ok((Selection::new(&params, &[])?, params)));
+    let (selection, params) = match ready {
+        Ok(ready) => ready,
+        Err(e) => return e.into_response(),
+    };
+    deferred::defer(async move {
+        respond(
+            read_json(&state, &uri, &params, query, |result, pretty| {
+                let CatalogResult::Checks(checks) = result else {
+                    return Err(HttpError::unexpected());
+                };
+                let out = selection.apply(checks.iter().map(CheckJson::from).collect());
+                Ok(encode_json(&out, pretty))
+            })
+            .await,
+        )
     })
-    .await
 }
 
 /// `GET /v1/health/node/:node`
@@ -289,7 +314,7 @@ pub(crate) async fn health_node<B: Backend>(
     Path(node): Path<String>,
     uri: Uri,
 ) -> Response {
-    respond(checks_read(&state, &uri, CatalogQuery::HealthNode { node }).await)
+    checks_read(state, uri, CatalogQuery::HealthNode { node })
 }
 
 /// `GET /v1/health/checks/:service`
@@ -298,7 +323,7 @@ pub(crate) async fn health_checks<B: Backend>(
     Path(service): Path<String>,
     uri: Uri,
 ) -> Response {
-    respond(checks_read(&state, &uri, CatalogQuery::HealthChecks { service }).await)
+    checks_read(state, uri, CatalogQuery::HealthChecks { service })
 }
 
 /// `GET /v1/health/state/:state` (`any|passing|warning|critical`)
@@ -314,7 +339,7 @@ pub(crate) async fn health_state<B: Backend>(
             None => return HttpError::bad_request("Bad check state").into_response(),
         },
     };
-    respond(checks_read(&state, &uri, CatalogQuery::HealthState { status }).await)
+    checks_read(state, uri, CatalogQuery::HealthState { status })
 }
 
 /// `?passing` as Go's `strconv.ParseBool`, present-and-empty meaning true.

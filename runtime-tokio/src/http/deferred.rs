@@ -69,11 +69,19 @@ pub(crate) fn finish(on_top: OnTop, mut answer: Response) -> Response {
     answer
 }
 
-/// The real answer to `resp`: `resp` itself, or its deferred answer once it is ready.
+/// The real answer to `resp`: `resp` itself, or its deferred answer once it is ready. For a HEAD request
+/// (`head`) a deferred answer's body is dropped, as axum's router does for the answers it completes (the
+/// connection loop never writes a HEAD body anyway).
 #[cfg_attr(not(any(test, feature = "fuzzing")), allow(dead_code))]
-pub(crate) async fn resolve(resp: Response) -> Response {
+pub(crate) async fn resolve(resp: Response, head: bool) -> Response {
     match take(resp) {
-        Ok((rest, on_top)) => finish(on_top, rest.await),
+        Ok((rest, on_top)) => {
+            let mut answer = finish(on_top, rest.await);
+            if head {
+                *answer.body_mut() = axum::body::Body::empty();
+            }
+            answer
+        }
         Err(resp) => resp,
     }
 }
@@ -98,7 +106,7 @@ mod tests {
         placeholder
             .headers_mut()
             .insert("x-consul-default-acl-policy", HeaderValue::from_static("allow"));
-        let resp = resolve(placeholder).await;
+        let resp = resolve(placeholder, false).await;
         assert_eq!(resp.status(), StatusCode::NOT_FOUND);
         let headers: Vec<(String, &str)> = resp
             .headers()
@@ -113,7 +121,7 @@ mod tests {
                 ("x-consul-default-acl-policy".to_string(), "allow"),
             ]
         );
-        let plain = resolve(Response::new(axum::body::Body::empty())).await;
+        let plain = resolve(Response::new(axum::body::Body::empty()), false).await;
         assert_eq!(plain.status(), StatusCode::OK);
     }
 }

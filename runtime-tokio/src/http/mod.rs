@@ -24,8 +24,8 @@ mod catalog_tests;
 mod clean_path;
 mod conn_limit;
 mod coordinate;
-pub(crate) mod deferred;
 pub(crate) mod decode;
+pub(crate) mod deferred;
 mod event;
 #[cfg(any(test, feature = "fuzzing"))]
 pub(crate) mod fake;

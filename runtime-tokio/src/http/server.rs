@@ -40,7 +40,6 @@ use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::{mpsc, oneshot, watch};
 use tower_service::Service;
 
-
 /// Largest request head (request line and headers), as Go's default `MaxHeaderBytes` (1 MiB) that Consul
 /// keeps.
 pub(crate) const MAX_HEAD: usize = 1 << 20;
