@@ -36,16 +36,24 @@ pub(crate) fn defer(rest: impl Future<Output = Response> + Send + 'static) -> Re
 /// before all its values (as `HeaderMap::into_iter` yields them).
 pub(crate) type OnTop = Vec<(Option<HeaderName>, HeaderValue)>;
 
-/// A placeholder's rest and headers, or `resp` itself when it is a real answer.
-pub(crate) fn take(mut resp: Response) -> Result<(Rest, OnTop), Response> {
+/// What the router answered.
+pub(crate) enum Answer {
+    /// A real answer.
+    Ready(Response),
+    /// A placeholder's rest and the headers to put on top of its answer.
+    Deferred(Rest, OnTop),
+}
+
+/// Take the rest out of a placeholder.
+pub(crate) fn take(mut resp: Response) -> Answer {
     let Some(deferred) = resp.extensions_mut().remove::<Deferred>() else {
-        return Err(resp);
+        return Answer::Ready(resp);
     };
     let rest = deferred.0.lock().unwrap_or_else(|e| e.into_inner()).take();
     match rest {
-        Some(rest) => Ok((rest, resp.into_parts().0.headers.into_iter().collect())),
+        Some(rest) => Answer::Deferred(rest, resp.into_parts().0.headers.into_iter().collect()),
         // Taken already: cannot happen (the extension is removed with its rest).
-        None => Err(resp),
+        None => Answer::Ready(resp),
     }
 }
 
@@ -75,14 +83,14 @@ pub(crate) fn finish(on_top: OnTop, mut answer: Response) -> Response {
 #[cfg_attr(not(any(test, feature = "fuzzing")), allow(dead_code))]
 pub(crate) async fn resolve(resp: Response, head: bool) -> Response {
     match take(resp) {
-        Ok((rest, on_top)) => {
+        Answer::Deferred(rest, on_top) => {
             let mut answer = finish(on_top, rest.await);
             if head {
                 *answer.body_mut() = axum::body::Body::empty();
             }
             answer
         }
-        Err(resp) => resp,
+        Answer::Ready(resp) => resp,
     }
 }
 

@@ -294,11 +294,11 @@ impl Conn {
                 }
             };
             match deferred::take(resp) {
-                Ok((rest, headers)) => {
+                deferred::Answer::Deferred(rest, headers) => {
                     answer = rest;
                     on_top = Some(headers);
                 }
-                Err(resp) => break resp,
+                deferred::Answer::Ready(resp) => break resp,
             }
         };
         drop(answer);
@@ -931,7 +931,7 @@ mod size_tests {
         let handler_size = std::mem::size_of_val(&handler);
         // The handler answers at once with a placeholder; what waits is its deferred rest.
         let placeholder = handler.await;
-        let Ok((rest, on_top)) = deferred::take(placeholder) else {
+        let deferred::Answer::Deferred(rest, on_top) = deferred::take(placeholder) else {
             panic!("a health read is deferred");
         };
         let read = state.call(concord_core::api::Request::Leader);
