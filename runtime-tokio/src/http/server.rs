@@ -303,7 +303,14 @@ impl Conn {
         };
         drop(answer);
         let resp = match on_top {
-            Some(headers) => deferred::finish(headers, resp),
+            Some(headers) => {
+                let mut resp = deferred::finish(headers, resp);
+                if is_head {
+                    // As axum's router does for the answers it completes (so `content-length: 0`).
+                    *resp.body_mut() = Body::empty();
+                }
+                resp
+            }
             None => resp,
         };
         if feed.as_ref().is_some_and(|f| f.state != BodyState::Done) {

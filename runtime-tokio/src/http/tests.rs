@@ -752,3 +752,24 @@ fn slow_clients_are_cut_off_by_the_header_timeout() {
     // Others are served throughout.
     assert_eq!(get(&s, "/v1/status/leader").status, 200);
 }
+
+/// A deferred read (`deferred.rs`) answers HEAD as the router's own answers do: its headers, an empty body
+/// and `content-length: 0`, and the connection stays usable.
+#[test]
+fn head_of_a_deferred_read_has_headers_and_no_body() {
+    let s = TestServer::start(HttpSettings::default());
+    let mut tcp = TcpStream::connect(s.addr).unwrap();
+    tcp.set_read_timeout(Some(Duration::from_secs(10))).unwrap();
+    tcp.write_all(b"HEAD /v1/health/service/web HTTP/1.1\r\nHost: x\r\n\r\nGET /v1/catalog/services HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n")
+        .unwrap();
+    let mut out = Vec::new();
+    tcp.read_to_end(&mut out).unwrap();
+    let text = String::from_utf8_lossy(&out).to_ascii_lowercase();
+    let (first, second) = text.split_at(text[1..].find("http/1.1 ").expect("two answers") + 1);
+    assert!(first.starts_with("http/1.1 200 ok\r\n"), "{first}");
+    assert!(first.contains("\r\ncontent-length: 0\r\n"), "{first}");
+    assert!(first.contains("\r\nx-consul-index: "), "{first}");
+    assert!(first.contains("\r\nx-consul-default-acl-policy: allow\r\n"), "{first}");
+    assert!(first.ends_with("\r\n\r\n"), "no body after the head: {first}");
+    assert!(second.starts_with("http/1.1 200 ok\r\n"), "{second}");
+}
