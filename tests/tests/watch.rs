@@ -14,6 +14,12 @@ fn dev() -> Agent {
         let r = http_get(&agent.url("/v1/status/leader"))?.expect_status(200)?;
         (r.text().len() > 2).then_some(()).ok_or(r.text())
     });
+    // As in Consul, the leader registers the agent's node (and the `consul` service) a moment after it is
+    // elected; the `nodes` and `services` views below expect them.
+    poll(SETTLE, "the dev agent's node and consul service in the catalog", || {
+        let r = http_get(&agent.url("/v1/catalog/services"))?.expect_status(200)?;
+        r.json()?.get("consul").map(|_| ()).ok_or(r.text())
+    });
     agent
 }
 
