@@ -295,6 +295,7 @@ impl Agent {
             http_max_conns_per_client: config.http_max_conns_per_client,
             read_header_timeout: config.http_read_header_timeout,
             write_timeout: config.http_write_timeout,
+            max_header_bytes: config.http_max_header_bytes,
         };
         crate::dns::spawn(&mut tasks, dns_listeners, dns, backend.clone(), stopped(&stop));
         tasks.spawn(backend.events.clone().collect());

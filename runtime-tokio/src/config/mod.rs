@@ -82,6 +82,8 @@ pub struct AgentConfig {
     pub http_read_header_timeout: Duration,
     /// `http_config.write_timeout`: a client must take an answer within this.
     pub http_write_timeout: Duration,
+    /// `http_config.max_header_bytes`: the largest request head (0 in a file means Go's default, 1 MiB).
+    pub http_max_header_bytes: usize,
 
     pub enable_local_script_checks: bool,
     /// Lower-case, fully qualified, if set.
@@ -180,6 +182,7 @@ impl Default for AgentConfig {
             http_max_conns_per_client: 200,
             http_read_header_timeout: crate::http::DEFAULT_READ_HEADER_TIMEOUT,
             http_write_timeout: crate::http::DEFAULT_WRITE_TIMEOUT,
+            http_max_header_bytes: crate::http::DEFAULT_MAX_HEADER_BYTES,
             enable_local_script_checks: false,
             alt_domain: None,
             recursors: Vec::new(),

@@ -463,9 +463,15 @@ fn apply_http_config(config: &mut AgentConfig, map: &Map<String, Value>, r: &Rea
         match key.as_str() {
             "read_header_timeout" => config.http_read_header_timeout = positive(r.duration(&path, v)?)?,
             "write_timeout" => config.http_write_timeout = positive(r.duration(&path, v)?)?,
+            // Go's http.Server: 0 (Consul's default) means DefaultMaxHeaderBytes, 1 MiB.
+            "max_header_bytes" => {
+                config.http_max_header_bytes = match r.int(&path, v, 0, i64::from(u32::MAX))? {
+                    0 => crate::http::DEFAULT_MAX_HEADER_BYTES,
+                    n => n as usize,
+                }
+            }
             "read_timeout"
             | "idle_timeout"
-            | "max_header_bytes"
             | "response_headers"
             | "use_cache"
             | "allow_write_http_from"

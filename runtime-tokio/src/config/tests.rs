@@ -618,6 +618,17 @@ fn http_config_sets_the_slow_client_timeouts() {
         c.warnings
     );
     let defaults = crate::config::parse_config_text(r#"{"data_dir": "/tmp/x"}"#, "json").unwrap();
+    assert_eq!(defaults.http_max_header_bytes, 1 << 20, "Go's DefaultMaxHeaderBytes");
+    let sized = |v: &str| {
+        crate::config::parse_config_text(
+            &format!(r#"{{"data_dir": "/tmp/x", "http_config": {{"max_header_bytes": {v}}}}}"#),
+            "json",
+        )
+        .map(|c| c.http_max_header_bytes)
+    };
+    assert_eq!(sized("8192").unwrap(), 8192);
+    assert_eq!(sized("0").unwrap(), 1 << 20, "0 means Go's default, as in Consul");
+    assert!(sized("-1").is_err());
     assert_eq!(
         (defaults.http_read_header_timeout, defaults.http_write_timeout),
         (

@@ -203,6 +203,9 @@ pub struct HttpSettings {
     /// answer is disconnected. Unlike Go's `WriteTimeout` it does not count the handler's time, so a
     /// blocking query may wait its full `wait`.
     pub write_timeout: Duration,
+    /// Largest request head, request line and headers together (`http_config.max_header_bytes`; Go's and
+    /// so Consul's default 1 MiB): 431 above it, or 414 when the request line alone does not fit.
+    pub max_header_bytes: usize,
 }
 
 impl Default for HttpSettings {
@@ -218,9 +221,13 @@ impl Default for HttpSettings {
             http_max_conns_per_client: 200,
             read_header_timeout: DEFAULT_READ_HEADER_TIMEOUT,
             write_timeout: DEFAULT_WRITE_TIMEOUT,
+            max_header_bytes: DEFAULT_MAX_HEADER_BYTES,
         }
     }
 }
+
+/// Default `http_config.max_header_bytes` (Go's `DefaultMaxHeaderBytes`, which Consul keeps).
+pub const DEFAULT_MAX_HEADER_BYTES: usize = server::MAX_HEAD;
 
 /// Default `http_config.read_header_timeout`.
 pub const DEFAULT_READ_HEADER_TIMEOUT: Duration = Duration::from_secs(10);
@@ -300,6 +307,7 @@ pub async fn serve<B: Backend>(
     let limits = server::ConnLimits {
         read_header_timeout: settings.read_header_timeout,
         write_timeout: settings.write_timeout,
+        max_header_bytes: settings.max_header_bytes,
     };
     let state = AppState::new(backend, settings, stop_rx.clone());
     let app = router(state);

@@ -9,7 +9,7 @@
 //! `http_config.write_timeout`).
 //!
 //! Invariants:
-//! - A request head is at most [`MAX_HEAD`] bytes (431; 414 when the request line alone is longer) with at
+//! - A request head is at most `http_config.max_header_bytes` ([`MAX_HEAD`] by default) bytes (431; 414 when the request line alone is longer) with at
 //!   most [`MAX_HEADERS`] headers (431) and a request target of at most [`MAX_URI`] bytes (414). Anything
 //!   `httparse` rejects is a 400. The connection closes after every error answer.
 //! - The head must be complete within `read_header_timeout` of the connection's accept (first request) or of
@@ -40,8 +40,8 @@ use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::{mpsc, oneshot, watch};
 use tower_service::Service;
 
-/// Largest request head (request line and headers), as Go's default `MaxHeaderBytes` (1 MiB) that Consul
-/// keeps.
+/// Default largest request head (request line and headers), as Go's default `MaxHeaderBytes` (1 MiB) that
+/// Consul keeps; `http_config.max_header_bytes` sets it ([`ConnLimits::max_header_bytes`]).
 pub(crate) const MAX_HEAD: usize = 1 << 20;
 /// Most header lines in one request (hyper's limit, which concord had before).
 pub(crate) const MAX_HEADERS: usize = 100;
@@ -63,6 +63,8 @@ const LINGER_BYTES: usize = 256 * 1024;
 pub(crate) struct ConnLimits {
     pub(crate) read_header_timeout: Duration,
     pub(crate) write_timeout: Duration,
+    /// Largest request head ([`MAX_HEAD`] unless configured).
+    pub(crate) max_header_bytes: usize,
 }
 
 /// Accept connections on `listener` until `stop` turns true; each connection is served on its own task,
@@ -202,7 +204,7 @@ impl Conn {
                     self.buf.drain(..used);
                     return Ok(head);
                 }
-                if self.buf.len() >= MAX_HEAD {
+                if self.buf.len() >= self.limits.max_header_bytes {
                     let line_done = self.buf.contains(&b'\n');
                     return Err(HeadError::Reply(if line_done {
                         StatusCode::REQUEST_HEADER_FIELDS_TOO_LARGE
@@ -211,7 +213,9 @@ impl Conn {
                     }));
                 }
             }
-            let want = HEAD_READ.max(self.buf.len()).min(MAX_HEAD - self.buf.len());
+            let want = HEAD_READ
+                .max(self.buf.len())
+                .min(self.limits.max_header_bytes - self.buf.len());
             self.buf.reserve(want);
             let read = tokio::select! {
                 read = tokio::time::timeout_at(deadline.into(), self.io.read_buf(&mut self.buf)) => read,
@@ -353,7 +357,7 @@ impl Conn {
 
     /// Wait for the socket: EOF means the client is gone; bytes are kept (a pipelined request).
     async fn watch(&mut self) -> bool {
-        if self.buf.len() >= MAX_HEAD {
+        if self.buf.len() >= self.limits.max_header_bytes {
             return std::future::pending().await;
         }
         if self.io.readable().await.is_err() {
@@ -923,6 +927,7 @@ mod size_tests {
             limits: ConnLimits {
                 read_header_timeout: Duration::from_secs(1),
                 write_timeout: Duration::from_secs(1),
+                max_header_bytes: MAX_HEAD,
             },
             stop,
             _live: live,

@@ -773,3 +773,32 @@ fn head_of_a_deferred_read_has_headers_and_no_body() {
     assert!(first.ends_with("\r\n\r\n"), "no body after the head: {first}");
     assert!(second.starts_with("http/1.1 200 ok\r\n"), "{second}");
 }
+
+#[test]
+fn max_header_bytes_bounds_the_request_head() {
+    let s = TestServer::start(HttpSettings {
+        max_header_bytes: 2048,
+        ..HttpSettings::default()
+    });
+    let ask = |head: String| {
+        let mut tcp = TcpStream::connect(s.addr).unwrap();
+        tcp.set_read_timeout(Some(Duration::from_secs(10))).unwrap();
+        tcp.write_all(head.as_bytes()).unwrap();
+        let answer = read_all(&mut tcp);
+        answer.lines().next().unwrap_or_default().to_string()
+    };
+    let small = format!(
+        "GET /v1/kv/a HTTP/1.1\r\nX-Pad: {}\r\nConnection: close\r\n\r\n",
+        "p".repeat(1000)
+    );
+    assert_eq!(ask(small), "HTTP/1.1 404 Not Found", "a head under the limit is served");
+    let big = format!(
+        "GET /v1/kv/a HTTP/1.1\r\nX-Pad: {}\r\nConnection: close\r\n\r\n",
+        "p".repeat(3000)
+    );
+    assert_eq!(ask(big), "HTTP/1.1 431 Request Header Fields Too Large");
+    let long_line = format!("GET /v1/kv/{} HTTP/1.1\r\n\r\n", "k".repeat(3000));
+    assert_eq!(ask(long_line), "HTTP/1.1 414 URI Too Long");
+    // The server is still up for others.
+    put(&s, "/v1/kv/a", b"1");
+}
