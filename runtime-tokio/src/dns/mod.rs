@@ -47,8 +47,11 @@ const RETRY_PAUSE: Duration = Duration::from_millis(500);
 /// Threads answering on each UDP socket. One spends about 6 µs of CPU per query of the benchmark's mix,
 /// kernel time included (BENCHMARKS.md), so one keeps up with well over 100,000 queries/s; the second is
 /// for the tail: while one is preempted (by the client sharing the cores, by anything) it is not in the
-/// socket's wait queue, so the next datagram wakes the other instead of waiting for it.
-const UDP_THREADS: usize = 2;
+/// socket's wait queue, so the next datagram wakes another instead of waiting for it. Measured on the 2-core
+/// machine at 60,000 queries/s (BENCHMARKS.md, DNS, "threads per socket"): p99 4.3 ms with one thread,
+/// 0.80–1.63 ms with two, 0.31–0.80 ms with four (closed-loop throughput 94–101k instead of 105–113k/s, as
+/// the threads contend for the socket). Idle threads cost nothing but their stacks.
+const UDP_THREADS: usize = 4;
 const MAX_TCP_CONNS: usize = 512;
 const TCP_IDLE: Duration = Duration::from_secs(10);
 
