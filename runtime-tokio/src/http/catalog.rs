@@ -31,7 +31,7 @@ fn respond(result: HttpResult) -> Response {
     result.unwrap_or_else(IntoResponse::into_response)
 }
 
-fn params<B>(state: &AppState<B>, uri: &Uri) -> Result<Params, HttpError> {
+pub(super) fn params<B>(state: &AppState<B>, uri: &Uri) -> Result<Params, HttpError> {
     let params = Params::parse(uri)?;
     params.check_dc(&state.settings)?;
     Ok(params)
@@ -434,7 +434,7 @@ pub(crate) fn refused(e: CatalogError) -> HttpError {
     }
 }
 
-fn put_only(method: &Method) -> Result<(), HttpError> {
+pub(super) fn put_only(method: &Method) -> Result<(), HttpError> {
     if method == Method::PUT {
         Ok(())
     } else {

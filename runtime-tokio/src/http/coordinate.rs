@@ -2,7 +2,7 @@
 //! reads. Coordinates are LAN coordinates from the replicated catalog (one per node); JSON as Consul's
 //! `structs.Coordinate` / `coordinate.Coordinate` (`{Node, Segment, Coord: {Vec, Error, Adjustment, Height}}`).
 
-use super::catalog::{body_bytes, read_parts};
+use super::catalog::{body_bytes, params, put_only, read_parts};
 use super::decode::{parse_body, Obj};
 use super::params::Params;
 use super::reply::{empty, json, with_meta, HttpError, HttpResult};
@@ -65,8 +65,7 @@ fn respond(result: HttpResult) -> Response {
 pub(crate) async fn nodes<B: Backend>(State(state): State<AppState<B>>, uri: Uri) -> Response {
     respond(
         async {
-            let params = Params::parse(&uri)?;
-            params.check_dc(&state.settings)?;
+            let params = params(&state, &uri)?;
             let (meta, result) = read_parts(&state, &params, CatalogQuery::Coordinates).await?;
             let CatalogResult::Coordinates(coords) = &*result else {
                 return Err(HttpError::unexpected());
@@ -81,8 +80,7 @@ pub(crate) async fn nodes<B: Backend>(State(state): State<AppState<B>>, uri: Uri
 pub(crate) async fn node<B: Backend>(State(state): State<AppState<B>>, Path(node): Path<String>, uri: Uri) -> Response {
     respond(
         async {
-            let params = Params::parse(&uri)?;
-            params.check_dc(&state.settings)?;
+            let params = params(&state, &uri)?;
             let (meta, result) = read_parts(&state, &params, CatalogQuery::Coordinates).await?;
             let CatalogResult::Coordinates(coords) = &*result else {
                 return Err(HttpError::unexpected());
@@ -178,14 +176,8 @@ pub(crate) async fn update<B: Backend>(
 ) -> Response {
     respond(
         async {
-            if method != Method::PUT {
-                return Err(HttpError::new(
-                    StatusCode::METHOD_NOT_ALLOWED,
-                    format!("method {method} not allowed"),
-                ));
-            }
-            let params = Params::parse(&uri)?;
-            params.check_dc(&state.settings)?;
+            put_only(&method)?;
+            params(&state, &uri)?;
             let body = body_bytes(body, state.settings.http_max_body_size).await?;
             let update = parse_update(&body).map_err(HttpError::bad_request)?;
             if update.node.is_empty() {
