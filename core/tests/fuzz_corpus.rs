@@ -10,56 +10,30 @@
 
 use bytes::Bytes;
 use concord_core::api::{Blocking, KvQuery, KvResult, QueryMeta, ReadMode, Request, Response};
-use concord_core::fuzzing::{self, Check, Op, TARGETS};
+use concord_core::fuzzing::{self, find_target, replay_corpus, Check, Op, TARGETS};
 use concord_core::gossip::wire::{assemble_packet, encode_message, encode_push_pull};
 use concord_core::gossip::{MemberRecord, MemberState, Message as GossipMessage, PushPull, Tags};
 use concord_core::raft::{Entry, Membership, Message, Payload, ServerInfo, SnapshotMeta};
 use concord_core::state::{Command, CommandResult, KvEntry, KvTxnOp, KvVerb, StateMachine, TxnOp};
 use concord_core::wire::{encode_frame, Frame, WIRE_VERSION};
 use concord_core::{NodeId, PeerMessage};
-use std::panic::{catch_unwind, AssertUnwindSafe};
 use std::path::PathBuf;
 use std::time::Duration;
 
 fn corpus_dir(target: &str) -> PathBuf {
-    PathBuf::from(env!("CARGO_MANIFEST_DIR"))
-        .join("../fuzz/corpus")
-        .join(target)
+    corpus_root().join(target)
+}
+
+fn corpus_root() -> PathBuf {
+    PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../fuzz/corpus")
 }
 
 fn target_fn(target: &str) -> Check {
-    TARGETS
-        .iter()
-        .find(|(name, _)| *name == target)
-        .map(|(_, f)| *f)
-        .unwrap_or_else(|| panic!("no fuzz target {target}"))
+    find_target(TARGETS, target)
 }
 
-/// Run every file of the target's corpus; report all failing files at once.
 fn replay(target: &str) {
-    let dir = corpus_dir(target);
-    let entries = std::fs::read_dir(&dir).unwrap_or_else(|e| panic!("corpus {}: {e}", dir.display()));
-    let mut files: Vec<PathBuf> = entries
-        .map(|e| e.expect("corpus entry").path())
-        .filter(|p| p.is_file())
-        .collect();
-    files.sort();
-    assert!(!files.is_empty(), "corpus {} is empty", dir.display());
-    let check = target_fn(target);
-    let failed: Vec<String> = files
-        .iter()
-        .filter(|path| {
-            let data = std::fs::read(path).expect("readable corpus file");
-            catch_unwind(AssertUnwindSafe(|| check(&data))).is_err()
-        })
-        .map(|p| p.display().to_string())
-        .collect();
-    assert!(
-        failed.is_empty(),
-        "{} of {} {target} inputs fail (reproduce: cd fuzz && cargo fuzz run {target} <file>): {failed:#?}",
-        failed.len(),
-        files.len()
-    );
+    replay_corpus(&corpus_root(), TARGETS, target);
 }
 
 #[test]

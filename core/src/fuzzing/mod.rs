@@ -37,6 +37,46 @@ pub const TARGETS: &[(&str, Check)] = &[
     ("template", template),
 ];
 
+/// The body of the target called `target` in `targets` (core's [`TARGETS`] or the runtime's own list).
+pub fn find_target(targets: &[(&str, Check)], target: &str) -> Check {
+    targets
+        .iter()
+        .find(|(name, _)| *name == target)
+        .map(|(_, f)| *f)
+        .unwrap_or_else(|| panic!("no fuzz target {target}"))
+}
+
+/// Test support for the corpus replay tests (`core/tests/fuzz_corpus.rs`, concord's `fuzzing::tests`):
+/// runs `target`'s check over every file of `corpus_root/<target>/` and panics naming every failing file at
+/// once. A missing or empty directory fails too: a lost corpus must not pass silently. It reads files, the
+/// one I/O in core: no `Node` path calls it.
+#[allow(clippy::disallowed_methods)]
+pub fn replay_corpus(corpus_root: &std::path::Path, targets: &[(&str, Check)], target: &str) {
+    let dir = corpus_root.join(target);
+    let entries = std::fs::read_dir(&dir).unwrap_or_else(|e| panic!("corpus {}: {e}", dir.display()));
+    let mut files: Vec<std::path::PathBuf> = entries
+        .map(|e| e.expect("corpus entry").path())
+        .filter(|p| p.is_file())
+        .collect();
+    files.sort();
+    assert!(!files.is_empty(), "corpus {} is empty", dir.display());
+    let check = find_target(targets, target);
+    let failed: Vec<String> = files
+        .iter()
+        .filter(|path| {
+            let data = std::fs::read(path).expect("readable corpus file");
+            std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| check(&data))).is_err()
+        })
+        .map(|p| p.display().to_string())
+        .collect();
+    assert!(
+        failed.is_empty(),
+        "{} of {} {target} inputs fail (reproduce: cd fuzz && cargo fuzz run {target} <file>): {failed:#?}",
+        failed.len(),
+        files.len()
+    );
+}
+
 /// The bytes a server reads from an RPC connection: length-prefixed frames back to back, read the way a
 /// connection reader does (stop at the first bad prefix or short body). Every frame that decodes must
 /// re-encode to bytes that decode to the same frame.

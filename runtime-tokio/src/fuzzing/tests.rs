@@ -4,47 +4,23 @@
 //! `cargo test -p concord --lib fuzzing::tests::write_seed_corpus -- --ignored` regenerates the seeds.
 
 use super::{Check, GOSSIP_KEYS, SNAPSHOT_NAME, TARGETS};
-use std::panic::{catch_unwind, AssertUnwindSafe};
+use concord_core::fuzzing::{find_target, replay_corpus};
 use std::path::PathBuf;
 
 fn corpus_dir(target: &str) -> PathBuf {
-    PathBuf::from(env!("CARGO_MANIFEST_DIR"))
-        .join("../fuzz/corpus")
-        .join(target)
+    corpus_root().join(target)
+}
+
+fn corpus_root() -> PathBuf {
+    PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../fuzz/corpus")
 }
 
 fn target_fn(target: &str) -> Check {
-    TARGETS
-        .iter()
-        .find(|(name, _)| *name == target)
-        .map(|(_, f)| *f)
-        .unwrap_or_else(|| panic!("no fuzz target {target}"))
+    find_target(TARGETS, target)
 }
 
 fn replay(target: &str) {
-    let dir = corpus_dir(target);
-    let entries = std::fs::read_dir(&dir).unwrap_or_else(|e| panic!("corpus {}: {e}", dir.display()));
-    let mut files: Vec<PathBuf> = entries
-        .map(|e| e.expect("corpus entry").path())
-        .filter(|p| p.is_file())
-        .collect();
-    files.sort();
-    assert!(!files.is_empty(), "corpus {} is empty", dir.display());
-    let check = target_fn(target);
-    let failed: Vec<String> = files
-        .iter()
-        .filter(|path| {
-            let data = std::fs::read(path).expect("readable corpus file");
-            catch_unwind(AssertUnwindSafe(|| check(&data))).is_err()
-        })
-        .map(|p| p.display().to_string())
-        .collect();
-    assert!(
-        failed.is_empty(),
-        "{} of {} {target} inputs fail (reproduce: cd fuzz && cargo fuzz run {target} <file>): {failed:#?}",
-        failed.len(),
-        files.len()
-    );
+    replay_corpus(&corpus_root(), TARGETS, target);
 }
 
 #[test]
