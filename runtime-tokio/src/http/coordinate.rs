@@ -13,7 +13,7 @@ use axum::http::{Method, StatusCode, Uri};
 use axum::response::{IntoResponse, Response};
 use concord_core::api::{CatalogQuery, CatalogResult, Request, Response as NodeResponse};
 use concord_core::coordinate::{Coordinate, CoordinateConfig};
-use concord_core::state::{Command, CommandResult, CoordinateUpdate};
+use concord_core::state::CoordinateUpdate;
 use serde::Serialize;
 use std::collections::BTreeMap;
 
@@ -166,8 +166,9 @@ fn parse_update(body: &[u8]) -> Result<CoordinateUpdate, String> {
     })
 }
 
-/// `PUT /v1/coordinate/update`: store a node's coordinate (for nodes outside gossip). 200 with an empty body
-/// as Consul; a coordinate that is not valid in our 8-dimensional space is refused with a 400.
+/// `PUT /v1/coordinate/update`: queue a node's coordinate (for nodes outside gossip) on the leader, which
+/// writes it with the next batch (within `consul.coordinate.update_period`). 200 with an empty body as
+/// Consul; a coordinate that is not valid in our 8-dimensional space is refused with a 400.
 pub(crate) async fn update<B: Backend>(
     State(state): State<AppState<B>>,
     method: Method,
@@ -187,16 +188,12 @@ pub(crate) async fn update<B: Backend>(
             if !update.coord.is_compatible_with(&ours) || !update.coord.is_valid() {
                 return Err(HttpError::bad_request("Rejected bad coordinate"));
             }
-            let cmd = Command::CoordinateBatchUpdate(vec![update]);
             match state
-                .call(Request::Write(cmd))
+                .call(Request::CoordinateUpdate(update))
                 .await
                 .ok_or_else(HttpError::shutting_down)?
             {
-                NodeResponse::Written {
-                    result: CommandResult::Bool(_),
-                    ..
-                } => Ok(empty(StatusCode::OK)),
+                NodeResponse::Done => Ok(empty(StatusCode::OK)),
                 NodeResponse::Error(e) => Err(e.into()),
                 _ => Err(HttpError::unexpected()),
             }
