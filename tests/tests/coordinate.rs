@@ -82,11 +82,18 @@ fn every_node_gets_a_coordinate_and_near_sorts_by_it() {
 
     // A service on the agent's own node and on three external nodes: two with coordinates far away (set
     // through /v1/coordinate/update, which gossip never overwrites for them), one without.
-    c.put(0, "/v1/agent/service/register", br#"{"Name":"web","Port":80}"#)
-        .and_then(|r| r.expect_status(200))
-        .unwrap();
+    c.put(
+        0,
+        "/v1/agent/service/register",
+        br#"{"Name":"web","Port":80,"Check":{"TTL":"60s"}}"#,
+    )
+    .and_then(|r| r.expect_status(200))
+    .unwrap();
     for ext in ["ext-far", "ext-mid", "ext-none"] {
-        let body = format!(r#"{{"Node":"{ext}","Address":"10.9.9.9","Service":{{"Service":"web","Port":80}}}}"#);
+        let body = format!(
+            r#"{{"Node":"{ext}","Address":"10.9.9.9","Service":{{"Service":"web","Port":80}},
+                "Check":{{"CheckID":"web-up","Name":"web up","ServiceID":"web","Status":"passing"}}}}"#
+        );
         c.put(0, "/v1/catalog/register", body.as_bytes())
             .and_then(|r| r.expect_status(200))
             .unwrap();
@@ -143,6 +150,16 @@ fn every_node_gets_a_coordinate_and_near_sorts_by_it() {
     assert_eq!(
         web_order("/v1/catalog/service/web?near=ext-far", &["Node"]).unwrap(),
         ["ext-far", "ext-mid", "s1", "ext-none"]
+    );
+    // The checks of a service and the checks in a state sort by their node's RTT too.
+    assert_eq!(web_order("/v1/health/checks/web?near=_agent", &["Node"]).unwrap(), want);
+    assert_eq!(
+        web_order("/v1/health/checks/web?near=ext-far", &["Node"]).unwrap(),
+        ["ext-far", "ext-mid", "s1", "ext-none"]
+    );
+    assert_eq!(
+        web_order("/v1/health/state/passing?near=ext-far", &["Node"]).unwrap()[..2],
+        ["ext-far", "ext-mid"]
     );
     // Without ?near: Consul's node order.
     assert_eq!(

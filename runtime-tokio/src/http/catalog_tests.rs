@@ -291,7 +291,10 @@ fn coordinate_endpoints_are_consuls_and_refuse_bad_input() {
 fn near_sorts_by_rtt_and_leaves_the_order_without_an_origin_coordinate() {
     let s = TestServer::start(HttpSettings::default());
     for (node, x) in [("a", Some(0.3)), ("b", None), ("c", Some(0.1)), ("d", Some(0.0))] {
-        let body = format!(r#"{{"Node":"{node}","Address":"10.0.0.1","Service":{{"Service":"web","Port":1}}}}"#);
+        let body = format!(
+            r#"{{"Node":"{node}","Address":"10.0.0.1","Service":{{"Service":"web","Port":1}},
+                "Check":{{"CheckID":"web-up","Name":"web up","ServiceID":"web","Status":"passing"}}}}"#
+        );
         assert_eq!(put(&s, "/v1/catalog/register", body.as_bytes()).status, 200);
         if let Some(x) = x {
             let body =
@@ -311,6 +314,15 @@ fn near_sorts_by_rtt_and_leaves_the_order_without_an_origin_coordinate() {
         order("/v1/health/service/web?near=c", &health_node),
         ["c", "d", "a", "b"]
     );
+    // Checks sort by their node's RTT on `/health/checks/:service` and `/health/state/:state`, as Consul's
+    // `ServiceChecks` and `ChecksInState` do.
+    assert_eq!(order("/v1/health/checks/web?near=a", &node), ["a", "c", "d", "b"]);
+    assert_eq!(
+        order("/v1/health/state/passing?near=_agent", &node),
+        ["a", "b", "c", "d"]
+    );
+    assert_eq!(order("/v1/health/state/any?near=d", &node), ["d", "c", "a", "b"]);
+    assert_eq!(order("/v1/health/checks/web", &node), ["a", "b", "c", "d"]);
     // b has no coordinate, nor does an unknown node: Consul's order stays.
     assert_eq!(order("/v1/catalog/nodes?near=b", &node), ["a", "b", "c", "d"]);
     assert_eq!(order("/v1/catalog/nodes?near=nobody", &node), ["a", "b", "c", "d"]);
