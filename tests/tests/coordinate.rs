@@ -82,11 +82,18 @@ fn every_node_gets_a_coordinate_and_near_sorts_by_it() {
 
     // A service on the agent's own node and on three external nodes: two with coordinates far away (set
     // through /v1/coordinate/update, which gossip never overwrites for them), one without.
-    c.put(0, "/v1/agent/service/register", br#"{"Name":"web","Port":80}"#)
-        .and_then(|r| r.expect_status(200))
-        .unwrap();
+    c.put(
+        0,
+        "/v1/agent/service/register",
+        br#"{"Name":"web","Port":80,"Check":{"TTL":"60s"}}"#,
+    )
+    .and_then(|r| r.expect_status(200))
+    .unwrap();
     for ext in ["ext-far", "ext-mid", "ext-none"] {
-        let body = format!(r#"{{"Node":"{ext}","Address":"10.9.9.9","Service":{{"Service":"web","Port":80}}}}"#);
+        let body = format!(
+            r#"{{"Node":"{ext}","Address":"10.9.9.9","Service":{{"Service":"web","Port":80}},
+                "Check":{{"CheckID":"web-up","Name":"web up","ServiceID":"web","Status":"passing"}}}}"#
+        );
         c.put(0, "/v1/catalog/register", body.as_bytes())
             .and_then(|r| r.expect_status(200))
             .unwrap();
@@ -143,6 +150,16 @@ fn every_node_gets_a_coordinate_and_near_sorts_by_it() {
     assert_eq!(
         web_order("/v1/catalog/service/web?near=ext-far", &["Node"]).unwrap(),
         ["ext-far", "ext-mid", "s1", "ext-none"]
+    );
+    // The checks of a service and the checks in a state sort by their node's RTT too.
+    assert_eq!(web_order("/v1/health/checks/web?near=_agent", &["Node"]).unwrap(), want);
+    assert_eq!(
+        web_order("/v1/health/checks/web?near=ext-far", &["Node"]).unwrap(),
+        ["ext-far", "ext-mid", "s1", "ext-none"]
+    );
+    assert_eq!(
+        web_order("/v1/health/state/passing?near=ext-far", &["Node"]).unwrap()[..2],
+        ["ext-far", "ext-mid"]
     );
     // Without ?near: Consul's node order.
     assert_eq!(
@@ -205,4 +222,71 @@ fn every_node_gets_a_coordinate_and_near_sorts_by_it() {
         String::from_utf8_lossy(&out.stderr),
         "Could not find a coordinate for node \"ext-none\"\n"
     );
+}
+
+/// The leader batches coordinate updates (Consul's `coordinate_update_*`): 300 updates sent within one
+/// period (5 s by default) become at most ceil(300/128) = 3 log entries, and every one becomes visible.
+#[test]
+fn coordinate_updates_of_a_period_are_written_in_batches() {
+    const N: usize = 300;
+    const PERIOD: Duration = Duration::from_secs(5);
+    let mut c = Cluster::start(1);
+    c.wait_leader(FIRST_LEADER);
+    poll(SETTLE, "the server's own catalog entry", || {
+        let v = c.get(0, "/v1/health/node/s1")?.expect_status(200)?.json()?;
+        (v.as_array().is_some_and(|a| !a.is_empty()))
+            .then_some(())
+            .ok_or(format!("{v}"))
+    });
+    let nodes: Vec<String> = (0..N).map(|i| format!("ext-{i:03}")).collect();
+    for node in &nodes {
+        let body = format!(r#"{{"Node":"{node}","Address":"10.9.9.9"}}"#);
+        c.put(0, "/v1/catalog/register", body.as_bytes())
+            .and_then(|r| r.expect_status(200))
+            .unwrap();
+    }
+    // Consecutive log indexes around the updates: a KV write before and one after.
+    let modify_index = |key: &str| -> u64 {
+        c.put(0, &format!("/v1/kv/{key}"), b"x")
+            .and_then(|r| r.expect_status(200))
+            .unwrap();
+        c.get(0, &format!("/v1/kv/{key}")).unwrap().json().unwrap()[0]["ModifyIndex"]
+            .as_u64()
+            .unwrap()
+    };
+    let before = modify_index("before");
+    let started = std::time::Instant::now();
+    std::thread::scope(|scope| {
+        for chunk in nodes.chunks(N / 10) {
+            let c = &c;
+            scope.spawn(move || {
+                for (i, node) in chunk.iter().enumerate() {
+                    let body = format!(
+                        r#"{{"Node":"{node}","Coord":{{"Vec":[{x},0,0,0,0,0,0,0],"Error":0.2,"Adjustment":0,"Height":0.00001}}}}"#,
+                        x = 0.001 * (i + 1) as f64
+                    );
+                    c.put(0, "/v1/coordinate/update", body.as_bytes())
+                        .and_then(|r| r.expect_status(200))
+                        .unwrap();
+                }
+            });
+        }
+    });
+    let sending = started.elapsed();
+    poll(Duration::from_secs(30), "every update visible", || {
+        let v = c.get(0, "/v1/coordinate/nodes")?.expect_status(200)?.json()?;
+        let n = v.as_array().map_or(0, |a| a.len());
+        (n == N).then_some(()).ok_or(format!("{n} coordinates"))
+    });
+    let after = modify_index("after");
+    let entries = after - before - 1;
+    // The period starts with the first update: sending within it makes one flush. (A machine so loaded
+    // that sending took longer spreads the updates over more flushes; the bound follows.)
+    let flushes = 1 + (sending.as_secs_f64() / PERIOD.as_secs_f64()).ceil() as u64;
+    let bound = if sending < PERIOD { 3 } else { 3 * flushes };
+    assert!(
+        entries <= bound,
+        "{entries} log entries for {N} coordinate updates sent in {sending:?}"
+    );
+    eprintln!("{N} coordinate updates sent in {sending:?} became {entries} log entries");
 }

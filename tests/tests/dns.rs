@@ -416,3 +416,39 @@ fn without_a_leader_stale_views_are_served_unless_stale_reads_are_off() {
     cluster.wait_leader(SETTLE);
     answers_api("s3 answers again once there is a leader");
 }
+
+/// Node and service names are case-insensitive in the catalog (Consul's lower-cased indexes), so a check
+/// registered under another case of its node's name still counts for that node's services in DNS.
+#[test]
+fn names_in_any_case_are_one_node_and_one_service() {
+    let agent = Agent::dev();
+    register(
+        &agent,
+        r#"{"Node":"Mixed","Address":"10.0.0.9","Service":{"ID":"m1","Service":"Mixed-Svc","Address":"10.0.0.91","Port":9}}"#,
+    );
+    register(
+        &agent,
+        r#"{"Node":"MIXED","Address":"10.0.0.9","SkipNodeUpdate":true,
+            "Service":{"ID":"m2","Service":"mixed-svc","Address":"10.0.0.92","Port":9}}"#,
+    );
+    register(
+        &agent,
+        r#"{"Node":"mixed","Address":"10.0.0.9","SkipNodeUpdate":true,
+            "Check":{"CheckID":"m1-down","Name":"m1 down","ServiceID":"m1","Status":"critical"}}"#,
+    );
+    poll(SETTLE, "only the passing instance answers", || {
+        let d = dig(&agent, &["MIXED-svc.service.consul"]);
+        (d.data() == ["10.0.0.92"]).then_some(()).ok_or(format!("{d:?}"))
+    });
+    assert_eq!(dig(&agent, &["mixed.node.consul"]).data(), ["10.0.0.9"]);
+    assert_eq!(dig(&agent, &["MiXeD.node.consul"]).data(), ["10.0.0.9"]);
+    let nodes = http_get(&agent.url("/v1/catalog/nodes")).unwrap().json().unwrap();
+    let named: Vec<&str> = nodes
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter_map(|n| n["Node"].as_str())
+        .filter(|n| n.eq_ignore_ascii_case("mixed"))
+        .collect();
+    assert_eq!(named, ["Mixed"], "one node, its name as first written: {nodes}");
+}

@@ -12,7 +12,7 @@ pub use limits::{validate_meta, META_KEY_MAX_LEN, META_MAX_PAIRS, META_RESERVED_
 use crate::id::NodeId;
 use crate::raft::Index;
 pub use crate::state::{CatalogQuery, CatalogResult};
-use crate::state::{Command, CommandResult, KvEntry};
+use crate::state::{Command, CommandResult, CoordinateUpdate, KvEntry};
 use serde::{Deserialize, Serialize};
 use std::sync::Arc;
 use std::time::Duration;
@@ -98,6 +98,10 @@ pub enum Request {
     /// Start a brand-new cluster with exactly these servers (`-bootstrap`, or `-bootstrap-expect` once that
     /// many servers know each other). Ignored if this node already has any Raft state.
     Bootstrap { servers: Vec<(NodeId, String, String)> },
+    /// Consul's `Coordinate.Update` (`PUT /v1/coordinate/update`, and every agent's periodic update): the
+    /// leader keeps the latest update per node and writes them in batches every
+    /// `coordinate_update_period`. Answered `Done` once queued (not yet written), as in Consul.
+    CoordinateUpdate(CoordinateUpdate),
 }
 
 /// Read metadata for the `X-Consul-*` headers.

@@ -5,10 +5,11 @@
 //! every instance's `node` is a key of `nodes`; an instance's `status` is the worst of its node's checks
 //! and its own (Consul's health aggregation: no check at all counts as passing).
 use core::net::{IpAddr, Ipv4Addr, Ipv6Addr};
+use std::borrow::Cow;
 use std::collections::BTreeMap;
 use std::sync::Arc;
 
-use crate::state::{CatalogDump, CheckStatus, Weights};
+use crate::state::{fold, CatalogDump, CheckStatus, Weights};
 
 /// An address as registered: an IP, or a host name (answered with a CNAME).
 #[derive(Clone, Debug, PartialEq, Eq, PartialOrd, Ord)]
@@ -159,11 +160,12 @@ impl DnsView {
                 }),
             );
         }
-        // (node, service ID or "" for node checks) → worst status.
-        let mut health: BTreeMap<(&str, &str), CheckStatus> = BTreeMap::new();
+        // (folded node name, service ID or "" for node checks) → worst status. A check's row keeps the node
+        // name's case it was registered with, which may differ from the node row's.
+        let mut health: BTreeMap<(Cow<'_, str>, &str), CheckStatus> = BTreeMap::new();
         for check in &dump.checks {
             let at = health
-                .entry((check.node.as_str(), check.service_id.as_str()))
+                .entry((fold(&check.node), check.service_id.as_str()))
                 .or_insert(CheckStatus::Passing);
             *at = worse(*at, check.status);
         }
@@ -182,8 +184,9 @@ impl DnsView {
                     at.push(target);
                 }
             }
-            let node_status = health.get(&(node_name.as_str(), "")).copied();
-            let svc_status = health.get(&(node_name.as_str(), svc.id.as_str())).copied();
+            let folded = fold(node_name);
+            let node_status = health.get(&(folded.clone(), "")).copied();
+            let svc_status = health.get(&(folded, svc.id.as_str())).copied();
             let status = worse(
                 node_status.unwrap_or(CheckStatus::Passing),
                 svc_status.unwrap_or(CheckStatus::Passing),

@@ -66,6 +66,8 @@ pub(crate) enum Timer {
     /// Try a parked request again (its leader was unreachable).
     Retry(u64),
     Watch(ReqId),
+    /// Write the coordinate updates collected since the first one of this period.
+    CoordinateFlush,
 }
 
 #[derive(Debug, Default)]
@@ -122,7 +124,7 @@ impl Node {
         }
     }
 
-    fn timer(&mut self, at: Instant, t: Timer) {
+    pub(super) fn timer(&mut self, at: Instant, t: Timer) {
         self.deadlines.insert((at, t));
     }
 
@@ -192,6 +194,7 @@ impl Node {
                 self.reply(origin, Response::Done, out)
             }
             req @ (Request::Write(_)
+            | Request::CoordinateUpdate(_)
             | Request::AddServer { .. }
             | Request::RemovePeer { .. }
             | Request::TransferLeader { .. }) => self.leader_request(now, origin, req, out),
@@ -227,7 +230,8 @@ impl Node {
 
     /// A request only the leader can carry out: do it here, or forward it.
     fn leader_request(&mut self, now: Instant, origin: Origin, req: Request, out: &mut Vec<Effect>) {
-        if self.raft.role != Role::Leader || (self.raft.transfer.is_some() && matches!(req, Request::Write(_))) {
+        let write = matches!(req, Request::Write(_) | Request::CoordinateUpdate(_));
+        if self.raft.role != Role::Leader || (self.raft.transfer.is_some() && write) {
             return match origin {
                 Origin::Local(req_id) => self.forward_or_park(now, req_id, req, out),
                 Origin::Remote { .. } => self.reply(origin, Response::Error(ApiError::NoLeader), out),
@@ -237,6 +241,7 @@ impl Node {
             Request::Write(cmd) => Ok(self.raft.propose(now, Payload::Command(cmd.encode()))),
             Request::AddServer { id, name, address } => self.add_server(now, id, name, address),
             Request::RemovePeer { id, address } => self.remove_server(now, id, address),
+            Request::CoordinateUpdate(update) => return self.queue_coordinate(now, origin, update, out),
             Request::TransferLeader { to } => match self.raft.transfer_leadership(now, to) {
                 Ok(()) => return self.reply(origin, Response::Done, out),
                 Err(e) => Err(ApiError::BadRequest(e)),
@@ -736,6 +741,7 @@ impl Node {
                         });
                     }
                 }
+                Timer::CoordinateFlush => self.flush_coordinates(now, out),
                 Timer::Watch(req_id) => {
                     if self.pending.watches.get(&req_id).is_some_and(|(_, d)| *d == at) {
                         let (mut spec, _) = self.pending.watches.remove(&req_id).expect("checked");

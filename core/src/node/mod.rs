@@ -100,6 +100,9 @@ pub enum Event {
     Applied { index: u64, term: u64, digest: u64 },
     /// This node was removed from the configuration.
     Removed,
+    /// A coordinate flush found more updates than `batch_size × max_batches` and discarded `count` of them
+    /// (Consul logs "Discarded N coordinate updates").
+    CoordinateUpdatesDiscarded { count: usize },
 }
 
 /// Timing and limits of the Raft layer. Defaults match Consul with `raft_multiplier = 1`.
@@ -153,6 +156,14 @@ pub struct Limits {
     /// `?wait` default and cap (Consul: 5 min, 10 min).
     pub default_query_time: Duration,
     pub max_query_time: Duration,
+    /// Consul's `consul.coordinate.update_period`: how long the leader collects coordinate updates (the latest
+    /// per node) before writing them to the log.
+    pub coordinate_update_period: Duration,
+    /// `consul.coordinate.update_batch_size`: most coordinate updates in one log entry.
+    pub coordinate_update_batch_size: usize,
+    /// `consul.coordinate.update_max_batches`: most entries one flush writes; updates beyond
+    /// `batch_size × max_batches` in one period are discarded (the agents send again next interval).
+    pub coordinate_update_max_batches: usize,
 }
 
 impl Default for Limits {
@@ -163,6 +174,9 @@ impl Default for Limits {
             request_timeout: Duration::from_secs(7),
             default_query_time: Duration::from_secs(300),
             max_query_time: Duration::from_secs(600),
+            coordinate_update_period: Duration::from_secs(5),
+            coordinate_update_batch_size: 128,
+            coordinate_update_max_batches: 5,
         }
     }
 }
@@ -230,6 +244,7 @@ pub enum Role {
 
 mod apply;
 mod client;
+mod coordinate;
 #[cfg(test)]
 mod tests;
 
@@ -258,6 +273,7 @@ pub struct Node {
     rng: SmallRng,
     watches: Watches,
     pending: Pending,
+    coordinates: coordinate::CoordinateBatch,
     deadlines: BTreeSet<(Instant, Timer)>,
     now: Instant,
     seen_leader: (u64, Option<NodeId>),
@@ -300,6 +316,7 @@ impl Node {
             applied_membership,
             watches: Watches::default(),
             pending,
+            coordinates: Default::default(),
             deadlines: BTreeSet::new(),
             now,
             seen_leader: (0, None),

@@ -22,7 +22,8 @@ mod tests;
 
 use crate::agent::SERF_HEALTH;
 use crate::gossip::{Member, MemberStatus};
-use crate::state::{CatalogNode, CheckStatus, Command, HealthCheck, Registration};
+use crate::state::{fold, same_name, CatalogNode, CheckStatus, Command, HealthCheck, Registration};
+use std::borrow::Cow;
 use std::collections::{BTreeMap, BTreeSet};
 
 /// `structs.SerfCheckName`.
@@ -75,23 +76,25 @@ impl Reconciler {
     /// Every write a full reconciliation makes: each member handled, then every catalog node that carries
     /// `serfHealth` but that gossip does not know, reaped. `nodes` and `checks` are the whole catalog's.
     pub fn reconcile_all(&self, members: &[Member], nodes: &[CatalogNode], checks: &[HealthCheck]) -> Vec<Command> {
-        let nodes: BTreeMap<&str, &CatalogNode> = nodes.iter().map(|n| (n.node.as_str(), n)).collect();
-        let serf: BTreeMap<&str, &HealthCheck> = checks
+        // By folded name: the catalog's node names are case-insensitive, and a check row keeps the case of
+        // the name it was registered under.
+        let nodes: BTreeMap<Cow<'_, str>, &CatalogNode> = nodes.iter().map(|n| (fold(&n.node), n)).collect();
+        let serf: BTreeMap<Cow<'_, str>, &HealthCheck> = checks
             .iter()
             .filter(|c| c.check_id == SERF_HEALTH && c.service_id.is_empty())
-            .map(|c| (c.node.as_str(), c))
+            .map(|c| (fold(&c.node), c))
             .collect();
         let rows = |name: &str| CatalogRows {
-            node: nodes.get(name).copied(),
-            serf_health: serf.get(name).copied(),
+            node: nodes.get(&fold(name)).copied(),
+            serf_health: serf.get(&fold(name)).copied(),
         };
         let mut out: Vec<Command> = members
             .iter()
             .filter_map(|m| self.reconcile_member(m, rows(&m.name)))
             .collect();
-        let known: BTreeSet<&str> = members.iter().map(|m| m.name.as_str()).collect();
-        for name in serf.keys().filter(|n| !known.contains(**n)) {
-            out.extend(self.reconcile_reaped(name, rows(name)));
+        let known: BTreeSet<Cow<'_, str>> = members.iter().map(|m| fold(&m.name)).collect();
+        for (key, check) in serf.iter().filter(|(n, _)| !known.contains(*n)) {
+            out.extend(self.reconcile_reaped(&check.node, rows(key)));
         }
         out
     }
@@ -155,7 +158,7 @@ impl Reconciler {
 
     fn deregister(&self, name: &str, rows: CatalogRows<'_>) -> Option<Command> {
         // The leader never deregisters itself: it may be on its way out, and the next leader does it.
-        if name == self.node_name || rows.node.is_none() {
+        if same_name(name, &self.node_name) || rows.node.is_none() {
             return None;
         }
         Some(Command::CatalogDeregister {

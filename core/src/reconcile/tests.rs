@@ -288,3 +288,27 @@ fn a_new_agent_under_a_failed_members_name_takes_the_node_over_with_its_id() {
     assert_eq!(cat.serf_health("web").map(|s| s.0), Some(CheckStatus::Passing));
     assert_eq!(cat.reconcile(&[new]), 0, "idempotent");
 }
+
+#[test]
+fn a_member_matches_its_node_whatever_the_case_of_the_catalogs_name() {
+    let mut cat = Catalog::new();
+    let web = member("Web1", 5, MemberStatus::Alive);
+    assert_eq!(cat.reconcile(std::slice::from_ref(&web)), 1);
+    // The catalog's name for the node changes case (a registration through the catalog API): it is the
+    // same node, so gossip's member is neither re-registered nor reaped.
+    cat.apply(&Command::CatalogRegister(Box::new(Registration {
+        node: "web1".into(),
+        address: "10.0.0.5".into(),
+        skip_node_update: false,
+        id: "00000005-0000-0000-0000-000000000000".into(),
+        datacenter: "dc1".into(),
+        node_meta: cat.nodes()[0].meta.clone(),
+        ..Registration::default()
+    })));
+    assert_eq!(cat.reconcile(std::slice::from_ref(&web)), 0);
+    assert_eq!(cat.nodes().len(), 1);
+    assert_eq!(cat.serf_health("WEB1").map(|h| h.0), Some(CheckStatus::Passing));
+    // Gone from gossip: reaped under the name its serfHealth row has.
+    assert_eq!(cat.reconcile(&[]), 1);
+    assert!(cat.nodes().is_empty());
+}

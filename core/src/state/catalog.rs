@@ -11,6 +11,11 @@
 //!   So a range's index never goes backwards and moves whenever its reads change.
 //! - A command is validated completely before anything is written: it applies whole or not at all.
 //! - Applying never panics, whatever the command holds.
+//! - Node names and service names are case-insensitive, as Consul's memdb indexes them (`Lowercase: true`
+//!   on the nodes' and services' name indexes): every map key, [`CatalogRange`] and fence holds the
+//!   [`fold`]ed name, while rows keep the case they were last written with. Service and check IDs are
+//!   compared exactly.
+use std::borrow::Cow;
 use std::collections::{BTreeMap, BTreeSet};
 
 use serde::{Deserialize, Serialize};
@@ -27,9 +32,11 @@ pub enum CatalogRange {
     /// `/catalog/nodes`: every node.
     Nodes,
     /// `/catalog/service/:name`, `/health/service/:name`, `/health/checks/:name`: the instances of one
-    /// service, their nodes, and their checks (node checks included).
+    /// service, their nodes, and their checks (node checks included). Names are [`fold`]ed (build with
+    /// [`CatalogRange::service`]).
     Service(String),
-    /// `/catalog/node/:node`, `/health/node/:node`: one node, its services and checks.
+    /// `/catalog/node/:node`, `/health/node/:node`: one node, its services and checks. Names are [`fold`]ed
+    /// (build with [`CatalogRange::node`]).
     Node(String),
     /// `/health/state/:state`: every check.
     Checks,
@@ -216,6 +223,37 @@ pub enum CatalogQuery {
     Coordinates,
 }
 
+/// The catalog's key for a node or service name: lower-cased (Go's `strings.ToLower`, as memdb's
+/// `Lowercase` indexes), borrowed when it already is (no allocation on the common path).
+pub fn fold(name: &str) -> Cow<'_, str> {
+    if name.bytes().all(|b| b.is_ascii() && !b.is_ascii_uppercase()) {
+        return Cow::Borrowed(name);
+    }
+    let lower = name.to_lowercase();
+    if lower == name {
+        Cow::Borrowed(name)
+    } else {
+        Cow::Owned(lower)
+    }
+}
+
+/// Whether two node or service names are the same name.
+pub fn same_name(a: &str, b: &str) -> bool {
+    a == b || fold(a) == fold(b)
+}
+
+impl CatalogRange {
+    /// The range of node `name` (any case).
+    pub fn node(name: &str) -> CatalogRange {
+        CatalogRange::Node(fold(name).into_owned())
+    }
+
+    /// The range of service `name` (any case).
+    pub fn service(name: &str) -> CatalogRange {
+        CatalogRange::Service(fold(name).into_owned())
+    }
+}
+
 impl CatalogQuery {
     /// The range whose changes can change this read's answer.
     pub fn range(&self) -> CatalogRange {
@@ -224,8 +262,8 @@ impl CatalogQuery {
             CatalogQuery::Nodes => CatalogRange::Nodes,
             CatalogQuery::Service { name, .. }
             | CatalogQuery::HealthService { name, .. }
-            | CatalogQuery::HealthChecks { service: name } => CatalogRange::Service(name.clone()),
-            CatalogQuery::Node { node } | CatalogQuery::HealthNode { node } => CatalogRange::Node(node.clone()),
+            | CatalogQuery::HealthChecks { service: name } => CatalogRange::service(name),
+            CatalogQuery::Node { node } | CatalogQuery::HealthNode { node } => CatalogRange::node(node),
             CatalogQuery::HealthState { .. } => CatalogRange::Checks,
             CatalogQuery::All => CatalogRange::All,
             CatalogQuery::Coordinates => CatalogRange::Coordinates,
@@ -301,21 +339,23 @@ type RowKey = (String, String);
 
 #[derive(Clone, Debug, Default, PartialEq, Eq)]
 pub struct CatalogStore {
+    /// Folded node name → node.
     nodes: BTreeMap<String, CatalogNode>,
-    /// (node, service ID) → instance.
+    /// (folded node name, service ID) → instance.
     services: BTreeMap<RowKey, ServiceInstance>,
-    /// (node, check ID) → check.
+    /// (folded node name, check ID) → check.
     checks: BTreeMap<RowKey, HealthCheck>,
-    /// Service name → (node, service ID) of its instances.
+    /// Folded service name → (folded node name, service ID) of its instances.
     by_name: BTreeMap<String, BTreeSet<RowKey>>,
     /// Range → Raft index of the last change to it.
     indexes: BTreeMap<CatalogRange, u64>,
     /// Highest reap: range indexes at or below it were forgotten, so every range reports at least this.
     reap_floor: u64,
-    /// Node → (last anti-entropy round applied for it, the Raft index that applied it). Kept after the node
-    /// is gone (a late write must not bring it back either) until a reap passes the node's last change.
+    /// Folded node name → (last anti-entropy round applied for it, the Raft index that applied it). Kept
+    /// after the node is gone (a late write must not bring it back either) until a reap passes the node's
+    /// last change.
     fences: BTreeMap<String, (SyncSeq, u64)>,
-    /// Node → its network coordinate (only for nodes in `nodes`; removed with the node).
+    /// Folded node name → its network coordinate (only for nodes in `nodes`; removed with the node).
     coordinates: BTreeMap<String, Coordinate>,
 }
 
@@ -368,11 +408,12 @@ impl CatalogStore {
             // The node ID moved to a new name: the old name goes, with everything on it (Consul).
             self.remove_node(&old, &mut touched);
         }
-        let node_exists = self.nodes.contains_key(&reg.node);
+        let key = fold(&reg.node);
+        let node_exists = self.nodes.contains_key(&*key);
         let new_id = !reg.address.is_empty()
             && self
                 .nodes
-                .get(&reg.node)
+                .get(&*key)
                 .is_some_and(|n| !reg.id.is_empty() && n.id != reg.id);
         if !reg.skip_node_update || !node_exists || new_id {
             self.upsert_node(index, reg, &mut touched);
@@ -391,7 +432,8 @@ impl CatalogStore {
         if reg.node.is_empty() {
             return Err(CatalogError::MissingNode);
         }
-        if reg.address.is_empty() && !(reg.skip_node_update && self.nodes.contains_key(&reg.node)) {
+        let key = fold(&reg.node);
+        if reg.address.is_empty() && !(reg.skip_node_update && self.nodes.contains_key(&*key)) {
             return Err(CatalogError::MissingAddress);
         }
         if let Some((holder, renaming)) = self.name_reserved(reg) {
@@ -416,14 +458,14 @@ impl CatalogStore {
             if check.check_id.is_empty() {
                 return Err(CatalogError::MissingCheckId);
             }
-            if !check.node.is_empty() && check.node != reg.node {
+            if !check.node.is_empty() && !same_name(&check.node, &reg.node) {
                 return Err(CatalogError::CheckNodeMismatch(check.check_id.clone()));
             }
             if !check.service_id.is_empty() {
                 let in_reg = reg.service.as_ref().is_some_and(|s| s.id == check.service_id);
                 let stored = self
                     .services
-                    .contains_key(&(reg.node.clone(), check.service_id.clone()));
+                    .contains_key(&(key.clone().into_owned(), check.service_id.clone()));
                 if !in_reg && !stored {
                     return Err(CatalogError::MissingService);
                 }
@@ -441,11 +483,12 @@ impl CatalogStore {
         if reg.id.is_empty() {
             return None;
         }
-        let holder = self.nodes.get(&reg.node).filter(|n| n.id != reg.id)?;
+        let key = fold(&reg.node).into_owned();
+        let holder = self.nodes.get(&key).filter(|n| n.id != reg.id)?;
         let renaming = self.renamed_from(reg).is_some();
         let live = self
             .checks
-            .get(&(reg.node.clone(), SERF_HEALTH.to_string()))
+            .get(&(key, SERF_HEALTH.to_string()))
             .is_some_and(|c| c.status != CheckStatus::Critical);
         (live && (renaming || !holder.id.is_empty())).then_some((holder, renaming))
     }
@@ -457,7 +500,7 @@ impl CatalogStore {
         }
         self.nodes
             .values()
-            .find(|n| n.id == reg.id && n.node != reg.node)
+            .find(|n| n.id == reg.id && !same_name(&n.node, &reg.node))
             .map(|n| n.node.as_str())
     }
 
@@ -472,29 +515,35 @@ impl CatalogStore {
             create_index: index,
             modify_index: index,
         };
-        if let Some(old) = self.nodes.get(&reg.node) {
+        let key = fold(&reg.node).into_owned();
+        if let Some(old) = self.nodes.get(&key) {
             row.create_index = old.create_index;
             row.modify_index = old.modify_index;
             if *old == row {
                 return;
             }
             row.modify_index = index;
+            // Coordinates are listed under the node's name as the node row has it.
+            if old.node != row.node && self.coordinates.contains_key(&key) {
+                touched.add(CatalogRange::Coordinates);
+            }
         }
-        self.nodes.insert(reg.node.clone(), row);
+        self.nodes.insert(key, row);
         self.node_touched(&reg.node, touched);
     }
 
     /// Ranges that show a node's row: the node lists, the node, and every service on it.
     fn node_touched(&self, node: &str, touched: &mut Touched) {
         touched.add(CatalogRange::Nodes);
-        touched.add(CatalogRange::Node(node.to_owned()));
+        touched.add(CatalogRange::node(node));
         for (_, svc) in self.node_services_iter(node) {
-            touched.add(CatalogRange::Service(svc.service.clone()));
+            touched.add(CatalogRange::service(&svc.service));
         }
     }
 
     fn upsert_service(&mut self, index: u64, node: &str, svc: &ServiceInstance, touched: &mut Touched) {
-        let key = (node.to_owned(), svc.id.clone());
+        let node = fold(node).into_owned();
+        let key = (node.clone(), svc.id.clone());
         let mut row = svc.clone();
         row.create_index = index;
         row.modify_index = index;
@@ -509,23 +558,27 @@ impl CatalogStore {
             if old.service != row.service || old.tags != row.tags {
                 touched.add(CatalogRange::Services);
             }
-            touched.add(CatalogRange::Service(old.service.clone()));
+            touched.add(CatalogRange::service(&old.service));
             self.unindex_service(&key, &old.service);
         } else {
             touched.add(CatalogRange::Services);
         }
-        touched.add(CatalogRange::Service(row.service.clone()));
-        touched.add(CatalogRange::Node(node.to_owned()));
-        self.by_name.entry(row.service.clone()).or_default().insert(key.clone());
+        touched.add(CatalogRange::service(&row.service));
+        touched.add(CatalogRange::Node(node.clone()));
+        self.by_name
+            .entry(fold(&row.service).into_owned())
+            .or_default()
+            .insert(key.clone());
         let (name, tags) = (row.service.clone(), row.tags.clone());
         self.services.insert(key, row);
         // Service checks mirror the service's name and tags.
         let mut checks_changed = false;
-        for check in self.checks.values_mut() {
-            if check.node == node
-                && check.service_id == svc.id
-                && (check.service_name != name || check.service_tags != tags)
-            {
+        let on_node = self
+            .checks
+            .range_mut((node.clone(), String::new())..)
+            .take_while(|((n, _), _)| *n == node);
+        for (_, check) in on_node {
+            if check.service_id == svc.id && (check.service_name != name || check.service_tags != tags) {
                 check.service_name = name.clone();
                 check.service_tags = tags.clone();
                 check.modify_index = index;
@@ -538,22 +591,24 @@ impl CatalogStore {
     }
 
     fn unindex_service(&mut self, key: &RowKey, name: &str) {
-        if let Some(keys) = self.by_name.get_mut(name) {
+        let name = fold(name);
+        if let Some(keys) = self.by_name.get_mut(&*name) {
             keys.remove(key);
             if keys.is_empty() {
-                self.by_name.remove(name);
+                self.by_name.remove(&*name);
             }
         }
     }
 
     fn upsert_check(&mut self, index: u64, node: &str, check: &HealthCheck, touched: &mut Touched) {
-        let key = (node.to_owned(), check.check_id.clone());
+        let folded = fold(node).into_owned();
+        let key = (folded.clone(), check.check_id.clone());
         let mut row = check.clone();
         row.node = node.to_owned();
         row.service_name.clear();
         row.service_tags.clear();
         if !row.service_id.is_empty() {
-            if let Some(svc) = self.services.get(&(node.to_owned(), row.service_id.clone())) {
+            if let Some(svc) = self.services.get(&(folded, row.service_id.clone())) {
                 row.service_name = svc.service.clone();
                 row.service_tags = svc.tags.clone();
             }
@@ -578,13 +633,13 @@ impl CatalogStore {
     /// on the node (their health includes it).
     fn check_touched(&self, check: &HealthCheck, touched: &mut Touched) {
         touched.add(CatalogRange::Checks);
-        touched.add(CatalogRange::Node(check.node.clone()));
+        touched.add(CatalogRange::node(&check.node));
         if check.service_id.is_empty() {
             for (_, svc) in self.node_services_iter(&check.node) {
-                touched.add(CatalogRange::Service(svc.service.clone()));
+                touched.add(CatalogRange::service(&svc.service));
             }
         } else if !check.service_name.is_empty() {
-            touched.add(CatalogRange::Service(check.service_name.clone()));
+            touched.add(CatalogRange::service(&check.service_name));
         }
     }
 
@@ -619,20 +674,21 @@ impl CatalogStore {
     }
 
     fn remove_node(&mut self, node: &str, touched: &mut Touched) {
-        if !self.nodes.contains_key(node) {
+        let node = fold(node).into_owned();
+        if !self.nodes.contains_key(&node) {
             return;
         }
-        self.node_touched(node, touched);
-        let ids: Vec<String> = self.node_services_iter(node).map(|(k, _)| k.1.clone()).collect();
+        self.node_touched(&node, touched);
+        let ids: Vec<String> = self.node_services_iter(&node).map(|(k, _)| k.1.clone()).collect();
         for id in ids {
-            self.remove_service(node, &id, touched);
+            self.remove_service(&node, &id, touched);
         }
-        let checks: Vec<String> = self.node_checks_iter(node).map(|c| c.check_id.clone()).collect();
+        let checks: Vec<String> = self.node_checks_iter(&node).map(|c| c.check_id.clone()).collect();
         for id in checks {
-            self.remove_check(node, &id, touched);
+            self.remove_check(&node, &id, touched);
         }
-        self.nodes.remove(node);
-        if self.coordinates.remove(node).is_some() {
+        self.nodes.remove(&node);
+        if self.coordinates.remove(&node).is_some() {
             touched.add(CatalogRange::Coordinates);
         }
     }
@@ -643,10 +699,11 @@ impl CatalogStore {
         let mut any = false;
         for u in updates {
             let valid = u.coord.is_valid() && !u.coord.vec.is_empty() && u.coord.vec.len() <= MAX_DIMENSIONS;
-            if !valid || !self.nodes.contains_key(&u.node) || self.coordinates.get(&u.node) == Some(&u.coord) {
+            let node = fold(&u.node);
+            if !valid || !self.nodes.contains_key(&*node) || self.coordinates.get(&*node) == Some(&u.coord) {
                 continue;
             }
-            self.coordinates.insert(u.node.clone(), u.coord.clone());
+            self.coordinates.insert(node.into_owned(), u.coord.clone());
             any = true;
         }
         if any {
@@ -660,35 +717,37 @@ impl CatalogStore {
 
     /// A node's coordinate.
     pub fn coordinate(&self, node: &str) -> Option<&Coordinate> {
-        self.coordinates.get(node)
+        self.coordinates.get(&*fold(node))
     }
 
     fn remove_service(&mut self, node: &str, id: &str, touched: &mut Touched) {
-        let key = (node.to_owned(), id.to_owned());
+        let node = fold(node).into_owned();
+        let key = (node.clone(), id.to_owned());
         let Some(svc) = self.services.remove(&key) else {
             return;
         };
         self.unindex_service(&key, &svc.service);
         touched.add(CatalogRange::Services);
-        touched.add(CatalogRange::Service(svc.service.clone()));
-        touched.add(CatalogRange::Node(node.to_owned()));
+        touched.add(CatalogRange::service(&svc.service));
+        touched.add(CatalogRange::Node(node.clone()));
         let checks: Vec<String> = self
-            .node_checks_iter(node)
+            .node_checks_iter(&node)
             .filter(|c| c.service_id == id)
             .map(|c| c.check_id.clone())
             .collect();
         for check in checks {
-            if let Some(c) = self.checks.remove(&(node.to_owned(), check)) {
+            if let Some(c) = self.checks.remove(&(node.clone(), check)) {
                 touched.add(CatalogRange::Checks);
-                touched.add(CatalogRange::Service(c.service_name));
+                touched.add(CatalogRange::service(&c.service_name));
             }
         }
     }
 
     fn remove_check(&mut self, node: &str, id: &str, touched: &mut Touched) {
-        if let Some(check) = self.checks.get(&(node.to_owned(), id.to_owned())).cloned() {
+        let key = (fold(node).into_owned(), id.to_owned());
+        if let Some(check) = self.checks.get(&key).cloned() {
             self.check_touched(&check, touched);
-            self.checks.remove(&(node.to_owned(), id.to_owned()));
+            self.checks.remove(&key);
         }
     }
 
@@ -702,7 +761,8 @@ impl CatalogStore {
         output: &str,
         changed: &mut Vec<CatalogRange>,
     ) {
-        let Some(old) = self.checks.get(&(node.to_owned(), check_id.to_owned())) else {
+        let key = (fold(node).into_owned(), check_id.to_owned());
+        let Some(old) = self.checks.get(&key) else {
             return;
         };
         if old.status == status && old.output == output {
@@ -715,7 +775,7 @@ impl CatalogStore {
         let mut touched = Touched { ranges: changed };
         let start = touched.ranges.len();
         self.check_touched(&row, &mut touched);
-        self.checks.insert((node.to_owned(), check_id.to_owned()), row);
+        self.checks.insert(key, row);
         self.stamp(index, &mut touched, start);
     }
 
@@ -734,7 +794,7 @@ impl CatalogStore {
 
     /// Refuse a fenced anti-entropy write of round `seq` for `node` if a later round was applied for it.
     pub fn check_fence(&self, node: &str, seq: SyncSeq) -> Result<(), CatalogError> {
-        match self.fences.get(node) {
+        match self.fences.get(&*fold(node)) {
             Some(&(applied, _)) if applied > seq => Err(CatalogError::StaleSync {
                 node: node.to_owned(),
                 seq,
@@ -746,13 +806,13 @@ impl CatalogStore {
 
     /// Round `seq` of `node` applied at `index` (after [`CatalogStore::check_fence`] passed).
     pub fn advance_fence(&mut self, index: u64, node: &str, seq: SyncSeq) {
-        let fence = self.fences.entry(node.to_owned()).or_insert((seq, index));
+        let fence = self.fences.entry(fold(node).into_owned()).or_insert((seq, index));
         *fence = (fence.0.max(seq), index);
     }
 
     /// The last anti-entropy round applied for `node`.
     pub fn fence(&self, node: &str) -> Option<SyncSeq> {
-        self.fences.get(node).map(|f| f.0)
+        self.fences.get(&*fold(node)).map(|f| f.0)
     }
 
     /// Forget the indexes of ranges that are empty now and last changed at or below `up_to` (the floor
@@ -812,16 +872,20 @@ impl CatalogStore {
             .max(1)
     }
 
-    fn node_services_iter<'a>(&'a self, node: &'a str) -> impl Iterator<Item = (&'a RowKey, &'a ServiceInstance)> + 'a {
+    /// The services of node `node` (any case).
+    fn node_services_iter<'a>(&'a self, node: &str) -> impl Iterator<Item = (&'a RowKey, &'a ServiceInstance)> + 'a {
+        let node = fold(node).into_owned();
         self.services
-            .range((node.to_owned(), String::new())..)
-            .take_while(move |((n, _), _)| n == node)
+            .range((node.clone(), String::new())..)
+            .take_while(move |((n, _), _)| *n == node)
     }
 
-    fn node_checks_iter<'a>(&'a self, node: &'a str) -> impl Iterator<Item = &'a HealthCheck> + 'a {
+    /// The checks of node `node` (any case).
+    fn node_checks_iter<'a>(&'a self, node: &str) -> impl Iterator<Item = &'a HealthCheck> + 'a {
+        let node = fold(node).into_owned();
         self.checks
-            .range((node.to_owned(), String::new())..)
-            .take_while(move |((n, _), _)| n == node)
+            .range((node.clone(), String::new())..)
+            .take_while(move |((n, _), _)| *n == node)
             .map(|(_, c)| c)
     }
 
@@ -832,7 +896,7 @@ impl CatalogStore {
         tags: &'a [String],
     ) -> impl Iterator<Item = (&'a CatalogNode, &'a ServiceInstance)> + 'a {
         self.by_name
-            .get(name)
+            .get(&*fold(name))
             .into_iter()
             .flatten()
             .filter_map(|key| Some((self.nodes.get(&key.0)?, self.services.get(key)?)))
@@ -842,16 +906,22 @@ impl CatalogStore {
             })
     }
 
+    /// Node `node` (any case).
     pub fn node(&self, node: &str) -> Option<&CatalogNode> {
-        self.nodes.get(node)
+        self.nodes.get(&*fold(node))
     }
 
     pub fn service(&self, node: &str, id: &str) -> Option<&ServiceInstance> {
-        self.services.get(&(node.to_owned(), id.to_owned()))
+        self.services.get(&(fold(node).into_owned(), id.to_owned()))
     }
 
     pub fn check(&self, node: &str, id: &str) -> Option<&HealthCheck> {
-        self.checks.get(&(node.to_owned(), id.to_owned()))
+        self.checks.get(&(fold(node).into_owned(), id.to_owned()))
+    }
+
+    /// The stored name of the node whose folded name is `key`.
+    fn node_name<'a>(&'a self, key: &'a str) -> &'a str {
+        self.nodes.get(key).map_or(key, |n| n.node.as_str())
     }
 
     /// The services and checks registered on `node`, in ID order.
@@ -867,17 +937,16 @@ impl CatalogStore {
         let index = self.range_index(&query.range());
         let result = match query {
             CatalogQuery::Services => {
-                let mut out: BTreeMap<String, Vec<String>> = BTreeMap::new();
-                for (name, keys) in &self.by_name {
-                    let mut tags = BTreeSet::new();
-                    for key in keys {
-                        if let Some(svc) = self.services.get(key) {
-                            tags.extend(svc.tags.iter().cloned());
-                        }
+                // Keyed by the names as registered: Consul's `Services` groups by `ServiceName` exactly, so
+                // `web` and `Web` are listed apart although either name finds both.
+                let mut out: BTreeMap<String, BTreeSet<String>> = BTreeMap::new();
+                for keys in self.by_name.values() {
+                    for svc in keys.iter().filter_map(|key| self.services.get(key)) {
+                        let tags = out.entry(svc.service.clone()).or_default();
+                        tags.extend(svc.tags.iter().cloned());
                     }
-                    out.insert(name.clone(), tags.into_iter().collect());
                 }
-                CatalogResult::Services(out)
+                CatalogResult::Services(out.into_iter().map(|(n, t)| (n, t.into_iter().collect())).collect())
             }
             CatalogQuery::Nodes => CatalogResult::Nodes(self.nodes.values().cloned().collect()),
             CatalogQuery::Service { name, tags } => CatalogResult::ServiceNodes(
@@ -885,7 +954,7 @@ impl CatalogStore {
                     .map(|(n, s)| (n.clone(), s.clone()))
                     .collect(),
             ),
-            CatalogQuery::Node { node } => CatalogResult::Node(self.nodes.get(node).map(|n| {
+            CatalogQuery::Node { node } => CatalogResult::Node(self.node(node).map(|n| {
                 let services = self.node_services_iter(node).map(|(_, s)| s.clone()).collect();
                 Box::new((n.clone(), services))
             })),
@@ -909,13 +978,16 @@ impl CatalogStore {
                 }
                 CatalogResult::CheckServiceNodes(out)
             }
-            CatalogQuery::HealthChecks { service } => CatalogResult::Checks(
-                self.checks
-                    .values()
-                    .filter(|c| !c.service_id.is_empty() && c.service_name == *service)
-                    .cloned()
-                    .collect(),
-            ),
+            CatalogQuery::HealthChecks { service } => {
+                let service = fold(service);
+                CatalogResult::Checks(
+                    self.checks
+                        .values()
+                        .filter(|c| !c.service_id.is_empty() && fold(&c.service_name) == service)
+                        .cloned()
+                        .collect(),
+                )
+            }
             CatalogQuery::HealthNode { node } => CatalogResult::Checks(self.node_checks_iter(node).cloned().collect()),
             CatalogQuery::HealthState { status } => CatalogResult::Checks(
                 self.checks
@@ -926,12 +998,19 @@ impl CatalogStore {
             ),
             CatalogQuery::All => CatalogResult::All(Box::new(CatalogDump {
                 nodes: self.nodes.values().cloned().collect(),
-                services: self.services.iter().map(|((n, _), s)| (n.clone(), s.clone())).collect(),
+                services: self
+                    .services
+                    .iter()
+                    .map(|((n, _), s)| (self.node_name(n).to_owned(), s.clone()))
+                    .collect(),
                 checks: self.checks.values().cloned().collect(),
             })),
-            CatalogQuery::Coordinates => {
-                CatalogResult::Coordinates(self.coordinates.iter().map(|(n, c)| (n.clone(), c.clone())).collect())
-            }
+            CatalogQuery::Coordinates => CatalogResult::Coordinates(
+                self.coordinates
+                    .iter()
+                    .map(|(n, c)| (self.node_name(n).to_owned(), c.clone()))
+                    .collect(),
+            ),
         };
         (index, result)
     }
@@ -943,12 +1022,20 @@ impl CatalogStore {
     pub fn encode(&self) -> Vec<u8> {
         let snapshot = CatalogSnapshot {
             nodes: self.nodes.values().cloned().collect(),
-            services: self.services.iter().map(|((n, _), s)| (n.clone(), s.clone())).collect(),
+            services: self
+                .services
+                .iter()
+                .map(|((n, _), s)| (self.node_name(n).to_owned(), s.clone()))
+                .collect(),
             checks: self.checks.values().cloned().collect(),
             indexes: self.indexes.iter().map(|(r, i)| (r.clone(), *i)).collect(),
             reap_floor: self.reap_floor,
             fences: self.fences.iter().map(|(n, (s, i))| (n.clone(), *s, *i)).collect(),
-            coordinates: self.coordinates.iter().map(|(n, c)| (n.clone(), c.clone())).collect(),
+            coordinates: self
+                .coordinates
+                .iter()
+                .map(|(n, c)| (self.node_name(n).to_owned(), c.clone()))
+                .collect(),
         };
         postcard::to_allocvec(&snapshot).expect("a catalog snapshot always encodes")
     }
@@ -982,52 +1069,63 @@ impl CatalogStore {
             reap_floor: snapshot.reap_floor,
             ..CatalogStore::default()
         };
+        // Snapshots written before names were case-insensitive may hold names that differ only in case:
+        // they become one row (the most recently modified), the same on every server.
         for node in snapshot.nodes {
-            if store.nodes.insert(node.node.clone(), node).is_some() {
-                return Err(bad("duplicate node"));
-            }
+            keep_newest(&mut store.nodes, fold(&node.node).into_owned(), node, |n| {
+                n.modify_index
+            });
         }
         for (node, svc) in snapshot.services {
+            let node = fold(&node).into_owned();
             if !store.nodes.contains_key(&node) {
                 return Err(bad("service on an unknown node"));
             }
-            let key = (node, svc.id.clone());
-            store
-                .by_name
-                .entry(svc.service.clone())
-                .or_default()
-                .insert(key.clone());
-            if store.services.insert(key, svc).is_some() {
-                return Err(bad("duplicate service"));
-            }
+            keep_newest(&mut store.services, (node, svc.id.clone()), svc, |s| s.modify_index);
+        }
+        for (key, svc) in &store.services {
+            let name = fold(&svc.service).into_owned();
+            store.by_name.entry(name).or_default().insert(key.clone());
         }
         for check in snapshot.checks {
-            if !store.nodes.contains_key(&check.node) {
+            let node = fold(&check.node).into_owned();
+            if !store.nodes.contains_key(&node) {
                 return Err(bad("check on an unknown node"));
             }
-            let key = (check.node.clone(), check.check_id.clone());
-            if store.checks.insert(key, check).is_some() {
-                return Err(bad("duplicate check"));
-            }
+            keep_newest(&mut store.checks, (node, check.check_id.clone()), check, |c| {
+                c.modify_index
+            });
         }
         for (range, index) in snapshot.indexes {
-            if store.indexes.insert(range, index).is_some() {
-                return Err(bad("duplicate range index"));
-            }
+            let range = match range {
+                CatalogRange::Node(name) => CatalogRange::node(&name),
+                CatalogRange::Service(name) => CatalogRange::service(&name),
+                other => other,
+            };
+            let at = store.indexes.entry(range).or_insert(0);
+            *at = (*at).max(index);
         }
         for (node, seq, index) in snapshot.fences {
-            if store.fences.insert(node, (seq, index)).is_some() {
-                return Err(bad("duplicate fence"));
-            }
+            let fence = store.fences.entry(fold(&node).into_owned()).or_insert((seq, index));
+            *fence = (*fence).max((seq, index));
         }
         for (node, coord) in snapshot.coordinates {
+            let node = fold(&node).into_owned();
             if !store.nodes.contains_key(&node) {
                 return Err(bad("coordinate of an unknown node"));
             }
-            if store.coordinates.insert(node, coord).is_some() {
-                return Err(bad("duplicate coordinate"));
-            }
+            store.coordinates.insert(node, coord);
         }
         Ok(store)
+    }
+}
+
+/// Insert `row` under `key` unless a row already there was modified later.
+fn keep_newest<K: Ord, V>(map: &mut BTreeMap<K, V>, key: K, row: V, modified: impl Fn(&V) -> u64) {
+    match map.get(&key) {
+        Some(old) if modified(old) > modified(&row) => {}
+        _ => {
+            map.insert(key, row);
+        }
     }
 }

@@ -458,7 +458,62 @@ fn command(op: &Op, index: u64) -> Command {
     }
 }
 
-/// The catalog as plain sets: node → address, (node, id) → (name, tags), (node, check) → (service, status).
+/// Write node and service names of `cmd` in case variant `case` (0: as is, 1: upper, 2: capitalized): the
+/// catalog must treat them as the same names (Consul's lower-cased memdb indexes).
+fn recase(cmd: Command, case: usize) -> Command {
+    let f = |s: &str| match case {
+        0 => s.to_string(),
+        1 => s.to_uppercase(),
+        _ => s[..1].to_uppercase() + &s[1..],
+    };
+    match cmd {
+        Command::CatalogRegister(mut r) => {
+            r.node = f(&r.node);
+            if let Some(svc) = &mut r.service {
+                svc.service = f(&svc.service);
+            }
+            Command::CatalogRegister(r)
+        }
+        Command::CatalogCheckUpdate {
+            node,
+            check_id,
+            status,
+            output,
+        } => Command::CatalogCheckUpdate {
+            node: f(&node),
+            check_id,
+            status,
+            output,
+        },
+        Command::CatalogDeregister {
+            node,
+            service_id,
+            check_id,
+        } => Command::CatalogDeregister {
+            node: f(&node),
+            service_id,
+            check_id,
+        },
+        other => other,
+    }
+}
+
+/// `query` with its node or service name upper-cased.
+fn upper(query: &CatalogQuery) -> CatalogQuery {
+    let mut q = query.clone();
+    match &mut q {
+        CatalogQuery::Service { name, .. }
+        | CatalogQuery::HealthService { name, .. }
+        | CatalogQuery::HealthChecks { service: name }
+        | CatalogQuery::Node { node: name }
+        | CatalogQuery::HealthNode { node: name } => *name = name.to_uppercase(),
+        _ => {}
+    }
+    q
+}
+
+/// The catalog as plain sets: node → address, (node, id) → (name, tags), (node, check) → (service, status),
+/// nodes by lower-cased name (names are case-insensitive; a row keeps the case last written).
 #[derive(Default, Debug, PartialEq)]
 struct Model {
     nodes: BTreeMap<String, String>,
@@ -470,28 +525,29 @@ impl Model {
     fn apply(&mut self, cmd: &Command) {
         match cmd {
             Command::CatalogRegister(r) => {
+                let node = r.node.to_lowercase();
                 let ok = r.checks.iter().all(|c| {
-                    c.service_id.is_empty() || self.services.contains_key(&(r.node.clone(), c.service_id.clone()))
+                    c.service_id.is_empty() || self.services.contains_key(&(node.clone(), c.service_id.clone()))
                 });
                 if !ok {
                     return;
                 }
-                if !r.skip_node_update || !self.nodes.contains_key(&r.node) {
-                    self.nodes.insert(r.node.clone(), r.address.clone());
+                if !r.skip_node_update || !self.nodes.contains_key(&node) {
+                    self.nodes.insert(node.clone(), r.address.clone());
                 }
                 if let Some(s) = &r.service {
                     self.services
-                        .insert((r.node.clone(), s.id.clone()), (s.service.clone(), s.tags.clone()));
+                        .insert((node.clone(), s.id.clone()), (s.service.clone(), s.tags.clone()));
                 }
                 for c in &r.checks {
                     self.checks
-                        .insert((r.node.clone(), c.check_id.clone()), (c.service_id.clone(), c.status));
+                        .insert((node.clone(), c.check_id.clone()), (c.service_id.clone(), c.status));
                 }
             }
             Command::CatalogCheckUpdate {
                 node, check_id, status, ..
             } => {
-                if let Some(c) = self.checks.get_mut(&(node.clone(), check_id.clone())) {
+                if let Some(c) = self.checks.get_mut(&(node.to_lowercase(), check_id.clone())) {
                     c.1 = *status;
                 }
             }
@@ -499,22 +555,25 @@ impl Model {
                 node,
                 service_id,
                 check_id,
-            } => match (service_id, check_id) {
-                (None, None) => {
-                    self.nodes.remove(node);
-                    self.services.retain(|(n, _), _| n != node);
-                    self.checks.retain(|(n, _), _| n != node);
-                }
-                _ => {
-                    if let Some(id) = service_id {
-                        self.services.remove(&(node.clone(), id.clone()));
-                        self.checks.retain(|(n, _), (s, _)| !(n == node && s == id));
+            } => {
+                let node = &node.to_lowercase();
+                match (service_id, check_id) {
+                    (None, None) => {
+                        self.nodes.remove(node);
+                        self.services.retain(|(n, _), _| n != node);
+                        self.checks.retain(|(n, _), _| n != node);
                     }
-                    if let Some(id) = check_id {
-                        self.checks.remove(&(node.clone(), id.clone()));
+                    _ => {
+                        if let Some(id) = service_id {
+                            self.services.remove(&(node.clone(), id.clone()));
+                            self.checks.retain(|(n, _), (s, _)| !(n == node && s == id));
+                        }
+                        if let Some(id) = check_id {
+                            self.checks.remove(&(node.clone(), id.clone()));
+                        }
                     }
                 }
-            },
+            }
             _ => {}
         }
     }
@@ -526,13 +585,14 @@ impl Model {
         };
         for n in nodes {
             let (services, checks) = store.node_rows(&n.node);
+            let node = n.node.to_lowercase();
             for s in services {
-                m.services.insert((n.node.clone(), s.id), (s.service, s.tags));
+                m.services.insert((node.clone(), s.id), (s.service, s.tags));
             }
             for c in checks {
-                m.checks.insert((n.node.clone(), c.check_id), (c.service_id, c.status));
+                m.checks.insert((node.clone(), c.check_id), (c.service_id, c.status));
             }
-            m.nodes.insert(n.node, n.address);
+            m.nodes.insert(node, n.address);
         }
         m
     }
@@ -577,16 +637,16 @@ proptest! {
 
     #[test]
     fn catalog_matches_the_model_and_reads_wake_exactly_when_they_change(
-        ops in proptest::collection::vec((1..3u64, op()), 1..60)
+        ops in proptest::collection::vec((1..3u64, op(), 0..3usize), 1..60)
     ) {
         let mut sm = StateMachine::default();
         let mut model = Model::default();
         let queries = queries();
         let mut before: Vec<(u64, CatalogResult)> = queries.iter().map(|q| sm.catalog.read(q)).collect();
         let mut index = 1;
-        for (gap, op) in &ops {
+        for (gap, op, case) in &ops {
             index += gap;
-            let cmd = command(op, index);
+            let cmd = recase(command(op, index), *case);
             let (_, changes) = apply(&mut sm, index, cmd.clone());
             model.apply(&cmd);
             prop_assert_eq!(&Model::of(&sm.catalog), &model, "after {:?}", cmd);
@@ -594,6 +654,7 @@ proptest! {
             prop_assert_eq!(reported.len(), changes.catalog.len(), "ranges reported once: {:?}", changes);
             for (query, old) in queries.iter().zip(before.iter_mut()) {
                 let now = sm.catalog.read(query);
+                prop_assert_eq!(&sm.catalog.read(&upper(query)), &now, "names are case-insensitive");
                 prop_assert!(now.0 >= 1 && now.0 >= old.0, "{:?} went from {} to {}", query, old.0, now.0);
                 if now.1 != old.1 {
                     prop_assert!(now.0 > old.0, "{:?} changed but its index stayed at {} ({:?})", query, now.0, cmd);
@@ -847,4 +908,162 @@ fn coordinates_are_kept_per_known_node_and_removed_with_it() {
     apply(&mut sm, 7, dereg);
     assert_eq!(coordinates(&sm), (7, vec![("n2".to_string(), 0.4)]));
     assert!(sm.catalog.coordinate("n1").is_none());
+}
+
+// ---------------------------------------------------------------- case-insensitive names
+
+fn node_names(sm: &StateMachine) -> Vec<(String, String, u64, u64)> {
+    let CatalogResult::Nodes(nodes) = sm.catalog.read(&CatalogQuery::Nodes).1 else {
+        panic!()
+    };
+    nodes
+        .into_iter()
+        .map(|n| (n.node, n.address, n.create_index, n.modify_index))
+        .collect()
+}
+
+#[test]
+fn node_and_service_names_are_case_insensitive_and_keep_their_case() {
+    let mut sm = StateMachine::default();
+    let mut reg = node_reg("Web1", "10.0.0.1");
+    reg.service = Some(service("api1", "Api", &[]));
+    reg.checks = vec![check("c1", "api1", CheckStatus::Passing)];
+    register(&mut sm, 2, reg);
+    for name in ["web1", "WEB1", "Web1"] {
+        assert_eq!(sm.catalog.node(name).map(|n| n.node.as_str()), Some("Web1"), "{name}");
+        let CatalogResult::Node(Some(found)) = sm.catalog.read(&CatalogQuery::Node { node: name.into() }).1 else {
+            panic!("{name} not found")
+        };
+        assert_eq!(found.1.len(), 1);
+        let CatalogResult::Checks(checks) = sm.catalog.read(&CatalogQuery::HealthNode { node: name.into() }).1 else {
+            panic!()
+        };
+        assert_eq!(checks.len(), 1);
+    }
+    for name in ["api", "API", "Api"] {
+        assert_eq!(
+            health(&sm, name, true),
+            [("Web1".to_string(), "api1".to_string())],
+            "{name}"
+        );
+        let CatalogResult::Checks(checks) = sm.catalog.read(&CatalogQuery::HealthChecks { service: name.into() }).1
+        else {
+            panic!()
+        };
+        assert_eq!(checks.len(), 1, "{name}");
+    }
+    // `web1` is the same node: updated in place, under the case it was written with last.
+    let (_, changes) = register(&mut sm, 3, node_reg("web1", "10.0.0.2"));
+    assert_eq!(node_names(&sm), [("web1".to_string(), "10.0.0.2".to_string(), 2, 3)]);
+    assert!(changes.catalog.contains(&CatalogRange::node("WEB1")));
+    assert_eq!(CatalogRange::node("WEB1"), CatalogRange::Node("web1".into()));
+    assert_eq!(sm.catalog.node_rows("WEB1").0.len(), 1, "its service stays");
+    assert_eq!(health(&sm, "api", false), [("web1".to_string(), "api1".to_string())]);
+    // The same registration again changes nothing.
+    let (_, changes) = register(&mut sm, 4, node_reg("web1", "10.0.0.2"));
+    assert!(changes.catalog.is_empty());
+    // A second node with the service under another case: one service for reads and watches.
+    let mut reg = node_reg("n2", "10.0.0.3");
+    reg.service = Some(service("api2", "API", &[]));
+    let (_, changes) = register(&mut sm, 5, reg);
+    assert!(changes.catalog.contains(&CatalogRange::service("api")));
+    assert_eq!(health(&sm, "aPi", false).len(), 2);
+    assert_eq!(
+        sm.catalog.range_index(
+            &CatalogQuery::HealthService {
+                name: "Api".into(),
+                tags: vec![],
+                passing: false
+            }
+            .range()
+        ),
+        5
+    );
+    // Consul's `/catalog/services` groups by the name as registered.
+    let CatalogResult::Services(services) = sm.catalog.read(&CatalogQuery::Services).1 else {
+        panic!()
+    };
+    assert_eq!(services.keys().collect::<Vec<_>>(), ["API", "Api"]);
+    // Deregistration finds rows in any case.
+    let dereg = Command::CatalogDeregister {
+        node: "WEB1".into(),
+        service_id: Some("api1".into()),
+        check_id: None,
+    };
+    let (_, changes) = apply(&mut sm, 6, dereg);
+    assert!(changes.catalog.contains(&CatalogRange::service("api")));
+    assert_eq!(health(&sm, "api", false), [("n2".to_string(), "api2".to_string())]);
+    let dereg = Command::CatalogDeregister {
+        node: "N2".into(),
+        service_id: None,
+        check_id: None,
+    };
+    apply(&mut sm, 7, dereg);
+    assert_eq!(node_names(&sm).len(), 1);
+    // Fences and coordinates follow the node whatever the case.
+    sm.catalog.advance_fence(8, "WEB1", seq(4));
+    assert_eq!(sm.catalog.fence("web1"), Some(seq(4)));
+    let restored = StateMachine::restore(&sm.snapshot()).expect("own snapshot decodes");
+    assert_eq!(restored, sm);
+}
+
+/// The catalog part of snapshot format 2 as earlier versions wrote it (the same layout as today's).
+#[derive(serde::Serialize)]
+struct CatalogSnapshotV2 {
+    nodes: Vec<super::CatalogNode>,
+    services: Vec<(String, ServiceInstance)>,
+    checks: Vec<HealthCheck>,
+    indexes: Vec<(CatalogRange, u64)>,
+    reap_floor: u64,
+    fences: Vec<(String, SyncSeq, u64)>,
+    coordinates: Vec<(String, crate::coordinate::Coordinate)>,
+}
+
+#[test]
+fn a_snapshot_with_names_differing_only_in_case_restores_as_one_node() {
+    // Written before names were case-insensitive: `Web1` and `web1` were two nodes.
+    let node = |name: &str, address: &str, modify_index: u64| super::CatalogNode {
+        node: name.into(),
+        address: address.into(),
+        create_index: 2,
+        modify_index,
+        ..super::CatalogNode::default()
+    };
+    let mut api = service("api1", "Api", &[]);
+    api.modify_index = 3;
+    let mut other = service("db1", "db", &[]);
+    other.modify_index = 5;
+    let mut c = check("c1", "api1", CheckStatus::Passing);
+    c.node = "Web1".into();
+    c.service_name = "Api".into();
+    let old = CatalogSnapshotV2 {
+        nodes: vec![node("Web1", "10.0.0.1", 3), node("web1", "10.0.0.2", 6)],
+        services: vec![("Web1".into(), api), ("web1".into(), other)],
+        checks: vec![c],
+        indexes: vec![
+            (CatalogRange::Node("Web1".into()), 3),
+            (CatalogRange::Node("web1".into()), 6),
+            (CatalogRange::Service("Api".into()), 3),
+        ],
+        reap_floor: 0,
+        fences: vec![("Web1".into(), seq(1), 3), ("web1".into(), seq(2), 6)],
+        coordinates: vec![("Web1".into(), coord_at(0.5))],
+    };
+    let data = postcard::to_allocvec(&old).unwrap();
+    let store = CatalogStore::decode(&data, super::SNAPSHOT_FORMAT).expect("restores");
+    assert_eq!(
+        store.node("WEB1").map(|n| (n.node.as_str(), n.address.as_str())),
+        Some(("web1", "10.0.0.2")),
+        "the most recently modified row"
+    );
+    let (services, checks) = store.node_rows("web1");
+    assert_eq!(services.len(), 2, "both nodes' services");
+    assert_eq!(checks.len(), 1);
+    assert_eq!(store.range_index(&CatalogRange::node("web1")), 6);
+    assert_eq!(store.range_index(&CatalogRange::service("api")), 3);
+    assert_eq!(store.fence("web1"), Some(seq(2)));
+    assert!(store.coordinate("web1").is_some());
+    // And it encodes and restores as itself from then on.
+    let again = CatalogStore::decode(&store.encode(), super::SNAPSHOT_FORMAT).unwrap();
+    assert_eq!(again, store);
 }

@@ -15,8 +15,9 @@ mod txn_tests;
 mod watch;
 
 pub use catalog::{
-    CatalogDump, CatalogError, CatalogNode, CatalogQuery, CatalogRange, CatalogResult, CatalogStore, CheckDefinition,
-    CheckServiceNode, CheckStatus, HealthCheck, Registration, ServiceAddress, ServiceInstance, Weights,
+    fold, same_name, CatalogDump, CatalogError, CatalogNode, CatalogQuery, CatalogRange, CatalogResult, CatalogStore,
+    CheckDefinition, CheckServiceNode, CheckStatus, HealthCheck, Registration, ServiceAddress, ServiceInstance,
+    Weights,
 };
 pub use kv::KvStore;
 pub use txn::{KvTxnOp, KvVerb, TxnError, TxnOp, TxnOutcome, TxnResult, TXN_MAX_OPS};

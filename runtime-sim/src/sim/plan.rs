@@ -191,6 +191,11 @@ impl Plan {
             request_timeout: Duration::from_secs(2),
             default_query_time: Duration::from_secs(5),
             max_query_time: Duration::from_secs(10),
+            // Tiny, so a workload that sends coordinates exercises the discard path (no RNG draw: the plan
+            // a seed gives stays the same).
+            coordinate_update_period: Duration::from_secs(1),
+            coordinate_update_batch_size: 2,
+            coordinate_update_max_batches: 2,
         };
         Plan {
             seed,

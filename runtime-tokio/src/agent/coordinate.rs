@@ -1,8 +1,9 @@
 //! Sending this agent's LAN coordinate to the servers (Consul's `agent.sendCoordinate`): periodically, at
 //! Consul's rate-scaled interval (at least `SYNC_COORDINATE_INTERVAL_MIN`, longer in big pools so the whole
 //! cluster stays near `SYNC_COORDINATE_RATE_TARGET` updates a second) plus a random stagger, and only when the
-//! coordinate moved since the last accepted update. The servers store it in the replicated catalog
-//! (`Command::CoordinateBatchUpdate`, one per node, removed with the node).
+//! coordinate moved since the last accepted update. The leader keeps the latest update per node and writes
+//! them in batches (`Request::CoordinateUpdate`, see `concord_core`'s node coordinate batching) into the
+//! replicated catalog (one coordinate per node, removed with the node).
 //!
 //! One difference from Consul: the first update goes out a few seconds after the first RTT sample moved the
 //! coordinate instead of after a full interval, so a fresh agent (and a test) sees its coordinate without
@@ -12,7 +13,7 @@ use crate::gossip::PoolHandle;
 use crate::http::Backend;
 use concord_core::api::{Request, Response};
 use concord_core::coordinate::Coordinate;
-use concord_core::state::{Command, CommandResult, CoordinateUpdate};
+use concord_core::state::CoordinateUpdate;
 use rand::Rng;
 use std::time::Duration;
 
@@ -43,15 +44,12 @@ pub async fn run<B: Backend>(backend: B, lan: PoolHandle, node: String) {
             continue;
         }
         if last_sent.as_ref() != Some(&coord) {
-            let cmd = Command::CoordinateBatchUpdate(vec![CoordinateUpdate {
+            let update = CoordinateUpdate {
                 node: node.clone(),
                 coord: coord.clone(),
-            }]);
-            match backend.call(Request::Write(cmd)).await {
-                Response::Written {
-                    result: CommandResult::Bool(true),
-                    ..
-                } => last_sent = Some(coord),
+            };
+            match backend.call(Request::CoordinateUpdate(update)).await {
+                Response::Done => last_sent = Some(coord),
                 other => tracing::debug!(target: "agent", "coordinate update failed: {other:?}"),
             }
         }

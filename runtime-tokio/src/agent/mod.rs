@@ -231,6 +231,9 @@ impl Agent {
             limits: Limits {
                 default_query_time: config.default_query_time,
                 max_query_time: config.max_query_time,
+                coordinate_update_period: config.coordinate_update_period,
+                coordinate_update_batch_size: config.coordinate_update_batch_size,
+                coordinate_update_max_batches: config.coordinate_update_max_batches,
                 ..Limits::default()
             },
             mutation: Default::default(),

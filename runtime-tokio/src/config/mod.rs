@@ -71,6 +71,11 @@ pub struct AgentConfig {
     pub raft_trailing_logs: u64,
     pub default_query_time: Duration,
     pub max_query_time: Duration,
+    /// `consul { coordinate { update_period, update_batch_size, update_max_batches } }` (Consul's internal
+    /// block; defaults 5s, 128, 5): how the leader batches coordinate updates into the log.
+    pub coordinate_update_period: Duration,
+    pub coordinate_update_batch_size: usize,
+    pub coordinate_update_max_batches: usize,
     /// `limits.kv_max_value_size` (bytes).
     pub kv_max_value_size: usize,
     pub txn_max_req_len: usize,
@@ -176,6 +181,9 @@ impl Default for AgentConfig {
             raft_trailing_logs: 10240,
             default_query_time: Duration::from_secs(300),
             max_query_time: Duration::from_secs(600),
+            coordinate_update_period: Duration::from_secs(5),
+            coordinate_update_batch_size: 128,
+            coordinate_update_max_batches: 5,
             kv_max_value_size: 524_288,
             txn_max_req_len: 524_288,
             http_max_body_size: 1_048_576,

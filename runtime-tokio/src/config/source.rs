@@ -75,6 +75,7 @@ const BLOCK_KEYS: &[&str] = &[
     "dns_config",
     "acl",
     "node_meta",
+    "consul",
 ];
 
 /// Reads `-config-file` (one file) or `-config-dir` (its `.json`/`.hcl` files, alphabetically, not
@@ -263,6 +264,21 @@ impl Reader<'_> {
         v.as_object().ok_or_else(|| self.bad_type(key, "an object"))
     }
 
+    /// A nested block: an object, or (HCL's repeated blocks) a list of objects merged into one.
+    fn block(&self, key: &str, v: &Value) -> Result<Map<String, Value>, ConfigError> {
+        match v {
+            Value::Object(map) => Ok(map.clone()),
+            Value::Array(items) if items.iter().all(Value::is_object) => {
+                let mut one = Map::new();
+                for item in items {
+                    merge(&mut one, item.clone());
+                }
+                Ok(one)
+            }
+            _ => Err(self.bad_type(key, "an object")),
+        }
+    }
+
     fn objects(&self, key: &str, v: &Value) -> Result<Vec<Value>, ConfigError> {
         match v {
             Value::Array(items) if items.iter().all(Value::is_object) => Ok(items.clone()),
@@ -324,6 +340,7 @@ pub(super) fn apply(config: &mut AgentConfig, map: &Map<String, Value>, origin: 
             "recursors" => config.recursors.extend(r.strings(k, v)?),
             "encrypt" => config.encrypt = Some(r.string(k, v)?),
             "performance" => apply_performance(config, r.object(k, v)?, &r)?,
+            "consul" => apply_consul(config, r.object(k, v)?, &r)?,
             "limits" => apply_limits(config, r.object(k, v)?, &r)?,
             "http_config" => apply_http_config(config, r.object(k, v)?, &r)?,
             "default_query_time" => config.default_query_time = r.duration(k, v)?,
@@ -419,6 +436,39 @@ fn apply_performance(config: &mut AgentConfig, map: &Map<String, Value>, r: &Rea
             // Consul's bounds: 1 (fastest) to 10.
             "raft_multiplier" => config.raft_multiplier = r.int(&path, v, 1, 10)? as u32,
             "leave_drain_time" | "rpc_hold_timeout" => config
+                .warnings
+                .push(format!("config key {path:?} has no effect in concord")),
+            _ => return Err(r.unknown(&path)),
+        }
+    }
+    Ok(())
+}
+
+/// Consul's internal `consul` block: `coordinate` sets the leader's coordinate batching; the `raft` and
+/// `server` timings are accepted and ignored (`performance.raft_multiplier` scales concord's Raft).
+fn apply_consul(config: &mut AgentConfig, map: &Map<String, Value>, r: &Reader<'_>) -> Result<(), ConfigError> {
+    for (key, v) in map {
+        let path = format!("consul.{key}");
+        match key.as_str() {
+            "coordinate" => {
+                let block = r.block(&path, v)?;
+                for (key, v) in &block {
+                    let path = format!("consul.coordinate.{key}");
+                    match key.as_str() {
+                        "update_period" => {
+                            let d = r.duration(&path, v)?;
+                            if d.is_zero() {
+                                return Err(r.bad_value(&path, "must be more than 0s"));
+                            }
+                            config.coordinate_update_period = d;
+                        }
+                        "update_batch_size" => config.coordinate_update_batch_size = r.size(&path, v)?,
+                        "update_max_batches" => config.coordinate_update_max_batches = r.size(&path, v)?,
+                        _ => return Err(r.unknown(&path)),
+                    }
+                }
+            }
+            "raft" | "server" => config
                 .warnings
                 .push(format!("config key {path:?} has no effect in concord")),
             _ => return Err(r.unknown(&path)),

@@ -483,6 +483,72 @@ fn file_errors_name_key_and_file() {
     );
 }
 
+/// Consul's internal `consul { coordinate { … } }` block (`TestAgent_sendCoordinate` sets it) tunes the
+/// leader's coordinate batching, in HCL (nested blocks) and JSON alike.
+#[test]
+fn consul_coordinate_block_sets_the_batching() {
+    let c = ok("-data-dir /d");
+    assert_eq!(
+        (
+            c.coordinate_update_period,
+            c.coordinate_update_batch_size,
+            c.coordinate_update_max_batches
+        ),
+        (Duration::from_secs(5), 128, 5),
+        "Consul's defaults"
+    );
+    let dir = tempfile::tempdir().unwrap();
+    let hcl = write(
+        dir.path(),
+        "c.hcl",
+        "consul {\n  coordinate {\n    update_period = \"100ms\"\n    update_batch_size = 10\n    update_max_batches = 1\n  }\n  raft {\n    election_timeout = \"1s\"\n  }\n}\n",
+    );
+    let c = ok(&format!("-data-dir /d -config-file {hcl}"));
+    assert_eq!(
+        (
+            c.coordinate_update_period,
+            c.coordinate_update_batch_size,
+            c.coordinate_update_max_batches
+        ),
+        (Duration::from_millis(100), 10, 1)
+    );
+    assert_eq!(
+        c.warnings.len(),
+        1,
+        "consul.raft is accepted and ignored: {:?}",
+        c.warnings
+    );
+    let json = write(
+        dir.path(),
+        "c.json",
+        r#"{"consul": {"coordinate": {"update_batch_size": 64}}}"#,
+    );
+    let c = ok(&format!("-data-dir /d -config-file {json}"));
+    assert_eq!(
+        (c.coordinate_update_batch_size, c.coordinate_update_max_batches),
+        (64, 5)
+    );
+    for (text, key) in [
+        (
+            r#"{"consul": {"coordinate": {"update_period": "0s"}}}"#,
+            "consul.coordinate.update_period",
+        ),
+        (
+            r#"{"consul": {"coordinate": {"update_batch_size": 0}}}"#,
+            "consul.coordinate.update_batch_size",
+        ),
+        (
+            r#"{"consul": {"coordinate": {"update_size": 1}}}"#,
+            "consul.coordinate.update_size",
+        ),
+        (r#"{"consul": {"coordinates": {}}}"#, "consul.coordinates"),
+    ] {
+        let path = write(dir.path(), "bad.json", text);
+        let e = err(&format!("-data-dir /d -config-file {path}")).to_string();
+        assert!(e.contains(key), "{e:?} should name {key}");
+    }
+}
+
 #[test]
 fn consul_keys_concord_ignores_are_warnings() {
     let dir = tempfile::tempdir().unwrap();

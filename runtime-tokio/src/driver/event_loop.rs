@@ -327,6 +327,9 @@ impl<C: Clock, T: Transport> Driver<C, T> {
             Effect::Event(Event::Removed) => {
                 self.exit = Some(DriverExit::Removed);
             }
+            Effect::Event(Event::CoordinateUpdatesDiscarded { count }) => {
+                tracing::warn!(target: "agent.coordinate", "Discarded {count} coordinate updates");
+            }
         }
     }
 

@@ -287,10 +287,18 @@ pub(crate) async fn node_services<B: Backend>(
     })
 }
 
-/// A checks read; the read itself (which may park) is deferred (`deferred.rs`).
-fn checks_read<B: Backend>(state: AppState<B>, uri: Uri, query: CatalogQuery) -> Response {
-    let ready = params(&state, &uri).and_then(|params| Ok((Selection::new(&params, &[])?, params)));
-    let (selection, params) = match ready {
+/// A checks read; the read itself (which may park) is deferred (`deferred.rs`). With `near`, `?near=` sorts
+/// the checks by their node's estimated RTT (Consul's `sortNodesByDistanceFrom` on `ServiceChecks` and
+/// `ChecksInState`).
+async fn checks_read<B: Backend>(state: AppState<B>, uri: Uri, query: CatalogQuery, near: bool) -> Response {
+    let ready = async {
+        let params = params(&state, &uri)?;
+        let selection = Selection::new(&params, &[])?;
+        let near = if near { Near::read(&state, &params).await? } else { None };
+        Ok::<_, HttpError>((params, selection, near))
+    }
+    .await;
+    let (params, selection, near) = match ready {
         Ok(ready) => ready,
         Err(e) => return e.into_response(),
     };
@@ -300,7 +308,9 @@ fn checks_read<B: Backend>(state: AppState<B>, uri: Uri, query: CatalogQuery) ->
                 let CatalogResult::Checks(checks) = result else {
                     return Err(HttpError::unexpected());
                 };
-                let out = selection.apply(checks.iter().map(CheckJson::from).collect());
+                let mut checks: Vec<&HealthCheck> = checks.iter().collect();
+                sort_near(&near, &mut checks, |c| &c.node);
+                let out = selection.apply(checks.into_iter().map(CheckJson::from).collect());
                 Ok(encode_json(&out, pretty))
             })
             .await,
@@ -314,7 +324,7 @@ pub(crate) async fn health_node<B: Backend>(
     Path(node): Path<String>,
     uri: Uri,
 ) -> Response {
-    checks_read(state, uri, CatalogQuery::HealthNode { node })
+    checks_read(state, uri, CatalogQuery::HealthNode { node }, false).await
 }
 
 /// `GET /v1/health/checks/:service`
@@ -323,7 +333,7 @@ pub(crate) async fn health_checks<B: Backend>(
     Path(service): Path<String>,
     uri: Uri,
 ) -> Response {
-    checks_read(state, uri, CatalogQuery::HealthChecks { service })
+    checks_read(state, uri, CatalogQuery::HealthChecks { service }, true).await
 }
 
 /// `GET /v1/health/state/:state` (`any|passing|warning|critical`)
@@ -339,7 +349,7 @@ pub(crate) async fn health_state<B: Backend>(
             None => return HttpError::bad_request("Bad check state").into_response(),
         },
     };
-    checks_read(state, uri, CatalogQuery::HealthState { status })
+    checks_read(state, uri, CatalogQuery::HealthState { status }, true).await
 }
 
 /// `?passing` as Go's `strconv.ParseBool`, present-and-empty meaning true.

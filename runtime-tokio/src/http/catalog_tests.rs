@@ -291,7 +291,10 @@ fn coordinate_endpoints_are_consuls_and_refuse_bad_input() {
 fn near_sorts_by_rtt_and_leaves_the_order_without_an_origin_coordinate() {
     let s = TestServer::start(HttpSettings::default());
     for (node, x) in [("a", Some(0.3)), ("b", None), ("c", Some(0.1)), ("d", Some(0.0))] {
-        let body = format!(r#"{{"Node":"{node}","Address":"10.0.0.1","Service":{{"Service":"web","Port":1}}}}"#);
+        let body = format!(
+            r#"{{"Node":"{node}","Address":"10.0.0.1","Service":{{"Service":"web","Port":1}},
+                "Check":{{"CheckID":"web-up","Name":"web up","ServiceID":"web","Status":"passing"}}}}"#
+        );
         assert_eq!(put(&s, "/v1/catalog/register", body.as_bytes()).status, 200);
         if let Some(x) = x {
             let body =
@@ -311,8 +314,95 @@ fn near_sorts_by_rtt_and_leaves_the_order_without_an_origin_coordinate() {
         order("/v1/health/service/web?near=c", &health_node),
         ["c", "d", "a", "b"]
     );
+    // Checks sort by their node's RTT on `/health/checks/:service` and `/health/state/:state`, as Consul's
+    // `ServiceChecks` and `ChecksInState` do.
+    assert_eq!(order("/v1/health/checks/web?near=a", &node), ["a", "c", "d", "b"]);
+    assert_eq!(
+        order("/v1/health/state/passing?near=_agent", &node),
+        ["a", "b", "c", "d"]
+    );
+    assert_eq!(order("/v1/health/state/any?near=d", &node), ["d", "c", "a", "b"]);
+    assert_eq!(order("/v1/health/checks/web", &node), ["a", "b", "c", "d"]);
+    // Node names are case-insensitive in `?near` too.
+    assert_eq!(order("/v1/health/checks/web?near=A", &node), ["a", "c", "d", "b"]);
     // b has no coordinate, nor does an unknown node: Consul's order stays.
     assert_eq!(order("/v1/catalog/nodes?near=b", &node), ["a", "b", "c", "d"]);
     assert_eq!(order("/v1/catalog/nodes?near=nobody", &node), ["a", "b", "c", "d"]);
     assert_eq!(order("/v1/catalog/nodes", &node), ["a", "b", "c", "d"]);
+}
+
+/// Node and service names are case-insensitive, as Consul's catalog indexes them lower-cased: `Web1` is
+/// found as `web1`, registering `web1` updates the same node (which then has that name), and a service
+/// registered as `Api` is read, watched and health-checked as `api` or `API`.
+#[test]
+fn node_and_service_names_are_case_insensitive() {
+    let s = TestServer::start(HttpSettings::default());
+    let body = br#"{"Node":"Web1","Address":"10.0.0.1","Service":{"Service":"Api","ID":"api1","Port":80},
+        "Check":{"CheckID":"api-up","Name":"api up","ServiceID":"api1","Status":"passing"}}"#;
+    assert_eq!(put(&s, "/v1/catalog/register", body).status, 200);
+    let json = |path: &str| -> serde_json::Value {
+        let r = get(&s, path);
+        assert_eq!(r.status, 200, "{path}");
+        serde_json::from_slice(&r.body).unwrap()
+    };
+    for node in ["web1", "WEB1", "Web1"] {
+        let v = json(&format!("/v1/catalog/node/{node}"));
+        assert_eq!(v["Node"]["Node"], "Web1", "{node}");
+        assert_eq!(v["Services"]["api1"]["Service"], "Api");
+        assert_eq!(json(&format!("/v1/health/node/{node}"))[0]["CheckID"], "api-up");
+        assert_eq!(
+            json(&format!("/v1/catalog/node-services/{node}"))["Services"][0]["ID"],
+            "api1"
+        );
+    }
+    for name in ["api", "API", "Api"] {
+        assert_eq!(
+            json(&format!("/v1/catalog/service/{name}"))[0]["ServiceName"],
+            "Api",
+            "{name}"
+        );
+        assert_eq!(
+            json(&format!("/v1/health/service/{name}?passing"))[0]["Node"]["Node"],
+            "Web1"
+        );
+        assert_eq!(json(&format!("/v1/health/checks/{name}"))[0]["CheckID"], "api-up");
+    }
+    // A blocking read of `api` wakes when the service changes under another case.
+    let index: u64 = get(&s, "/v1/health/service/api")
+        .header("X-Consul-Index")
+        .unwrap()
+        .parse()
+        .unwrap();
+    let url = format!("/v1/health/service/api?index={index}&wait=20s");
+    let started = std::time::Instant::now();
+    let waiter = {
+        let url = s.url(&url);
+        std::thread::spawn(move || {
+            ureq::get(&url)
+                .call()
+                .map(|r| r.header("X-Consul-Index").map(str::to_string))
+                .map_err(|e| e.to_string())
+        })
+    };
+    let body = br#"{"Node":"web1","Address":"10.0.0.2","Service":{"Service":"API","ID":"api1","Port":81}}"#;
+    assert_eq!(put(&s, "/v1/catalog/register", body).status, 200);
+    let woke: u64 = waiter.join().unwrap().unwrap().unwrap().parse().unwrap();
+    assert!(woke > index && started.elapsed() < std::time::Duration::from_secs(15));
+    // The same node, renamed to the case last written.
+    let nodes = json("/v1/catalog/nodes");
+    assert_eq!(nodes.as_array().unwrap().len(), 1, "{nodes}");
+    assert_eq!(
+        (&nodes[0]["Node"], &nodes[0]["Address"]),
+        (&"web1".into(), &"10.0.0.2".into())
+    );
+    assert_eq!(json("/v1/catalog/service/api")[0]["ServicePort"], 81);
+    // Coordinates too.
+    let coord = br#"{"Node":"WEB1","Coord":{"Vec":[0.1,0,0,0,0,0,0,0],"Error":1.5,"Height":0.00001}}"#;
+    assert_eq!(put(&s, "/v1/coordinate/update", coord).status, 200);
+    assert_eq!(json("/v1/coordinate/node/Web1")[0]["Node"], "web1");
+    // Deregistration in yet another case.
+    let r = put(&s, "/v1/catalog/deregister", br#"{"Node":"wEb1"}"#);
+    assert_eq!(r.status, 200);
+    assert_eq!(get(&s, "/v1/catalog/nodes").text(), "[]");
+    assert_eq!(get(&s, "/v1/coordinate/nodes").text(), "[]");
 }

@@ -13,7 +13,7 @@ use axum::http::{Method, StatusCode, Uri};
 use axum::response::{IntoResponse, Response};
 use concord_core::api::{CatalogQuery, CatalogResult, Request, Response as NodeResponse};
 use concord_core::coordinate::{Coordinate, CoordinateConfig};
-use concord_core::state::{Command, CommandResult, CoordinateUpdate};
+use concord_core::state::{fold, same_name, CoordinateUpdate};
 use serde::Serialize;
 use std::collections::BTreeMap;
 
@@ -85,7 +85,7 @@ pub(crate) async fn node<B: Backend>(State(state): State<AppState<B>>, Path(node
             let CatalogResult::Coordinates(coords) = &*result else {
                 return Err(HttpError::unexpected());
             };
-            let mine: Vec<(String, Coordinate)> = coords.iter().filter(|(n, _)| *n == node).cloned().collect();
+            let mine: Vec<(String, Coordinate)> = coords.iter().filter(|(n, _)| same_name(n, &node)).cloned().collect();
             if mine.is_empty() {
                 return Ok(with_meta(empty(StatusCode::NOT_FOUND), &meta));
             }
@@ -166,8 +166,9 @@ fn parse_update(body: &[u8]) -> Result<CoordinateUpdate, String> {
     })
 }
 
-/// `PUT /v1/coordinate/update`: store a node's coordinate (for nodes outside gossip). 200 with an empty body
-/// as Consul; a coordinate that is not valid in our 8-dimensional space is refused with a 400.
+/// `PUT /v1/coordinate/update`: queue a node's coordinate (for nodes outside gossip) on the leader, which
+/// writes it with the next batch (within `consul.coordinate.update_period`). 200 with an empty body as
+/// Consul; a coordinate that is not valid in our 8-dimensional space is refused with a 400.
 pub(crate) async fn update<B: Backend>(
     State(state): State<AppState<B>>,
     method: Method,
@@ -187,16 +188,12 @@ pub(crate) async fn update<B: Backend>(
             if !update.coord.is_compatible_with(&ours) || !update.coord.is_valid() {
                 return Err(HttpError::bad_request("Rejected bad coordinate"));
             }
-            let cmd = Command::CoordinateBatchUpdate(vec![update]);
             match state
-                .call(Request::Write(cmd))
+                .call(Request::CoordinateUpdate(update))
                 .await
                 .ok_or_else(HttpError::shutting_down)?
             {
-                NodeResponse::Written {
-                    result: CommandResult::Bool(_),
-                    ..
-                } => Ok(empty(StatusCode::OK)),
+                NodeResponse::Done => Ok(empty(StatusCode::OK)),
                 NodeResponse::Error(e) => Err(e.into()),
                 _ => Err(HttpError::unexpected()),
             }
@@ -205,7 +202,8 @@ pub(crate) async fn update<B: Backend>(
     )
 }
 
-/// The coordinates a `?near=<node>|_agent` read sorts by: `None` without `?near`.
+/// The coordinates a `?near=<node>|_agent` read sorts by: `None` without `?near`. Keyed by folded node
+/// name: node names are case-insensitive.
 pub(crate) struct Near {
     origin: Option<Coordinate>,
     coords: BTreeMap<String, Coordinate>,
@@ -230,14 +228,17 @@ impl Near {
         };
         let coords = match state.call(req).await.ok_or_else(HttpError::shutting_down)? {
             NodeResponse::Catalog { result, .. } => match &*result {
-                CatalogResult::Coordinates(c) => c.iter().cloned().collect::<BTreeMap<_, _>>(),
+                CatalogResult::Coordinates(c) => c
+                    .iter()
+                    .map(|(n, c)| (fold(n).into_owned(), c.clone()))
+                    .collect::<BTreeMap<_, _>>(),
                 _ => return Err(HttpError::unexpected()),
             },
             NodeResponse::Error(e) => return Err(e.into()),
             _ => return Err(HttpError::unexpected()),
         };
         Ok(Some(Near {
-            origin: coords.get(&node).cloned(),
+            origin: coords.get(&*fold(&node)).cloned(),
             coords,
         }))
     }
@@ -245,7 +246,7 @@ impl Near {
     /// Sort `items` (whose node `node_of` names) by estimated RTT from the `near` node, nodes without a
     /// coordinate last (Consul's `sortNodesByDistanceFrom`).
     pub(crate) fn sort<T: Copy>(&self, items: &mut Vec<T>, node_of: impl Fn(&T) -> &str) {
-        let coords: Vec<Option<&Coordinate>> = items.iter().map(|t| self.coords.get(node_of(t))).collect();
+        let coords: Vec<Option<&Coordinate>> = items.iter().map(|t| self.coords.get(&*fold(node_of(t)))).collect();
         let order = concord_core::coordinate::near_order(self.origin.as_ref(), &coords);
         *items = order.into_iter().map(|i| items[i]).collect();
     }

@@ -309,6 +309,18 @@ impl Backend for FakeBackend {
                 index: 7,
             },
             Request::RemovePeer { .. } | Request::TransferLeader { .. } => Response::Done,
+            // Written at once: the fake has no batching period.
+            Request::CoordinateUpdate(update) => {
+                let mut inner = self.inner.lock().unwrap();
+                inner.index += 1;
+                let (index, cmd) = (inner.index, Command::CoordinateBatchUpdate(vec![update]));
+                inner
+                    .sm
+                    .apply(index, &cmd, &mut concord_core::state::Changes::default());
+                drop(inner);
+                self.changed.notify_waiters();
+                Response::Done
+            }
             Request::AddServer { .. } | Request::Bootstrap { .. } => Response::Done,
         }
     }

@@ -680,7 +680,7 @@ fn framing(headers: &HeaderMap, version: Version) -> Result<Option<Framing>, Sta
 /// A bare error answer that closes the connection.
 fn error_answer(status: StatusCode) -> Vec<u8> {
     format!(
-        "HTTP/1.1 {} {}\r\ncontent-length: 0\r\nconnection: close\r\ndate: {}\r\n\r\n",
+        "HTTP/1.1 {} {}\r\nContent-Length: 0\r\nConnection: close\r\nDate: {}\r\n\r\n",
         status.as_str(),
         status.canonical_reason().unwrap_or(""),
         http_date()
@@ -688,8 +688,9 @@ fn error_answer(status: StatusCode) -> Vec<u8> {
     .into_bytes()
 }
 
-/// The whole answer as bytes: status line, the handler's headers, `date`, `content-length`, `connection:
-/// close` when the connection is not kept (which a handler's own `Connection: close` also asks for), body.
+/// The whole answer as bytes: status line, the handler's headers, `Content-Length`, `Connection: close` when
+/// the connection is not kept (which a handler's own `Connection: close` also asks for), `Date`, body.
+/// Header names go out in Go's canonical MIME case (`X-Consul-Index`), as Consul's net/http writes them.
 async fn encode_response(resp: Response<Body>, is_head: bool, keep_alive: &mut bool) -> Option<Vec<u8>> {
     let (parts, body) = resp.into_parts();
     let body = http_body_util::BodyExt::collect(body).await.ok()?.to_bytes();
@@ -714,26 +715,53 @@ async fn encode_response(resp: Response<Body>, is_head: bool, keep_alive: &mut b
         if name == header::CONTENT_LENGTH || name == header::TRANSFER_ENCODING || name == header::CONNECTION {
             continue;
         }
-        out.extend_from_slice(name.as_str().as_bytes());
+        put_canonical_name(&mut out, name.as_str());
         out.extend_from_slice(b": ");
         out.extend_from_slice(value.as_bytes());
         out.extend_from_slice(b"\r\n");
     }
     if !no_body {
-        out.extend_from_slice(b"content-length: ");
+        out.extend_from_slice(b"Content-Length: ");
         out.extend_from_slice(body.len().to_string().as_bytes());
         out.extend_from_slice(b"\r\n");
     }
     if !*keep_alive {
-        out.extend_from_slice(b"connection: close\r\n");
+        out.extend_from_slice(b"Connection: close\r\n");
     }
-    out.extend_from_slice(b"date: ");
+    out.extend_from_slice(b"Date: ");
     out.extend_from_slice(http_date().as_bytes());
     out.extend_from_slice(b"\r\n\r\n");
     if !is_head && !no_body {
         out.extend_from_slice(&body);
     }
     Some(out)
+}
+
+/// Append `name` in Go's canonical MIME header case (`textproto.CanonicalMIMEHeaderKey`): the first letter
+/// and every letter after a `-` upper-case, the rest lower-case. Go leaves a name with a byte that is not a
+/// token character as it is; the `http` crate's names are always tokens. Cased in place in `out`: no
+/// allocation beyond `out`'s own growth.
+fn put_canonical_name(out: &mut Vec<u8>, name: &str) {
+    let start = out.len();
+    out.extend_from_slice(name.as_bytes());
+    let written = &mut out[start..];
+    if !written.iter().all(|&b| is_token_byte(b)) {
+        return;
+    }
+    let mut upper = true;
+    for b in written {
+        *b = if upper {
+            b.to_ascii_uppercase()
+        } else {
+            b.to_ascii_lowercase()
+        };
+        upper = *b == b'-';
+    }
+}
+
+/// RFC 7230 `tchar`.
+fn is_token_byte(b: u8) -> bool {
+    b.is_ascii_alphanumeric() || b"!#$%&'*+-.^_`|~".contains(&b)
 }
 
 /// The `Date` header value, formatted once per second per thread.
@@ -807,6 +835,34 @@ mod tests {
 
     fn head(text: &str) -> Result<Option<(Head, usize)>, StatusCode> {
         parse_head(text.as_bytes())
+    }
+
+    #[test]
+    fn header_names_take_go_canonical_case() {
+        let canonical = |name: &str| {
+            let mut out = b"before".to_vec();
+            put_canonical_name(&mut out, name);
+            String::from_utf8(out[6..].to_vec()).unwrap()
+        };
+        for (name, want) in [
+            ("x-consul-index", "X-Consul-Index"),
+            ("x-consul-knownleader", "X-Consul-Knownleader"),
+            ("x-consul-effective-consistency", "X-Consul-Effective-Consistency"),
+            ("content-type", "Content-Type"),
+            ("date", "Date"),
+            ("vary", "Vary"),
+            ("www-authenticate", "Www-Authenticate"),
+            ("X-CONSUL-INDEX", "X-Consul-Index"),
+            ("x--a-", "X--A-"),
+            ("-x", "-X"),
+            ("x-1a", "X-1a"),
+            ("x_y-z", "X_y-Z"),
+            // Not a token: left as it is, as Go does.
+            ("bad name", "bad name"),
+            ("", ""),
+        ] {
+            assert_eq!(canonical(name), want, "{name:?}");
+        }
     }
 
     #[test]

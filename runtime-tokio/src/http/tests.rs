@@ -647,7 +647,7 @@ fn keep_alive_pipelining_and_http10() {
     let statuses: Vec<&str> = answer.matches("HTTP/1.1 200 OK").collect();
     assert_eq!(statuses.len(), 3, "{answer}");
     assert!(answer.ends_with("\r\n\r\nhi"), "{answer}");
-    assert!(answer.contains("connection: close"), "{answer}");
+    assert!(answer.contains("\r\nConnection: close\r\n"), "{answer}");
     // HTTP/1.0 without keep-alive: one answer, then the server closes.
     let mut tcp = TcpStream::connect(s.addr).unwrap();
     tcp.set_read_timeout(Some(Duration::from_secs(10))).unwrap();
@@ -801,4 +801,55 @@ fn max_header_bytes_bounds_the_request_head() {
     assert_eq!(ask(long_line), "HTTP/1.1 414 URI Too Long");
     // The server is still up for others.
     put(&s, "/v1/kv/a", b"1");
+}
+
+/// Header names go out in Go's canonical MIME case, byte for byte as Consul's net/http writes them, so
+/// `curl -si … | grep X-Consul-Index` finds them; an error answer of the connection loop too.
+#[test]
+fn header_names_are_in_go_canonical_case_on_the_wire() {
+    let s = TestServer::start(HttpSettings::default());
+    put(&s, "/v1/kv/a", b"1");
+    let mut tcp = TcpStream::connect(s.addr).unwrap();
+    tcp.set_read_timeout(Some(Duration::from_secs(10))).unwrap();
+    tcp.write_all(b"GET /v1/kv/a HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n")
+        .unwrap();
+    let answer = read_all(&mut tcp);
+    let head = &answer[..answer.find("\r\n\r\n").expect("a whole head")];
+    let names: Vec<&str> = head.lines().skip(1).map(|l| l.split(':').next().unwrap()).collect();
+    for want in [
+        "X-Consul-Index",
+        "X-Consul-Knownleader",
+        "X-Consul-Lastcontact",
+        "X-Consul-Effective-Consistency",
+        "X-Consul-Default-Acl-Policy",
+        "Content-Type",
+        "Content-Length",
+        "Connection",
+        "Date",
+    ] {
+        assert!(names.contains(&want), "no {want:?} in {head}");
+    }
+    for name in &names {
+        let canonical = name
+            .split('-')
+            .map(|w| {
+                let mut w = w.to_ascii_lowercase();
+                w[..1].make_ascii_uppercase();
+                w
+            })
+            .collect::<Vec<_>>()
+            .join("-");
+        assert_eq!(*name, canonical, "{head}");
+    }
+    assert!(head.contains("\r\nContent-Type: application/json\r\n"), "{head}");
+    // An answer of the connection loop itself (not the router's).
+    let mut tcp = TcpStream::connect(s.addr).unwrap();
+    tcp.set_read_timeout(Some(Duration::from_secs(10))).unwrap();
+    tcp.write_all(b"GET / HTTP/1.1\r\nContent-Length: x\r\n\r\n").unwrap();
+    let answer = read_all(&mut tcp);
+    assert!(answer.starts_with("HTTP/1.1 400 Bad Request\r\n"), "{answer}");
+    assert!(
+        answer.contains("\r\nContent-Length: 0\r\nConnection: close\r\nDate: "),
+        "{answer}"
+    );
 }
