@@ -66,6 +66,8 @@ pub(crate) enum Timer {
     /// Try a parked request again (its leader was unreachable).
     Retry(u64),
     Watch(ReqId),
+    /// The periodic snapshot check (see `RaftConfig::snapshot_interval`).
+    SnapshotCheck,
 }
 
 #[derive(Debug, Default)]
@@ -735,6 +737,10 @@ impl Node {
                             resp: Response::Error(ApiError::NoLeader),
                         });
                     }
+                }
+                Timer::SnapshotCheck => {
+                    self.snapshot_check_due = true;
+                    self.schedule_snapshot_check(now);
                 }
                 Timer::Watch(req_id) => {
                     if self.pending.watches.get(&req_id).is_some_and(|(_, d)| *d == at) {
