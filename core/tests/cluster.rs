@@ -174,7 +174,10 @@ fn snapshots_wait_for_the_periodic_check() {
         let r = c.request(leader, put(&format!("s/{i}"), "v"));
         assert!(written(&c.wait_reply(r, Duration::from_secs(2))));
     }
-    assert!(c.now.saturating_since(start) < Duration::from_secs(5), "the writes took too long");
+    assert!(
+        c.now.saturating_since(start) < Duration::from_secs(5),
+        "the writes took too long"
+    );
     for id in c.ids() {
         let s = c.nodes[&id].node.as_ref().unwrap().status(c.now);
         assert_eq!(s.last_snapshot_index, 0, "snapshot before the first check: {s:?}");
@@ -208,7 +211,10 @@ fn a_log_past_its_byte_cap_is_snapshotted_at_once() {
         let s = c.nodes[&id].node.as_ref().unwrap().status(c.now);
         assert!(s.last_snapshot_index > 0, "no snapshot: {s:?}");
         // About 2,000 bytes of ~90-byte entries: never much more than 25 entries past the snapshot.
-        assert!(s.last_log_index - s.last_snapshot_index <= 30, "log outgrew its cap: {s:?}");
+        assert!(
+            s.last_log_index - s.last_snapshot_index <= 30,
+            "log outgrew its cap: {s:?}"
+        );
     }
 }
 

@@ -127,7 +127,13 @@ impl Log {
         while self.entries.front().is_some_and(|e| e.index < keep_from) {
             self.entries.pop_front();
         }
-        self.unsnapshotted_bytes = self.entries.iter().rev().take_while(|e| e.index > index).map(entry_size).sum();
+        self.unsnapshotted_bytes = self
+            .entries
+            .iter()
+            .rev()
+            .take_while(|e| e.index > index)
+            .map(entry_size)
+            .sum();
     }
 
     /// Is a log ending at (`last_index`, `last_term`) at least as up to date as ours (Raft §5.4.1)?

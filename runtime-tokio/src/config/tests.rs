@@ -61,7 +61,11 @@ fn defaults_are_consuls() {
     assert_eq!(c.retry_interval, Duration::from_secs(30));
     assert_eq!(c.raft_multiplier, 1);
     assert_eq!(
-        (c.raft_snapshot_threshold, c.raft_snapshot_interval, c.raft_trailing_logs),
+        (
+            c.raft_snapshot_threshold,
+            c.raft_snapshot_interval,
+            c.raft_trailing_logs
+        ),
         (16384, Duration::from_secs(30), 10240)
     );
     assert_eq!(
