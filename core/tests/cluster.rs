@@ -158,6 +158,66 @@ fn a_lagging_follower_catches_up_through_a_chunked_snapshot() {
     );
 }
 
+/// Consul's snapshot policy: the threshold is checked every `snapshot_interval` (plus up to as much again),
+/// not after every entry, so a burst of writes past the threshold is snapshotted only at the next check.
+#[test]
+fn snapshots_wait_for_the_periodic_check() {
+    let raft = concord_core::RaftConfig {
+        snapshot_interval: Duration::from_secs(5),
+        ..harness::test_raft_config()
+    };
+    let mut c = Cluster::with_raft(21, 3, Faults::default(), Mutation::None, raft);
+    let start = c.now;
+    c.bootstrap();
+    let leader = c.wait_leader(Duration::from_secs(2)).expect("leader");
+    for i in 0..100 {
+        let r = c.request(leader, put(&format!("s/{i}"), "v"));
+        assert!(written(&c.wait_reply(r, Duration::from_secs(2))));
+    }
+    assert!(
+        c.now.saturating_since(start) < Duration::from_secs(5),
+        "the writes took too long"
+    );
+    for id in c.ids() {
+        let s = c.nodes[&id].node.as_ref().unwrap().status(c.now);
+        assert_eq!(s.last_snapshot_index, 0, "snapshot before the first check: {s:?}");
+    }
+    // The first check is due within 2 × interval of the start; by then every server has snapshotted.
+    c.run_until(start + Duration::from_secs(10));
+    for id in c.ids() {
+        let s = c.nodes[&id].node.as_ref().unwrap().status(c.now);
+        assert!(s.last_snapshot_index >= 100, "no snapshot after the check: {s:?}");
+    }
+}
+
+/// The log lives in memory, so it is snapshotted as soon as it outgrows `snapshot_log_bytes`, however far
+/// away the next periodic check is.
+#[test]
+fn a_log_past_its_byte_cap_is_snapshotted_at_once() {
+    let raft = concord_core::RaftConfig {
+        snapshot_interval: Duration::from_secs(3600),
+        snapshot_log_bytes: 2_000,
+        ..harness::test_raft_config()
+    };
+    let mut c = Cluster::with_raft(22, 3, Faults::default(), Mutation::None, raft);
+    c.bootstrap();
+    let leader = c.wait_leader(Duration::from_secs(2)).expect("leader");
+    for i in 0..300 {
+        let r = c.request(leader, put(&format!("s/{i}"), &"x".repeat(40)));
+        assert!(written(&c.wait_reply(r, Duration::from_secs(2))));
+    }
+    c.run_for(Duration::from_secs(1));
+    for id in c.ids() {
+        let s = c.nodes[&id].node.as_ref().unwrap().status(c.now);
+        assert!(s.last_snapshot_index > 0, "no snapshot: {s:?}");
+        // About 2,000 bytes of ~90-byte entries: never much more than 25 entries past the snapshot.
+        assert!(
+            s.last_log_index - s.last_snapshot_index <= 30,
+            "log outgrew its cap: {s:?}"
+        );
+    }
+}
+
 #[test]
 fn a_partitioned_node_that_returns_does_not_depose_the_leader() {
     let mut c = started(6, 3, Faults::default());

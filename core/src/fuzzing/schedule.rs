@@ -225,6 +225,8 @@ fn raft_config() -> RaftConfig {
         max_append_bytes: 512,
         max_inflight: 2,
         snapshot_threshold: 8,
+        snapshot_interval: Duration::ZERO,
+        snapshot_log_bytes: usize::MAX,
         trailing_logs: 2,
         snapshot_chunk_bytes: 32,
     }

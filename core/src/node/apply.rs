@@ -5,6 +5,7 @@ use crate::api::{ApiError, Response};
 use crate::raft::{Payload, Snapshot, SnapshotMeta};
 use crate::state::Command;
 use crate::time::Instant;
+use rand::Rng;
 
 /// FNV-1a, 64-bit: a fixed, portable hash so digests agree across nodes, runs and builds.
 fn fnv1a(mut h: u64, bytes: &[u8]) -> u64 {
@@ -98,9 +99,17 @@ impl Node {
         self.wake_all_watches(now, out);
     }
 
+    /// Snapshot when the periodic check finds at least `snapshot_threshold` entries applied since the last
+    /// snapshot (hashicorp/raft's `shouldSnapshot`, run every `snapshot_interval`), or at once when the
+    /// in-memory log grew past `snapshot_log_bytes`. Snapshotting right at the threshold would serialize
+    /// the whole state every few seconds under write load; Consul does not, and neither do we.
     pub(super) fn maybe_snapshot(&mut self) {
-        let threshold = self.config.raft.snapshot_threshold.max(1);
-        if self.applied < self.raft.log.snapshot_index() + threshold {
+        let cfg = &self.config.raft;
+        let behind = self.applied.saturating_sub(self.raft.log.snapshot_index());
+        let check = std::mem::take(&mut self.snapshot_check_due) || cfg.snapshot_interval.is_zero();
+        let due = check && behind >= cfg.snapshot_threshold.max(1);
+        let too_big = behind > 0 && self.raft.log.unsnapshotted_bytes() >= cfg.snapshot_log_bytes;
+        if !due && !too_big {
             return;
         }
         let meta = SnapshotMeta {
@@ -113,6 +122,17 @@ impl Node {
             meta,
             data: self.sm.snapshot(),
         });
+    }
+
+    /// Arm the next periodic snapshot check: `snapshot_interval` plus up to as much again at random.
+    pub(super) fn schedule_snapshot_check(&mut self, now: Instant) {
+        let interval = self.config.raft.snapshot_interval;
+        if interval.is_zero() {
+            return;
+        }
+        let base = interval.as_micros() as u64;
+        let at = Instant(now.0 + base + self.rng.gen_range(0..base));
+        self.deadlines.insert((at, super::client::Timer::SnapshotCheck));
     }
 
     pub(super) fn write_applied(&mut self, index: u64, term: u64, resp: Response, out: &mut Vec<Effect>) {

@@ -68,6 +68,8 @@ pub(crate) enum Timer {
     Watch(ReqId),
     /// Write the coordinate updates collected since the first one of this period.
     CoordinateFlush,
+    /// The periodic snapshot check (see `RaftConfig::snapshot_interval`).
+    SnapshotCheck,
 }
 
 #[derive(Debug, Default)]
@@ -742,6 +744,10 @@ impl Node {
                     }
                 }
                 Timer::CoordinateFlush => self.flush_coordinates(now, out),
+                Timer::SnapshotCheck => {
+                    self.snapshot_check_due = true;
+                    self.schedule_snapshot_check(now);
+                }
                 Timer::Watch(req_id) => {
                     if self.pending.watches.get(&req_id).is_some_and(|(_, d)| *d == at) {
                         let (mut spec, _) = self.pending.watches.remove(&req_id).expect("checked");

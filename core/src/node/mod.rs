@@ -121,8 +121,16 @@ pub struct RaftConfig {
     pub max_append_bytes: usize,
     /// Appends in flight to one follower before waiting for acknowledgements (pipelining depth).
     pub max_inflight: usize,
-    /// Take a snapshot once this many entries were applied since the last one.
+    /// Take a snapshot when, at a periodic check, at least this many entries were applied since the last
+    /// one (Consul's `raft_snapshot_threshold`).
     pub snapshot_threshold: u64,
+    /// How often that check runs: every `snapshot_interval` plus a random part of up to as much again, so
+    /// servers do not all snapshot at once (Consul's `raft_snapshot_interval`, hashicorp/raft's
+    /// `SnapshotInterval`). Zero checks after every step.
+    pub snapshot_interval: Duration,
+    /// The log is held in memory (Consul keeps it on disk): once the entries after the last snapshot
+    /// reach about this many bytes, a snapshot is taken without waiting for the next check.
+    pub snapshot_log_bytes: usize,
     /// Entries kept after a snapshot so slightly lagging followers catch up from the log.
     pub trailing_logs: u64,
     /// InstallSnapshot chunk size.
@@ -139,6 +147,8 @@ impl Default for RaftConfig {
             max_append_bytes: 2 * 1024 * 1024,
             max_inflight: 16,
             snapshot_threshold: 16384,
+            snapshot_interval: Duration::from_secs(30),
+            snapshot_log_bytes: 64 * 1024 * 1024,
             trailing_logs: 10240,
             snapshot_chunk_bytes: 512 * 1024,
         }
@@ -279,6 +289,8 @@ pub struct Node {
     seen_leader: (u64, Option<NodeId>),
     seen_membership: Membership,
     removed: bool,
+    /// The periodic snapshot check is due (see `RaftConfig::snapshot_interval`).
+    snapshot_check_due: bool,
 }
 
 impl Node {
@@ -305,7 +317,7 @@ impl Node {
         // Request ids start at a random per-incarnation nonce: a peer must never mistake this incarnation's
         // requests for duplicates of the previous one's, nor match its late replies to ours.
         pending.start_ids(u64::from(rng.gen::<u32>()) << 32);
-        Node {
+        let mut node = Node {
             rng,
             config,
             raft,
@@ -322,7 +334,10 @@ impl Node {
             seen_leader: (0, None),
             seen_membership,
             removed: false,
-        }
+            snapshot_check_due: false,
+        };
+        node.schedule_snapshot_check(now);
+        node
     }
 
     pub fn handle(&mut self, now: Instant, input: Input, out: &mut Vec<Effect>) {

@@ -3,7 +3,8 @@
 //! here is mirrored by a `PersistOp` the caller emits.
 //!
 //! Invariants: entries are contiguous; `first_index() <= snapshot_index + 1`; every index in
-//! `(snapshot_index, last_index]` is present.
+//! `(snapshot_index, last_index]` is present; `unsnapshotted_bytes` is the `entry_size` sum of the entries
+//! after `snapshot_index` (what a snapshot would free, give or take the trailing entries it keeps).
 
 use super::types::{Entry, Index, Term};
 use std::collections::VecDeque;
@@ -13,6 +14,7 @@ pub(crate) struct Log {
     entries: VecDeque<Entry>,
     snapshot_index: Index,
     snapshot_term: Term,
+    unsnapshotted_bytes: usize,
 }
 
 impl Log {
@@ -21,15 +23,20 @@ impl Log {
             entries: VecDeque::new(),
             snapshot_index,
             snapshot_term,
+            unsnapshotted_bytes: 0,
         };
         for e in entries {
             if e.index <= snapshot_index {
                 continue;
             }
-            assert_eq!(e.index, log.last_index() + 1, "recovered log must be contiguous");
-            log.entries.push_back(e);
+            log.append(e);
         }
         log
+    }
+
+    /// Rough in-memory size of the entries after the snapshot (see [`entry_size`]).
+    pub(crate) fn unsnapshotted_bytes(&self) -> usize {
+        self.unsnapshotted_bytes
     }
 
     pub(crate) fn snapshot_index(&self) -> Index {
@@ -92,6 +99,7 @@ impl Log {
 
     pub(crate) fn append(&mut self, entry: Entry) {
         assert_eq!(entry.index, self.last_index() + 1, "appends must be contiguous");
+        self.unsnapshotted_bytes += entry_size(&entry);
         self.entries.push_back(entry);
     }
 
@@ -99,7 +107,8 @@ impl Log {
     pub(crate) fn truncate_from(&mut self, from: Index) {
         assert!(from > self.snapshot_index, "cannot truncate into the snapshot");
         while self.entries.back().is_some_and(|e| e.index >= from) {
-            self.entries.pop_back();
+            let e = self.entries.pop_back().expect("checked non-empty");
+            self.unsnapshotted_bytes -= entry_size(&e);
         }
     }
 
@@ -111,12 +120,20 @@ impl Log {
         self.snapshot_term = term;
         if !matches {
             self.entries.clear();
+            self.unsnapshotted_bytes = 0;
             return;
         }
         let keep_from = keep_from.min(index + 1);
         while self.entries.front().is_some_and(|e| e.index < keep_from) {
             self.entries.pop_front();
         }
+        self.unsnapshotted_bytes = self
+            .entries
+            .iter()
+            .rev()
+            .take_while(|e| e.index > index)
+            .map(entry_size)
+            .sum();
     }
 
     /// Is a log ending at (`last_index`, `last_term`) at least as up to date as ours (Raft §5.4.1)?

@@ -198,6 +198,8 @@ pub fn test_raft_config() -> RaftConfig {
         max_append_bytes: 4096,
         max_inflight: 4,
         snapshot_threshold: 40,
+        snapshot_interval: Duration::ZERO,
+        snapshot_log_bytes: usize::MAX,
         trailing_logs: 5,
         snapshot_chunk_bytes: 64,
     }
@@ -205,6 +207,10 @@ pub fn test_raft_config() -> RaftConfig {
 
 impl Cluster {
     pub fn new(seed: u64, n: u32, faults: Faults, mutation: Mutation) -> Self {
+        Self::with_raft(seed, n, faults, mutation, test_raft_config())
+    }
+
+    pub fn with_raft(seed: u64, n: u32, faults: Faults, mutation: Mutation, raft: RaftConfig) -> Self {
         let mut c = Cluster {
             now: Instant(1_000_000),
             rng: SmallRng::seed_from_u64(seed),
@@ -228,7 +234,7 @@ impl Cluster {
                 name: format!("s{i}"),
                 address: format!("10.0.0.{i}:8300"),
                 seed: seed.wrapping_mul(31).wrapping_add(u64::from(i)),
-                raft: test_raft_config(),
+                raft: raft.clone(),
                 limits: Limits {
                     request_timeout: Duration::from_secs(2),
                     ..Limits::default()

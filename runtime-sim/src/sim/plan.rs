@@ -174,6 +174,21 @@ impl Plan {
             modes,
             think_ms: (rng.gen_range(0..5), rng.gen_range(10..60)),
         };
+        // Drawn from a stream of their own, so every other choice of a seed is what it was before these
+        // knobs existed. Half the seeds check for a snapshot after every step (entries accumulate only to
+        // the threshold); the rest check every 0.1-3 s like Consul, some with a tiny in-memory log cap.
+        let mut snap_rng = SmallRng::seed_from_u64(seed ^ 0x5a95_1707_c4ec);
+        let (snapshot_interval, snapshot_log_bytes) = if on(&mut snap_rng, 0.5) {
+            (Duration::ZERO, usize::MAX)
+        } else {
+            let interval = Duration::from_millis(snap_rng.gen_range(100..=3_000));
+            let cap = if on(&mut snap_rng, 0.3) {
+                snap_rng.gen_range(256..=8_192)
+            } else {
+                usize::MAX
+            };
+            (interval, cap)
+        };
         let raft = RaftConfig {
             heartbeat_interval: Duration::from_millis(50),
             election_timeout: Duration::from_millis(500),
@@ -182,6 +197,8 @@ impl Plan {
             max_append_bytes: rng.gen_range(256..=65_536),
             max_inflight: rng.gen_range(1..=8),
             snapshot_threshold: rng.gen_range(10..=300),
+            snapshot_interval,
+            snapshot_log_bytes,
             trailing_logs: rng.gen_range(2..=50),
             snapshot_chunk_bytes: rng.gen_range(64..=8_192),
         };

@@ -135,6 +135,7 @@ async fn shutdown_signal() {
 pub fn raft_config(config: &AgentConfig) -> RaftConfig {
     let base = RaftConfig {
         snapshot_threshold: config.raft_snapshot_threshold,
+        snapshot_interval: config.raft_snapshot_interval,
         trailing_logs: config.raft_trailing_logs,
         ..RaftConfig::default()
     };

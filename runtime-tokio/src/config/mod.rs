@@ -65,8 +65,11 @@ pub struct AgentConfig {
     /// conservative, so concord keeps 1 as its default; set `performance { raft_multiplier = 5 }` to slow
     /// elections further.
     pub raft_multiplier: u32,
-    /// `raft_snapshot_threshold`: snapshot once this many entries were applied since the last (16384).
+    /// `raft_snapshot_threshold`: a periodic check snapshots if this many entries were applied since the
+    /// last snapshot (16384).
     pub raft_snapshot_threshold: u64,
+    /// `raft_snapshot_interval`: how often that check runs, plus up to as much again at random (30s).
+    pub raft_snapshot_interval: Duration,
     /// `raft_trailing_logs`: entries kept after a snapshot for lagging followers (10240).
     pub raft_trailing_logs: u64,
     pub default_query_time: Duration,
@@ -178,6 +181,7 @@ impl Default for AgentConfig {
             domain: "consul.".to_string(),
             raft_multiplier: 1,
             raft_snapshot_threshold: 16384,
+            raft_snapshot_interval: Duration::from_secs(30),
             raft_trailing_logs: 10240,
             default_query_time: Duration::from_secs(300),
             max_query_time: Duration::from_secs(600),

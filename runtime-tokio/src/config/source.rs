@@ -357,6 +357,7 @@ pub(super) fn apply(config: &mut AgentConfig, map: &Map<String, Value>, origin: 
             "disable_host_node_id" => config.disable_host_node_id = r.bool(k, v)?,
             "pid_file" => config.pid_file = Some(PathBuf::from(r.string(k, v)?)),
             "raft_snapshot_threshold" => config.raft_snapshot_threshold = r.int(k, v, 1, i64::MAX)? as u64,
+            "raft_snapshot_interval" => config.raft_snapshot_interval = r.duration(k, v)?,
             "raft_trailing_logs" => config.raft_trailing_logs = r.int(k, v, 0, i64::MAX)? as u64,
             "raft_protocol" => {
                 let n = r.int(k, v, i64::MIN, i64::MAX)?;

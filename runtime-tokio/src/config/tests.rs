@@ -62,6 +62,14 @@ fn defaults_are_consuls() {
     assert_eq!(c.raft_multiplier, 1);
     assert_eq!(
         (
+            c.raft_snapshot_threshold,
+            c.raft_snapshot_interval,
+            c.raft_trailing_logs
+        ),
+        (16384, Duration::from_secs(30), 10240)
+    );
+    assert_eq!(
+        (
             c.kv_max_value_size,
             c.txn_max_req_len,
             c.http_max_conns_per_client,
@@ -266,6 +274,8 @@ const JSON: &str = r#"{
   "limits": {"http_max_conns_per_client": 500, "kv_max_value_size": 1024, "txn_max_req_len": 2048, "http_max_body_size": 4096},
   "default_query_time": "10s",
   "max_query_time": "20s",
+  "raft_snapshot_interval": "5s",
+  "raft_snapshot_threshold": 100,
   "node_meta": {"rack": "r1"},
   "dns_config": {"node_ttl": "10s", "service_ttl": {"*": "5s"}},
   "service": {"name": "web", "port": 80},
@@ -308,6 +318,8 @@ limits {
 }
 default_query_time = "10s"
 max_query_time = "20s"
+raft_snapshot_interval = "5s"
+raft_snapshot_threshold = 100
 node_meta {
   rack = "r1"
 }
@@ -348,6 +360,10 @@ fn json_and_hcl_files_give_the_same_config() {
         (18500, 18600, 8502, 8300)
     );
     assert_eq!((c.domain.as_str(), c.raft_multiplier), ("corp.", 5));
+    assert_eq!(
+        (c.raft_snapshot_interval, c.raft_snapshot_threshold),
+        (Duration::from_secs(5), 100)
+    );
     assert_eq!(
         (
             c.http_max_conns_per_client,
