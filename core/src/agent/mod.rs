@@ -7,6 +7,11 @@
 //!   the catalog's rows for this node equal to it, deleting what the agent does not know (except rows the
 //!   agent does not own: `serfHealth` belongs to the cluster).
 //! - Every service check refers to a registered service; removing a service removes its checks.
+//! - The local maps are keyed by exact service and check IDs (Consul's `agent/local` state is), but the
+//!   catalog folds IDs (its memdb indexes lower-case them): anti-entropy matches catalog rows to local
+//!   entries by folded ID, and of local IDs that differ only in case it syncs one — the first in ID order
+//!   (the server's `consul` service first of all) — so the catalog converges instead of flipping between
+//!   them every round.
 //! - Time only enters as `now`; TTL expiry and critical-service reaping are absolute deadlines read
 //!   through [`LocalAgent::next_deadline`], so the same inputs give the same state.
 //! - HTTP/TCP/script checks run in the runtime, which reports each result with
@@ -18,7 +23,9 @@ mod tests;
 
 pub use alias::alias_status;
 
-use crate::state::{CatalogNode, CheckDefinition, CheckStatus, Command, HealthCheck, Registration, ServiceInstance};
+use crate::state::{
+    fold, same_name, CatalogNode, CheckDefinition, CheckStatus, Command, HealthCheck, Registration, ServiceInstance,
+};
 use crate::time::Instant;
 use serde::{Deserialize, Serialize};
 use std::collections::{BTreeMap, BTreeSet};
@@ -537,7 +544,28 @@ impl LocalAgent {
         Some((worst, checks))
     }
 
-    /// The rows the catalog should hold for this node: (node, services, checks).
+    /// The services anti-entropy syncs, by folded ID: the catalog holds one service per folded ID, so of
+    /// local IDs that differ only in case the first in ID order is synced (the server's `consul` service
+    /// before any local one) and the others are shadowed, with their checks.
+    fn synced_services(&self) -> BTreeMap<String, ServiceInstance> {
+        let mut out = BTreeMap::new();
+        if let Some(port) = self.server_port {
+            let consul = ServiceInstance {
+                id: CONSUL_SERVICE.into(),
+                service: CONSUL_SERVICE.into(),
+                port: u32::from(port),
+                ..ServiceInstance::default()
+            };
+            out.insert(CONSUL_SERVICE.to_string(), consul);
+        }
+        for svc in self.services.values() {
+            out.entry(fold(&svc.id).into_owned()).or_insert_with(|| svc.clone());
+        }
+        out
+    }
+
+    /// The rows the catalog should hold for this node: (node, services, checks), at most one service and
+    /// one check per folded ID (see [`LocalAgent::synced_services`]).
     fn desired(&self) -> (Registration, Vec<ServiceInstance>, Vec<HealthCheck>) {
         let node = Registration {
             id: self.node.id.clone(),
@@ -548,18 +576,19 @@ impl LocalAgent {
             node_meta: self.node.meta.clone(),
             ..Registration::default()
         };
-        let mut services: Vec<ServiceInstance> = self.services.values().cloned().collect();
+        let services = self.synced_services();
         // `serfHealth` is not ours: the Raft leader writes it from gossip (crate::reconcile).
-        let checks: Vec<HealthCheck> = self.checks.values().map(|c| self.health_check(c)).collect();
-        if let Some(port) = self.server_port {
-            services.push(ServiceInstance {
-                id: CONSUL_SERVICE.into(),
-                service: CONSUL_SERVICE.into(),
-                port: u32::from(port),
-                ..ServiceInstance::default()
-            });
+        let mut checks: BTreeMap<String, HealthCheck> = BTreeMap::new();
+        for c in self.checks.values() {
+            let service = &c.def.service_id;
+            let shadowed = !service.is_empty() && services.get(&*fold(service)).is_none_or(|s| s.id != *service);
+            if !shadowed {
+                checks
+                    .entry(fold(&c.def.id).into_owned())
+                    .or_insert_with(|| self.health_check(c));
+            }
         }
-        (node, services, checks)
+        (node, services.into_values().collect(), checks.into_values().collect())
     }
 
     /// Anti-entropy: the writes that make the catalog's rows for this node (`node`, `services`, `checks`
@@ -572,8 +601,12 @@ impl LocalAgent {
         services: &[ServiceInstance],
         checks: &[HealthCheck],
     ) -> Vec<Command> {
+        let synced = self.synced_services();
         for remote in services {
-            if let Some(local) = self.services.get_mut(&remote.id) {
+            let Some(id) = synced.get(&*fold(&remote.id)).map(|s| &s.id) else {
+                continue;
+            };
+            if let Some(local) = self.services.get_mut(id) {
                 if local.enable_tag_override && local.service == remote.service {
                     local.tags = remote.tags.clone();
                 }
@@ -593,14 +626,16 @@ impl LocalAgent {
             service_id: service_id.map(String::from),
             check_id: check_id.map(String::from),
         };
+        // A row whose ID folds to a synced one is that entry's (registering it rewrites the row's case):
+        // deleting it would only undo the registration.
         for c in checks {
-            let ours = want_checks.iter().any(|w| w.check_id == c.check_id);
-            if !ours && c.check_id != SERF_HEALTH {
+            let ours = want_checks.iter().any(|w| same_name(&w.check_id, &c.check_id));
+            if !ours && !same_name(&c.check_id, SERF_HEALTH) {
                 out.push(dereg(None, Some(&c.check_id)));
             }
         }
         for s in services {
-            if !want_services.iter().any(|w| w.id == s.id) {
+            if !want_services.iter().any(|w| same_name(&w.id, &s.id)) {
                 out.push(dereg(Some(&s.id), None));
             }
         }

@@ -375,3 +375,104 @@ fn alias_status_follows_consuls_rules() {
     assert_eq!(status, Critical);
     assert_eq!(output, "Service db could not be found on node n2");
 }
+
+/// The catalog's rows for n1: (service IDs, check IDs), as stored.
+fn catalog_ids(sm: &StateMachine) -> (Vec<String>, Vec<String>) {
+    let (services, checks) = sm.catalog.node_rows("n1");
+    (
+        services.into_iter().map(|s| s.id).collect(),
+        checks.into_iter().map(|c| c.check_id).collect(),
+    )
+}
+
+#[test]
+fn local_ids_differing_only_in_case_sync_one_row_without_flapping() {
+    // The agent keeps both (Consul's local state is keyed by exact ID); the catalog folds IDs, so it
+    // can hold one of each: the first in ID order, with its checks, every round the same.
+    let mut a = agent();
+    let mut sm = StateMachine::default();
+    let mut index = 1;
+    let named = |id: &str| CheckDef {
+        id: id.into(),
+        ..ttl(30)
+    };
+    a.add_service(t(0), svc("web1", &[]), vec![named("web1-check")], false)
+        .unwrap();
+    a.add_service(t(0), svc("Web1", &["upper"]), vec![named("Web1-check")], false)
+        .unwrap();
+    a.add_check(t(0), named("Node-Check")).unwrap();
+    a.add_check(t(0), named("node-check")).unwrap();
+    assert_eq!(a.services().len(), 2);
+    assert_eq!(converge(&mut a, &mut sm, &mut index), 1);
+    assert_eq!(
+        catalog_ids(&sm),
+        (
+            vec!["Web1".to_string()],
+            vec!["Node-Check".to_string(), "Web1-check".to_string()]
+        )
+    );
+    assert_eq!(sm.catalog.service("n1", "web1").unwrap().tags, ["upper"]);
+    // Nothing to write from then on.
+    assert_eq!(converge(&mut a, &mut sm, &mut index), 0);
+    // Removing the synced one lets the other take its place.
+    assert!(a.remove_service("Web1"));
+    a.remove_check("Node-Check");
+    converge(&mut a, &mut sm, &mut index);
+    assert_eq!(
+        catalog_ids(&sm),
+        (
+            vec!["web1".to_string()],
+            vec!["node-check".to_string(), "web1-check".to_string()]
+        )
+    );
+    assert_eq!(converge(&mut a, &mut sm, &mut index), 0);
+}
+
+#[test]
+fn a_catalog_row_in_another_case_is_rewritten_not_deleted() {
+    let mut a = agent();
+    let mut sm = StateMachine::default();
+    let mut index = 1;
+    a.add_service(t(0), svc("web1", &[]), vec![ttl(30)], false).unwrap();
+    converge(&mut a, &mut sm, &mut index);
+    // Someone re-registers our service and check through the catalog API under other cases.
+    let mut s = svc("WEB1", &[]);
+    s.port = 81;
+    let mut c = a.health_check(&a.checks()["service:web1"]);
+    c.check_id = "SERVICE:WEB1".into();
+    c.service_id = "WEB1".into();
+    let foreign = Registration {
+        node: "n1".into(),
+        address: "10.0.0.1".into(),
+        skip_node_update: true,
+        service: Some(s),
+        checks: vec![c],
+        ..Registration::default()
+    };
+    index += 1;
+    sm.apply(
+        index,
+        &Command::CatalogRegister(Box::new(foreign)),
+        &mut Changes::default(),
+    );
+    assert_eq!(
+        catalog_ids(&sm),
+        (vec!["WEB1".to_string()], vec!["SERVICE:WEB1".to_string()])
+    );
+    let (_, node) = sm.catalog.read(&CatalogQuery::Node { node: "n1".into() });
+    let CatalogResult::Node(Some(found)) = node else {
+        unreachable!()
+    };
+    let (_, checks) = sm.catalog.node_rows("n1");
+    let plan = a.sync_plan(t(1), Some(&found.0), &found.1, &checks);
+    assert!(
+        !plan.iter().any(|c| matches!(c, Command::CatalogDeregister { .. })),
+        "the rows are ours: {plan:?}"
+    );
+    assert_eq!(converge(&mut a, &mut sm, &mut index), 1);
+    assert_eq!(
+        catalog_ids(&sm),
+        (vec!["web1".to_string()], vec!["service:web1".to_string()])
+    );
+    assert_eq!(sm.catalog.service("n1", "web1").unwrap().port, 80);
+}

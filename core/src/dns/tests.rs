@@ -782,3 +782,22 @@ fn the_fast_path_parses_strictly() {
         }
     }
 }
+
+#[test]
+fn a_service_check_naming_its_service_in_another_case_counts_for_it() {
+    // The catalog matches a check to its service by folded ID (a check row keeps the case it was
+    // registered with): a critical check written for `WEB1` takes `web1` out of the answers.
+    let r = responder(|_| {});
+    let mut d = dump();
+    d.checks.push(check("N1", "WEB1", CheckStatus::Critical));
+    let view = DnsView::build(&d);
+    let m = ask_with(
+        &r,
+        &view,
+        &query("web.service.consul.", RecordType::A),
+        Transport::Udp,
+        1,
+    )
+    .msg();
+    assert_eq!(a_records(&m), [Ipv4Addr::new(10, 0, 0, 20)]);
+}

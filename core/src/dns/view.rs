@@ -160,12 +160,12 @@ impl DnsView {
                 }),
             );
         }
-        // (folded node name, service ID or "" for node checks) → worst status. A check's row keeps the node
-        // name's case it was registered with, which may differ from the node row's.
-        let mut health: BTreeMap<(Cow<'_, str>, &str), CheckStatus> = BTreeMap::new();
+        // (folded node name, folded service ID or "" for node checks) → worst status. A check's row keeps
+        // the node name's and service ID's case it was registered with, which may differ from the rows'.
+        let mut health: BTreeMap<(Cow<'_, str>, Cow<'_, str>), CheckStatus> = BTreeMap::new();
         for check in &dump.checks {
             let at = health
-                .entry((fold(&check.node), check.service_id.as_str()))
+                .entry((fold(&check.node), fold(&check.service_id)))
                 .or_insert(CheckStatus::Passing);
             *at = worse(*at, check.status);
         }
@@ -185,8 +185,8 @@ impl DnsView {
                 }
             }
             let folded = fold(node_name);
-            let node_status = health.get(&(folded.clone(), "")).copied();
-            let svc_status = health.get(&(folded, svc.id.as_str())).copied();
+            let node_status = health.get(&(folded.clone(), Cow::Borrowed(""))).copied();
+            let svc_status = health.get(&(folded, fold(&svc.id))).copied();
             let status = worse(
                 node_status.unwrap_or(CheckStatus::Passing),
                 svc_status.unwrap_or(CheckStatus::Passing),

@@ -11,10 +11,11 @@
 //!   So a range's index never goes backwards and moves whenever its reads change.
 //! - A command is validated completely before anything is written: it applies whole or not at all.
 //! - Applying never panics, whatever the command holds.
-//! - Node names and service names are case-insensitive, as Consul's memdb indexes them (`Lowercase: true`
-//!   on the nodes' and services' name indexes): every map key, [`CatalogRange`] and fence holds the
-//!   [`fold`]ed name, while rows keep the case they were last written with. Service and check IDs are
-//!   compared exactly.
+//! - Node names, service names, service IDs and check IDs are case-insensitive, as Consul's memdb indexes
+//!   them (`Lowercase: true` on the nodes' and services' name indexes and on the `ServiceID`/`CheckID` parts
+//!   of the services' and checks' ID indexes and the checks' `node_service` index): every map key,
+//!   [`CatalogRange`] and fence holds the [`fold`]ed name or ID, while rows keep the case they were last
+//!   written with. A service check belongs to the service whose ID folds to its `ServiceID`.
 use std::borrow::Cow;
 use std::collections::{BTreeMap, BTreeSet};
 
@@ -237,9 +238,14 @@ pub fn fold(name: &str) -> Cow<'_, str> {
     }
 }
 
-/// Whether two node or service names are the same name.
+/// Whether two node or service names (or two service or check IDs) are the same to the catalog.
 pub fn same_name(a: &str, b: &str) -> bool {
     a == b || fold(a) == fold(b)
+}
+
+/// The catalog's key of service or check `id` on node `node`: both [`fold`]ed.
+fn row_key(node: &str, id: &str) -> RowKey {
+    (fold(node).into_owned(), fold(id).into_owned())
 }
 
 impl CatalogRange {
@@ -341,11 +347,11 @@ type RowKey = (String, String);
 pub struct CatalogStore {
     /// Folded node name → node.
     nodes: BTreeMap<String, CatalogNode>,
-    /// (folded node name, service ID) → instance.
+    /// (folded node name, folded service ID) → instance.
     services: BTreeMap<RowKey, ServiceInstance>,
-    /// (folded node name, check ID) → check.
+    /// (folded node name, folded check ID) → check.
     checks: BTreeMap<RowKey, HealthCheck>,
-    /// Folded service name → (folded node name, service ID) of its instances.
+    /// Folded service name → (folded node name, folded service ID) of its instances.
     by_name: BTreeMap<String, BTreeSet<RowKey>>,
     /// Range → Raft index of the last change to it.
     indexes: BTreeMap<CatalogRange, u64>,
@@ -462,10 +468,11 @@ impl CatalogStore {
                 return Err(CatalogError::CheckNodeMismatch(check.check_id.clone()));
             }
             if !check.service_id.is_empty() {
-                let in_reg = reg.service.as_ref().is_some_and(|s| s.id == check.service_id);
-                let stored = self
-                    .services
-                    .contains_key(&(key.clone().into_owned(), check.service_id.clone()));
+                let in_reg = reg
+                    .service
+                    .as_ref()
+                    .is_some_and(|s| same_name(&s.id, &check.service_id));
+                let stored = self.services.contains_key(&row_key(&key, &check.service_id));
                 if !in_reg && !stored {
                     return Err(CatalogError::MissingService);
                 }
@@ -483,12 +490,11 @@ impl CatalogStore {
         if reg.id.is_empty() {
             return None;
         }
-        let key = fold(&reg.node).into_owned();
-        let holder = self.nodes.get(&key).filter(|n| n.id != reg.id)?;
+        let holder = self.nodes.get(&*fold(&reg.node)).filter(|n| n.id != reg.id)?;
         let renaming = self.renamed_from(reg).is_some();
         let live = self
             .checks
-            .get(&(key, SERF_HEALTH.to_string()))
+            .get(&row_key(&reg.node, SERF_HEALTH))
             .is_some_and(|c| c.status != CheckStatus::Critical);
         (live && (renaming || !holder.id.is_empty())).then_some((holder, renaming))
     }
@@ -542,8 +548,8 @@ impl CatalogStore {
     }
 
     fn upsert_service(&mut self, index: u64, node: &str, svc: &ServiceInstance, touched: &mut Touched) {
-        let node = fold(node).into_owned();
-        let key = (node.clone(), svc.id.clone());
+        let key = row_key(node, &svc.id);
+        let node = key.0.clone();
         let mut row = svc.clone();
         row.create_index = index;
         row.modify_index = index;
@@ -578,7 +584,8 @@ impl CatalogStore {
             .range_mut((node.clone(), String::new())..)
             .take_while(|((n, _), _)| *n == node);
         for (_, check) in on_node {
-            if check.service_id == svc.id && (check.service_name != name || check.service_tags != tags) {
+            let of_svc = same_name(&check.service_id, &svc.id);
+            if of_svc && (check.service_name != name || check.service_tags != tags) {
                 check.service_name = name.clone();
                 check.service_tags = tags.clone();
                 check.modify_index = index;
@@ -601,14 +608,13 @@ impl CatalogStore {
     }
 
     fn upsert_check(&mut self, index: u64, node: &str, check: &HealthCheck, touched: &mut Touched) {
-        let folded = fold(node).into_owned();
-        let key = (folded.clone(), check.check_id.clone());
+        let key = row_key(node, &check.check_id);
         let mut row = check.clone();
         row.node = node.to_owned();
         row.service_name.clear();
         row.service_tags.clear();
         if !row.service_id.is_empty() {
-            if let Some(svc) = self.services.get(&(folded, row.service_id.clone())) {
+            if let Some(svc) = self.services.get(&row_key(node, &row.service_id)) {
                 row.service_name = svc.service.clone();
                 row.service_tags = svc.tags.clone();
             }
@@ -721,8 +727,8 @@ impl CatalogStore {
     }
 
     fn remove_service(&mut self, node: &str, id: &str, touched: &mut Touched) {
-        let node = fold(node).into_owned();
-        let key = (node.clone(), id.to_owned());
+        let key = row_key(node, id);
+        let node = key.0.clone();
         let Some(svc) = self.services.remove(&key) else {
             return;
         };
@@ -732,8 +738,8 @@ impl CatalogStore {
         touched.add(CatalogRange::Node(node.clone()));
         let checks: Vec<String> = self
             .node_checks_iter(&node)
-            .filter(|c| c.service_id == id)
-            .map(|c| c.check_id.clone())
+            .filter(|c| same_name(&c.service_id, id))
+            .map(|c| fold(&c.check_id).into_owned())
             .collect();
         for check in checks {
             if let Some(c) = self.checks.remove(&(node.clone(), check)) {
@@ -744,7 +750,7 @@ impl CatalogStore {
     }
 
     fn remove_check(&mut self, node: &str, id: &str, touched: &mut Touched) {
-        let key = (fold(node).into_owned(), id.to_owned());
+        let key = row_key(node, id);
         if let Some(check) = self.checks.get(&key).cloned() {
             self.check_touched(&check, touched);
             self.checks.remove(&key);
@@ -761,7 +767,7 @@ impl CatalogStore {
         output: &str,
         changed: &mut Vec<CatalogRange>,
     ) {
-        let key = (fold(node).into_owned(), check_id.to_owned());
+        let key = row_key(node, check_id);
         let Some(old) = self.checks.get(&key) else {
             return;
         };
@@ -911,12 +917,14 @@ impl CatalogStore {
         self.nodes.get(&*fold(node))
     }
 
+    /// Service `id` (any case) of node `node` (any case).
     pub fn service(&self, node: &str, id: &str) -> Option<&ServiceInstance> {
-        self.services.get(&(fold(node).into_owned(), id.to_owned()))
+        self.services.get(&row_key(node, id))
     }
 
+    /// Check `id` (any case) of node `node` (any case).
     pub fn check(&self, node: &str, id: &str) -> Option<&HealthCheck> {
-        self.checks.get(&(fold(node).into_owned(), id.to_owned()))
+        self.checks.get(&row_key(node, id))
     }
 
     /// The stored name of the node whose folded name is `key`.
@@ -964,7 +972,10 @@ impl CatalogStore {
                     let checks: Vec<HealthCheck> = self
                         .node_checks_iter(&node.node)
                         .filter(|c| c.service_id.is_empty())
-                        .chain(self.node_checks_iter(&node.node).filter(|c| c.service_id == svc.id))
+                        .chain(
+                            self.node_checks_iter(&node.node)
+                                .filter(|c| !c.service_id.is_empty() && same_name(&c.service_id, &svc.id)),
+                        )
                         .cloned()
                         .collect();
                     if *passing && checks.iter().any(|c| c.status != CheckStatus::Passing) {
@@ -1069,8 +1080,8 @@ impl CatalogStore {
             reap_floor: snapshot.reap_floor,
             ..CatalogStore::default()
         };
-        // Snapshots written before names were case-insensitive may hold names that differ only in case:
-        // they become one row (the most recently modified), the same on every server.
+        // Snapshots written before names and IDs were case-insensitive may hold names or IDs that differ
+        // only in case: they become one row (the most recently modified), the same on every server.
         for node in snapshot.nodes {
             keep_newest(&mut store.nodes, fold(&node.node).into_owned(), node, |n| {
                 n.modify_index
@@ -1081,7 +1092,7 @@ impl CatalogStore {
             if !store.nodes.contains_key(&node) {
                 return Err(bad("service on an unknown node"));
             }
-            keep_newest(&mut store.services, (node, svc.id.clone()), svc, |s| s.modify_index);
+            keep_newest(&mut store.services, row_key(&node, &svc.id), svc, |s| s.modify_index);
         }
         for (key, svc) in &store.services {
             let name = fold(&svc.service).into_owned();
@@ -1092,9 +1103,22 @@ impl CatalogStore {
             if !store.nodes.contains_key(&node) {
                 return Err(bad("check on an unknown node"));
             }
-            keep_newest(&mut store.checks, (node, check.check_id.clone()), check, |c| {
+            keep_newest(&mut store.checks, row_key(&node, &check.check_id), check, |c| {
                 c.modify_index
             });
+        }
+        // A service check mirrors the service its ID folds to (after a merge, the surviving one).
+        for ((node, _), check) in store.checks.iter_mut() {
+            if check.service_id.is_empty() {
+                continue;
+            }
+            if let Some(svc) = store
+                .services
+                .get(&(node.clone(), fold(&check.service_id).into_owned()))
+            {
+                check.service_name.clone_from(&svc.service);
+                check.service_tags.clone_from(&svc.tags);
+            }
         }
         for (range, index) in snapshot.indexes {
             let range = match range {

@@ -458,12 +458,13 @@ fn command(op: &Op, index: u64) -> Command {
     }
 }
 
-/// Write node and service names of `cmd` in case variant `case` (0: as is, 1: upper, 2: capitalized): the
-/// catalog must treat them as the same names (Consul's lower-cased memdb indexes).
+/// Write node and service names and service and check IDs of `cmd` in case variant `case` (0: as is, 1:
+/// upper, 2: capitalized): the catalog must treat them as the same (Consul's lower-cased memdb indexes).
 fn recase(cmd: Command, case: usize) -> Command {
     let f = |s: &str| match case {
         0 => s.to_string(),
         1 => s.to_uppercase(),
+        _ if s.is_empty() => String::new(),
         _ => s[..1].to_uppercase() + &s[1..],
     };
     match cmd {
@@ -471,6 +472,11 @@ fn recase(cmd: Command, case: usize) -> Command {
             r.node = f(&r.node);
             if let Some(svc) = &mut r.service {
                 svc.service = f(&svc.service);
+                svc.id = f(&svc.id);
+            }
+            for c in &mut r.checks {
+                c.check_id = f(&c.check_id);
+                c.service_id = f(&c.service_id);
             }
             Command::CatalogRegister(r)
         }
@@ -481,7 +487,7 @@ fn recase(cmd: Command, case: usize) -> Command {
             output,
         } => Command::CatalogCheckUpdate {
             node: f(&node),
-            check_id,
+            check_id: f(&check_id),
             status,
             output,
         },
@@ -491,8 +497,8 @@ fn recase(cmd: Command, case: usize) -> Command {
             check_id,
         } => Command::CatalogDeregister {
             node: f(&node),
-            service_id,
-            check_id,
+            service_id: service_id.as_deref().map(f),
+            check_id: check_id.as_deref().map(f),
         },
         other => other,
     }
@@ -513,7 +519,7 @@ fn upper(query: &CatalogQuery) -> CatalogQuery {
 }
 
 /// The catalog as plain sets: node → address, (node, id) → (name, tags), (node, check) → (service, status),
-/// nodes by lower-cased name (names are case-insensitive; a row keeps the case last written).
+/// by lower-cased node names and IDs (names and IDs are case-insensitive; a row keeps the case last written).
 #[derive(Default, Debug, PartialEq)]
 struct Model {
     nodes: BTreeMap<String, String>,
@@ -527,7 +533,13 @@ impl Model {
             Command::CatalogRegister(r) => {
                 let node = r.node.to_lowercase();
                 let ok = r.checks.iter().all(|c| {
-                    c.service_id.is_empty() || self.services.contains_key(&(node.clone(), c.service_id.clone()))
+                    let in_reg = r
+                        .service
+                        .as_ref()
+                        .is_some_and(|s| s.id.eq_ignore_ascii_case(&c.service_id));
+                    c.service_id.is_empty()
+                        || in_reg
+                        || self.services.contains_key(&(node.clone(), c.service_id.to_lowercase()))
                 });
                 if !ok {
                     return;
@@ -537,17 +549,19 @@ impl Model {
                 }
                 if let Some(s) = &r.service {
                     self.services
-                        .insert((node.clone(), s.id.clone()), (s.service.clone(), s.tags.clone()));
+                        .insert((node.clone(), s.id.to_lowercase()), (s.service.clone(), s.tags.clone()));
                 }
                 for c in &r.checks {
-                    self.checks
-                        .insert((node.clone(), c.check_id.clone()), (c.service_id.clone(), c.status));
+                    self.checks.insert(
+                        (node.clone(), c.check_id.to_lowercase()),
+                        (c.service_id.to_lowercase(), c.status),
+                    );
                 }
             }
             Command::CatalogCheckUpdate {
                 node, check_id, status, ..
             } => {
-                if let Some(c) = self.checks.get_mut(&(node.to_lowercase(), check_id.clone())) {
+                if let Some(c) = self.checks.get_mut(&(node.to_lowercase(), check_id.to_lowercase())) {
                     c.1 = *status;
                 }
             }
@@ -565,11 +579,12 @@ impl Model {
                     }
                     _ => {
                         if let Some(id) = service_id {
+                            let id = &id.to_lowercase();
                             self.services.remove(&(node.clone(), id.clone()));
                             self.checks.retain(|(n, _), (s, _)| !(n == node && s == id));
                         }
                         if let Some(id) = check_id {
-                            self.checks.remove(&(node.clone(), id.clone()));
+                            self.checks.remove(&(node.clone(), id.to_lowercase()));
                         }
                     }
                 }
@@ -587,10 +602,14 @@ impl Model {
             let (services, checks) = store.node_rows(&n.node);
             let node = n.node.to_lowercase();
             for s in services {
-                m.services.insert((node.clone(), s.id), (s.service, s.tags));
+                m.services
+                    .insert((node.clone(), s.id.to_lowercase()), (s.service, s.tags));
             }
             for c in checks {
-                m.checks.insert((node.clone(), c.check_id), (c.service_id, c.status));
+                m.checks.insert(
+                    (node.clone(), c.check_id.to_lowercase()),
+                    (c.service_id.to_lowercase(), c.status),
+                );
             }
             m.nodes.insert(node, n.address);
         }
@@ -1064,6 +1083,143 @@ fn a_snapshot_with_names_differing_only_in_case_restores_as_one_node() {
     assert_eq!(store.fence("web1"), Some(seq(2)));
     assert!(store.coordinate("web1").is_some());
     // And it encodes and restores as itself from then on.
+    let again = CatalogStore::decode(&store.encode(), super::SNAPSHOT_FORMAT).unwrap();
+    assert_eq!(again, store);
+}
+
+fn service_ids(sm: &StateMachine, node: &str) -> Vec<(String, u64, u64)> {
+    let (services, _) = sm.catalog.node_rows(node);
+    services
+        .into_iter()
+        .map(|s| (s.id, s.create_index, s.modify_index))
+        .collect()
+}
+
+#[test]
+fn service_and_check_ids_are_case_insensitive_and_keep_their_case() {
+    let mut sm = StateMachine::default();
+    let mut reg = node_reg("n1", "10.0.0.1");
+    reg.service = Some(service("Api1", "api", &["a"]));
+    reg.checks = vec![
+        check("Svc-Check", "Api1", CheckStatus::Passing),
+        check("Node-Check", "", CheckStatus::Passing),
+    ];
+    register(&mut sm, 2, reg.clone());
+    for id in ["api1", "API1", "Api1"] {
+        assert_eq!(
+            sm.catalog.service("N1", id).map(|s| s.id.as_str()),
+            Some("Api1"),
+            "{id}"
+        );
+    }
+    assert_eq!(
+        sm.catalog.check("n1", "svc-check").map(|c| c.check_id.as_str()),
+        Some("Svc-Check")
+    );
+    // Registering `api1` updates the same row (create index kept), under the case written last.
+    reg.service = Some(service("api1", "api", &["b"]));
+    reg.checks = vec![];
+    let (_, changes) = register(&mut sm, 3, reg.clone());
+    assert_eq!(service_ids(&sm, "n1"), [("api1".to_string(), 2, 3)]);
+    assert!(changes.catalog.contains(&CatalogRange::service("api")));
+    let svc_check = sm.catalog.check("n1", "SVC-CHECK").unwrap();
+    assert_eq!(svc_check.service_tags, ["b"], "the check still mirrors its service");
+    // A check naming the service in another case belongs to it (Consul's node_service index folds it).
+    reg.checks = vec![check("svc-check", "API1", CheckStatus::Critical)];
+    reg.service = None;
+    register(&mut sm, 4, reg.clone());
+    let CatalogResult::Checks(checks) = sm.catalog.read(&CatalogQuery::HealthNode { node: "n1".into() }).1 else {
+        panic!()
+    };
+    let ids: Vec<&str> = checks.iter().map(|c| c.check_id.as_str()).collect();
+    assert_eq!(ids, ["Node-Check", "svc-check"], "one row per folded check ID");
+    assert_eq!(checks[1].service_name, "api");
+    assert_eq!(health(&sm, "api", false), [("n1".to_string(), "api1".to_string())]);
+    assert!(
+        health(&sm, "api", true).is_empty(),
+        "the critical service check counts for the service"
+    );
+    // Updating and deregistering find rows in any case.
+    let update = Command::CatalogCheckUpdate {
+        node: "n1".into(),
+        check_id: "SVC-check".into(),
+        status: CheckStatus::Passing,
+        output: "ok".into(),
+    };
+    let (_, changes) = apply(&mut sm, 5, update);
+    assert!(changes.catalog.contains(&CatalogRange::service("api")));
+    assert_eq!(health(&sm, "api", true).len(), 1);
+    let dereg = |service_id: Option<&str>, check_id: Option<&str>| Command::CatalogDeregister {
+        node: "n1".into(),
+        service_id: service_id.map(String::from),
+        check_id: check_id.map(String::from),
+    };
+    let (_, changes) = apply(&mut sm, 6, dereg(None, Some("NODE-CHECK")));
+    assert!(changes.catalog.contains(&CatalogRange::node("n1")));
+    let (_, changes) = apply(&mut sm, 7, dereg(Some("API1"), None));
+    assert!(changes.catalog.contains(&CatalogRange::service("api")));
+    assert!(service_ids(&sm, "n1").is_empty());
+    assert!(
+        sm.catalog.node_rows("n1").1.is_empty(),
+        "the service's checks go with it"
+    );
+    let restored = StateMachine::restore(&sm.snapshot()).expect("own snapshot decodes");
+    assert_eq!(restored, sm);
+}
+
+#[test]
+fn a_snapshot_with_ids_differing_only_in_case_restores_one_row_each() {
+    // Written before IDs were case-insensitive: `Api1`/`api1` and `C1`/`c1` were two rows each.
+    let n1 = super::CatalogNode {
+        node: "n1".into(),
+        address: "10.0.0.1".into(),
+        create_index: 2,
+        modify_index: 2,
+        ..super::CatalogNode::default()
+    };
+    let mut older = service("Api1", "api", &["old"]);
+    older.modify_index = 3;
+    let mut newer = service("api1", "api", &["new"]);
+    newer.modify_index = 5;
+    let check_row = |id: &str, service_id: &str, tags: &[&str], modify_index: u64| HealthCheck {
+        node: "n1".into(),
+        service_name: "api".into(),
+        service_tags: tags.iter().map(|t| t.to_string()).collect(),
+        modify_index,
+        ..check(id, service_id, CheckStatus::Passing)
+    };
+    let old = CatalogSnapshotV2 {
+        nodes: vec![n1],
+        services: vec![("n1".into(), older), ("n1".into(), newer)],
+        checks: vec![
+            check_row("C1", "Api1", &["old"], 7),
+            check_row("c1", "api1", &["new"], 4),
+            check_row("c2", "Api1", &["old"], 3),
+        ],
+        indexes: vec![(CatalogRange::Service("api".into()), 7)],
+        reap_floor: 0,
+        fences: vec![],
+        coordinates: vec![],
+    };
+    let data = postcard::to_allocvec(&old).unwrap();
+    let store = CatalogStore::decode(&data, super::SNAPSHOT_FORMAT).expect("restores");
+    let (services, checks) = store.node_rows("n1");
+    let ids: Vec<(&str, &[String])> = services.iter().map(|s| (s.id.as_str(), &s.tags[..])).collect();
+    assert_eq!(
+        ids,
+        [("api1", &["new".to_string()][..])],
+        "the most recently modified service"
+    );
+    let ids: Vec<(&str, &str, &[String])> = checks
+        .iter()
+        .map(|c| (c.check_id.as_str(), c.service_id.as_str(), &c.service_tags[..]))
+        .collect();
+    let new = &["new".to_string()][..];
+    assert_eq!(
+        ids,
+        [("C1", "Api1", new), ("c2", "Api1", new)],
+        "the most recently modified check; checks mirror the surviving service"
+    );
     let again = CatalogStore::decode(&store.encode(), super::SNAPSHOT_FORMAT).unwrap();
     assert_eq!(again, store);
 }

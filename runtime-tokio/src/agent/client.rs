@@ -107,7 +107,15 @@ impl ClientAgent {
             }
         });
         tasks.spawn(serf::apply_keyring_events(lan.clone()));
-        let coordinates = super::coordinate::run(backend.clone(), lan.clone(), config.node_name.clone());
+        let coordinates = super::coordinate::run(
+            backend.clone(),
+            lan.clone(),
+            config.node_name.clone(),
+            super::coordinate::SyncCoordinate {
+                rate_target: config.sync_coordinate_rate_target,
+                interval_min: config.sync_coordinate_interval_min,
+            },
+        );
         let coordinates_stop = stopped(&stop);
         tasks.spawn(async move {
             tokio::select! { _ = coordinates => {} _ = coordinates_stop => {} }

@@ -399,7 +399,15 @@ impl Agent {
         tasks.spawn(async move {
             tokio::select! { _ = timers => {} _ = timers_stop => {} }
         });
-        let coordinates = coordinate::run(ae_backend.clone(), lan.clone(), config.node_name.clone());
+        let coordinates = coordinate::run(
+            ae_backend.clone(),
+            lan.clone(),
+            config.node_name.clone(),
+            coordinate::SyncCoordinate {
+                rate_target: config.sync_coordinate_rate_target,
+                interval_min: config.sync_coordinate_interval_min,
+            },
+        );
         let coordinates_stop = stopped(&stop);
         tasks.spawn(async move {
             tokio::select! { _ = coordinates => {} _ = coordinates_stop => {} }

@@ -79,6 +79,10 @@ pub struct AgentConfig {
     pub coordinate_update_period: Duration,
     pub coordinate_update_batch_size: usize,
     pub coordinate_update_max_batches: usize,
+    /// `sync_coordinate_rate_target` (64) and `sync_coordinate_interval_min` (15s): every agent sends its
+    /// coordinate every `lib.RateScaledInterval(rate, min, LAN members)` plus a random stagger.
+    pub sync_coordinate_rate_target: f64,
+    pub sync_coordinate_interval_min: Duration,
     /// `limits.kv_max_value_size` (bytes).
     pub kv_max_value_size: usize,
     pub txn_max_req_len: usize,
@@ -188,6 +192,8 @@ impl Default for AgentConfig {
             coordinate_update_period: Duration::from_secs(5),
             coordinate_update_batch_size: 128,
             coordinate_update_max_batches: 5,
+            sync_coordinate_rate_target: crate::agent::coordinate::SYNC_COORDINATE_RATE_TARGET,
+            sync_coordinate_interval_min: crate::agent::coordinate::SYNC_COORDINATE_INTERVAL_MIN,
             kv_max_value_size: 524_288,
             txn_max_req_len: 524_288,
             http_max_body_size: 1_048_576,

@@ -344,6 +344,17 @@ pub(super) fn apply(config: &mut AgentConfig, map: &Map<String, Value>, origin: 
             "limits" => apply_limits(config, r.object(k, v)?, &r)?,
             "http_config" => apply_http_config(config, r.object(k, v)?, &r)?,
             "default_query_time" => config.default_query_time = r.duration(k, v)?,
+            "sync_coordinate_rate_target" => {
+                // Consul takes any number: a rate of 0 or less means every `sync_coordinate_interval_min`.
+                config.sync_coordinate_rate_target = v.as_f64().ok_or_else(|| r.bad_type(k, "a number"))?;
+            }
+            "sync_coordinate_interval_min" => {
+                let d = r.duration(k, v)?;
+                if d.is_zero() {
+                    return Err(r.bad_value(k, "must be more than 0s"));
+                }
+                config.sync_coordinate_interval_min = d;
+            }
             "max_query_time" => config.max_query_time = r.duration(k, v)?,
             "node_meta" => apply_node_meta(config, r.object(k, v)?, &r)?,
             "dns_config" => config.dns_config = Some(Value::Object(r.object(k, v)?.clone())),

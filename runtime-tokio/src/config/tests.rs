@@ -565,6 +565,51 @@ fn consul_coordinate_block_sets_the_batching() {
     }
 }
 
+/// Consul's top-level `sync_coordinate_rate_target` and `sync_coordinate_interval_min` (the agents'
+/// coordinate sending interval, `lib.RateScaledInterval`).
+#[test]
+fn sync_coordinate_keys_set_the_sending_interval() {
+    let c = ok("-data-dir /d");
+    assert_eq!(
+        (c.sync_coordinate_rate_target, c.sync_coordinate_interval_min),
+        (64.0, Duration::from_secs(15)),
+        "Consul's defaults"
+    );
+    let dir = tempfile::tempdir().unwrap();
+    let hcl = write(
+        dir.path(),
+        "c.hcl",
+        "sync_coordinate_rate_target = 0.5\nsync_coordinate_interval_min = \"2s\"\n",
+    );
+    let c = ok(&format!("-data-dir /d -config-file {hcl}"));
+    assert_eq!(
+        (c.sync_coordinate_rate_target, c.sync_coordinate_interval_min),
+        (0.5, Duration::from_secs(2))
+    );
+    assert!(c.warnings.is_empty(), "{:?}", c.warnings);
+    let json = write(dir.path(), "c.json", r#"{"sync_coordinate_rate_target": 100}"#);
+    let c = ok(&format!("-data-dir /d -config-file {json}"));
+    assert_eq!(c.sync_coordinate_rate_target, 100.0);
+    for (text, key) in [
+        (
+            r#"{"sync_coordinate_rate_target": "fast"}"#,
+            "sync_coordinate_rate_target",
+        ),
+        (
+            r#"{"sync_coordinate_interval_min": "0s"}"#,
+            "sync_coordinate_interval_min",
+        ),
+        (
+            r#"{"sync_coordinate_interval_min": 15}"#,
+            "sync_coordinate_interval_min",
+        ),
+    ] {
+        let path = write(dir.path(), "bad.json", text);
+        let e = err(&format!("-data-dir /d -config-file {path}")).to_string();
+        assert!(e.contains(key), "{e:?} should name {key}");
+    }
+}
+
 #[test]
 fn consul_keys_concord_ignores_are_warnings() {
     let dir = tempfile::tempdir().unwrap();

@@ -406,3 +406,48 @@ fn node_and_service_names_are_case_insensitive() {
     assert_eq!(get(&s, "/v1/catalog/nodes").text(), "[]");
     assert_eq!(get(&s, "/v1/coordinate/nodes").text(), "[]");
 }
+
+/// Service and check IDs are case-insensitive too (Consul's services and checks tables index `ServiceID`
+/// and `CheckID` lower-cased): registering `api1` after `Api1` updates the same instance, a check names
+/// its service in any case, and deregistration finds both in any case.
+#[test]
+fn service_and_check_ids_are_case_insensitive() {
+    let s = TestServer::start(HttpSettings::default());
+    let json = |path: &str| -> serde_json::Value {
+        let r = get(&s, path);
+        assert_eq!(r.status, 200, "{path}");
+        serde_json::from_slice(&r.body).unwrap()
+    };
+    let body = br#"{"Node":"n1","Address":"10.0.0.1","Service":{"Service":"api","ID":"Api1","Port":80},
+        "Checks":[{"CheckID":"Api-Up","Name":"api up","ServiceID":"Api1","Status":"passing"},
+                  {"CheckID":"Node-Up","Name":"node up","Status":"passing"}]}"#;
+    assert_eq!(put(&s, "/v1/catalog/register", body).status, 200);
+    let body = br#"{"Node":"n1","Address":"10.0.0.1","Service":{"Service":"api","ID":"api1","Port":81},
+        "Check":{"CheckID":"api-up","Name":"api up","ServiceID":"API1","Status":"critical"}}"#;
+    assert_eq!(put(&s, "/v1/catalog/register", body).status, 200);
+    let instances = json("/v1/catalog/service/api");
+    assert_eq!(instances.as_array().unwrap().len(), 1, "{instances}");
+    assert_eq!(
+        (&instances[0]["ServiceID"], &instances[0]["ServicePort"]),
+        (&"api1".into(), &81.into())
+    );
+    let health = json("/v1/health/service/api");
+    let checks: Vec<(&str, &str)> = health[0]["Checks"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|c| (c["CheckID"].as_str().unwrap(), c["Status"].as_str().unwrap()))
+        .collect();
+    assert_eq!(checks, [("Node-Up", "passing"), ("api-up", "critical")]);
+    assert_eq!(get(&s, "/v1/health/service/api?passing").text(), "[]");
+    let r = put(&s, "/v1/catalog/deregister", br#"{"Node":"n1","CheckID":"NODE-UP"}"#);
+    assert_eq!(r.status, 200);
+    let r = put(&s, "/v1/catalog/deregister", br#"{"Node":"n1","ServiceID":"API1"}"#);
+    assert_eq!(r.status, 200);
+    assert_eq!(get(&s, "/v1/catalog/service/api").text(), "[]");
+    assert_eq!(
+        get(&s, "/v1/health/node/n1").text(),
+        "[]",
+        "the service's check goes with it"
+    );
+}

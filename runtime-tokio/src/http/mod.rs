@@ -434,10 +434,20 @@ pub(crate) fn router<B: Backend>(state: AppState<B>) -> Router {
             axum::routing::put(members::agent_force_leave::<B>),
         )
         .route("/v1/operator/keyring", any(members::operator_keyring::<B>))
+        // Consul registers every endpoint wrapped in gziphandler, which adds `Vary: Accept-Encoding`
+        // to each of its responses, compressed or not; the mux's own answers (unknown paths, redirects)
+        // go out without it. concord does not compress, but caches see the same header.
+        .route_layer(axum::middleware::map_response(add_vary))
         .fallback(reply::not_found)
         .layer(axum::middleware::from_fn(clean_path::redirect_unclean))
         .layer(axum::middleware::map_response(add_common_headers))
         .with_state(state)
+}
+
+async fn add_vary(mut resp: axum::response::Response) -> axum::response::Response {
+    resp.headers_mut()
+        .append(axum::http::header::VARY, HeaderValue::from_static("Accept-Encoding"));
+    resp
 }
 
 async fn add_common_headers(mut resp: axum::response::Response) -> axum::response::Response {

@@ -853,3 +853,39 @@ fn header_names_are_in_go_canonical_case_on_the_wire() {
         "{answer}"
     );
 }
+
+/// Consul wraps every endpoint in gziphandler, which adds `Vary: Accept-Encoding` to all its responses,
+/// compressed or not (errors too); answers of the mux itself (an unknown path, a redirect of an unclean
+/// one) have none.
+#[test]
+fn endpoint_responses_vary_on_accept_encoding() {
+    let s = TestServer::start(HttpSettings::default());
+    let vary = |r: &Reply| {
+        r.headers
+            .iter()
+            .filter(|(k, _)| k.eq_ignore_ascii_case("Vary"))
+            .map(|(_, v)| v.clone())
+            .collect::<Vec<_>>()
+    };
+    let r = put(&s, "/v1/kv/foo", b"bar");
+    assert_eq!((r.status, vary(&r)), (200, vec!["Accept-Encoding".to_string()]));
+    for (method, path, status) in [
+        ("GET", "/v1/kv/foo", 200),
+        ("GET", "/v1/kv/missing", 404),
+        ("GET", "/v1/kv/foo?index=x", 400),
+        ("POST", "/v1/kv/foo", 405),
+        ("GET", "/v1/catalog/nodes", 200),
+        ("GET", "/v1/agent/self", 200),
+    ] {
+        let r = call(method, &s.url(path), None);
+        assert_eq!(
+            (r.status, vary(&r)),
+            (status, vec!["Accept-Encoding".to_string()]),
+            "{method} {path}"
+        );
+    }
+    let r = get(&s, "/v1/nothing/here");
+    assert_eq!((r.status, vary(&r)), (404, Vec::<String>::new()));
+    let r = get(&s, "/v1/kv//foo");
+    assert_eq!((r.status, vary(&r)), (301, Vec::<String>::new()));
+}
