@@ -825,4 +825,31 @@ mod tests {
             assert_eq!(req(&etcd, op), want);
         }
     }
+
+    /// The parser reads what a server sends: every one-byte change and every cut of sample answers parses or
+    /// errs without a panic, and never claims more bytes (or a longer body) than it was given.
+    #[test]
+    fn damaged_answers_never_panic_or_overrun() {
+        let samples: [&[u8]; 3] = [
+            b"HTTP/1.1 200 OK\r\nContent-Length: 4\r\nConnection: keep-alive\r\n\r\ntrue",
+            b"HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\n2;a\r\n[{\r\n1\r\n}\r\n0\r\nX: y\r\n\r\n",
+            b"HTTP/1.0 404 Not Found\r\n\r\nnope",
+        ];
+        let mut body = Vec::new();
+        for sample in samples {
+            for pos in 0..sample.len() {
+                for byte in [0, b'\r', b'\n', b'0', b'f', b'9', b':', b' ', b';', 0xff] {
+                    let mut a = sample.to_vec();
+                    a[pos] = byte;
+                    for bytes in [&a[..], &a[..pos]] {
+                        for eof in [false, true] {
+                            if let Ok(Some(r)) = parse_response(bytes, eof, &mut body) {
+                                assert!(r.consumed <= bytes.len() && body.len() <= bytes.len());
+                            }
+                        }
+                    }
+                }
+            }
+        }
+    }
 }
