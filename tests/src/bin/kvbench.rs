@@ -852,4 +852,50 @@ mod tests {
             }
         }
     }
+
+    /// Against a scripted server: a `Connection: close` answer makes the next request reconnect, a keep-alive
+    /// connection the server dropped while idle is retried once on a new one, and a 500 is an error.
+    #[test]
+    fn the_client_reconnects_after_close_and_reports_errors() {
+        let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+        let endpoint = listener.local_addr().unwrap().to_string();
+        let answers: [&[u8]; 3] = [
+            b"HTTP/1.1 200 OK\r\nConnection: close\r\nContent-Length: 9\r\n\r\n[{\"a\":1}]",
+            b"HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\n4\r\n[{}]\r\n0\r\n\r\n",
+            b"HTTP/1.1 500 Internal Server Error\r\nContent-Length: 4\r\n\r\nboom",
+        ];
+        let server = std::thread::spawn(move || {
+            let mut requests = Vec::new();
+            for answer in answers {
+                let (mut s, _) = listener.accept().unwrap();
+                let mut req = Vec::new();
+                let mut b = [0u8; 1024];
+                while find(&req, b"\r\n\r\n").is_none() {
+                    let n = s.read(&mut b).unwrap();
+                    assert!(n > 0, "the client closed before a whole request");
+                    req.extend_from_slice(&b[..n]);
+                }
+                requests.push(String::from_utf8(req).unwrap());
+                s.write_all(answer).unwrap();
+                // Each connection serves one answer, then the server closes it.
+            }
+            requests
+        });
+        let argv = format!("--target concord --endpoints {endpoint}");
+        let args = parse_args(argv.split_whitespace().map(String::from).collect()).unwrap();
+        let mut c = Client::new(&args, &endpoint);
+        assert_eq!(c.request(Op::Get, 1), Ok(()));
+        assert_eq!(c.request(Op::Get, 2), Ok(()));
+        assert_eq!(c.request(Op::Get, 3), Err("500: boom".to_string()));
+        let requests = server.join().unwrap();
+        let lines: Vec<_> = requests.iter().map(|r| r.lines().next().unwrap()).collect();
+        assert_eq!(
+            lines,
+            [
+                "GET /v1/kv/bench/1 HTTP/1.1",
+                "GET /v1/kv/bench/2 HTTP/1.1",
+                "GET /v1/kv/bench/3 HTTP/1.1"
+            ]
+        );
+    }
 }
