@@ -16,7 +16,9 @@
 //!   its first byte (later requests on a keep-alive connection), else the connection is closed silently, as
 //!   Go's `ReadHeaderTimeout` does. A request body must keep arriving: no read may wait longer than that.
 //! - A response is written with one `write` call when the socket accepts it; a response the client does not
-//!   read within `write_timeout` closes the connection.
+//!   read within `write_timeout` closes the connection. An answer shared by many woken blocking queries
+//!   (`shared_body.rs`) is the same bytes for all of them, written by a fan-out writer thread
+//!   (`fan_out.rs`) when there is one; the connection task writes whatever that did not.
 //! - Bodies: `Transfer-Encoding: chunked` (the last coding; any other coding is a 400) wins over
 //!   `Content-Length` (and the connection closes after the answer); different `Content-Length` values are a
 //!   400. The body reaches the handler as a stream of at most one buffered chunk, so the handler's own limits
@@ -27,6 +29,7 @@
 
 use super::conn_limit::{self, PerClientLimit, SlotGuard};
 use super::deferred::{self, OnTop, Reply};
+use super::fan_out::FanOut;
 use super::shared_body::SharedAnswer;
 use axum::body::{Body, Bytes};
 use axum::http::{header, HeaderMap, HeaderName, HeaderValue, Method, Request, Response, StatusCode, Uri, Version};
@@ -76,6 +79,7 @@ pub(crate) async fn accept_loop(
     listener: TcpListener,
     per_client: PerClientLimit,
     app: Router,
+    fan_out: Option<Arc<FanOut>>,
     limits: ConnLimits,
     mut stop: watch::Receiver<bool>,
     live: mpsc::Sender<()>,
@@ -98,6 +102,7 @@ pub(crate) async fn accept_loop(
                     io: stream,
                     _slot: slot,
                     app: app.clone(),
+                    fan_out: fan_out.clone(),
                     limits,
                     stop: stop.clone(),
                     _live: live.clone(),
@@ -123,6 +128,8 @@ struct Conn {
     io: TcpStream,
     _slot: SlotGuard,
     app: Router,
+    /// Writer threads for answers shared by many woken queries (`fan_out.rs`).
+    fan_out: Option<Arc<FanOut>>,
     limits: ConnLimits,
     stop: watch::Receiver<bool>,
     _live: mpsc::Sender<()>,
@@ -348,8 +355,20 @@ impl Conn {
         keep_alive: bool,
     ) -> Option<bool> {
         let (wire, keep_alive) = answer.wire(&meta, &on_top, is_head, keep_alive, date_secs(), encode_parts);
+        let shared = answer.is_shared();
         drop((answer, on_top));
-        match tokio::time::timeout(self.limits.write_timeout, self.io.write_all(&wire)).await {
+        let mut written = 0;
+        if let Some(fan_out) = self.fan_out.as_ref().filter(|_| shared) {
+            // One of many answers to one change: a writer thread sends it, so the sends of a large wake-up
+            // are spread over the cores; whatever the socket did not take at once is written below.
+            if let Ok(done) = fan_out.write(&self.io, wire.clone()) {
+                written = done.await.unwrap_or(0);
+            }
+        }
+        if written == wire.len() {
+            return Some(keep_alive);
+        }
+        match tokio::time::timeout(self.limits.write_timeout, self.io.write_all(&wire[written..])).await {
             Ok(Ok(())) => Some(keep_alive),
             _ => None,
         }
@@ -969,6 +988,7 @@ mod size_tests {
             io: server,
             _slot: PerClientLimit::new(0).acquire("127.0.0.1".parse().unwrap()).unwrap(),
             app: router(state.clone()),
+            fan_out: None,
             limits: ConnLimits {
                 read_header_timeout: Duration::from_secs(1),
                 write_timeout: Duration::from_secs(1),

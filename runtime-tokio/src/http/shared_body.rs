@@ -87,6 +87,8 @@ pub(crate) struct SharedAnswer {
     status: StatusCode,
     headers: HeaderMap,
     body: Bytes,
+    /// Whether more than one request got the read this answer was made from (it is in the cache).
+    shared: bool,
     /// Whole HTTP answers already encoded from this one, with the keep-alive each ended with.
     wires: Mutex<Vec<(WireKey, Bytes, bool)>>,
 }
@@ -107,8 +109,14 @@ impl SharedAnswer {
             status,
             headers,
             body,
+            shared: false,
             wires: Mutex::new(Vec::new()),
         }
+    }
+
+    /// Whether more than one request got the read this answer was made from: a wake-up's fan-out.
+    pub(crate) fn is_shared(&self) -> bool {
+        self.shared
     }
 
     /// The answer as a `Response` with `meta`'s headers (`with_meta`).
@@ -196,7 +204,9 @@ impl SharedBodies {
                 return Ok(e.answer.clone());
             }
         }
-        let answer = Arc::new(encode(&result)?);
+        let mut answer = encode(&result)?;
+        answer.shared = true;
+        let answer = Arc::new(answer);
         let mut entries = self.entries.lock().expect("body cache lock");
         entries.retain(|e| e.result.alive());
         if let Some(e) = entries.iter().find(|e| e.result.ptr() == ptr && e.key == key) {
