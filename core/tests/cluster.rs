@@ -5,7 +5,7 @@
 mod harness;
 
 use bytes::Bytes;
-use concord_core::api::{ApiError, Blocking, KvQuery, KvResult, ReadMode, Request, Response};
+use concord_core::api::{ApiError, Blocking, KvQuery, ReadMode, Request, Response};
 use concord_core::state::{Command, CommandResult};
 use concord_core::Mutation;
 use harness::{node_id, Cluster, Faults};
@@ -30,12 +30,9 @@ fn get(key: &str, mode: ReadMode) -> Request {
 }
 
 fn value_of(resp: &Response) -> Option<String> {
-    match resp {
-        Response::Kv {
-            result: KvResult::Entries(e),
-            ..
-        } => e.first().map(|e| String::from_utf8_lossy(&e.value).into_owned()),
-        other => panic!("not a KV read: {other:?}"),
+    match resp.kv_entries() {
+        Some((_, e)) => e.first().map(|e| String::from_utf8_lossy(&e.value).into_owned()),
+        None => panic!("not a KV read: {resp:?}"),
     }
 }
 

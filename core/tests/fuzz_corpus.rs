@@ -311,7 +311,7 @@ fn rpc_frame_seeds() -> Vec<(&'static str, Vec<u8>)> {
                 id: 1,
                 resp: Response::Kv {
                     meta,
-                    result: KvResult::Entries(vec![entry()]),
+                    result: KvResult::Entries(vec![entry()]).into(),
                 },
             },
         ),

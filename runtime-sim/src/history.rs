@@ -9,7 +9,7 @@
 
 use crate::linearizability::{self, Cond, KeyOp, RegOp, Val, Verdict};
 use bytes::Bytes;
-use concord_core::api::{KvQuery, KvResult, ReadMode, Request, Response};
+use concord_core::api::{KvQuery, ReadMode, Request, Response};
 use concord_core::state::{Command, CommandResult};
 use std::collections::{BTreeMap, BTreeSet};
 use std::fmt::Write as _;
@@ -196,13 +196,10 @@ impl<'a> Builder<'a> {
                     let v = self.vals[value];
                     self.observe_index(v, *index, r)?;
                 }
-                (
-                    req,
-                    Some(Response::Kv {
-                        meta,
-                        result: KvResult::Entries(entries),
-                    }),
-                ) => {
+                (req, Some(resp)) if resp.kv_entries().is_some() => {
+                    let Some((meta, entries)) = resp.kv_entries() else {
+                        continue;
+                    };
                     let Some((key, _, _)) = read_key(req) else {
                         continue;
                     };
@@ -301,11 +298,7 @@ impl<'a> Builder<'a> {
                     let Some((key, mode, _)) = read_key(req) else {
                         continue;
                     };
-                    let Some(Response::Kv {
-                        result: KvResult::Entries(entries),
-                        ..
-                    }) = &rec.resp
-                    else {
+                    let Some((_, entries)) = rec.resp.as_ref().and_then(Response::kv_entries) else {
                         continue;
                     };
                     if mode == ReadMode::Stale {
@@ -336,11 +329,7 @@ impl<'a> Builder<'a> {
             let Some((key, ReadMode::Stale, _)) = read_key(&rec.req) else {
                 continue;
             };
-            let Some(Response::Kv {
-                result: KvResult::Entries(entries),
-                ..
-            }) = &rec.resp
-            else {
+            let Some((_, entries)) = rec.resp.as_ref().and_then(Response::kv_entries) else {
                 continue;
             };
             for e in entries {
@@ -493,18 +482,18 @@ pub fn describe(rec: &Record) -> String {
             index,
             result: CommandResult::Bool(b),
         }) => format!("-> {b} @ {index}"),
-        Some(Response::Kv {
-            meta,
-            result: KvResult::Entries(e),
-        }) => match e.first() {
-            None => format!("-> absent (X-Consul-Index {})", meta.index),
-            Some(e) => format!(
-                "-> {} (ModifyIndex {}, X-Consul-Index {})",
-                short(&e.value),
-                e.modify_index,
-                meta.index
-            ),
-        },
+        Some(resp) if resp.kv_entries().is_some() => {
+            let (meta, e) = resp.kv_entries().expect("checked");
+            match e.first() {
+                None => format!("-> absent (X-Consul-Index {})", meta.index),
+                Some(e) => format!(
+                    "-> {} (ModifyIndex {}, X-Consul-Index {})",
+                    short(&e.value),
+                    e.modify_index,
+                    meta.index
+                ),
+            }
+        }
         Some(other) => format!("-> {other:?}"),
     };
     format!("{req} {resp}")

@@ -132,9 +132,11 @@ pub struct RaftServer {
 
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub enum Response {
+    /// `result` is shared as a catalog read's is (below).
     Kv {
         meta: QueryMeta,
-        result: KvResult,
+        #[serde(with = "shared")]
+        result: Arc<KvResult>,
     },
     /// `result` is shared: blocking queries of the same range woken by the same change get one read (the
     /// same allocation), so the HTTP layer can encode it once for all of them.
@@ -157,6 +159,19 @@ pub enum Response {
     },
     Done,
     Error(ApiError),
+}
+
+impl Response {
+    /// A KV read's metadata and entries (`None` for any other answer, a keys listing included).
+    pub fn kv_entries(&self) -> Option<(&QueryMeta, &[KvEntry])> {
+        match self {
+            Response::Kv { meta, result } => match &**result {
+                KvResult::Entries(entries) => Some((meta, entries)),
+                KvResult::Keys(_) => None,
+            },
+            _ => None,
+        }
+    }
 }
 
 /// A request that could not be served. The HTTP layer maps each to a status code.

@@ -20,12 +20,13 @@ use std::collections::{BTreeMap, BTreeSet};
 use std::sync::Arc;
 use std::time::Duration;
 
-/// How many distinct catalog queries one wake-up shares reads between (see `answer_woken`).
+/// How many distinct queries one wake-up shares reads between (see `answer_woken`).
 const SHARED_READS: usize = 16;
 
-/// What one read of the applied state found (the response without its metadata).
+/// What one read of the applied state found (the response without its metadata). Cloning shares it.
+#[derive(Clone)]
 enum ReadResult {
-    Kv(KvResult),
+    Kv(Arc<KvResult>),
     Catalog(Arc<CatalogResult>),
 }
 
@@ -560,6 +561,14 @@ impl Node {
 
     /// Answer a read from the applied state, or park it if it blocks and nothing changed yet.
     fn serve(&mut self, now: Instant, spec: ReadSpec, out: &mut Vec<Effect>) {
+        if let (Some(block), Query::Catalog(query)) = (spec.block, &spec.query) {
+            // A catalog range's index is known without reading the range: a query that will park costs no
+            // read (and none of the read's allocations, which would sit between the parked queries' own).
+            let index = self.sm.catalog.range_index(&query.range());
+            if block.min_index > 0 && index <= block.min_index && !self.pending.watches.contains_key(&spec.req_id) {
+                return self.park(now, spec, block, out);
+            }
+        }
         let (index, result) = self.read_state(&spec.query);
         self.answer(now, spec, index, result, out);
     }
@@ -569,7 +578,7 @@ impl Node {
         match query {
             Query::Kv(query) => {
                 let (index, result) = self.kv_read(query);
-                (index, ReadResult::Kv(result))
+                (index, ReadResult::Kv(Arc::new(result)))
             }
             Query::Catalog(query) => {
                 let (index, result) = self.sm.catalog.read(query);
@@ -596,22 +605,21 @@ impl Node {
         });
     }
 
-    /// Answer woken blocking queries (no longer blocking). Catalog queries asking the same thing share one
-    /// read: one `Arc` handed to each, so 10,000 watchers of one service woken by one change cost one read
-    /// here and one JSON encoding in the HTTP layer. Consistency metadata stays per query. At most
+    /// Answer woken blocking queries (no longer blocking). Queries asking the same thing (KV or catalog)
+    /// share one read: one `Arc` handed to each, so 10,000 watchers of one service woken by one change cost
+    /// one read here and one encoding in the HTTP layer. Consistency metadata stays per query. At most
     /// [`SHARED_READS`] distinct queries are remembered per wake-up, so the lookup stays O(1) per watcher.
     fn answer_woken(&mut self, now: Instant, specs: Vec<ReadSpec>, out: &mut Vec<Effect>) {
-        let mut shared: Vec<(Query, Index, Arc<CatalogResult>)> = Vec::new();
+        let mut shared: Vec<(Query, Index, ReadResult)> = Vec::new();
+        out.reserve(specs.len());
         for mut spec in specs {
             spec.block = None;
             let (index, result) = match shared.iter().find(|(q, _, _)| *q == spec.query) {
-                Some((_, index, result)) => (*index, ReadResult::Catalog(result.clone())),
+                Some((_, index, result)) => (*index, result.clone()),
                 None => {
                     let (index, result) = self.read_state(&spec.query);
-                    if let ReadResult::Catalog(r) = &result {
-                        if shared.len() < SHARED_READS {
-                            shared.push((spec.query.clone(), index, r.clone()));
-                        }
+                    if shared.len() < SHARED_READS {
+                        shared.push((spec.query.clone(), index, result.clone()));
                     }
                     (index, result)
                 }

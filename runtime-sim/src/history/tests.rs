@@ -1,5 +1,5 @@
 use super::*;
-use concord_core::api::{Blocking, QueryMeta};
+use concord_core::api::{Blocking, KvResult, QueryMeta};
 use concord_core::state::KvEntry;
 use std::time::Duration;
 
@@ -82,7 +82,7 @@ fn get_with(
                 last_contact_ms: 0,
                 consistency: mode,
             },
-            result: KvResult::Entries(entries),
+            result: KvResult::Entries(entries).into(),
         }),
     }
 }

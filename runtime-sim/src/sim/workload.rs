@@ -6,7 +6,7 @@ use crate::history::Record;
 use crate::sim::plan::WorkloadMix;
 use crate::sim::Shared;
 use bytes::Bytes;
-use concord_core::api::{Blocking, KvQuery, KvResult, ReadMode, Request, Response};
+use concord_core::api::{Blocking, KvQuery, ReadMode, Request, Response};
 use concord_core::state::{Command, CommandResult};
 use rand::rngs::SmallRng;
 use rand::seq::SliceRandom;
@@ -139,11 +139,8 @@ impl Client {
                     query: KvQuery::Get { key },
                     ..
                 },
-                Some(Response::Kv {
-                    result: KvResult::Entries(e),
-                    ..
-                }),
-            ) => match e.first() {
+                Some(resp),
+            ) if resp.kv_entries().is_some() => match resp.kv_entries().and_then(|(_, e)| e.first()) {
                 Some(e) => {
                     self.known.insert(key.clone(), e.modify_index);
                 }

@@ -175,10 +175,10 @@ async fn read(agent: &Agent, key: &str) -> Option<String> {
         block: None,
     };
     match agent.handle.call(req).await {
-        Response::Kv {
-            result: KvResult::Entries(e),
-            ..
-        } => e.first().map(|e| String::from_utf8_lossy(&e.value).into()),
+        Response::Kv { result, .. } => match &*result {
+            KvResult::Entries(e) => e.first().map(|e| String::from_utf8_lossy(&e.value).into()),
+            KvResult::Keys(_) => None,
+        },
         _ => None,
     }
 }

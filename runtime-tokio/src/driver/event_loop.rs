@@ -17,6 +17,10 @@ use tokio::sync::{mpsc, oneshot, watch};
 /// source can add to the others and the size of one storage batch.
 pub const MAX_INPUTS_PER_ITERATION: usize = 256;
 
+/// Effects whose room the loop keeps between iterations. One change can wake thousands of blocking queries
+/// (one reply each); keeping room for all of them would hold that memory for good.
+const KEPT_EFFECTS: usize = 1024;
+
 /// Why the driver's future resolved.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub enum DriverExit {
@@ -293,6 +297,7 @@ impl<C: Clock, T: Transport> Driver<C, T> {
         for effect in effects.drain(..) {
             self.execute(effect);
         }
+        effects.shrink_to(KEPT_EFFECTS);
         self.effects = effects;
         self.flush_batch();
     }

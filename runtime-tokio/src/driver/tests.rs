@@ -200,10 +200,10 @@ async fn bootstrap_write_and_read_through_call() {
         other => panic!("write answered {other:?}"),
     }
     match s.handle.call(get("greeting", None)).await {
-        Response::Kv {
-            result: KvResult::Entries(entries),
-            meta,
-        } => {
+        Response::Kv { result, meta } => {
+            let KvResult::Entries(entries) = &*result else {
+                panic!("a get answers entries: {result:?}")
+            };
             assert_eq!(entries.len(), 1);
             assert_eq!(&entries[0].value[..], b"hello");
             assert!(meta.index > 0);

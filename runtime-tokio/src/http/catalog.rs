@@ -7,10 +7,11 @@ use super::catalog_json::{
 };
 use super::coordinate::{sort_near, Near};
 use super::decode::{parse_body, Obj};
-use super::deferred;
+use super::deferred::{self, Reply};
 use super::filter::Filter;
 use super::params::Params;
-use super::reply::{encode_json, json, json_bytes, with_meta, HttpError, HttpResult};
+use super::reply::{encode_json, json, json_answer, HttpError, HttpResult};
+use super::shared_body::SharedResult;
 use super::{AppState, Backend};
 use axum::body::{Body, Bytes};
 use axum::extract::{Path, State};
@@ -29,6 +30,11 @@ use std::sync::Arc;
 
 fn respond(result: HttpResult) -> Response {
     result.unwrap_or_else(IntoResponse::into_response)
+}
+
+/// A deferred read's answer, or its error's.
+pub(crate) fn reply(result: Result<Reply, HttpError>) -> Reply {
+    result.unwrap_or_else(|e| e.into_response().into())
 }
 
 pub(super) fn params<B>(state: &AppState<B>, uri: &Uri) -> Result<Params, HttpError> {
@@ -107,20 +113,24 @@ impl Selection {
 }
 
 /// Read `query` and answer with the JSON `shape` makes of its result (given `?pretty`), with this request's
-/// metadata headers. Blocking queries woken together with the same result share one encoding.
+/// metadata headers. Blocking queries woken together with the same result share one encoding (and, with
+/// the same metadata, one whole answer: `shared_body.rs`).
 async fn read_json<B: Backend>(
     state: &AppState<B>,
     uri: &Uri,
     params: &Params,
     query: CatalogQuery,
     shape: impl FnOnce(&CatalogResult, bool) -> Result<Vec<u8>, HttpError>,
-) -> HttpResult {
+) -> Result<Reply, HttpError> {
     let (meta, result) = read_parts(state, params, query).await?;
     let pretty = params.pretty();
-    let body = state
+    let answer = state
         .bodies
-        .get_or_encode(&result, uri.path(), uri.query(), |r| shape(r, pretty))?;
-    Ok(with_meta(json_bytes(body), &meta))
+        .get_or_encode(SharedResult::Catalog(result), uri.path(), uri.query(), |r| match r {
+            SharedResult::Catalog(r) => Ok(json_answer(shape(r, pretty)?)),
+            SharedResult::Kv(_) => Err(HttpError::unexpected()),
+        })?;
+    Ok(Reply::Shared(answer, meta))
 }
 
 fn tags(params: &Params) -> Vec<String> {
@@ -150,7 +160,7 @@ pub(crate) async fn nodes<B: Backend>(State(state): State<AppState<B>>, uri: Uri
     };
     // The read (which may park) runs after the router's futures are gone (`deferred.rs`).
     deferred::defer(async move {
-        respond(
+        reply(
             read_json(&state, &uri, &params, CatalogQuery::Nodes, |result, pretty| {
                 let CatalogResult::Nodes(nodes) = result else {
                     return Err(HttpError::unexpected());
@@ -173,7 +183,7 @@ pub(crate) async fn services<B: Backend>(State(state): State<AppState<B>>, uri: 
     };
     // The read (which may park) runs after the router's futures are gone (`deferred.rs`).
     deferred::defer(async move {
-        respond(
+        reply(
             read_json(&state, &uri, &params, CatalogQuery::Services, |result, pretty| {
                 let CatalogResult::Services(services) = result else {
                     return Err(HttpError::unexpected());
@@ -208,7 +218,7 @@ pub(crate) async fn service<B: Backend>(
     };
     // The read (which may park) runs after the router's futures are gone (`deferred.rs`).
     deferred::defer(async move {
-        respond(
+        reply(
             read_json(&state, &uri, &params, query, |result, pretty| {
                 let CatalogResult::ServiceNodes(rows) = result else {
                     return Err(HttpError::unexpected());
@@ -232,7 +242,7 @@ pub(crate) async fn node<B: Backend>(State(state): State<AppState<B>>, Path(node
     };
     // The read (which may park) runs after the router's futures are gone (`deferred.rs`).
     deferred::defer(async move {
-        respond(
+        reply(
             read_json(&state, &uri, &params, CatalogQuery::Node { node }, |result, pretty| {
                 let CatalogResult::Node(found) = result else {
                     return Err(HttpError::unexpected());
@@ -265,7 +275,7 @@ pub(crate) async fn node_services<B: Backend>(
     };
     // The read (which may park) runs after the router's futures are gone (`deferred.rs`).
     deferred::defer(async move {
-        respond(
+        reply(
             read_json(&state, &uri, &params, CatalogQuery::Node { node }, |result, pretty| {
                 let CatalogResult::Node(found) = result else {
                     return Err(HttpError::unexpected());
@@ -303,7 +313,7 @@ async fn checks_read<B: Backend>(state: AppState<B>, uri: Uri, query: CatalogQue
         Err(e) => return e.into_response(),
     };
     deferred::defer(async move {
-        respond(
+        reply(
             read_json(&state, &uri, &params, query, |result, pretty| {
                 let CatalogResult::Checks(checks) = result else {
                     return Err(HttpError::unexpected());
@@ -386,7 +396,7 @@ pub(crate) async fn health_service<B: Backend>(
     };
     // The read (which may park) runs after the router's futures are gone (`deferred.rs`).
     deferred::defer(async move {
-        respond(
+        reply(
             read_json(&state, &uri, &params, query, |result, pretty| {
                 let CatalogResult::CheckServiceNodes(entries) = result else {
                     return Err(HttpError::unexpected());

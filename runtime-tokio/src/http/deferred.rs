@@ -10,22 +10,48 @@
 //!   middleware's own `insert` on the real answer would).
 //! - Whoever calls the router must resolve a deferred answer ([`resolve`], or `server.rs`'s own loop, which
 //!   also watches the socket while waiting).
+//! - A [`Reply::Shared`] answer is the shared answer's `response(meta)`; the connection loop may write an
+//!   earlier encoding of the same answer, metadata and headers on top instead (`shared_body.rs`).
 
+use super::shared_body::SharedAnswer;
 use axum::http::{HeaderName, HeaderValue};
 use axum::response::Response;
+use concord_core::api::QueryMeta;
 use std::future::Future;
 use std::pin::Pin;
 use std::sync::{Arc, Mutex};
 
+/// What the rest of a handler answers: a response of its own, or a read's shared answer with this
+/// request's metadata (many woken blocking queries write the same bytes).
+pub(crate) enum Reply {
+    Response(Response),
+    Shared(Arc<SharedAnswer>, QueryMeta),
+}
+
+impl From<Response> for Reply {
+    fn from(resp: Response) -> Self {
+        Reply::Response(resp)
+    }
+}
+
+impl Reply {
+    pub(crate) fn into_response(self) -> Response {
+        match self {
+            Reply::Response(resp) => resp,
+            Reply::Shared(answer, meta) => answer.response(&meta),
+        }
+    }
+}
+
 /// The rest of a handler's work.
-pub(crate) type Rest = Pin<Box<dyn Future<Output = Response> + Send>>;
+pub(crate) type Rest = Pin<Box<dyn Future<Output = Reply> + Send>>;
 
 /// The placeholder's extension. Response extensions must be `Clone + Sync`, hence the `Arc<Mutex<_>>`.
 #[derive(Clone)]
 struct Deferred(Arc<Mutex<Option<Rest>>>);
 
 /// A placeholder answer whose real answer is `rest`'s.
-pub(crate) fn defer(rest: impl Future<Output = Response> + Send + 'static) -> Response {
+pub(crate) fn defer(rest: impl Future<Output = Reply> + Send + 'static) -> Response {
     let mut resp = Response::default();
     resp.extensions_mut()
         .insert(Deferred(Arc::new(Mutex::new(Some(Box::pin(rest))))));
@@ -84,7 +110,7 @@ pub(crate) fn finish(on_top: OnTop, mut answer: Response) -> Response {
 pub(crate) async fn resolve(resp: Response, head: bool) -> Response {
     match take(resp) {
         Answer::Deferred(rest, on_top) => {
-            let mut answer = finish(on_top, rest.await);
+            let mut answer = finish(on_top, rest.await.into_response());
             if head {
                 *answer.body_mut() = axum::body::Body::empty();
             }
@@ -106,7 +132,7 @@ mod tests {
             *r.status_mut() = StatusCode::NOT_FOUND;
             r.headers_mut().insert("content-type", HeaderValue::from_static("a"));
             r.headers_mut().insert("x-consul-index", HeaderValue::from_static("7"));
-            r
+            r.into()
         });
         placeholder
             .headers_mut()

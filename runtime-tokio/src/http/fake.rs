@@ -159,7 +159,7 @@ impl FakeBackend {
         };
         Response::Kv {
             meta: Self::meta(inner.index, mode),
-            result,
+            result: result.into(),
         }
     }
 }

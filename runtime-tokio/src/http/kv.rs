@@ -1,8 +1,15 @@
 //! `/v1/kv/<key>`: GET (single, `?recurse`, `?keys[&separator]`, `?raw`, blocking, consistency modes),
 //! PUT (`?flags`, `?cas`) and DELETE (`?recurse`, `?cas`), shaped exactly as Consul's `kvs_endpoint.go`.
+//!
+//! A GET is a deferred answer (`deferred.rs`): its parameters are checked at once, the read (which may park)
+//! runs after the router's futures are gone, and blocking queries woken together with the same read share
+//! one encoded answer (`shared_body.rs`).
 
+use super::catalog::reply;
+use super::deferred::{self, Reply};
 use super::params::Params;
-use super::reply::{empty, json, with_meta, HttpError, HttpResult};
+use super::reply::{encode_json, json, json_answer, HttpError, HttpResult};
+use super::shared_body::{SharedAnswer, SharedResult};
 use super::{AppState, Backend};
 use axum::body::{Body, Bytes, HttpBody};
 use axum::extract::rejection::PathRejection;
@@ -90,7 +97,7 @@ async fn kv<B: Backend>(
         return Err(HttpError::bad_request("Invalid key: must not contain a linefeed (%0A)"));
     }
     match method {
-        Method::GET => get(state, &params, key).await,
+        Method::GET => get(state, &params, uri, key),
         Method::PUT => put(state, &params, uri, headers, key, body).await,
         Method::DELETE => delete(state, &params, uri, key).await,
         other => {
@@ -107,66 +114,86 @@ fn missing_key() -> HttpError {
     HttpError::bad_request("Missing key name")
 }
 
-async fn get<B: Backend>(state: &AppState<B>, params: &Params, key: String) -> HttpResult {
+/// A GET: the parameters are checked here, the read is deferred.
+fn get<B: Backend>(state: &AppState<B>, params: &Params, uri: &Uri, key: String) -> HttpResult {
     let mode = params.read_mode()?;
     let block = params.blocking(&state.settings)?;
     let pretty = params.pretty();
+    let root = key.is_empty();
     let query = if params.has("keys") {
         // Consul still honours its historic misspelling.
         let separator = params.get("separator").or_else(|| params.get("seperator"));
         KvQuery::Keys {
-            prefix: key.clone(),
+            prefix: key,
             separator: separator.filter(|s| !s.is_empty()).map(str::to_string),
         }
     } else if params.has("recurse") {
-        KvQuery::Recurse { prefix: key.clone() }
-    } else if key.is_empty() {
+        KvQuery::Recurse { prefix: key }
+    } else if root {
         return Err(missing_key());
     } else {
-        KvQuery::Get { key: key.clone() }
+        KvQuery::Get { key }
     };
-    let single = matches!(query, KvQuery::Get { .. });
-    let resp = state
-        .call(Request::KvRead { query, mode, block })
-        .await
-        .ok_or_else(HttpError::shutting_down)?;
-    match resp {
-        NodeResponse::Kv {
-            meta,
-            result: KvResult::Entries(entries),
-        } => {
-            let resp = match entries.first() {
-                None => empty(StatusCode::NOT_FOUND),
-                Some(entry) if single && params.has("raw") => raw(entry.value.clone()),
-                Some(_) => json(&entries.iter().map(DirEntry::from).collect::<Vec<_>>(), pretty),
-            };
-            Ok(with_meta(resp, &meta))
-        }
-        NodeResponse::Kv {
-            meta,
-            result: KvResult::Keys(keys),
-        } => {
-            // The root lists as `[]`; any other empty prefix is a 404.
-            let resp = if keys.is_empty() && !key.is_empty() {
-                empty(StatusCode::NOT_FOUND)
-            } else {
-                json(&keys, pretty)
-            };
-            Ok(with_meta(resp, &meta))
+    let raw = matches!(query, KvQuery::Get { .. }) && params.has("raw");
+    let req = Request::KvRead { query, mode, block };
+    let (state, uri) = (state.clone(), uri.clone());
+    Ok(deferred::defer(async move {
+        reply(read(&state, &uri, req, Shape { pretty, raw, root }).await)
+    }))
+}
+
+/// What a KV read's answer looks like besides its result.
+#[derive(Clone, Copy)]
+struct Shape {
+    pretty: bool,
+    /// `?raw` on a single key.
+    raw: bool,
+    /// A read of `/v1/kv/` itself.
+    root: bool,
+}
+
+async fn read<B: Backend>(state: &AppState<B>, uri: &Uri, req: Request, shape: Shape) -> Result<Reply, HttpError> {
+    match state.call(req).await.ok_or_else(HttpError::shutting_down)? {
+        NodeResponse::Kv { meta, result } => {
+            let answer =
+                state
+                    .bodies
+                    .get_or_encode(SharedResult::Kv(result), uri.path(), uri.query(), |r| match r {
+                        SharedResult::Kv(r) => Ok(answer(r, shape)),
+                        SharedResult::Catalog(_) => Err(HttpError::unexpected()),
+                    })?;
+            Ok(Reply::Shared(answer, meta))
         }
         NodeResponse::Error(e) => Err(e.into()),
         _ => Err(HttpError::unexpected()),
     }
 }
 
+/// A KV read's answer without its metadata: 404 (no body) for a missing key or an empty prefix (but `[]`
+/// for the root's keys), the bare value for `?raw`, else JSON.
+fn answer(result: &KvResult, shape: Shape) -> SharedAnswer {
+    let not_found = || SharedAnswer::new(StatusCode::NOT_FOUND, HeaderMap::new(), Bytes::new());
+    match result {
+        KvResult::Entries(entries) => match entries.first() {
+            None => not_found(),
+            Some(entry) if shape.raw => raw(entry.value.clone()),
+            Some(_) => json_answer(encode_json(
+                &entries.iter().map(DirEntry::from).collect::<Vec<_>>(),
+                shape.pretty,
+            )),
+        },
+        KvResult::Keys(keys) if keys.is_empty() && !shape.root => not_found(),
+        KvResult::Keys(keys) => json_answer(encode_json(keys, shape.pretty)),
+    }
+}
+
 /// `?raw`: the bare value, never sniffed (CVE-2020-25864), with Consul's headers.
-fn raw(value: Bytes) -> Response {
-    let mut resp = Response::new(Body::from(value));
-    let h = resp.headers_mut();
+fn raw(value: Bytes) -> SharedAnswer {
+    let mut h = HeaderMap::new();
     h.insert(header::CONTENT_TYPE, HeaderValue::from_static("text/plain"));
     h.insert("X-Content-Type-Options", HeaderValue::from_static("nosniff"));
     h.insert("Content-Security-Policy", HeaderValue::from_static("sandbox"));
-    resp
+    SharedAnswer::new(StatusCode::OK, h, value)
 }
 
 /// Consul's `conflictingFlags`: at most one of `flags` may be present.

@@ -29,6 +29,7 @@ pub(crate) mod deferred;
 mod event;
 #[cfg(any(test, feature = "fuzzing"))]
 pub(crate) mod fake;
+mod fan_out;
 mod filter;
 mod kv;
 mod members;
@@ -311,6 +312,7 @@ pub async fn serve<B: Backend>(
     };
     let state = AppState::new(backend, settings, stop_rx.clone());
     let app = router(state);
+    let fan_out = fan_out::FanOut::start().map(Arc::new);
     // Every connection task holds a sender; all have ended when the receiver sees the channel closed.
     let (live_tx, mut live_rx) = tokio::sync::mpsc::channel::<()>(1);
     let mut servers = tokio::task::JoinSet::new();
@@ -319,6 +321,7 @@ pub async fn serve<B: Backend>(
             listener,
             per_client.clone(),
             app.clone(),
+            fan_out.clone(),
             limits,
             stop_rx.clone(),
             live_tx.clone(),

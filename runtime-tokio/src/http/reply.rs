@@ -1,8 +1,9 @@
 //! Building responses the way Consul writes them: minified JSON (`?pretty`: 4-space indent plus a
 //! newline), errors as a plain-text line, read metadata as `X-Consul-*` headers.
 
+use super::shared_body::SharedAnswer;
 use axum::body::Body;
-use axum::http::{header, HeaderValue, StatusCode};
+use axum::http::{header, HeaderMap, HeaderValue, StatusCode};
 use axum::response::{IntoResponse, Response};
 use concord_core::api::{ApiError, QueryMeta};
 use serde::Serialize;
@@ -99,12 +100,11 @@ pub(crate) fn json<T: Serialize + ?Sized>(value: &T, pretty: bool) -> Response {
     resp
 }
 
-/// A response with an already encoded JSON body.
-pub(crate) fn json_bytes(body: axum::body::Bytes) -> Response {
-    let mut resp = Response::new(Body::from(body));
-    resp.headers_mut()
-        .insert(header::CONTENT_TYPE, HeaderValue::from_static("application/json"));
-    resp
+/// A shareable 200 answer with an encoded JSON body (headers as [`json`]'s).
+pub(crate) fn json_answer(body: Vec<u8>) -> SharedAnswer {
+    let mut headers = HeaderMap::new();
+    headers.insert(header::CONTENT_TYPE, HeaderValue::from_static("application/json"));
+    SharedAnswer::new(StatusCode::OK, headers, body.into())
 }
 
 /// An empty response with a status (Consul's 404 for a missing key has no body).

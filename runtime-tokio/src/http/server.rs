@@ -16,7 +16,9 @@
 //!   its first byte (later requests on a keep-alive connection), else the connection is closed silently, as
 //!   Go's `ReadHeaderTimeout` does. A request body must keep arriving: no read may wait longer than that.
 //! - A response is written with one `write` call when the socket accepts it; a response the client does not
-//!   read within `write_timeout` closes the connection.
+//!   read within `write_timeout` closes the connection. An answer shared by many woken blocking queries
+//!   (`shared_body.rs`) is the same bytes for all of them, written by a fan-out writer thread
+//!   (`fan_out.rs`) when there is one; the connection task writes whatever that did not.
 //! - Bodies: `Transfer-Encoding: chunked` (the last coding; any other coding is a 400) wins over
 //!   `Content-Length` (and the connection closes after the answer); different `Content-Length` values are a
 //!   400. The body reaches the handler as a stream of at most one buffered chunk, so the handler's own limits
@@ -26,13 +28,17 @@
 //! - Shutdown: listeners close, idle connections close, a connection closes after its current answer.
 
 use super::conn_limit::{self, PerClientLimit, SlotGuard};
-use super::deferred;
+use super::deferred::{self, OnTop, Reply};
+use super::fan_out::FanOut;
+use super::shared_body::SharedAnswer;
 use axum::body::{Body, Bytes};
 use axum::http::{header, HeaderMap, HeaderName, HeaderValue, Method, Request, Response, StatusCode, Uri, Version};
 use axum::Router;
+use concord_core::api::QueryMeta;
 use http_body::Frame;
 use std::io;
 use std::pin::Pin;
+use std::sync::Arc;
 use std::task::{Context, Poll};
 use std::time::{Duration, Instant};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
@@ -73,6 +79,7 @@ pub(crate) async fn accept_loop(
     listener: TcpListener,
     per_client: PerClientLimit,
     app: Router,
+    fan_out: Option<Arc<FanOut>>,
     limits: ConnLimits,
     mut stop: watch::Receiver<bool>,
     live: mpsc::Sender<()>,
@@ -95,6 +102,7 @@ pub(crate) async fn accept_loop(
                     io: stream,
                     _slot: slot,
                     app: app.clone(),
+                    fan_out: fan_out.clone(),
                     limits,
                     stop: stop.clone(),
                     _live: live.clone(),
@@ -120,6 +128,8 @@ struct Conn {
     io: TcpStream,
     _slot: SlotGuard,
     app: Router,
+    /// Writer threads for answers shared by many woken queries (`fan_out.rs`).
+    fan_out: Option<Arc<FanOut>>,
     limits: ConnLimits,
     stop: watch::Receiver<bool>,
     _live: mpsc::Sender<()>,
@@ -269,7 +279,7 @@ impl Conn {
         let answer = app.call(req);
         let answer = async move {
             match answer.await {
-                Ok(resp) => resp,
+                Ok(resp) => Reply::Response(resp),
                 Err(never) => match never {},
             }
         };
@@ -289,34 +299,26 @@ impl Conn {
         // `answer` is the router's future, then, for a deferred answer (a blocking read), the small rest of
         // the handler: the router's futures are freed before the query parks.
         let mut on_top = None;
-        let resp = loop {
-            let resp = loop {
+        let reply = loop {
+            let reply = loop {
                 tokio::select! {
                     biased;
-                    resp = &mut answer => break resp,
+                    reply = &mut answer => break reply,
                     step = self.step(&mut feed) => if !step { return None },
                 }
             };
-            match deferred::take(resp) {
-                deferred::Answer::Deferred(rest, headers) => {
-                    answer = rest;
-                    on_top = Some(headers);
-                }
-                deferred::Answer::Ready(resp) => break resp,
+            match reply {
+                Reply::Response(resp) => match deferred::take(resp) {
+                    deferred::Answer::Deferred(rest, headers) => {
+                        answer = rest;
+                        on_top = Some(headers);
+                    }
+                    deferred::Answer::Ready(resp) => break Reply::Response(resp),
+                },
+                shared @ Reply::Shared(..) => break shared,
             }
         };
         drop(answer);
-        let resp = match on_top {
-            Some(headers) => {
-                let mut resp = deferred::finish(headers, resp);
-                if is_head {
-                    // As axum's router does for the answers it completes (so `content-length: 0`).
-                    *resp.body_mut() = Body::empty();
-                }
-                resp
-            }
-            None => resp,
-        };
         if feed.as_ref().is_some_and(|f| f.state != BodyState::Done) {
             // The handler answered without reading the whole body: its rest is not a next request.
             keep_alive = false;
@@ -324,7 +326,52 @@ impl Conn {
         if *self.stop.borrow() {
             keep_alive = false;
         }
+        let resp = match (reply, on_top) {
+            (Reply::Shared(answer, meta), on_top) => {
+                let on_top = on_top.unwrap_or_default();
+                return Box::pin(self.respond_shared(answer, meta, on_top, is_head, keep_alive)).await;
+            }
+            (Reply::Response(resp), Some(headers)) => {
+                let mut resp = deferred::finish(headers, resp);
+                if is_head {
+                    // As axum's router does for the answers it completes (so `content-length: 0`).
+                    *resp.body_mut() = Body::empty();
+                }
+                resp
+            }
+            (Reply::Response(resp), None) => resp,
+        };
         Box::pin(self.respond(resp, is_head, keep_alive)).await
+    }
+
+    /// Write a shared answer: the bytes every request with the same metadata and headers on top gets
+    /// (encoded by the first of them); `Some(keep_alive)` once written.
+    async fn respond_shared(
+        &mut self,
+        answer: Arc<SharedAnswer>,
+        meta: QueryMeta,
+        on_top: OnTop,
+        is_head: bool,
+        keep_alive: bool,
+    ) -> Option<bool> {
+        let (wire, keep_alive) = answer.wire(&meta, &on_top, is_head, keep_alive, date_secs(), encode_parts);
+        let shared = answer.is_shared();
+        drop((answer, on_top));
+        let mut written = 0;
+        if let Some(fan_out) = self.fan_out.as_ref().filter(|_| shared) {
+            // One of many answers to one change: a writer thread sends it, so the sends of a large wake-up
+            // are spread over the cores; whatever the socket did not take at once is written below.
+            if let Ok(done) = fan_out.write(&self.io, wire.clone()) {
+                written = done.await.unwrap_or(0);
+            }
+        }
+        if written == wire.len() {
+            return Some(keep_alive);
+        }
+        match tokio::time::timeout(self.limits.write_timeout, self.io.write_all(&wire[written..])).await {
+            Ok(Ok(())) => Some(keep_alive),
+            _ => None,
+        }
     }
 
     /// Write the answer; `Some(keep_alive)` once written.
@@ -688,12 +735,22 @@ fn error_answer(status: StatusCode) -> Vec<u8> {
     .into_bytes()
 }
 
-/// The whole answer as bytes: status line, the handler's headers, `Content-Length`, `Connection: close` when
-/// the connection is not kept (which a handler's own `Connection: close` also asks for), `Date`, body.
-/// Header names go out in Go's canonical MIME case (`X-Consul-Index`), as Consul's net/http writes them.
+/// The whole answer as bytes (see [`encode_parts`]), once its body is complete.
 async fn encode_response(resp: Response<Body>, is_head: bool, keep_alive: &mut bool) -> Option<Vec<u8>> {
     let (parts, body) = resp.into_parts();
     let body = http_body_util::BodyExt::collect(body).await.ok()?.to_bytes();
+    Some(encode_parts(parts, &body, is_head, keep_alive))
+}
+
+/// The whole answer as bytes: status line, the handler's headers, `Content-Length`, `Connection: close` when
+/// the connection is not kept (which a handler's own `Connection: close` also asks for), `Date`, body.
+/// Header names go out in Go's canonical MIME case (`X-Consul-Index`), as Consul's net/http writes them.
+pub(crate) fn encode_parts(
+    parts: axum::http::response::Parts,
+    body: &[u8],
+    is_head: bool,
+    keep_alive: &mut bool,
+) -> Vec<u8> {
     let closes = parts.headers.get_all(header::CONNECTION).iter().any(|v| {
         v.to_str()
             .unwrap_or("")
@@ -732,9 +789,16 @@ async fn encode_response(resp: Response<Body>, is_head: bool, keep_alive: &mut b
     out.extend_from_slice(http_date().as_bytes());
     out.extend_from_slice(b"\r\n\r\n");
     if !is_head && !no_body {
-        out.extend_from_slice(&body);
+        out.extend_from_slice(body);
     }
-    Some(out)
+    out
+}
+
+/// The current second, as the `Date` header shows it.
+fn date_secs() -> u64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::SystemTime::UNIX_EPOCH)
+        .map_or(0, |d| d.as_secs())
 }
 
 /// Append `name` in Go's canonical MIME header case (`textproto.CanonicalMIMEHeaderKey`): the first letter
@@ -980,6 +1044,7 @@ mod size_tests {
             io: server,
             _slot: PerClientLimit::new(0).acquire("127.0.0.1".parse().unwrap()).unwrap(),
             app: router(state.clone()),
+            fan_out: None,
             limits: ConnLimits {
                 read_header_timeout: Duration::from_secs(1),
                 write_timeout: Duration::from_secs(1),

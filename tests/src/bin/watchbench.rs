@@ -138,18 +138,18 @@ fn call(method: &str, url: &str, body: Option<&str>) -> Result<(u64, String), St
 
 /// CPU time (user + system) a process has used, from `/proc/<pid>/stat` (`self` for this process).
 fn cpu_time(pid: &str) -> Result<Duration, String> {
+    Ok(cpu_times(pid)?.iter().sum())
+}
+
+/// CPU time a process has used in user and in system (kernel) mode, from `/proc/<pid>/stat`.
+fn cpu_times(pid: &str) -> Result<[Duration; 2], String> {
     let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).map_err(|e| e.to_string())?;
     // Fields after the command name (which may contain spaces) start after the last ')'.
     let rest = stat.rsplit_once(')').map(|(_, r)| r).ok_or("bad stat")?;
     let fields: Vec<&str> = rest.split_whitespace().collect();
-    let ticks: u64 = fields
-        .get(11..13)
-        .ok_or("short stat")?
-        .iter()
-        .map(|f| f.parse::<u64>().unwrap_or(0))
-        .sum();
+    let ticks = |i: usize| fields.get(i).and_then(|f| f.parse::<u64>().ok()).ok_or("short stat");
     // USER_HZ is 100 on Linux.
-    Ok(Duration::from_millis(ticks * 10))
+    Ok([ticks(11)?, ticks(12)?].map(|t| Duration::from_millis(t * 10)))
 }
 
 fn rss_kib(pid: u32) -> Result<u64, String> {
@@ -294,9 +294,9 @@ async fn run(args: &Args) -> Result<(), String> {
     }
     drop(done_tx);
     println!(
-        "| round | watchers | server RSS before → parked (MiB) | per watcher (bytes) | woken by `y` | write (ms) | wake p50 (ms) | p99 (ms) | max (ms) | server CPU (ms) | bench CPU (ms) | errors |"
+        "| round | watchers | server RSS before → parked (MiB) | per watcher (bytes) | woken by `y` | write (ms) | wake p50 (ms) | p99 (ms) | max (ms) | server CPU (ms) | of which system (ms) | bench CPU (ms) | errors |"
     );
-    println!("|---|---|---|---|---|---|---|---|---|---|---|---|");
+    println!("|---|---|---|---|---|---|---|---|---|---|---|---|---|");
     let mut per_watcher = Vec::new();
     for round in 1..=args.rounds {
         let rss_parked = settled_rss(pid, Duration::from_secs(2), Duration::from_secs(120)).await?;
@@ -324,7 +324,7 @@ async fn run(args: &Args) -> Result<(), String> {
                 }
             }
         }
-        let (server_cpu0, bench_cpu0) = (cpu_time(&pid.to_string())?, cpu_time("self")?);
+        let (server_cpu0, bench_cpu0) = (cpu_times(&pid.to_string())?, cpu_time("self")?);
         let t0 = Instant::now();
         register(&base, "x", &format!("r{round}"))?;
         let write = t0.elapsed();
@@ -350,14 +350,16 @@ async fn run(args: &Args) -> Result<(), String> {
             }
         }
         // CPU both processes spent from the write to the last answer (10 ms resolution).
-        let server_cpu = cpu_time(&pid.to_string())?.saturating_sub(server_cpu0);
+        let server_cpu1 = cpu_times(&pid.to_string())?;
+        let server_sys = server_cpu1[1].saturating_sub(server_cpu0[1]);
+        let server_cpu = (server_cpu1[0] + server_cpu1[1]).saturating_sub(server_cpu0[0] + server_cpu0[1]);
         let bench_cpu = cpu_time("self")?.saturating_sub(bench_cpu0);
         let missing = args.watchers - latencies.len() - errors - early;
         latencies.sort();
         let bytes = (rss_parked.saturating_sub(rss_before) * 1024) as f64 / args.watchers as f64;
         per_watcher.push(bytes);
         println!(
-            "| {round} | {} | {:.1} → {:.1} | {:.0} | {early} | {} | {} | {} | {} | {} | {} | {} |",
+            "| {round} | {} | {:.1} → {:.1} | {:.0} | {early} | {} | {} | {} | {} | {} | {} | {} | {} |",
             latencies.len(),
             rss_before as f64 / 1024.0,
             rss_parked as f64 / 1024.0,
@@ -367,6 +369,7 @@ async fn run(args: &Args) -> Result<(), String> {
             ms(percentile(&latencies, 99.0)),
             ms(percentile(&latencies, 100.0)),
             server_cpu.as_millis(),
+            server_sys.as_millis(),
             bench_cpu.as_millis(),
             errors + missing,
         );

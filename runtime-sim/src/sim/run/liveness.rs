@@ -8,7 +8,7 @@ use crate::history::Record;
 use crate::sim::cluster::ServerState;
 use crate::sim::net::node_id;
 use crate::sim::workload::Client;
-use concord_core::api::{Blocking, KvQuery, KvResult, ReadMode, Request, Response};
+use concord_core::api::{Blocking, KvQuery, ReadMode, Request, Response};
 use concord_core::node::Role;
 use concord_core::state::{Command, CommandResult};
 use rand::seq::SliceRandom;
@@ -349,13 +349,7 @@ impl Sim {
 const WATCH_WAIT: Duration = Duration::from_secs(4);
 
 fn entry_value(resp: &Response) -> Option<bytes::Bytes> {
-    match resp {
-        Response::Kv {
-            result: KvResult::Entries(e),
-            ..
-        } => e.first().map(|e| e.value.clone()),
-        _ => None,
-    }
+    resp.kv_entries().and_then(|(_, e)| e.first()).map(|e| e.value.clone())
 }
 
 fn put(key: &str, value: String) -> Request {
