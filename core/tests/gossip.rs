@@ -285,7 +285,7 @@ fn bench(label: &str, n: usize, seed: u64, joins: usize, crashes: usize, timing:
     // Dissemination of a join: newcomers one after another, each through a random member; time until every
     // member has it. Packets sent from each join until 2 s after it reached everyone are counted.
     let mut conv = Vec::new();
-    let join_packets = c.packets_sent;
+    let (join_packets, join_gossip) = (c.packets_sent, c.gossip_packets);
     for k in 0..joins {
         let i = c.spawn();
         c.watch.insert(name(i));
@@ -301,10 +301,17 @@ fn bench(label: &str, n: usize, seed: u64, joins: usize, crashes: usize, timing:
         });
         if let Some(t) = done {
             conv.push(t.saturating_since(t0).as_secs_f64());
+            if t.saturating_since(t0) > Duration::from_secs(2) {
+                let mut ev: Vec<_> = c.seen.iter().filter(|s| s.about == name(i)).cloned().collect();
+                ev.sort_by_key(|s| s.at);
+                for s in ev.iter().rev().take(5) {
+                    eprintln!("DEBUG join {k} node {i}: {:?} t0={:?}", s, t0);
+                }
+            }
         }
         c.run_for(Duration::from_secs(2));
     }
-    let join_packets = c.packets_sent - join_packets;
+    let (join_packets, join_gossip) = (c.packets_sent - join_packets, c.gossip_packets - join_gossip);
     let join_time = c.now.saturating_since(formed_at).as_secs_f64();
     // Failure detection: crash members one after another, plus one slow member throughout. For each crash:
     // when the first probe was sent to it, when the first member declared it failed, when all had.
@@ -354,7 +361,7 @@ fn bench(label: &str, n: usize, seed: u64, joins: usize, crashes: usize, timing:
     }
     let q = |xs: &[f64], p: f64| quantile(&mut xs.to_vec(), p);
     println!(
-        "{label:20} n={n} seed={seed} loss={:>3.0}% | formed in {:.1}s | join spread p50 {:.2}s p99 {:.2}s max {:.2}s ({} of {joins}; {} packets in {:.1}s) | failure: first p50 {:.1}s p99 {:.1}s, everyone p50 {:.1}s p99 {:.1}s ({} of {}) | first probe after crash p50 {:.2}s p99 {:.2}s | first probe -> declared p50 {:.1}s max {:.1}s | false positives {} | TCP pings {} probes failed {} rescued by TCP {} refutations {} | slow member alive everywhere: {} | packets {} max {} B | wall {:.0}s",
+        "{label:20} n={n} seed={seed} loss={:>3.0}% | formed in {:.1}s | join spread p50 {:.2}s p99 {:.2}s max {:.2}s ({} of {joins}; {} packets, {} of them gossip rounds, in {:.1}s) | failure: first p50 {:.1}s p99 {:.1}s, everyone p50 {:.1}s p99 {:.1}s ({} of {}) | first probe after crash p50 {:.2}s p99 {:.2}s | first probe -> declared p50 {:.1}s max {:.1}s | false positives {} | TCP pings {} probes failed {} rescued by TCP {} refutations {} | slow member alive everywhere: {} | packets {} ({} gossip rounds) max {} B | wall {:.0}s",
         loss * 100.0,
         formed_at.0 as f64 / 1e6,
         q(&conv, 0.5),
@@ -362,6 +369,7 @@ fn bench(label: &str, n: usize, seed: u64, joins: usize, crashes: usize, timing:
         q(&conv, 1.0),
         conv.len(),
         join_packets,
+        join_gossip,
         join_time,
         q(&first, 0.5),
         q(&first, 0.99),
@@ -380,6 +388,7 @@ fn bench(label: &str, n: usize, seed: u64, joins: usize, crashes: usize, timing:
         c.members.iter().map(|m| m.gossip.stats().refutations).sum::<u64>(),
         c.all_see(&name(n / 2), MemberStatus::Alive),
         c.packets_sent,
+        c.gossip_packets,
         c.max_packet_seen,
         wall.elapsed().as_secs_f64(),
     );
