@@ -37,12 +37,13 @@ pub struct GossipTiming {
     /// `probe_timeout`, also ping the target over TCP alongside the indirect probes; an answer there
     /// spares the target a suspicion (UDP loss alone does not make it suspect).
     pub tcp_fallback: bool,
-    /// A member with nothing queued to gossip that learns news (a change it did not know, or one of its
-    /// own) gossips it at once, to `gossip_nodes` members, instead of holding it until its next
-    /// `gossip_interval` tick (the ticks then resume a full interval later). A busy member (anything
-    /// queued) keeps its ticks, so no round is added: the news is sent the same number of times, only
-    /// sooner. Off gives memberlist's fixed ticks (each hop of a rumour then waits half an interval on
-    /// average), kept only for comparison in the benchmark.
+    /// A member with nothing queued to gossip that learns good news (a join, a refutation, new tags, a
+    /// leave or a user event, its own or another's) gossips it at once, to `gossip_nodes` members,
+    /// instead of holding it until its next `gossip_interval` tick (the ticks then resume a full
+    /// interval later). A busy member (anything queued) keeps its ticks, and the news is sent the same
+    /// number of times, only sooner. Suspicions and deaths keep the gossip pace, so a refutation outruns
+    /// the suspicion it answers. Off gives memberlist's fixed ticks (each hop of a rumour then waits half
+    /// an interval on average), kept only for comparison in the benchmark.
     pub eager_gossip: bool,
     /// Largest UDP packet we send (memberlist's `UDPBufferSize`).
     pub max_packet: usize,

@@ -552,7 +552,10 @@ impl Gossip {
 
     fn broadcast(&mut self, key: BroadcastKey, msg: &Message) {
         let encoded = wire::encode_message(msg);
-        if self.timing.eager_gossip && self.broadcasts.len() == 0 {
+        // Good news (a join, a refutation, new tags, a leave, a user event) goes out at once; a suspicion
+        // or a death keeps the gossip pace, so that a refutation outruns the suspicion it answers.
+        let good_news = !matches!(msg, Message::Suspect { .. } | Message::Dead { .. });
+        if self.timing.eager_gossip && good_news && self.broadcasts.len() == 0 {
             self.eager_due = true;
         }
         self.broadcasts.push(key, encoded, self.timing.max_broadcasts);

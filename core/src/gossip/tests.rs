@@ -842,6 +842,23 @@ fn a_quiet_member_gossips_news_at_once_and_a_busy_one_at_its_tick() {
 }
 
 #[test]
+fn a_suspicion_keeps_the_gossip_pace() {
+    let timing = gossip_only(true);
+    let (mut a, t) = quiet_member(timing.clone());
+    let now = t + Duration::from_millis(1);
+    let suspect = Message::Suspect {
+        incarnation: 0,
+        name: "b".into(),
+        from: "c".into(),
+    };
+    let mut out = Vec::new();
+    let bytes = packet(&[suspect]);
+    a.handle(now, Input::Packet { from: addr(3), bytes }, &mut out);
+    assert_eq!(a.queued_broadcasts(), 1);
+    assert!(out.iter().all(|e| !matches!(e, Effect::Packet { .. })), "{out:?}");
+}
+
+#[test]
 fn with_fixed_ticks_news_waits_for_the_next_tick() {
     let timing = gossip_only(false);
     let (mut a, t) = quiet_member(timing.clone());
