@@ -211,11 +211,12 @@ fn same_seed_same_trace() {
 /// Measurements for the report (not timed assertions). Run with
 /// `cargo test --release -p concord-core --test gossip bench_1000_members -- --ignored --nocapture`.
 /// Knobs (environment): `GOSSIP_BENCH_N` members (1000), `GOSSIP_BENCH_SEED` (0; offsets the cluster
-/// seed), `GOSSIP_BENCH_CRASHES` crashes per run (10), `GOSSIP_BENCH_LOSS` comma-separated loss fractions
-/// ("0,0.1"), `GOSSIP_BENCH_MODES` comma-separated among `concord`, `memberlist` (memberlist's
-/// algorithm and defaults: shuffled probe order, TCP fallback ping), `classic` (memberlist without
-/// Lifeguard), `no-tcp` (concord without the TCP fallback ping); default "concord,memberlist", and
-/// `GOSSIP_BENCH_CLASSIC=0` means "concord" only.
+/// seed), `GOSSIP_BENCH_JOINS` joins measured one after another (10), `GOSSIP_BENCH_CRASHES` crashes per
+/// run (10), `GOSSIP_BENCH_LOSS` comma-separated loss fractions ("0,0.1"), `GOSSIP_BENCH_MODES`
+/// comma-separated among `concord`, `memberlist` (memberlist's algorithm and defaults: shuffled probe
+/// order, fixed gossip ticks, TCP fallback ping), `classic` (memberlist without Lifeguard), `no-tcp`
+/// (concord without the TCP fallback ping), `no-eager` (concord with memberlist's fixed gossip ticks);
+/// default "concord,memberlist", and `GOSSIP_BENCH_CLASSIC=0` means "concord" only.
 #[test]
 #[ignore]
 fn bench_1000_members() {
@@ -223,6 +224,7 @@ fn bench_1000_members() {
     let n: usize = env("GOSSIP_BENCH_N").and_then(|v| v.parse().ok()).unwrap_or(1000);
     let seed: u64 = env("GOSSIP_BENCH_SEED").and_then(|v| v.parse().ok()).unwrap_or(0);
     let crashes: usize = env("GOSSIP_BENCH_CRASHES").and_then(|v| v.parse().ok()).unwrap_or(10);
+    let joins: usize = env("GOSSIP_BENCH_JOINS").and_then(|v| v.parse().ok()).unwrap_or(10);
     let losses: Vec<f64> = env("GOSSIP_BENCH_LOSS")
         .map(|v| v.split(',').filter_map(|x| x.trim().parse().ok()).collect())
         .unwrap_or_else(|| vec![0.0, 0.10]);
@@ -235,6 +237,7 @@ fn bench_1000_members() {
     let modes = env("GOSSIP_BENCH_MODES").unwrap_or_else(|| default_modes.to_string());
     let memberlist = GossipTiming {
         coordinated_probes: false,
+        eager_gossip: false,
         ..GossipTiming::lan()
     };
     let mut configs = Vec::new();
@@ -256,25 +259,34 @@ fn bench_1000_members() {
                     ..GossipTiming::lan()
                 },
             )),
+            "no-eager" => configs.push((
+                "concord, fixed ticks",
+                GossipTiming {
+                    eager_gossip: false,
+                    ..GossipTiming::lan()
+                },
+            )),
             other => panic!("unknown GOSSIP_BENCH_MODES entry {other:?}"),
         }
     }
     for (label, timing) in configs {
         for &loss in &losses {
-            bench(label, n, seed, crashes, timing.clone(), loss);
+            bench(label, n, seed, joins, crashes, timing.clone(), loss);
         }
     }
 }
 
-fn bench(label: &str, n: usize, seed: u64, crashes: usize, timing: GossipTiming, loss: f64) {
+fn bench(label: &str, n: usize, seed: u64, joins: usize, crashes: usize, timing: GossipTiming, loss: f64) {
     let net = Net { loss, ..Net::default() };
     #[allow(clippy::disallowed_methods)] // wall-clock cost of the benchmark itself, not simulated time
     let wall = std::time::Instant::now();
     let mut c = formed(1000 + n as u64 + seed * 7919, n, timing, net, 5 * MS);
     let formed_at = c.now;
-    // Dissemination of a join: 10 newcomers, each through a random member; time until every member has it.
+    // Dissemination of a join: newcomers one after another, each through a random member; time until every
+    // member has it. Packets sent from each join until 2 s after it reached everyone are counted.
     let mut conv = Vec::new();
-    for k in 0..10 {
+    let (join_packets, join_gossip) = (c.packets_sent, c.gossip_packets);
+    for k in 0..joins {
         let i = c.spawn();
         c.watch.insert(name(i));
         c.join(i, (k * 97) % n);
@@ -289,9 +301,18 @@ fn bench(label: &str, n: usize, seed: u64, crashes: usize, timing: GossipTiming,
         });
         if let Some(t) = done {
             conv.push(t.saturating_since(t0).as_secs_f64());
+            if t.saturating_since(t0) > Duration::from_secs(2) {
+                let mut ev: Vec<_> = c.seen.iter().filter(|s| s.about == name(i)).cloned().collect();
+                ev.sort_by_key(|s| s.at);
+                for s in ev.iter().rev().take(5) {
+                    eprintln!("DEBUG join {k} node {i}: {:?} t0={:?}", s, t0);
+                }
+            }
         }
         c.run_for(Duration::from_secs(2));
     }
+    let (join_packets, join_gossip) = (c.packets_sent - join_packets, c.gossip_packets - join_gossip);
+    let join_time = c.now.saturating_since(formed_at).as_secs_f64();
     // Failure detection: crash members one after another, plus one slow member throughout. For each crash:
     // when the first probe was sent to it, when the first member declared it failed, when all had.
     c.members[n / 2].slow = Some(Duration::from_millis(400));
@@ -340,12 +361,16 @@ fn bench(label: &str, n: usize, seed: u64, crashes: usize, timing: GossipTiming,
     }
     let q = |xs: &[f64], p: f64| quantile(&mut xs.to_vec(), p);
     println!(
-        "{label:20} n={n} seed={seed} loss={:>3.0}% | formed in {:.1}s | join spread p50 {:.2}s p99 {:.2}s ({} of 10) | failure: first p50 {:.1}s p99 {:.1}s, everyone p50 {:.1}s p99 {:.1}s ({} of {}) | first probe after crash p50 {:.2}s p99 {:.2}s | first probe -> declared p50 {:.1}s max {:.1}s | false positives {} | TCP pings {} probes failed {} rescued by TCP {} refutations {} | slow member alive everywhere: {} | packets {} max {} B | wall {:.0}s",
+        "{label:20} n={n} seed={seed} loss={:>3.0}% | formed in {:.1}s | join spread p50 {:.2}s p99 {:.2}s max {:.2}s ({} of {joins}; {} packets, {} of them gossip rounds, in {:.1}s) | failure: first p50 {:.1}s p99 {:.1}s, everyone p50 {:.1}s p99 {:.1}s ({} of {}) | first probe after crash p50 {:.2}s p99 {:.2}s | first probe -> declared p50 {:.1}s max {:.1}s | false positives {} | TCP pings {} probes failed {} rescued by TCP {} refutations {} | slow member alive everywhere: {} | packets {} ({} gossip rounds) max {} B | wall {:.0}s",
         loss * 100.0,
         formed_at.0 as f64 / 1e6,
         q(&conv, 0.5),
         q(&conv, 0.99),
+        q(&conv, 1.0),
         conv.len(),
+        join_packets,
+        join_gossip,
+        join_time,
         q(&first, 0.5),
         q(&first, 0.99),
         q(&all, 0.5),
@@ -363,12 +388,14 @@ fn bench(label: &str, n: usize, seed: u64, crashes: usize, timing: GossipTiming,
         c.members.iter().map(|m| m.gossip.stats().refutations).sum::<u64>(),
         c.all_see(&name(n / 2), MemberStatus::Alive),
         c.packets_sent,
+        c.gossip_packets,
         c.max_packet_seen,
         wall.elapsed().as_secs_f64(),
     );
     let fmt = |xs: &[f64]| xs.iter().map(|x| format!("{x:.2}")).collect::<Vec<_>>().join(",");
     println!(
-        "  samples first=[{}] all=[{}] probe=[{}]",
+        "  samples join=[{}] first=[{}] all=[{}] probe=[{}]",
+        fmt(&conv),
         fmt(&first),
         fmt(&all),
         fmt(&first_probe)

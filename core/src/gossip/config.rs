@@ -37,6 +37,14 @@ pub struct GossipTiming {
     /// `probe_timeout`, also ping the target over TCP alongside the indirect probes; an answer there
     /// spares the target a suspicion (UDP loss alone does not make it suspect).
     pub tcp_fallback: bool,
+    /// A member with nothing queued to gossip that learns good news (a join, a refutation, new tags, a
+    /// leave or a user event, its own or another's) gossips it at once, to `gossip_nodes` members,
+    /// instead of holding it until its next `gossip_interval` tick (the ticks then resume a full
+    /// interval later). A busy member (anything queued) keeps its ticks, and the news is sent the same
+    /// number of times, only sooner. Suspicions and deaths keep the gossip pace, so a refutation outruns
+    /// the suspicion it answers. Off gives memberlist's fixed ticks (each hop of a rumour then waits half
+    /// an interval on average), kept only for comparison in the benchmark.
+    pub eager_gossip: bool,
     /// Largest UDP packet we send (memberlist's `UDPBufferSize`).
     pub max_packet: usize,
     /// Bound on queued broadcasts; the most retransmitted are dropped first.
@@ -82,6 +90,7 @@ impl GossipTiming {
             lifeguard: true,
             coordinated_probes: true,
             tcp_fallback: true,
+            eager_gossip: true,
             max_packet: 1400,
             max_broadcasts: 8192,
             max_members: 65_536,

@@ -276,6 +276,10 @@ pub struct Gossip {
     ring_seen: u64,
     ring_check: Option<Instant>,
     last_ring_check: Instant,
+    /// When the gossip timer fires next (`eager_gossip` brings it forward).
+    gossip_at: Instant,
+    /// News was queued while nothing else was: gossip it once the input is handled (`eager_gossip`).
+    eager_due: bool,
 }
 
 /// The number of live members (alive or suspect, us included), and how often the live set changed.
@@ -294,7 +298,8 @@ impl Gossip {
         if !t.coordinated_probes {
             timers.insert((now + probe_jitter, Timer::Probe));
         }
-        timers.insert((now + jitter(&mut rng, t.gossip_interval), Timer::Gossip));
+        let gossip_at = now + jitter(&mut rng, t.gossip_interval);
+        timers.insert((gossip_at, Timer::Gossip));
         timers.insert((
             now + t.push_pull_interval + jitter(&mut rng, t.push_pull_interval),
             Timer::PushPull,
@@ -346,6 +351,8 @@ impl Gossip {
             ring_seen: 0,
             ring_check: None,
             last_ring_check: now,
+            gossip_at,
+            eager_due: false,
         };
         if g.timing.coordinated_probes {
             g.arm_probe(now, 0);
@@ -399,6 +406,7 @@ impl Gossip {
                 self.on_user_event(ltime, name, payload, out);
             }
         }
+        self.gossip_eagerly(now, out);
         self.note_ring_change(now);
     }
 
@@ -544,6 +552,12 @@ impl Gossip {
 
     fn broadcast(&mut self, key: BroadcastKey, msg: &Message) {
         let encoded = wire::encode_message(msg);
+        // Good news (a join, a refutation, new tags, a leave, a user event) goes out at once; a suspicion
+        // or a death keeps the gossip pace, so that a refutation outruns the suspicion it answers.
+        let good_news = !matches!(msg, Message::Suspect { .. } | Message::Dead { .. });
+        if self.timing.eager_gossip && good_news && self.broadcasts.len() == 0 {
+            self.eager_due = true;
+        }
         self.broadcasts.push(key, encoded, self.timing.max_broadcasts);
     }
 
@@ -595,7 +609,8 @@ impl Gossip {
                 Timer::RingCheck => self.ring_check(now),
                 Timer::ProbeEnd(seq) => self.probe_end(now, seq, out),
                 Timer::Gossip => {
-                    self.schedule(now + self.timing.gossip_interval, Timer::Gossip);
+                    self.gossip_at = now + self.timing.gossip_interval;
+                    self.schedule(self.gossip_at, Timer::Gossip);
                     if !self.left {
                         self.gossip(now, out);
                     }

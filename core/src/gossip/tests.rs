@@ -744,3 +744,128 @@ fn oversized_ack_payloads_are_neither_sent_nor_accepted() {
     };
     assert_eq!(decode_packet(&packet(&[big])), Err(GossipWireError::FieldTooLarge));
 }
+
+/// Probes far apart, so that only gossip is sent in the tests below.
+fn gossip_only(eager_gossip: bool) -> GossipTiming {
+    GossipTiming {
+        probe_interval: Duration::from_secs(600),
+        probe_timeout: Duration::from_secs(300),
+        eager_gossip,
+        ..GossipTiming::lan()
+    }
+}
+
+/// `a` knowing `b`, `c`, `d`, with nothing left to gossip (the broadcasts of the join sent out), at the
+/// returned time.
+fn quiet_member(timing: GossipTiming) -> (Gossip, Instant) {
+    let mut a = Gossip::new(
+        GossipConfig {
+            name: "a".into(),
+            addr: addr(1),
+            tags: Tags::new(),
+            seed: 1,
+            timing,
+        },
+        Instant::ZERO,
+    );
+    let mut state = machine("b", 2).local_state(false);
+    for (name, i) in [("c", 3), ("d", 4)] {
+        state.members.extend(machine(name, i).local_state(false).members);
+    }
+    let mut now = Instant::ZERO;
+    a.handle(now, Input::PushPullReply { state }, &mut Vec::new());
+    while a.queued_broadcasts() > 0 {
+        now = a.next_deadline().unwrap().max(now);
+        a.handle(now, Input::Tick, &mut Vec::new());
+    }
+    (a, now)
+}
+
+fn alive(name: &str, i: u8) -> Input {
+    Input::Packet {
+        from: addr(2),
+        bytes: packet(&[Message::Alive {
+            incarnation: 0,
+            name: name.into(),
+            addr: addr(i),
+            tags: Tags::new(),
+        }]),
+    }
+}
+
+/// Gossip packets (broadcasts only, no probe) in `out` that tell that `name` is alive.
+fn told_alive(out: &[Effect], name: &str) -> usize {
+    out.iter()
+        .filter(|e| match e {
+            Effect::Packet { bytes, .. } => {
+                let msgs = decode_packet(bytes).unwrap();
+                msgs.iter().all(|m| {
+                    matches!(
+                        m,
+                        Message::Alive { .. } | Message::Suspect { .. } | Message::Dead { .. } | Message::Leave { .. }
+                    )
+                }) && msgs
+                    .iter()
+                    .any(|m| matches!(m, Message::Alive { name: n, .. } if n == name))
+            }
+            _ => false,
+        })
+        .count()
+}
+
+/// Run `a`'s timers from `now` until a gossip packet tells that `name` is alive; when that was.
+fn until_told(a: &mut Gossip, mut now: Instant, name: &str) -> Instant {
+    loop {
+        now = a.next_deadline().unwrap().max(now);
+        let mut out = Vec::new();
+        a.handle(now, Input::Tick, &mut out);
+        if told_alive(&out, name) > 0 {
+            return now;
+        }
+    }
+}
+
+#[test]
+fn a_quiet_member_gossips_news_at_once_and_a_busy_one_at_its_tick() {
+    let timing = gossip_only(true);
+    let (mut a, t) = quiet_member(timing.clone());
+    // Between two ticks, `a` learns that `e` joined: it tells `gossip_nodes` members now, not at the tick.
+    let now = t + timing.gossip_interval / 2;
+    let mut out = Vec::new();
+    a.handle(now, alive("e", 5), &mut out);
+    assert_eq!(told_alive(&out, "e"), timing.gossip_nodes, "{out:?}");
+    // News while `e`'s is still queued waits for the tick, which resumes a full interval after that round.
+    let mut out = Vec::new();
+    a.handle(now + Duration::from_millis(1), alive("f", 6), &mut out);
+    assert_eq!(told_alive(&out, "f"), 0, "{out:?}");
+    assert_eq!(until_told(&mut a, now, "f"), now + timing.gossip_interval);
+}
+
+#[test]
+fn a_suspicion_keeps_the_gossip_pace() {
+    let timing = gossip_only(true);
+    let (mut a, t) = quiet_member(timing.clone());
+    let now = t + Duration::from_millis(1);
+    let suspect = Message::Suspect {
+        incarnation: 0,
+        name: "b".into(),
+        from: "c".into(),
+    };
+    let mut out = Vec::new();
+    let bytes = packet(&[suspect]);
+    a.handle(now, Input::Packet { from: addr(3), bytes }, &mut out);
+    assert_eq!(a.queued_broadcasts(), 1);
+    assert!(out.iter().all(|e| !matches!(e, Effect::Packet { .. })), "{out:?}");
+}
+
+#[test]
+fn with_fixed_ticks_news_waits_for_the_next_tick() {
+    let timing = gossip_only(false);
+    let (mut a, t) = quiet_member(timing.clone());
+    let now = t + Duration::from_millis(1);
+    let mut out = Vec::new();
+    a.handle(now, alive("e", 5), &mut out);
+    assert_eq!(told_alive(&out, "e"), 0, "{out:?}");
+    let told = until_told(&mut a, now, "e");
+    assert!(told > now && told <= now + timing.gossip_interval, "{told:?}");
+}

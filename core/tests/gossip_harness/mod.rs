@@ -104,6 +104,8 @@ pub struct Cluster {
     pub watch: BTreeSet<String>,
     pub user_events: Vec<(usize, u64, String)>,
     pub packets_sent: u64,
+    /// Of `packets_sent`, those of gossip rounds (broadcasts only: no probe, ack or nack).
+    pub gossip_packets: u64,
     pub max_packet_seen: usize,
     /// A running hash of every event, for determinism checks.
     pub trace: u64,
@@ -132,6 +134,7 @@ impl Cluster {
             watch: BTreeSet::new(),
             user_events: Vec::new(),
             packets_sent: 0,
+            gossip_packets: 0,
             max_packet_seen: 0,
             trace: seed,
             ping_watch: None,
@@ -231,6 +234,9 @@ impl Cluster {
             match effect {
                 Effect::Packet { to, bytes } => {
                     self.packets_sent += 1;
+                    if is_gossip(&bytes) {
+                        self.gossip_packets += 1;
+                    }
                     self.max_packet_seen = self.max_packet_seen.max(bytes.len());
                     let Some(&j) = self.by_addr.get(&to) else { continue };
                     if self.first_ping.is_none() && self.ping_watch == Some(to) && is_ping(&bytes) {
@@ -440,6 +446,22 @@ fn is_ping(bytes: &[u8]) -> bool {
     concord_core::gossip::wire::decode_packet(bytes).is_ok_and(|msgs| {
         msgs.iter()
             .any(|m| matches!(m, concord_core::gossip::Message::Ping { .. }))
+    })
+}
+
+fn is_gossip(bytes: &[u8]) -> bool {
+    use concord_core::gossip::Message;
+    concord_core::gossip::wire::decode_packet(bytes).is_ok_and(|msgs| {
+        msgs.iter().all(|m| {
+            matches!(
+                m,
+                Message::Alive { .. }
+                    | Message::Suspect { .. }
+                    | Message::Dead { .. }
+                    | Message::Leave { .. }
+                    | Message::UserEvent { .. }
+            )
+        })
     })
 }
 
