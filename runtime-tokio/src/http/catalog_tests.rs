@@ -387,7 +387,11 @@ fn node_and_service_names_are_case_insensitive() {
     let body = br#"{"Node":"web1","Address":"10.0.0.2","Service":{"Service":"API","ID":"api1","Port":81}}"#;
     assert_eq!(put(&s, "/v1/catalog/register", body).status, 200);
     let woke: u64 = waiter.join().unwrap().unwrap().unwrap().parse().unwrap();
-    assert!(woke > index && started.elapsed() < std::time::Duration::from_secs(15));
+    assert!(
+        woke > index && started.elapsed() < std::time::Duration::from_secs(15),
+        "woke {woke} index {index} after {:?}",
+        started.elapsed()
+    );
     // The same node, renamed to the case last written.
     let nodes = json("/v1/catalog/nodes");
     assert_eq!(nodes.as_array().unwrap().len(), 1, "{nodes}");

@@ -100,6 +100,23 @@ impl FakeBackend {
         }
     }
 
+    /// A blocking read waits until any write moves the index past `min_index`, or for `wait`.
+    async fn wait_past(&self, block: Option<concord_core::api::Blocking>) {
+        if let Some(block) = block {
+            let deadline = tokio::time::Instant::now() + block.wait;
+            loop {
+                let notified = self.changed.notified();
+                if self.inner.lock().unwrap().index > block.min_index {
+                    break;
+                }
+                tokio::select! {
+                    _ = notified => {}
+                    _ = tokio::time::sleep_until(deadline) => break,
+                }
+            }
+        }
+    }
+
     async fn kv_read(&self, query: KvQuery, mode: ReadMode, block: Option<concord_core::api::Blocking>) -> Response {
         if let KvQuery::Get { key } = &query {
             if key == HANG_KEY {
@@ -115,19 +132,7 @@ impl FakeBackend {
                 std::future::pending::<()>().await;
             }
         }
-        if let Some(block) = block {
-            let deadline = tokio::time::Instant::now() + block.wait;
-            loop {
-                let notified = self.changed.notified();
-                if self.inner.lock().unwrap().index > block.min_index {
-                    break;
-                }
-                tokio::select! {
-                    _ = notified => {}
-                    _ = tokio::time::sleep_until(deadline) => break,
-                }
-            }
-        }
+        self.wait_past(block).await;
         let inner = self.inner.lock().unwrap();
         let in_range = |k: &String, prefix: &str| k.starts_with(prefix);
         let result = match &query {
@@ -247,8 +252,9 @@ impl Backend for FakeBackend {
             Request::Read {
                 query: Query::Catalog(query),
                 mode,
-                ..
+                block,
             } => {
+                self.wait_past(block).await;
                 let inner = self.inner.lock().unwrap();
                 let (_, result) = inner.sm.catalog.read(&query);
                 Response::Catalog {
