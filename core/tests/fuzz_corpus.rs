@@ -10,7 +10,7 @@
 
 use bytes::Bytes;
 use concord_core::api::{Blocking, KvQuery, KvResult, QueryMeta, ReadMode, Request, Response};
-use concord_core::fuzzing::{self, find_target, replay_corpus, Check, Op, TARGETS};
+use concord_core::fuzzing::{self, find_target, replay_inputs, Check, Op, TARGETS};
 use concord_core::gossip::wire::{assemble_packet, encode_message, encode_push_pull};
 use concord_core::gossip::{MemberRecord, MemberState, Message as GossipMessage, PushPull, Tags};
 use concord_core::raft::{Entry, Membership, Message, Payload, ServerInfo, SnapshotMeta};
@@ -21,11 +21,9 @@ use std::path::PathBuf;
 use std::time::Duration;
 
 fn corpus_dir(target: &str) -> PathBuf {
-    corpus_root().join(target)
-}
-
-fn corpus_root() -> PathBuf {
-    PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../fuzz/corpus")
+    PathBuf::from(env!("CARGO_MANIFEST_DIR"))
+        .join("../fuzz/corpus")
+        .join(target)
 }
 
 fn target_fn(target: &str) -> Check {
@@ -33,7 +31,27 @@ fn target_fn(target: &str) -> Check {
 }
 
 fn replay(target: &str) {
-    replay_corpus(&corpus_root(), TARGETS, target);
+    replay_inputs(TARGETS, target, &corpus_files(target));
+}
+
+/// Every file of the target's committed corpus, sorted by path, as (path, bytes).
+fn corpus_files(target: &str) -> Vec<(String, Vec<u8>)> {
+    let dir = corpus_dir(target);
+    let entries = std::fs::read_dir(&dir).unwrap_or_else(|e| panic!("corpus {}: {e}", dir.display()));
+    let mut files: Vec<PathBuf> = entries
+        .map(|e| e.expect("corpus entry").path())
+        .filter(|p| p.is_file())
+        .collect();
+    files.sort();
+    files
+        .into_iter()
+        .map(|p| {
+            (
+                p.display().to_string(),
+                std::fs::read(&p).expect("readable corpus file"),
+            )
+        })
+        .collect()
 }
 
 #[test]

@@ -46,34 +46,22 @@ pub fn find_target(targets: &[(&str, Check)], target: &str) -> Check {
         .unwrap_or_else(|| panic!("no fuzz target {target}"))
 }
 
-/// Test support for the corpus replay tests (`core/tests/fuzz_corpus.rs`, concord's `fuzzing::tests`):
-/// runs `target`'s check over every file of `corpus_root/<target>/` and panics naming every failing file at
-/// once. A missing or empty directory fails too: a lost corpus must not pass silently. It reads files, the
-/// one I/O in core: no `Node` path calls it.
-#[allow(clippy::disallowed_methods)]
-pub fn replay_corpus(corpus_root: &std::path::Path, targets: &[(&str, Check)], target: &str) {
-    let dir = corpus_root.join(target);
-    let entries = std::fs::read_dir(&dir).unwrap_or_else(|e| panic!("corpus {}: {e}", dir.display()));
-    let mut files: Vec<std::path::PathBuf> = entries
-        .map(|e| e.expect("corpus entry").path())
-        .filter(|p| p.is_file())
-        .collect();
-    files.sort();
-    assert!(!files.is_empty(), "corpus {} is empty", dir.display());
+/// Test support for the corpus replay tests (`core/tests/fuzz_corpus.rs`, concord's `fuzzing::tests`, which
+/// read the files: core does no I/O): runs `target`'s check over every `(file name, bytes)` input and panics
+/// naming every failing input at once. No inputs fail too: a lost corpus must not pass silently.
+pub fn replay_inputs(targets: &[(&str, Check)], target: &str, inputs: &[(String, Vec<u8>)]) {
+    assert!(!inputs.is_empty(), "corpus {target} is empty");
     let check = find_target(targets, target);
-    let failed: Vec<String> = files
+    let failed: Vec<&str> = inputs
         .iter()
-        .filter(|path| {
-            let data = std::fs::read(path).expect("readable corpus file");
-            std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| check(&data))).is_err()
-        })
-        .map(|p| p.display().to_string())
+        .filter(|(_, data)| std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| check(data))).is_err())
+        .map(|(name, _)| name.as_str())
         .collect();
     assert!(
         failed.is_empty(),
         "{} of {} {target} inputs fail (reproduce: cd fuzz && cargo fuzz run {target} <file>): {failed:#?}",
         failed.len(),
-        files.len()
+        inputs.len()
     );
 }
 

@@ -4,15 +4,13 @@
 //! `cargo test -p concord --lib fuzzing::tests::write_seed_corpus -- --ignored` regenerates the seeds.
 
 use super::{Check, GOSSIP_KEYS, SNAPSHOT_NAME, TARGETS};
-use concord_core::fuzzing::{find_target, replay_corpus};
+use concord_core::fuzzing::{find_target, replay_inputs};
 use std::path::PathBuf;
 
 fn corpus_dir(target: &str) -> PathBuf {
-    corpus_root().join(target)
-}
-
-fn corpus_root() -> PathBuf {
-    PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../fuzz/corpus")
+    PathBuf::from(env!("CARGO_MANIFEST_DIR"))
+        .join("../fuzz/corpus")
+        .join(target)
 }
 
 fn target_fn(target: &str) -> Check {
@@ -20,7 +18,27 @@ fn target_fn(target: &str) -> Check {
 }
 
 fn replay(target: &str) {
-    replay_corpus(&corpus_root(), TARGETS, target);
+    replay_inputs(TARGETS, target, &corpus_files(target));
+}
+
+/// Every file of the target's committed corpus, sorted by path, as (path, bytes).
+fn corpus_files(target: &str) -> Vec<(String, Vec<u8>)> {
+    let dir = corpus_dir(target);
+    let entries = std::fs::read_dir(&dir).unwrap_or_else(|e| panic!("corpus {}: {e}", dir.display()));
+    let mut files: Vec<PathBuf> = entries
+        .map(|e| e.expect("corpus entry").path())
+        .filter(|p| p.is_file())
+        .collect();
+    files.sort();
+    files
+        .into_iter()
+        .map(|p| {
+            (
+                p.display().to_string(),
+                std::fs::read(&p).expect("readable corpus file"),
+            )
+        })
+        .collect()
 }
 
 #[test]
